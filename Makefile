@@ -12,4 +12,4 @@ demo: setup
 	.venv/bin/backline data stats "$(BACKLINE_DATA)/small"
 
 test: setup
-	.venv/bin/python -m pytest
+	OMP_NUM_THREADS=1 .venv/bin/python -m pytest

@@ -13,6 +13,8 @@ import sys
 
 # Rooms that contribute subcommands, in the order --help lists them.
 COMMAND_MODULES = (
+    "backline.engine.cli",
+    "backline.plugin_bridge.cli",
     "backline.data.cli",
     "backline.training.cli",
 )
@@ -21,6 +23,8 @@ DESCRIPTION = """\
 Backline generates a bass or drum stem that plays along with the audio you already have.
 
 Typical session:
+  backline generate --context song.wav --instrument bass --out bass.wav   the main job
+  backline serve                                                  the local engine the plugin talks to
   backline data build --preset small --out $BACKLINE_DATA/small   render paired (mix, stem) audio
   backline data stats $BACKLINE_DATA/small                        hours per instrument, source, split
   backline train autoencoder --config tiny --data DIR --run DIR   train the audio autoencoder

@@ -1,0 +1,118 @@
+"""Diffusion sampling in the EDM framework (Karras et al. 2022), as pure functions over NumPy arrays.
+
+A sampler takes a ``denoise(x, sigma) -> x0_estimate`` callable, a starting array already scaled by
+the first sigma, and a schedule of sigmas ending in 0, and returns the final sample. Progress and
+cancellation go through ``callback(step_index, total_steps, x, x0)``; a callback raises to cancel.
+Nothing here knows about models, backends or guidance: the engine composes those into ``denoise``.
+NumPy keeps the runtime free of torch; a torch or onnxruntime denoiser is wrapped to take arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+Denoise = Callable[[np.ndarray, float], np.ndarray]
+Callback = Callable[[int, int, np.ndarray, np.ndarray], None]
+
+
+def get_sigmas_karras(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> np.ndarray:
+    """Karras et al. (2022) eq. 5 noise levels, descending from sigma_max to sigma_min, plus a final 0."""
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    if not 0 < sigma_min < sigma_max:
+        raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+    ramp = np.linspace(0, 1, steps) if steps > 1 else np.zeros(1)
+    min_inv_rho, max_inv_rho = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    sigmas = (max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho
+    return np.append(sigmas, 0.0).astype(np.float64)
+
+
+def _d(denoise: Denoise, x: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    x0 = denoise(x, sigma)
+    return (x - x0) / sigma, x0
+
+
+def sample_euler(denoise: Denoise, x: np.ndarray, sigmas: np.ndarray, *, callback: Callback | None = None) -> np.ndarray:
+    """First-order probability-flow ODE solver (EDM Algorithm 1 without the correction)."""
+    total = len(sigmas) - 1
+    for i in range(total):
+        derivative, x0 = _d(denoise, x, sigmas[i])
+        x = x + derivative * (sigmas[i + 1] - sigmas[i])
+        if callback:
+            callback(i, total, x, x0)
+    return x
+
+
+def sample_heun(denoise: Denoise, x: np.ndarray, sigmas: np.ndarray, *, callback: Callback | None = None) -> np.ndarray:
+    """EDM Algorithm 1 (deterministic Heun, 2nd order); the last step to sigma 0 is an Euler step."""
+    total = len(sigmas) - 1
+    for i in range(total):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        derivative, x0 = _d(denoise, x, sigma)
+        x_next = x + derivative * (sigma_next - sigma)
+        if sigma_next > 0:
+            derivative_next, _ = _d(denoise, x_next, sigma_next)
+            x_next = x + 0.5 * (derivative + derivative_next) * (sigma_next - sigma)
+        x = x_next
+        if callback:
+            callback(i, total, x, x0)
+    return x
+
+
+def sample_dpmpp_2m(denoise: Denoise, x: np.ndarray, sigmas: np.ndarray, *, callback: Callback | None = None) -> np.ndarray:
+    """DPM-Solver++(2M) (Lu et al. 2022), multistep, one network call per step (k-diffusion's form)."""
+    total = len(sigmas) - 1
+    t_of = lambda sigma: -np.log(sigma)
+    previous_x0 = None
+    for i in range(total):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        x0 = denoise(x, sigma)
+        if sigma_next == 0:
+            x = x0
+        else:
+            t, t_next = t_of(sigma), t_of(sigma_next)
+            h = t_next - t
+            if previous_x0 is None:
+                estimate = x0
+            else:
+                r = (t - t_of(sigmas[i - 1])) / h
+                estimate = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * previous_x0
+            x = (sigma_next / sigma) * x - np.expm1(-h) * estimate
+        previous_x0 = x0
+        if callback:
+            callback(i, total, x, x0)
+    return x
+
+
+SAMPLERS = {"euler": sample_euler, "heun": sample_heun, "dpmpp_2m": sample_dpmpp_2m}
+
+
+def get_sampler(name: str):
+    try:
+        return SAMPLERS[name]
+    except KeyError:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}") from None
+
+
+def guided(
+    predictions: dict[str, np.ndarray], *, cfg_context: float, cfg_style: float, rescale: float = 0.7
+) -> np.ndarray:
+    """Combine denoised predictions with one guidance scale per condition (Diff-A-Riff's nesting).
+
+    ``predictions`` holds ``none`` (no condition), ``context`` (context only) and ``full`` (context and
+    style). D = D_none + s_c (D_context - D_none) + s_s (D_full - D_context): both scales 1 give
+    D_full exactly. Guidance in an unbounded latent space over-saturates at high scales, so the guided
+    prediction's standard deviation is pulled back towards the conditional one's by ``rescale``
+    (Lin et al. 2023, "Common diffusion noise schedules are flawed", eq. 15-16).
+    """
+    none, context, full = predictions["none"], predictions["context"], predictions["full"]
+    if cfg_context == 1 and cfg_style == 1:
+        return full  # the formula's value, without its rounding
+    out = none + cfg_context * (context - none) + cfg_style * (full - context)
+    if rescale > 0:
+        axes = tuple(range(1, out.ndim))
+        ratio = full.std(axis=axes, keepdims=True) / np.maximum(out.std(axis=axes, keepdims=True), 1e-8)
+        out = rescale * (out * ratio) + (1 - rescale) * out
+    return out

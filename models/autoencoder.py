@@ -1,0 +1,339 @@
+"""The audio autoencoder: mono 44.1 kHz audio to compact latents and back.
+
+Every later stage (diffusion, variations, inpainting) works in this latent space. The design is
+chosen for speed on a CPU:
+
+* **Encoder**: an STFT front-end (log magnitude plus magnitude-compressed real and imaginary parts),
+  ConvNeXt blocks at the STFT frame rate, a strided convolution down to the latent rate, more
+  ConvNeXt blocks, and a linear projection to ``latent_channels``. It is deterministic.
+* **Decoder** (after Vocos, Siuzdak 2023, arXiv 2306.00582): ConvNeXt blocks at the latent rate, a
+  transposed convolution up to the STFT frame rate, more blocks, then a linear head predicting
+  log magnitude and phase, and an inverse STFT. One pass, no iterative decoding.
+
+Length contract (``hop_length`` samples per latent frame):
+
+    encode(audio (batch, frames))  -> latents (batch, latent_channels, ceil(frames / hop_length))
+    decode(latents (batch, C, n))  -> audio (batch, n * hop_length)
+
+``encode`` pads the audio with zeros up to a whole number of latent frames. ``reconstruct`` and
+``encode_audio`` take numpy audio, validate it (rate, NaN, empty, mono) and trim the output back to
+exactly the input length.
+
+Latents come out of ``encode`` already multiplied by ``config.latent_scale`` (measured on training
+data after training so they have unit variance), and ``decode`` divides by it, so callers never
+rescale; the scale is in the file's metadata for information.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from backline.engine.audio import AudioError, validate_audio
+from backline.models.contract import load_model, save_model
+
+KIND = "autoencoder"
+DEFAULT_MODEL_PATH = Path(__file__).parent / "autoencoder" / "default.safetensors"
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    """Everything needed to build an autoencoder; travels inside the weights file.
+
+    ``hop_length`` is samples per latent frame; it must be ``stft_hop_length`` times a whole number.
+    The ``*_blocks`` / ``*_dim`` fields size the four ConvNeXt stacks; the ``train_*`` fields are
+    training-time regularisers that do not change the network.
+    """
+
+    name: str = "default"
+    sample_rate: int = 44_100
+    hop_length: int = 2048
+    n_fft: int = 2048
+    stft_hop_length: int = 512
+    latent_channels: int = 32
+    encoder_frame_dim: int = 160
+    encoder_frame_blocks: int = 2
+    encoder_latent_dim: int = 256
+    encoder_latent_blocks: int = 2
+    decoder_latent_dim: int = 256
+    decoder_latent_blocks: int = 4
+    decoder_frame_dim: int = 192
+    decoder_frame_blocks: int = 3
+    mlp_ratio: float = 3.0
+    kernel_size: int = 7
+    latent_scale: float = 1.0
+    train_latent_noise_std: float = 0.02
+    train_latent_penalty: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if self.hop_length % self.stft_hop_length:
+            raise ValueError(
+                f"hop_length {self.hop_length} must be a multiple of stft_hop_length {self.stft_hop_length}"
+            )
+        if self.n_fft < self.stft_hop_length or (self.n_fft - self.stft_hop_length) % 2:
+            raise ValueError("n_fft must be >= stft_hop_length and differ from it by an even number")
+
+    @property
+    def frames_per_latent(self) -> int:
+        """STFT frames per latent frame."""
+        return self.hop_length // self.stft_hop_length
+
+    @property
+    def latent_rate_hz(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def compression_ratio(self) -> float:
+        """Waveform samples per latent value (mono): hop_length / latent_channels."""
+        return self.hop_length / self.latent_channels
+
+    def to_dict(self) -> dict:
+        """The config as a JSON-able dict, with the derived latent rate added for readers."""
+        data = dataclasses.asdict(self)
+        data["latent_rate_hz"] = self.latent_rate_hz
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AutoencoderConfig":
+        """Build a config from a dict; derived keys (latent_rate_hz) are ignored, unknown keys refused."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names - {"latent_rate_hz"}
+        if unknown:
+            raise ValueError(f"unknown autoencoder config keys: {sorted(unknown)}")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+CONFIGS: dict[str, AutoencoderConfig] = {
+    # Debug size: trains in seconds on a CPU; used by the tests. Not within the latent-rate target.
+    "tiny": AutoencoderConfig(
+        name="tiny",
+        hop_length=256,
+        n_fft=256,
+        stft_hop_length=64,
+        latent_channels=8,
+        encoder_frame_dim=32,
+        encoder_frame_blocks=1,
+        encoder_latent_dim=32,
+        encoder_latent_blocks=1,
+        decoder_latent_dim=32,
+        decoder_latent_blocks=1,
+        decoder_frame_dim=32,
+        decoder_frame_blocks=1,
+        mlp_ratio=2.0,
+    ),
+    # 21.5 latent frames/s x 32 channels: 64x fewer numbers than the waveform.
+    "default": AutoencoderConfig(),
+}
+
+
+def resolve_config(name_or_path: str) -> AutoencoderConfig:
+    """A config from the registry by name, or from a JSON file."""
+    if name_or_path in CONFIGS:
+        return CONFIGS[name_or_path]
+    path = Path(name_or_path)
+    if path.suffix == ".json" and path.is_file():
+        return AutoencoderConfig.from_dict(json.loads(path.read_text()))
+    raise ValueError(f"unknown autoencoder config {name_or_path!r}: expected one of {sorted(CONFIGS)} or a .json file")
+
+
+class ConvNeXtBlock(nn.Module):
+    """1-D ConvNeXt block (Liu et al. 2022) as used by Vocos: depthwise conv, LayerNorm, MLP, layer scale."""
+
+    def __init__(self, dim: int, hidden_dim: int, kernel_size: int, layer_scale: float):
+        super().__init__()
+        self.depthwise = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.up = nn.Linear(dim, hidden_dim)
+        self.down = nn.Linear(hidden_dim, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), layer_scale))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (batch, dim, time)
+        y = self.depthwise(x).transpose(1, 2)
+        y = self.down(F.gelu(self.up(self.norm(y))))
+        return x + (self.gamma * y).transpose(1, 2)
+
+
+class ChannelNorm(nn.Module):
+    """LayerNorm over the channel axis of (batch, channels, time)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.transpose(1, 2)).transpose(1, 2)
+
+
+def _stack(dim: int, blocks: int, config: AutoencoderConfig) -> nn.Sequential:
+    hidden = int(dim * config.mlp_ratio)
+    scale = 1.0 / max(blocks, 1)
+    return nn.Sequential(*[ConvNeXtBlock(dim, hidden, config.kernel_size, scale) for _ in range(blocks)])
+
+
+class Autoencoder(nn.Module):
+    """Encoder and decoder; see the module docstring for the length contract."""
+
+    def __init__(self, config: AutoencoderConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        bins = c.n_fft // 2 + 1
+        self.register_buffer("window", torch.hann_window(c.n_fft), persistent=False)
+        # Encoder.
+        self.enc_in = nn.Conv1d(3 * bins, c.encoder_frame_dim, 1)
+        self.enc_frame = _stack(c.encoder_frame_dim, c.encoder_frame_blocks, c)
+        self.enc_frame_norm = ChannelNorm(c.encoder_frame_dim)
+        self.enc_down = nn.Conv1d(
+            c.encoder_frame_dim, c.encoder_latent_dim, c.frames_per_latent, stride=c.frames_per_latent
+        )
+        self.enc_latent = _stack(c.encoder_latent_dim, c.encoder_latent_blocks, c)
+        self.enc_out = nn.Sequential(ChannelNorm(c.encoder_latent_dim), nn.Conv1d(c.encoder_latent_dim, c.latent_channels, 1))
+        # Decoder.
+        self.dec_in = nn.Conv1d(c.latent_channels, c.decoder_latent_dim, c.kernel_size, padding=c.kernel_size // 2)
+        self.dec_latent = _stack(c.decoder_latent_dim, c.decoder_latent_blocks, c)
+        self.dec_latent_norm = ChannelNorm(c.decoder_latent_dim)
+        self.dec_up = nn.ConvTranspose1d(
+            c.decoder_latent_dim, c.decoder_frame_dim, c.frames_per_latent, stride=c.frames_per_latent
+        )
+        self.dec_frame = _stack(c.decoder_frame_dim, c.decoder_frame_blocks, c)
+        self.dec_frame_norm = ChannelNorm(c.decoder_frame_dim)
+        self.dec_head = nn.Conv1d(c.decoder_frame_dim, 2 * bins, 1)
+
+    # -- STFT with "same" padding: frames = samples / stft_hop_length exactly -----------------------
+    def _stft(self, audio: torch.Tensor) -> torch.Tensor:
+        """(batch, samples) -> complex (batch, bins, samples / stft_hop_length)."""
+        c = self.config
+        pad = (c.n_fft - c.stft_hop_length) // 2
+        audio = F.pad(audio, (pad, pad))
+        frames = audio.unfold(-1, c.n_fft, c.stft_hop_length) * self.window  # (batch, frames, n_fft)
+        return torch.fft.rfft(frames, dim=-1).transpose(1, 2)
+
+    def _istft(self, spec: torch.Tensor) -> torch.Tensor:
+        """complex (batch, bins, frames) -> (batch, frames * stft_hop_length); Vocos' "same" iSTFT."""
+        c = self.config
+        frames = spec.shape[-1]
+        pad = (c.n_fft - c.stft_hop_length) // 2
+        out_size = (frames - 1) * c.stft_hop_length + c.n_fft
+        segments = torch.fft.irfft(spec, n=c.n_fft, dim=1) * self.window[None, :, None]
+        audio = F.fold(segments, (1, out_size), (1, c.n_fft), stride=(1, c.stft_hop_length))[:, 0, 0]
+        envelope = F.fold(
+            (self.window**2)[None, :, None].expand(1, -1, frames),
+            (1, out_size), (1, c.n_fft), stride=(1, c.stft_hop_length),
+        )[0, 0, 0]
+        audio = audio[:, pad:out_size - pad]
+        return audio / envelope[pad:out_size - pad].clamp_min(1e-8)
+
+    def _pad_to_hop(self, audio: torch.Tensor) -> torch.Tensor:
+        remainder = audio.shape[-1] % self.config.hop_length
+        return F.pad(audio, (0, self.config.hop_length - remainder)) if remainder else audio
+
+    # -- public API on tensors -----------------------------------------------------------------------
+    def encode_raw(self, audio: torch.Tensor) -> torch.Tensor:
+        """Unscaled latents (what the network computes, before ``latent_scale``)."""
+        if audio.dim() != 2:
+            raise ValueError(f"encode expects audio shaped (batch, frames), got {tuple(audio.shape)}")
+        spec = self._stft(self._pad_to_hop(audio))
+        magnitude = spec.abs()
+        compressed = spec * (magnitude + 1e-7).pow(-0.7)  # magnitude^0.3 with the phase kept
+        features = torch.cat([torch.log(magnitude + 1e-5), compressed.real, compressed.imag], dim=1)
+        x = self.enc_frame_norm(self.enc_frame(self.enc_in(features)))
+        x = self.enc_latent(self.enc_down(x))
+        return self.enc_out(x)
+
+    def decode_raw(self, latents: torch.Tensor) -> torch.Tensor:
+        """Audio from unscaled latents: (batch, C, n) -> (batch, n * hop_length)."""
+        if latents.dim() != 3 or latents.shape[1] != self.config.latent_channels:
+            raise ValueError(
+                f"decode expects latents shaped (batch, {self.config.latent_channels}, n), got {tuple(latents.shape)}"
+            )
+        x = self.dec_latent_norm(self.dec_latent(self.dec_in(latents)))
+        x = self.dec_frame_norm(self.dec_frame(self.dec_up(x)))
+        log_magnitude, phase = self.dec_head(x).chunk(2, dim=1)
+        magnitude = torch.exp(log_magnitude.clamp(max=7.0))
+        spec = torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
+        return self._istft(spec)
+
+    def encode(self, audio: torch.Tensor) -> torch.Tensor:
+        """(batch, frames) at ``sample_rate`` -> latents (batch, C, ceil(frames / hop_length)), unit-variance scaled."""
+        return self.encode_raw(audio) * self.config.latent_scale
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents (batch, C, n) -> audio (batch, n * hop_length)."""
+        return self.decode_raw(latents / self.config.latent_scale)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        """Round trip, trimmed to the input length."""
+        return self.decode(self.encode(audio))[..., : audio.shape[-1]]
+
+
+# -- numpy entry points: validation, exact lengths ------------------------------------------------------
+def check_audio(model: Autoencoder, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Validate mono audio for ``model``; returns float32 ``(frames,)`` or raises ``AudioError``."""
+    audio = validate_audio(audio, sample_rate, what="autoencoder input")
+    expected = model.config.sample_rate
+    if sample_rate != expected:
+        raise AudioError(
+            f"autoencoder input: the model takes {expected} Hz audio, got {sample_rate} Hz; "
+            "resample it first (backline.engine.audio.resample)"
+        )
+    if audio.shape[0] != 1:
+        raise AudioError(
+            f"autoencoder input: the model takes mono audio, got {audio.shape[0]} channels; "
+            "mix down first (backline.engine.audio.to_mono)"
+        )
+    return audio[0]
+
+
+@torch.inference_mode()
+def encode_audio(model: Autoencoder, audio: np.ndarray, sample_rate: int) -> torch.Tensor:
+    """Mono audio ``(frames,)`` or ``(1, frames)`` -> latents (1, C, ceil(frames / hop_length))."""
+    samples = torch.from_numpy(check_audio(model, audio, sample_rate))[None]
+    return model.encode(samples)
+
+
+@torch.inference_mode()
+def decode_audio(model: Autoencoder, latents: torch.Tensor, num_frames: int | None = None) -> np.ndarray:
+    """Latents (1, C, n) -> float32 audio ``(frames,)``, trimmed to ``num_frames`` when given."""
+    audio = model.decode(latents)[0]
+    if num_frames is not None:
+        if num_frames > audio.shape[-1]:
+            raise ValueError(f"{num_frames} frames asked for, the latents decode to {audio.shape[-1]}")
+        audio = audio[:num_frames]
+    return audio.numpy().astype(np.float32, copy=False)
+
+
+def reconstruct(model: Autoencoder, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Encode then decode; returns float32 ``(frames,)`` of exactly the input length."""
+    samples = check_audio(model, audio, sample_rate)
+    return decode_audio(model, encode_audio(model, samples, sample_rate), samples.shape[-1])
+
+
+# -- weights through the model contract --------------------------------------------------------------
+def save_autoencoder(path: str | Path, model: Autoencoder, *, version: str, dtype=torch.float16) -> Path:
+    """Write ``model`` (weights + config) as a Backline model file; fp16 by default."""
+    return save_model(path, model.state_dict(), model.config.to_dict(), kind=KIND, version=version, dtype=dtype)
+
+
+def load_autoencoder(path: str | Path = DEFAULT_MODEL_PATH) -> tuple[Autoencoder, dict]:
+    """Load a model file; returns ``(model in eval mode with float32 weights, metadata)``."""
+    state_dict, metadata = load_model(path, kind=KIND)
+    model = Autoencoder(AutoencoderConfig.from_dict(metadata["config"]))
+    model.load_state_dict({k: v.float() for k, v in state_dict.items()})
+    return model.eval(), metadata
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def latent_frames(num_frames: int, hop_length: int) -> int:
+    """Latent frames for ``num_frames`` samples: ceil(num_frames / hop_length)."""
+    return math.ceil(num_frames / hop_length)

@@ -1,0 +1,239 @@
+"""The Python client of the engine server: the reference implementation of the protocol and the test driver.
+
+One ZeroMQ DEALER socket, owned by whichever thread uses the client (not thread-safe: one client per
+thread, as the plugin keeps one socket per worker thread). Replies are matched to requests by ``req``;
+the server's unsolicited messages (job updates, progress, heartbeats) are recorded as they arrive.
+Every wait is bounded: an engine that sends nothing at all (not even a heartbeat) for
+``silence_seconds`` raises ``BridgeTimeout``; a busy engine keeps sending heartbeats.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import zmq
+
+from . import protocol as P
+
+
+class BridgeError(Exception):
+    """An error reply or a failed job: ``code`` (see protocol.Code), ``message`` for the producer, ``retry``."""
+
+    def __init__(self, code: str, message: str, retry: bool = False, details: dict | None = None):
+        super().__init__(f"{message} [{code}]")
+        self.code, self.message, self.retry, self.details = code, message, retry, details or {}
+
+    @classmethod
+    def from_error(cls, error: dict) -> "BridgeError":
+        return cls(error.get("code", "unknown"), error.get("message", ""), bool(error.get("retry")), error)
+
+
+class BridgeTimeout(BridgeError):
+    def __init__(self, message: str):
+        super().__init__("timeout", message, retry=True)
+
+
+def read_connection_file(path: str | Path) -> dict:
+    """The server's connection info: host, port, osc_port, token."""
+    return json.loads(Path(path).read_text())
+
+
+class BridgeClient:
+    def __init__(
+        self,
+        connection_file: str | Path | None = None,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        token: str | None = None,
+        timeout_seconds: float = 10.0,
+        silence_seconds: float = 10.0,
+    ):
+        if connection_file is not None:
+            info = read_connection_file(connection_file)
+            host, port, token = host or info["host"], port or info["port"], token or info["token"]
+        if host is None or port is None or token is None:
+            raise ValueError("give a connection file, or host, port and token")
+        self.token, self.timeout_seconds, self.silence_seconds = token, timeout_seconds, silence_seconds
+        self.endpoint = f"tcp://{host}:{port}"
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.connect(self.endpoint)
+        self._req = itertools.count(1)
+        self.limits: dict | None = None
+        self.jobs: dict[str, dict] = {}  # latest job snapshot per job id
+        self.progress: dict[str, collections.deque] = collections.defaultdict(lambda: collections.deque(maxlen=1000))
+        self.last_heartbeat: dict | None = None
+        self.last_message_at = time.monotonic()
+
+    def close(self) -> None:
+        self._socket.close(linger=0)
+        self._context.term()
+
+    def __enter__(self) -> "BridgeClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- plumbing --------------------------------------------------------------------------------
+
+    def send(self, header: dict, blobs: list[bytes] | tuple = ()) -> None:
+        """Send one message with the token added (no reply awaited)."""
+        self._socket.send_multipart(P.encode({**header, "token": self.token}, blobs))
+
+    def receive(self, timeout_seconds: float) -> tuple[dict, list[bytes]]:
+        """The next message from the server, recorded if unsolicited; raises ``BridgeTimeout``."""
+        if not self._socket.poll(int(timeout_seconds * 1000)):
+            raise BridgeTimeout(f"no reply from the engine at {self.endpoint} within {timeout_seconds:.1f} s")
+        header, blobs = P.decode(self._socket.recv_multipart())
+        self.last_message_at = time.monotonic()
+        kind = header.get("type")
+        if kind == "job":
+            self.jobs[header["job_id"]] = header
+        elif kind == "progress":
+            self.progress[header["job_id"]].append(header)
+        elif kind == "heartbeat":
+            self.last_heartbeat = header
+        return header, blobs
+
+    def request(self, header: dict, blobs: list[bytes] | tuple = (), timeout_seconds: float | None = None):
+        """Send a request and return ``(reply header, blobs)``; an ``error`` reply raises ``BridgeError``."""
+        request_id = next(self._req)
+        self.send({**header, "req": request_id}, blobs)
+        deadline = time.monotonic() + (timeout_seconds or self.timeout_seconds)
+        while True:
+            reply, reply_blobs = self.receive(max(0.0, deadline - time.monotonic()))
+            if reply.get("req") == request_id:
+                if reply.get("type") == "error":
+                    raise BridgeError.from_error(reply)
+                return reply, reply_blobs
+
+    # ---- the protocol ------------------------------------------------------------------------------
+
+    def hello(self) -> dict:
+        """Check the protocol version; returns ``welcome`` (limits, models) and keeps the limits."""
+        welcome, _ = self.request({"type": "hello", "client": "backline-python"})
+        self.limits = welcome["limits"]
+        return welcome
+
+    def status(self, job_id: str | None = None) -> dict:
+        """A job's snapshot, or (without ``job_id``) the server's: busy, current job, step, queue."""
+        header = {"type": "status"} if job_id is None else {"type": "status", "job_id": job_id}
+        return self.request(header)[0]
+
+    def cancel(self, job_id: str) -> dict:
+        return self.request({"type": "cancel", "job_id": job_id})[0]
+
+    def submit(self, job_id: str, params: dict, audio: np.ndarray, sample_rate: int,
+               *, chunk_frames: int | None = None) -> dict:
+        """Submit a job, upload ``audio`` (channels, frames) in chunks (resuming where the server stopped) and
+        start it. Returns the job snapshot; a resubmitted finished job comes back as it is."""
+        if self.limits is None:
+            self.hello()
+        audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
+        channels, frames = audio.shape
+        chunk_frames = min(chunk_frames or 16_384, self.limits["max_chunk_frames"])
+        job, _ = self.request({"type": "submit", "job_id": job_id, "params": params,
+                               "sample_rate": int(sample_rate), "channels": channels, "frames": frames})
+        if job["state"] in (P.SUBMITTED, P.UPLOADING):
+            self._upload(job_id, audio, chunk_frames, job["next_index"], job["received_frames"])
+            job, _ = self.request({"type": "start", "job_id": job_id})
+        return job
+
+    def _upload(self, job_id: str, audio: np.ndarray, chunk_frames: int, first_index: int, first_frame: int) -> None:
+        """Send chunks with at most ``upload_window_chunks`` unacknowledged; stop on an error or a final state."""
+        frames = audio.shape[1]
+        starts = list(range(first_frame, frames, chunk_frames))
+        window = self.limits["upload_window_chunks"]
+        sent = acked = 0
+        deadline = time.monotonic() + self.timeout_seconds
+        while acked < len(starts):
+            while sent < len(starts) and sent - acked < window:
+                start = starts[sent]
+                piece = audio[:, start:start + chunk_frames]
+                self.send({"type": "chunk", "job_id": job_id, "index": first_index + sent, "start_frame": start,
+                           "frames": piece.shape[1], "req": f"chunk-{first_index + sent}"}, [P.audio_to_blob(piece)])
+                sent += 1
+            reply, _ = self.receive(max(0.0, deadline - time.monotonic()))
+            if reply.get("type") == "error" and str(reply.get("req", "")).startswith("chunk-"):
+                raise BridgeError.from_error(reply)
+            if reply.get("type") == "ack" and reply.get("job_id") == job_id:
+                if reply["state"] in P.FINAL_STATES:
+                    error = self.jobs.get(job_id, {}).get("error") or {"code": reply["state"], "message": reply["state"]}
+                    raise BridgeError.from_error(error)
+                acked = max(acked, reply["next_index"] - first_index)
+                deadline = time.monotonic() + self.timeout_seconds
+
+    def wait(self, job_id: str, *, on_progress: Callable[[dict], None] | None = None,
+             timeout_seconds: float = 60.0) -> dict:
+        """Block until the job is done, failed or cancelled; returns its final snapshot.
+
+        ``on_progress`` gets each progress message. Raises ``BridgeTimeout`` after ``timeout_seconds`` in all,
+        or once the engine has been silent (no heartbeat either) for ``silence_seconds``.
+        """
+        deadline = time.monotonic() + timeout_seconds
+        job, _ = self.request({"type": "status", "job_id": job_id},
+                              timeout_seconds=min(self.silence_seconds, self.timeout_seconds))
+        while True:
+            while self.progress[job_id]:
+                message = self.progress[job_id].popleft()
+                if on_progress:
+                    on_progress(message)
+            job = self.jobs.get(job_id, job)
+            if job["state"] in P.FINAL_STATES:
+                return job
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BridgeTimeout(f"job {job_id} still {job['state']} after {timeout_seconds:.1f} s")
+            try:
+                self.receive(min(remaining, self.silence_seconds))
+            except BridgeTimeout:
+                if time.monotonic() - self.last_message_at >= self.silence_seconds:
+                    raise BridgeTimeout(f"the engine has been silent for {self.silence_seconds:.1f} s") from None
+
+    def fetch(self, job_id: str) -> tuple[np.ndarray, int, dict]:
+        """Download a finished result in chunks; returns ``(audio (channels, frames) float32, sample_rate, info)``."""
+        job = self.status(job_id)
+        if job["state"] != P.DONE:
+            raise BridgeError.from_error(job.get("error") or {"code": P.Code.NOT_READY,
+                                                             "message": f"job {job_id} is {job['state']}"})
+        result = job["result"]
+        audio = np.empty((result["channels"], result["frames"]), dtype=np.float32)
+        window = (self.limits or {}).get("upload_window_chunks", 4)
+        pending: dict[int, int] = {}  # request id -> chunk index
+        next_index = received = 0
+        deadline = time.monotonic() + self.timeout_seconds
+        while received < result["chunks"]:
+            while next_index < result["chunks"] and len(pending) < window:
+                request_id = next(self._req)
+                self.send({"type": "fetch", "job_id": job_id, "index": next_index, "req": request_id})
+                pending[request_id] = next_index
+                next_index += 1
+            reply, blobs = self.receive(max(0.0, deadline - time.monotonic()))
+            if reply.get("req") not in pending:
+                continue
+            del pending[reply["req"]]
+            if reply["type"] == "error":
+                raise BridgeError.from_error(reply)
+            start, frames = reply["start_frame"], reply["frames"]
+            audio[:, start:start + frames] = P.blob_to_audio(blobs[0], result["channels"])
+            received += 1
+            deadline = time.monotonic() + self.timeout_seconds
+        return audio, result["sample_rate"], result["info"]
+
+    def generate(self, job_id: str, params: dict, audio: np.ndarray, sample_rate: int, *,
+                 on_progress: Callable[[dict], None] | None = None, timeout_seconds: float = 600.0):
+        """Submit, wait and fetch in one call; raises ``BridgeError`` if the job fails or is cancelled."""
+        self.submit(job_id, params, audio, sample_rate)
+        job = self.wait(job_id, on_progress=on_progress, timeout_seconds=timeout_seconds)
+        if job["state"] != P.DONE:
+            raise BridgeError.from_error(job.get("error") or {"code": job["state"], "message": f"job {job['state']}"})
+        return self.fetch(job_id)

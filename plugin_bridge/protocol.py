@@ -1,0 +1,205 @@
+"""The wire format between a plugin (ZeroMQ DEALER) and the engine server (ZeroMQ ROUTER).
+
+Every message is a multi-part ZeroMQ message: one UTF-8 JSON header frame, then zero or more raw
+audio blob frames. A blob is little-endian float32 samples, interleaved by frame
+(``frame0ch0, frame0ch1, frame1ch0, ...``). Nothing is pickled. ``PROTOCOL.md`` next to this file
+is the specification the C++ plugin is built from; this module is its Python reference.
+
+This room only encodes, decodes and validates messages; it owns no sockets and no jobs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from backline.engine.audio import MAX_CHANNELS, MIN_SAMPLE_RATE, AudioError, validate_audio
+
+PROTOCOL_VERSION = 1
+BYTES_PER_SAMPLE = 4  # float32
+MAX_HEADER_BYTES = 64 * 1024
+JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+# Job states. A job reaches exactly one of FINAL_STATES.
+SUBMITTED, UPLOADING, QUEUED, RUNNING = "submitted", "uploading", "queued", "running"
+DONE, FAILED, CANCELLED = "done", "failed", "cancelled"
+FINAL_STATES = frozenset({DONE, FAILED, CANCELLED})
+
+
+class Code:
+    """Machine-readable error codes carried in ``error`` messages (see PROTOCOL.md)."""
+
+    BAD_FRAME = "bad_frame"  # not a header frame, or not UTF-8 JSON object
+    UNSUPPORTED_VERSION = "unsupported_version"
+    UNAUTHORIZED = "unauthorized"
+    UNKNOWN_TYPE = "unknown_type"
+    BAD_FIELD = "bad_field"  # a field missing or of the wrong type / range
+    BAD_AUDIO = "bad_audio"  # sample rate, channels, NaN/Inf samples, empty
+    TOO_LONG = "too_long"  # region longer than the server's maximum
+    BAD_CHUNK = "bad_chunk"  # blob length or frame count does not match the header
+    CHUNK_OUT_OF_ORDER = "chunk_out_of_order"
+    UPLOAD_INCOMPLETE = "upload_incomplete"
+    UNKNOWN_JOB = "unknown_job"
+    JOB_CONFLICT = "job_conflict"  # same job id, different request
+    NOT_READY = "not_ready"  # result asked for before the job is done
+    RESULT_EXPIRED = "result_expired"
+    BUSY = "busy"  # too many uploads or queued jobs; retry later
+    BAD_REQUEST = "bad_request"  # the engine refused the parameters
+    ENGINE_ERROR = "engine_error"  # the engine failed; the server keeps serving
+    INTERNAL = "internal"
+
+
+class ProtocolError(Exception):
+    """A refused message or job: ``code`` for machines, ``message`` for the producer, ``retry`` if retrying may help."""
+
+    def __init__(self, code: str, message: str, *, retry: bool = False, **extra: Any):
+        super().__init__(message)
+        self.code, self.message, self.retry, self.extra = code, message, retry, extra
+
+    def as_dict(self) -> dict:
+        return {"code": self.code, "message": self.message, "retry": self.retry, **self.extra}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a server accepts; sent to clients in ``welcome``."""
+
+    max_duration_seconds: float = 600.0
+    min_sample_rate: int = MIN_SAMPLE_RATE
+    max_sample_rate: int = 192_000
+    max_channels: int = MAX_CHANNELS
+    max_chunk_frames: int = 65_536
+    upload_window_chunks: int = 4  # unacknowledged chunks a client may have in flight
+    result_chunk_frames: int = 32_768
+    max_uploads: int = 16  # jobs uploading at once, all clients together
+    max_queued_jobs: int = 64
+    upload_timeout_seconds: float = 120.0  # an upload idle this long is dropped
+    heartbeat_interval_seconds: float = 1.0
+    progress_interval_seconds: float = 0.1  # at most one progress message per job per interval
+
+    @property
+    def max_message_bytes(self) -> int:
+        """ZeroMQ MAXMSGSIZE: a larger frame makes the server drop the connection."""
+        return MAX_HEADER_BYTES + self.max_chunk_frames * self.max_channels * BYTES_PER_SAMPLE
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "max_message_bytes": self.max_message_bytes}
+
+
+# Request types a client may send, with their required fields and types. Unknown fields are ignored.
+REQUESTS: dict[str, dict[str, type]] = {
+    "hello": {},
+    "submit": {"job_id": str, "params": dict, "sample_rate": int, "channels": int, "frames": int},
+    "chunk": {"job_id": str, "index": int, "start_frame": int, "frames": int},
+    "start": {"job_id": str},
+    "cancel": {"job_id": str},
+    "status": {},  # optional job_id
+    "fetch": {"job_id": str, "index": int},
+}
+BLOBS_EXPECTED = {"chunk": 1}
+
+
+def encode(header: dict, blobs: tuple[bytes, ...] | list[bytes] = ()) -> list[bytes]:
+    """Return the frames of one message: the JSON header (with ``v``) followed by the blobs."""
+    header = {"v": PROTOCOL_VERSION, **header}
+    return [json.dumps(header, separators=(",", ":"), allow_nan=False).encode(), *blobs]
+
+
+def decode(frames: list[bytes]) -> tuple[dict, list[bytes]]:
+    """Parse a message's frames into ``(header, blobs)``; raises ``ProtocolError`` for garbage or a wrong version."""
+    if not frames:
+        raise ProtocolError(Code.BAD_FRAME, "empty message")
+    raw = frames[0]
+    if len(raw) > MAX_HEADER_BYTES:
+        raise ProtocolError(Code.BAD_FRAME, f"header frame of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}")
+    try:
+        header = json.loads(bytes(raw).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ProtocolError(Code.BAD_FRAME, "the first frame is not a UTF-8 JSON header") from None
+    if not isinstance(header, dict):
+        raise ProtocolError(Code.BAD_FRAME, "the header must be a JSON object")
+    version = header.get("v")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            Code.UNSUPPORTED_VERSION,
+            f"protocol version {version!r} is not supported; this engine speaks version {PROTOCOL_VERSION}. "
+            "Update the plugin or the engine so they match.",
+            supported=[PROTOCOL_VERSION],
+        )
+    return header, [bytes(b) for b in frames[1:]]
+
+
+def validate_request(header: dict, blobs: list[bytes]) -> dict:
+    """Check a decoded client request's type, fields and blob count; returns the header or raises ``ProtocolError``."""
+    kind = header.get("type")
+    if kind not in REQUESTS:
+        raise ProtocolError(Code.UNKNOWN_TYPE, f"unknown message type {kind!r}", known=sorted(REQUESTS))
+    for name, expected in REQUESTS[kind].items():
+        if name not in header:
+            raise ProtocolError(Code.BAD_FIELD, f"{kind}: missing field {name!r}", field=name)
+        value = header[name]
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ProtocolError(
+                Code.BAD_FIELD, f"{kind}: field {name!r} must be {expected.__name__}, got {type(value).__name__}",
+                field=name,
+            )
+    job_id = header.get("job_id")
+    if job_id is not None and not (isinstance(job_id, str) and JOB_ID_PATTERN.match(job_id)):
+        raise ProtocolError(
+            Code.BAD_FIELD, "job_id must be 1-128 characters from A-Z a-z 0-9 . _ : - (a UUID works)", field="job_id"
+        )
+    if len(blobs) != BLOBS_EXPECTED.get(kind, 0):
+        raise ProtocolError(
+            Code.BAD_FRAME, f"{kind}: expected {BLOBS_EXPECTED.get(kind, 0)} audio frame(s), got {len(blobs)}"
+        )
+    return header
+
+
+def check_region(sample_rate: int, channels: int, frames: int, limits: Limits) -> None:
+    """Refuse a region description before any audio is uploaded; raises ``ProtocolError``."""
+    try:
+        # The engine's own checks (and messages) for sample rate and channel count, on one silent frame.
+        validate_audio(np.zeros((max(channels, 0), 1), np.float32), sample_rate, what="region")
+    except AudioError as error:
+        raise ProtocolError(Code.BAD_AUDIO, str(error)) from None
+    if not limits.min_sample_rate <= sample_rate <= limits.max_sample_rate:
+        raise ProtocolError(
+            Code.BAD_AUDIO,
+            f"region: sample rate {sample_rate} Hz is not supported by this engine "
+            f"(expected {limits.min_sample_rate}..{limits.max_sample_rate} Hz)",
+        )
+    if channels > limits.max_channels:
+        raise ProtocolError(Code.BAD_AUDIO, f"region: {channels} channels; at most {limits.max_channels}")
+    if frames <= 0:
+        raise ProtocolError(Code.BAD_AUDIO, "region: the audio is empty (0 frames)")
+    if frames > limits.max_duration_seconds * sample_rate:
+        raise ProtocolError(
+            Code.TOO_LONG,
+            f"region: {frames / sample_rate:.1f} s is longer than the limit of {limits.max_duration_seconds:.1f} s; "
+            "select a shorter region",
+        )
+
+
+def request_digest(params: dict, sample_rate: int, channels: int, frames: int) -> str:
+    """A stable fingerprint of a submit request, so a resubmitted job id can be told apart from a conflicting one."""
+    canonical = json.dumps(
+        {"params": params, "sample_rate": sample_rate, "channels": channels, "frames": frames},
+        sort_keys=True, separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def audio_to_blob(audio: np.ndarray) -> bytes:
+    """(channels, frames) float array -> interleaved little-endian float32 bytes."""
+    return np.ascontiguousarray(np.asarray(audio).T, dtype="<f4").tobytes()
+
+
+def blob_to_audio(blob: bytes, channels: int) -> np.ndarray:
+    """Interleaved little-endian float32 bytes -> (channels, frames) float32 array (a copy)."""
+    samples = np.frombuffer(blob, dtype="<f4")
+    return np.ascontiguousarray(samples.reshape(-1, channels).T, dtype=np.float32)

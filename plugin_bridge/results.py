@@ -1,0 +1,80 @@
+"""Finished results on disk, owned by the engine, so a plugin that reconnects can fetch them again.
+
+One folder per job under the results directory, named by a hash of the job id (file paths never come
+from the wire): ``audio.f32`` (interleaved little-endian float32, the wire layout, so chunks are read
+by seeking) and ``meta.json``. A retention limit (count and age) keeps the folder bounded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .protocol import BYTES_PER_SAMPLE, audio_to_blob
+
+
+class ResultStore:
+    def __init__(self, root: Path, *, max_results: int = 100, max_age_seconds: float = 7 * 86400.0):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.max_results, self.max_age_seconds = max_results, max_age_seconds
+
+    def folder(self, job_id: str) -> Path:
+        return self.root / hashlib.sha256(job_id.encode()).hexdigest()[:32]
+
+    def save(self, job_id: str, digest: str, audio: np.ndarray, sample_rate: int, info: dict) -> dict:
+        """Write a result atomically (temporary folder, then rename); returns its metadata."""
+        final = self.folder(job_id)
+        partial = final.with_name(final.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir()
+        (partial / "audio.f32").write_bytes(audio_to_blob(audio))
+        meta = {
+            "job_id": job_id, "digest": digest, "sample_rate": int(sample_rate),
+            "channels": int(audio.shape[0]), "frames": int(audio.shape[1]),
+            "info": json.loads(json.dumps(info, default=str)), "finished_at": time.time(),
+        }
+        (partial / "meta.json").write_text(json.dumps(meta))
+        shutil.rmtree(final, ignore_errors=True)
+        partial.rename(final)
+        return meta
+
+    def load_all(self) -> list[dict]:
+        """Metadata of every complete result on disk, oldest first; half-written folders are removed."""
+        metas = []
+        for folder in self.root.iterdir():
+            if folder.name.endswith(".partial"):
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
+            try:
+                metas.append(json.loads((folder / "meta.json").read_text()))
+            except (OSError, ValueError):
+                continue
+        return sorted(metas, key=lambda meta: meta["finished_at"])
+
+    def read_chunk(self, meta: dict, start_frame: int, frames: int) -> bytes:
+        """Bytes of ``frames`` frames from ``start_frame``; raises ``OSError`` if the result is gone."""
+        frame_bytes = meta["channels"] * BYTES_PER_SAMPLE
+        with open(self.folder(meta["job_id"]) / "audio.f32", "rb") as file:
+            file.seek(start_frame * frame_bytes)
+            data = file.read(frames * frame_bytes)
+        if len(data) != frames * frame_bytes:
+            raise OSError("result file is truncated")
+        return data
+
+    def prune(self) -> list[str]:
+        """Delete results beyond the count limit or older than the age limit; returns their job ids."""
+        metas = self.load_all()
+        now = time.time()
+        keep_from = max(0, len(metas) - self.max_results)
+        removed = []
+        for position, meta in enumerate(metas):
+            if position < keep_from or now - meta["finished_at"] > self.max_age_seconds:
+                shutil.rmtree(self.folder(meta["job_id"]), ignore_errors=True)
+                removed.append(meta["job_id"])
+        return removed

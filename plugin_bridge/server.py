@@ -1,0 +1,666 @@
+"""The engine server: one process that serves any number of plugin instances over ZeroMQ, plus OSC control.
+
+Threads, each owning its own sockets:
+- the **socket thread** owns the ROUTER socket: it authenticates and validates every message, keeps
+  the job table, writes uploaded chunks to disk, serves result chunks, and sends progress, job
+  updates and heartbeats. It never runs the generator, so it stays responsive while a job computes;
+- the **worker thread** runs queued jobs one at a time through the injected ``generate`` callable
+  and reports back through an inproc socket;
+- the **OSC thread** answers small UDP control messages (``/backline/ping``, ``/backline/cancel``).
+
+The compute is injected: ``generate(params, context (channels, frames) float32, sample_rate,
+progress(step, steps), cancelled()) -> (audio (channels, frames), sample_rate, info)``. It may raise
+``AudioError`` or ``ValueError`` for a bad request (the client gets a clear error); anything else fails
+the job with its message and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import queue
+import secrets
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import zmq
+
+from backline.engine.audio import AudioError, validate_audio
+
+from . import protocol as P
+from .protocol import Code, Limits, ProtocolError
+from .results import ResultStore
+
+log = logging.getLogger("backline.bridge")
+
+Generate = Callable[..., tuple[np.ndarray, int, dict]]
+CONNECTION_FILE_NAME = "engine.json"
+MAX_WATCHERS_PER_JOB = 8
+MAX_FINAL_JOBS_IN_MEMORY = 1000
+
+
+def _emit(events: zmq.Socket, event: dict) -> None:
+    """Report to the socket thread; never blocks (once the socket thread has gone, reports are dropped)."""
+    try:
+        events.send_json(event, zmq.NOBLOCK)
+    except zmq.ZMQError:
+        pass
+
+
+class JobCancelled(Exception):
+    """Raised inside the generator (from its progress callback) once a job is cancelled."""
+
+
+def default_runtime_dir() -> Path:
+    """$BACKLINE_RUNTIME_DIR, else ~/.cache/backline/runtime: where the connection file lives."""
+    return Path(os.environ.get("BACKLINE_RUNTIME_DIR") or Path.home() / ".cache" / "backline" / "runtime")
+
+
+def default_results_dir() -> Path:
+    """$BACKLINE_RESULTS_DIR, else ~/.cache/backline/results: the engine-owned folder of finished results."""
+    return Path(os.environ.get("BACKLINE_RESULTS_DIR") or Path.home() / ".cache" / "backline" / "results")
+
+
+def write_connection_file(path: Path, info: dict) -> Path:
+    """Write ``info`` as JSON readable by the current user only (0600), in a 0700 folder."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    partial = path.with_name(path.name + f".{os.getpid()}.tmp")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        os.fchmod(file.fileno(), 0o600)
+        json.dump(info, file, indent=2)
+    os.replace(partial, path)
+    return path
+
+
+@dataclass
+class Job:
+    job_id: str
+    digest: str
+    params: dict
+    sample_rate: int
+    channels: int
+    frames: int
+    state: str = P.SUBMITTED
+    next_index: int = 0
+    received_frames: int = 0
+    step: int = 0
+    steps: int = 0
+    eta_seconds: float | None = None
+    error: dict | None = None
+    result: dict | None = None  # the result store's metadata once done
+    watchers: list[bytes] = field(default_factory=list)  # ROUTER identities that get updates
+    cancel: threading.Event = field(default_factory=threading.Event)
+    upload_path: Path | None = None
+    updated_at: float = field(default_factory=time.monotonic)
+
+    def snapshot(self, limits: Limits) -> dict:
+        """The ``job`` message body: everything a client needs to resume or fetch."""
+        body = {
+            "type": "job", "job_id": self.job_id, "state": self.state, "next_index": self.next_index,
+            "received_frames": self.received_frames, "frames": self.frames, "step": self.step,
+            "steps": self.steps, "cancel_requested": self.cancel.is_set() and self.state not in P.FINAL_STATES,
+            "error": self.error, "result": None,
+        }
+        if self.result is not None:
+            chunk_frames = limits.result_chunk_frames
+            body["result"] = {
+                "sample_rate": self.result["sample_rate"], "channels": self.result["channels"],
+                "frames": self.result["frames"], "chunk_frames": chunk_frames,
+                "chunks": -(-self.result["frames"] // chunk_frames), "info": self.result["info"],
+            }
+        return body
+
+    def watch(self, identity: bytes) -> None:
+        if identity in self.watchers:
+            self.watchers.remove(identity)
+        self.watchers.append(identity)
+        del self.watchers[:-MAX_WATCHERS_PER_JOB]
+
+
+class BridgeServer:
+    """ZeroMQ ROUTER job server with an injected generator. ``start()`` returns once it is serving."""
+
+    def __init__(
+        self,
+        generate: Generate,
+        *,
+        runtime_dir: Path | None = None,
+        results_dir: Path | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        osc_port: int | None = 0,
+        limits: Limits = Limits(),
+        max_results: int = 100,
+        max_result_age_seconds: float = 7 * 86400.0,
+        models: list[str] | None = None,
+    ):
+        self.generate, self.host, self.port, self.osc_port = generate, host, port, osc_port
+        self.limits, self.models = limits, models or []
+        self.runtime_dir = Path(runtime_dir) if runtime_dir else default_runtime_dir()
+        self.store = ResultStore(
+            Path(results_dir) if results_dir else default_results_dir(),
+            max_results=max_results, max_age_seconds=max_result_age_seconds,
+        )
+        self.upload_dir = self.store.root.parent / (self.store.root.name + ".uploads")
+        self.token = secrets.token_hex(32)
+        self.connection_file = self.runtime_dir / CONNECTION_FILE_NAME
+        self.counters = {"refused": 0, "unauthorized": 0, "dropped_sends": 0, "jobs": 0}
+        self.jobs: dict[str, Job] = {}
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._current: tuple[str, int, int, float] | None = None  # (job_id, step, steps, since) written by worker
+        self._events_address = f"inproc://backline-events-{uuid.uuid4().hex}"
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._context = zmq.Context()
+        self._osc_server = None
+        self._started_monotonic = time.monotonic()
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> "BridgeServer":
+        """Bind, load finished results, write the connection file and start the threads."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> "BridgeServer":
+        self.upload_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for stale in self.upload_dir.iterdir():  # uploads never survive a restart
+            stale.unlink(missing_ok=True)
+        self.store.prune()
+        for meta in self.store.load_all():
+            job = Job(meta["job_id"], meta["digest"], {}, meta["sample_rate"], meta["channels"], meta["frames"],
+                      state=P.DONE, result=meta)
+            self.jobs[job.job_id] = job
+
+        self._router = self._context.socket(zmq.ROUTER)
+        self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self._router.setsockopt(zmq.LINGER, 0)
+        self._router.setsockopt(zmq.MAXMSGSIZE, self.limits.max_message_bytes)
+        self._router.setsockopt(zmq.SNDHWM, 1000)
+        self._router.setsockopt(zmq.RCVHWM, 64)  # per peer: bounds memory held for chunks in flight
+        if self.port:
+            self._router.bind(f"tcp://{self.host}:{self.port}")
+        else:
+            self.port = self._router.bind_to_random_port(f"tcp://{self.host}")
+        self._events = self._context.socket(zmq.PULL)
+        self._events.setsockopt(zmq.LINGER, 0)
+        self._events.bind(self._events_address)
+
+        self._threads = [
+            threading.Thread(target=self._socket_loop, name="bridge-socket", daemon=True),
+            threading.Thread(target=self._worker_loop, name="bridge-worker", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        if self.osc_port is not None:
+            self._start_osc()
+        write_connection_file(self.connection_file, self.connection_info())
+        log.info("serving on tcp://%s:%d (OSC udp %s), connection file %s",
+                 self.host, self.port, self.osc_port, self.connection_file)
+        return self
+
+    def connection_info(self) -> dict:
+        return {
+            "protocol_version": P.PROTOCOL_VERSION, "transport": "tcp", "host": self.host, "port": self.port,
+            "osc_port": self.osc_port, "token": self.token, "pid": os.getpid(),
+            "results_dir": str(self.store.root),
+        }
+
+    def stop(self) -> None:
+        """Stop all threads, close sockets, remove the connection file. Idempotent."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._queue.put(None)
+        waker = self._context.socket(zmq.PUSH)  # wake the socket thread now rather than at its next poll
+        waker.connect(self._events_address)
+        _emit(waker, {"event": "stop"})
+        waker.close(linger=100)
+        for job in list(self.jobs.values()):  # a running job stops at its next step
+            job.cancel.set()
+        if self._osc_server is not None:
+            self._osc_server.shutdown()
+            self._osc_server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        stuck = [thread.name for thread in self._threads if thread.is_alive()]
+        try:
+            if json.loads(self.connection_file.read_text()).get("token") == self.token:
+                self.connection_file.unlink()
+        except (OSError, ValueError):
+            pass
+        if stuck:  # a generator that ignores cancel: leave its sockets to process exit rather than hang
+            log.warning("threads still running at shutdown: %s", ", ".join(stuck))
+        else:
+            for sock in (getattr(self, "_router", None), getattr(self, "_events", None)):
+                if sock is not None and not sock.closed:  # start() failed before the socket thread ran
+                    sock.close(linger=0)
+            self._context.term()
+        log.info("stopped")
+
+    def __enter__(self) -> "BridgeServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ---- socket thread ---------------------------------------------------------------------------
+
+    def _socket_loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._router, zmq.POLLIN)
+        poller.register(self._events, zmq.POLLIN)
+        next_heartbeat = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                timeout_ms = max(0, min(250, int((next_heartbeat - time.monotonic()) * 1000)))
+                ready = dict(poller.poll(timeout_ms))
+                if self._events in ready:
+                    while self._events.poll(0):
+                        self._on_event(self._events.recv_json())
+                if self._router in ready:
+                    for _ in range(100):  # bounded burst, then look at events and heartbeats again
+                        try:
+                            frames = self._router.recv_multipart(zmq.NOBLOCK, copy=True)
+                        except zmq.Again:
+                            break
+                        self._on_message(frames)
+                if time.monotonic() >= next_heartbeat:
+                    next_heartbeat = time.monotonic() + self.limits.heartbeat_interval_seconds
+                    self._send_heartbeats()
+                    self._sweep()
+        finally:
+            self._router.close(linger=0)
+            self._events.close(linger=0)
+
+    def _send(self, identity: bytes, header: dict, blobs: list[bytes] | tuple = ()) -> None:
+        """Send without blocking; a vanished peer (ROUTER_MANDATORY) or full queue only costs a counter."""
+        try:
+            self._router.send_multipart([identity, *P.encode(header, blobs)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self.counters["dropped_sends"] += 1
+
+    def _on_message(self, frames: list[bytes]) -> None:
+        identity, rest = frames[0], frames[1:]
+        request_id = None
+        try:
+            header, blobs = P.decode(rest)
+            request_id = header.get("req") if isinstance(header.get("req"), (str, int)) else None
+            token = header.get("token")
+            if not isinstance(token, str) or not hmac.compare_digest(token.encode(), self.token.encode()):
+                self.counters["unauthorized"] += 1
+                raise ProtocolError(Code.UNAUTHORIZED, "wrong or missing token: re-read the engine's connection file")
+            P.validate_request(header, blobs)
+            reply = getattr(self, f"_on_{header['type']}")(identity, header, blobs)
+        except ProtocolError as error:
+            self.counters["refused"] += 1
+            log.info("refused a message: %s (%s)", error.message, error.code)
+            reply = {"type": "error", **error.as_dict()}
+        except Exception as error:  # a bug here must not take the server down
+            log.exception("error handling a message")
+            reply = {"type": "error", "code": Code.INTERNAL, "message": f"engine error: {error}", "retry": True}
+        if reply is not None:
+            if request_id is not None:
+                reply["req"] = request_id
+            self._send(identity, reply)
+
+    def _job(self, job_id: str) -> Job:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise ProtocolError(Code.UNKNOWN_JOB, f"no job {job_id!r} (it may have expired)", job_id=job_id)
+        return job
+
+    def _on_hello(self, identity: bytes, header: dict, blobs: list[bytes]) -> dict:
+        return {
+            "type": "welcome", "protocol_version": P.PROTOCOL_VERSION, "server": "backline",
+            "limits": self.limits.as_dict(), "models": self.models,
+        }
+
+    def _on_submit(self, identity: bytes, header: dict, blobs: list[bytes]) -> dict:
+        job_id, params = header["job_id"], header["params"]
+        sample_rate, channels, frames = header["sample_rate"], header["channels"], header["frames"]
+        P.check_region(sample_rate, channels, frames, self.limits)
+        digest = P.request_digest(params, sample_rate, channels, frames)
+        job = self.jobs.get(job_id)
+        if job is not None:
+            if job.digest != digest:
+                raise ProtocolError(
+                    Code.JOB_CONFLICT,
+                    f"job {job_id!r} already exists with different parameters or audio; use a new job id",
+                    job_id=job_id,
+                )
+            job.watch(identity)
+            return job.snapshot(self.limits)
+        uploading = sum(job.state in (P.SUBMITTED, P.UPLOADING) for job in self.jobs.values())
+        if uploading >= self.limits.max_uploads:
+            raise ProtocolError(Code.BUSY, "the engine is receiving too many regions; try again shortly", retry=True)
+        if self._queue.qsize() >= self.limits.max_queued_jobs:
+            raise ProtocolError(Code.BUSY, "the engine's queue is full; try again later", retry=True)
+        job = Job(job_id, digest, params, sample_rate, channels, frames)
+        job.upload_path = self.upload_dir / f"{uuid.uuid4().hex}.f32"
+        job.upload_path.touch(mode=0o600)
+        job.watch(identity)
+        self.jobs[job_id] = job
+        self.counters["jobs"] += 1
+        log.info("job %s submitted: %d frames x %d ch at %d Hz", job_id, frames, channels, sample_rate)
+        return job.snapshot(self.limits)
+
+    def _on_chunk(self, identity: bytes, header: dict, blobs: list[bytes]) -> dict:
+        job = self._job(header["job_id"])
+        index, start_frame, frames = header["index"], header["start_frame"], header["frames"]
+        ack = {"type": "ack", "job_id": job.job_id, "index": index}
+        if job.state not in (P.SUBMITTED, P.UPLOADING) or index < job.next_index:
+            # A repeated chunk (a client resending after a lost ack) or the upload is over: acknowledge again.
+            return {**ack, "next_index": job.next_index, "received_frames": job.received_frames, "state": job.state}
+        if index > job.next_index or start_frame != job.received_frames:
+            raise ProtocolError(
+                Code.CHUNK_OUT_OF_ORDER,
+                f"chunk {index} (start frame {start_frame}) arrived out of order; expected chunk "
+                f"{job.next_index} at frame {job.received_frames}",
+                retry=True, job_id=job.job_id, next_index=job.next_index, received_frames=job.received_frames,
+            )
+        if not 0 < frames <= self.limits.max_chunk_frames or job.received_frames + frames > job.frames:
+            raise ProtocolError(
+                Code.BAD_CHUNK,
+                f"chunk {index}: {frames} frames is not within 1..{self.limits.max_chunk_frames} or runs past the "
+                f"region's {job.frames} frames", job_id=job.job_id,
+            )
+        expected_bytes = frames * job.channels * P.BYTES_PER_SAMPLE
+        if len(blobs[0]) != expected_bytes:
+            raise ProtocolError(
+                Code.BAD_CHUNK,
+                f"chunk {index}: audio frame has {len(blobs[0])} bytes; {frames} frames x {job.channels} channels "
+                f"of float32 need {expected_bytes}", job_id=job.job_id,
+            )
+        if not np.isfinite(np.frombuffer(blobs[0], dtype="<f4")).all():
+            self._finish(job, P.FAILED, error=ProtocolError(
+                Code.BAD_AUDIO, f"the region contains NaN or infinite samples (chunk {index})").as_dict())
+            raise ProtocolError(
+                Code.BAD_AUDIO, f"the region contains NaN or infinite samples (chunk {index})", job_id=job.job_id)
+        with open(job.upload_path, "r+b") as file:
+            file.seek(job.received_frames * job.channels * P.BYTES_PER_SAMPLE)
+            file.write(blobs[0])
+        job.state, job.updated_at = P.UPLOADING, time.monotonic()
+        job.next_index += 1
+        job.received_frames += frames
+        return {**ack, "next_index": job.next_index, "received_frames": job.received_frames, "state": job.state}
+
+    def _on_start(self, identity: bytes, header: dict, blobs: list[bytes]) -> dict:
+        job = self._job(header["job_id"])
+        job.watch(identity)
+        if job.state in (P.SUBMITTED, P.UPLOADING):
+            if job.received_frames < job.frames:
+                raise ProtocolError(
+                    Code.UPLOAD_INCOMPLETE,
+                    f"the upload is incomplete: {job.received_frames} of {job.frames} frames received",
+                    retry=True, job_id=job.job_id, next_index=job.next_index, received_frames=job.received_frames,
+                )
+            job.state, job.updated_at = P.QUEUED, time.monotonic()
+            self._queue.put(job)
+            log.info("job %s queued (%d ahead)", job.job_id, self._queue.qsize() - 1)
+        return job.snapshot(self.limits)
+
+    def _on_cancel(self, identity: bytes, header: dict, blobs: list[bytes]) -> dict:
+        job = self._job(header["job_id"])
+        job.watch(identity)
+        self.cancel_job(job)
+        return job.snapshot(self.limits)
+
+    def cancel_job(self, job: Job) -> None:
+        """Cancel now if the job is not running; a running job stops at its next step (socket thread only)."""
+        if job.state in P.FINAL_STATES:
+            return
+        job.cancel.set()
+        if job.state != P.RUNNING:  # queued jobs are skipped by the worker when dequeued
+            self._finish(job, P.CANCELLED)
+
+    def _on_status(self, identity: bytes, header: dict, blobs: list[bytes]) -> dict:
+        if header.get("job_id") is None:
+            return {**self._server_status(), "type": "status"}
+        job = self._job(header["job_id"])
+        job.watch(identity)
+        return job.snapshot(self.limits)
+
+    def _on_fetch(self, identity: bytes, header: dict, blobs: list[bytes]) -> dict | None:
+        job = self._job(header["job_id"])
+        if job.state != P.DONE:
+            raise ProtocolError(Code.NOT_READY, f"job {job.job_id!r} is {job.state}, not done", job_id=job.job_id,
+                                state=job.state, retry=job.state not in P.FINAL_STATES)
+        meta, chunk_frames = job.result, self.limits.result_chunk_frames
+        chunks = -(-meta["frames"] // chunk_frames)
+        index = header["index"]
+        if not 0 <= index < chunks:
+            raise ProtocolError(Code.BAD_FIELD, f"result chunk {index} is not within 0..{chunks - 1}", field="index")
+        start_frame = index * chunk_frames
+        frames = min(chunk_frames, meta["frames"] - start_frame)
+        try:
+            blob = self.store.read_chunk(meta, start_frame, frames)
+        except OSError:
+            raise ProtocolError(Code.RESULT_EXPIRED, f"the result of job {job.job_id!r} is no longer on disk",
+                                job_id=job.job_id) from None
+        reply = {"type": "result_chunk", "job_id": job.job_id, "index": index, "chunks": chunks,
+                 "start_frame": start_frame, "frames": frames, "channels": meta["channels"],
+                 "sample_rate": meta["sample_rate"]}
+        if isinstance(header.get("req"), (str, int)):
+            reply["req"] = header["req"]
+        self._send(identity, reply, [blob])
+        return None
+
+    def _server_status(self) -> dict:
+        current = self._current
+        states = [job.state for job in list(self.jobs.values())]  # also called from the OSC thread
+        return {
+            "busy": current is not None,
+            "job_id": current[0] if current else None,
+            "step": current[1] if current else 0,
+            "steps": current[2] if current else 0,
+            "step_elapsed_seconds": round(time.monotonic() - current[3], 3) if current else 0.0,
+            "queued": states.count(P.QUEUED),
+            "uploading": states.count(P.UPLOADING) + states.count(P.SUBMITTED),
+            "uptime_seconds": round(time.monotonic() - self._started_monotonic, 3),
+        }
+
+    def _send_heartbeats(self) -> None:
+        """Heartbeat every client that watches an unfinished job: which job runs, which step, for how long."""
+        identities = {i for job in self.jobs.values() if job.state not in P.FINAL_STATES for i in job.watchers}
+        if identities:
+            beat = {"type": "heartbeat", **self._server_status()}
+            for identity in identities:
+                self._send(identity, beat)
+
+    def _sweep(self) -> None:
+        """Drop uploads whose client went quiet, and forget old unfinished-on-disk job records."""
+        now = time.monotonic()
+        for job in list(self.jobs.values()):
+            if job.state in (P.SUBMITTED, P.UPLOADING) and now - job.updated_at > self.limits.upload_timeout_seconds:
+                log.info("job %s: upload abandoned after %.0f s, freed", job.job_id, now - job.updated_at)
+                job.upload_path.unlink(missing_ok=True)
+                del self.jobs[job.job_id]  # forgotten: resubmitting the id starts afresh
+        final = [job for job in self.jobs.values() if job.state in (P.FAILED, P.CANCELLED)]
+        for job in sorted(final, key=lambda j: j.updated_at)[: max(0, len(final) - MAX_FINAL_JOBS_IN_MEMORY)]:
+            del self.jobs[job.job_id]
+
+    def _finish(self, job: Job, state: str, *, error: dict | None = None, result: dict | None = None) -> None:
+        """Record a final state and tell the job's watchers (socket thread only)."""
+        if job.state in (P.SUBMITTED, P.UPLOADING) and job.upload_path is not None:
+            job.upload_path.unlink(missing_ok=True)  # once queued, the worker owns (and removes) the upload
+        job.state, job.error, job.updated_at = state, error, time.monotonic()
+        job.result = result if state == P.DONE else None
+        log.info("job %s %s%s", job.job_id, state, f": {error['message']}" if error else "")
+        update = job.snapshot(self.limits)
+        for identity in job.watchers:
+            self._send(identity, update)
+
+    def _on_event(self, event: dict) -> None:
+        """Apply a report from the worker or the OSC thread (socket thread only)."""
+        kind = event["event"]
+        if kind == "stop":
+            return
+        if kind == "osc_cancel":
+            job = self.jobs.get(event["job_id"])
+            if job is not None:
+                self.cancel_job(job)
+            return
+        if kind == "pruned":
+            for job_id in event["job_ids"]:
+                job = self.jobs.get(job_id)
+                if job is not None and job.state == P.DONE:
+                    del self.jobs[job_id]
+            return
+        job = self.jobs.get(event["job_id"])
+        if job is None or job.state in P.FINAL_STATES:
+            # Cancelled here while the worker was already picking it up: the first final state stands.
+            if job is not None and kind == "finished" and event["state"] == P.DONE and job.state != P.DONE:
+                shutil.rmtree(self.store.folder(job.job_id), ignore_errors=True)
+            return
+        if kind == "running":
+            job.state, job.updated_at = P.RUNNING, time.monotonic()
+            update = job.snapshot(self.limits)
+            for identity in job.watchers:
+                self._send(identity, update)
+        elif kind == "progress":
+            job.step, job.steps, job.eta_seconds = event["step"], event["steps"], event["eta_seconds"]
+            message = {"type": "progress", "job_id": job.job_id, "step": job.step, "steps": job.steps,
+                       "eta_seconds": job.eta_seconds, "elapsed_seconds": event["elapsed_seconds"]}
+            for identity in job.watchers:
+                self._send(identity, message)
+        elif kind == "finished":
+            job.upload_path = None  # the worker already removed it
+            self._finish(job, event["state"], error=event.get("error"), result=event.get("result"))
+
+    # ---- worker thread ---------------------------------------------------------------------------
+
+    def _worker_loop(self) -> None:
+        events = self._context.socket(zmq.PUSH)
+        events.setsockopt(zmq.LINGER, 0)
+        events.connect(self._events_address)
+        try:
+            while not self._stop.is_set():
+                job = self._queue.get()
+                if job is None:
+                    break
+                if job.cancel.is_set():
+                    job.upload_path and job.upload_path.unlink(missing_ok=True)
+                    continue  # already reported cancelled by the socket thread
+                self._run(job, events)
+        finally:
+            events.close(linger=0)
+
+    def _run(self, job: Job, events: zmq.Socket) -> None:
+        """Run one job through the generator and report exactly one final state."""
+        started = time.monotonic()
+        last_progress = [0.0]
+        self._current = (job.job_id, 0, 0, started)
+        _emit(events, {"event": "running", "job_id": job.job_id})
+
+        def progress(step: int, steps: int) -> None:
+            now = time.monotonic()
+            self._current = (job.job_id, step, steps, now)
+            if now - last_progress[0] >= self.limits.progress_interval_seconds or step >= steps:
+                last_progress[0] = now
+                elapsed = now - started
+                eta = elapsed / step * (steps - step) if step > 0 else None
+                _emit(events, {"event": "progress", "job_id": job.job_id, "step": step, "steps": steps,
+                                  "eta_seconds": None if eta is None else round(eta, 3),
+                                  "elapsed_seconds": round(elapsed, 3)})
+            if job.cancel.is_set():
+                raise JobCancelled(job.job_id)
+
+        outcome: dict = {"event": "finished", "job_id": job.job_id}
+        try:
+            raw = np.fromfile(job.upload_path, dtype="<f4")
+            context = validate_audio(raw.reshape(-1, job.channels).T, job.sample_rate,
+                                     max_duration_seconds=self.limits.max_duration_seconds, what="region")
+            audio, sample_rate, info = self.generate(
+                job.params, context, job.sample_rate, progress, job.cancel.is_set)
+            if job.cancel.is_set():
+                raise JobCancelled(job.job_id)
+            try:
+                audio = validate_audio(audio, int(sample_rate), what="generated audio")
+            except AudioError as error:
+                raise RuntimeError(f"the engine produced unusable audio: {error}") from error
+            meta = self.store.save(job.job_id, job.digest, audio, int(sample_rate), dict(info or {}))
+            outcome.update(state=P.DONE, result=meta)
+            pruned = [job_id for job_id in self.store.prune() if job_id != job.job_id]
+            if pruned:  # reported before "finished", so a client never sees a pruned result as fetchable
+                _emit(events, {"event": "pruned", "job_ids": pruned})
+        except Exception as error:
+            if job.cancel.is_set():
+                outcome.update(state=P.CANCELLED)
+            elif isinstance(error, AudioError):
+                outcome.update(state=P.FAILED, error=ProtocolError(Code.BAD_AUDIO, str(error)).as_dict())
+            elif isinstance(error, ValueError):
+                outcome.update(state=P.FAILED, error=ProtocolError(Code.BAD_REQUEST, str(error)).as_dict())
+            else:
+                log.exception("job %s failed", job.job_id)
+                outcome.update(state=P.FAILED, error=ProtocolError(
+                    Code.ENGINE_ERROR, f"the engine failed: {error}", retry=True).as_dict())
+        finally:
+            job.upload_path.unlink(missing_ok=True)
+            self._current = None
+        _emit(events, outcome)
+
+    # ---- OSC thread ------------------------------------------------------------------------------
+
+    def _start_osc(self) -> None:
+        from pythonosc.dispatcher import Dispatcher
+        from pythonosc.osc_message_builder import OscMessageBuilder
+        from pythonosc.osc_server import BlockingOSCUDPServer
+
+        local = threading.local()
+
+        def reply(address: tuple, path: str, *args) -> None:
+            builder = OscMessageBuilder(address=path)
+            for arg in args:
+                builder.add_arg(arg)
+            self._osc_server.socket.sendto(builder.build().dgram, address)
+
+        def on_ping(client_address, osc_path, *args):
+            status = self._server_status()
+            reply(client_address, "/backline/status", "busy" if status["busy"] else "idle",
+                  status["job_id"] or "", status["step"], status["steps"], status["queued"])
+
+        def on_cancel(client_address, osc_path, *args):
+            # /backline/cancel JOB_ID TOKEN: UDP has no connection, so the token travels with the command.
+            if len(args) != 2 or not all(isinstance(arg, str) for arg in args):
+                reply(client_address, "/backline/error", Code.BAD_FIELD, "usage: /backline/cancel JOB_ID TOKEN")
+                return
+            if not hmac.compare_digest(args[1].encode(), self.token.encode()):
+                self.counters["unauthorized"] += 1
+                reply(client_address, "/backline/error", Code.UNAUTHORIZED, "wrong token")
+                return
+            if not hasattr(local, "events"):  # one PUSH socket owned by the OSC thread
+                local.events = self._context.socket(zmq.PUSH)
+                local.events.setsockopt(zmq.LINGER, 0)
+                local.events.connect(self._events_address)
+            _emit(local.events, {"event": "osc_cancel", "job_id": args[0]})
+            reply(client_address, "/backline/cancelling", args[0])
+
+        dispatcher = Dispatcher()
+        dispatcher.map("/backline/ping", on_ping, needs_reply_address=True)
+        dispatcher.map("/backline/cancel", on_cancel, needs_reply_address=True)
+        self._osc_server = BlockingOSCUDPServer((self.host, self.osc_port or 0), dispatcher)
+        self.osc_port = self._osc_server.server_address[1]
+
+        def serve() -> None:
+            try:
+                self._osc_server.serve_forever(poll_interval=0.05)
+            finally:
+                if hasattr(local, "events"):
+                    local.events.close(linger=0)
+
+        thread = threading.Thread(target=serve, name="bridge-osc", daemon=True)
+        thread.start()
+        self._threads.append(thread)

@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+import torch
+
+from backline.engine.audio import AudioError
+from backline.engine.pipeline import Bundle, Cancelled, GenerateRequest, generate
+from backline.models.autoencoder import CONFIGS as AE_CONFIGS, Autoencoder
+from backline.models.diffusion import CONFIGS as DN_CONFIGS, EDMPrecond
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    torch.manual_seed(0)
+    denoiser = EDMPrecond(DN_CONFIGS["tiny"]).eval()
+    for p in denoiser.parameters():  # zero-initialised layers would hide the conditions: wake them
+        if not p.data.any():
+            p.data.normal_(0, 0.05)
+    return Bundle(Autoencoder(AE_CONFIGS["tiny"]).eval(), denoiser, {"autoencoder": "tiny", "denoiser": "tiny"})
+
+
+def song(sample_rate=48000, seconds=0.7, channels=2, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(sample_rate * seconds)) / sample_rate
+    mono = 0.3 * np.sin(2 * np.pi * 110 * t) * (1 + 0.5 * np.sign(np.sin(2 * np.pi * 2 * t)))
+    return np.stack([mono + 0.01 * rng.standard_normal(len(t)) for _ in range(channels)]).astype(np.float32)
+
+
+@pytest.mark.parametrize("sample_rate, frames, channels", [(48000, 33_601, 2), (44100, 1, 1), (22050, 12_345, 1), (96000, 50_001, 2)])
+def test_output_has_the_contexts_rate_channels_and_exact_length(bundle, sample_rate, frames, channels):
+    context = song(sample_rate, frames / sample_rate + 1, channels)[:, :frames]
+    result = generate(bundle, GenerateRequest(context=context, sample_rate=sample_rate, steps=3))
+    assert result.audio.shape == context.shape and result.sample_rate == sample_rate
+    assert result.audio.dtype == np.float32 and np.isfinite(result.audio).all()
+    assert np.abs(result.audio).max() <= 0.8913
+    if channels == 2:
+        np.testing.assert_array_equal(result.audio[0], result.audio[1])
+
+
+def test_deterministic_per_seed_and_different_across_seeds(bundle):
+    request = GenerateRequest(context=song(), sample_rate=48000, steps=4, instrument="drums")
+    a = generate(bundle, request).audio
+    b = generate(bundle, request).audio
+    c = generate(bundle, GenerateRequest(context=song(), sample_rate=48000, steps=4, instrument="drums", seed=1)).audio
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 1e-4
+
+
+def test_style_reference_and_guidance_change_the_result(bundle):
+    base = GenerateRequest(context=song(), sample_rate=48000, steps=3)
+    plain = generate(bundle, base)
+    styled = generate(bundle, GenerateRequest(context=song(), sample_rate=48000, steps=3,
+                                              style_audio=song(44100, 0.5, 1, seed=3), style_sample_rate=44100))
+    assert styled.info["style"] == "audio" and plain.info["style"] == "none"
+    assert np.abs(plain.audio - styled.audio).max() > 1e-5
+    unguided = generate(bundle, GenerateRequest(context=song(), sample_rate=48000, steps=3, cfg_context=1.0))
+    assert np.abs(plain.audio - unguided.audio).max() > 1e-5
+
+
+@pytest.mark.parametrize("sampler", ["euler", "heun", "dpmpp_2m"])
+def test_progress_reports_each_step(bundle, sampler):
+    steps = []
+    generate(bundle, GenerateRequest(context=song(), sample_rate=48000, steps=4, sampler=sampler),
+             progress=lambda i, n: steps.append((i, n)))
+    assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+def test_cancel_between_steps(bundle):
+    def cancel_at_two(i, n):
+        if i == 2:
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        generate(bundle, GenerateRequest(context=song(), sample_rate=48000, steps=6), progress=cancel_at_two)
+
+
+@pytest.mark.parametrize(
+    "changes, error, message",
+    [
+        ({"context": np.full((2, 100), np.nan, np.float32)}, AudioError, "context: contains NaN"),
+        ({"context": np.zeros((2, 0), np.float32)}, AudioError, "context: the audio is empty"),
+        ({"sample_rate": 1_600_000_000}, AudioError, "sample rate 1600000000 Hz is not supported"),
+        ({"context": np.zeros((5, 100), np.float32)}, AudioError, "5 channels"),
+        ({"max_duration_seconds": 0.5}, AudioError, "longer than the limit of 0.5 s"),
+        ({"instrument": "kazoo"}, ValueError, "instrument must be one of bass, drums"),
+        ({"steps": 0}, ValueError, "steps must be within 1..500"),
+        ({"cfg_style": float("nan")}, ValueError, "cfg_style must be within 0..20"),
+        ({"sampler": "ddim"}, ValueError, "unknown sampler 'ddim'"),
+        ({"style_audio": np.full(100, np.inf, np.float32)}, AudioError, "style reference: contains NaN"),
+    ],
+)
+def test_bad_requests_are_refused_clearly(bundle, changes, error, message):
+    request = GenerateRequest(**{"context": song(), "sample_rate": 48000, "steps": 2, **changes})
+    with pytest.raises(error, match=message):
+        generate(bundle, request)

@@ -1,0 +1,184 @@
+"""Job lifecycle over real loopback sockets: round trip, progress, cancel, idempotency, failures, reconnects."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from backline.plugin_bridge import protocol as P
+from backline.plugin_bridge.client import BridgeClient, BridgeError
+
+
+def test_full_round_trip_matches_the_generator_exactly(start_server, connect, region, demo_reference):
+    server = start_server()
+    assert server.connection_info()["host"] == "127.0.0.1"
+    client = connect(server)
+    welcome = client.hello()
+    assert welcome["protocol_version"] == P.PROTOCOL_VERSION and welcome["limits"]["max_channels"] == 2
+
+    params = {"steps": 4}
+    job = client.submit("round-trip", params, region, 44_100, chunk_frames=16_384)  # 5 upload chunks
+    assert job["state"] in (P.QUEUED, P.RUNNING, P.DONE) and job["received_frames"] == 70_000
+    assert job["next_index"] == 5
+    final = client.wait("round-trip", timeout_seconds=10)
+    assert final["state"] == P.DONE and final["result"]["chunks"] == 5  # 70,000 frames in 16,384-frame chunks
+
+    audio, sample_rate, info = client.fetch("round-trip")
+    expected, expected_rate, expected_info = demo_reference(params, region, 44_100)
+    assert sample_rate == expected_rate == 44_100
+    assert audio.dtype == np.float32 and audio.shape == expected.shape == (1, 70_000)
+    assert np.array_equal(audio, expected)
+    assert info == expected_info and "not a model" in info["generator"]
+
+
+def test_progress_arrives_in_order_at_a_bounded_rate(start_server, connect, region):
+    server = start_server(progress_interval_seconds=0.1)
+    client = connect(server)
+    seen = []
+    client.submit("progress", {"steps": 40, "demo_step_seconds": 0.01}, region[:, :8_000], 44_100)
+    started = time.monotonic()
+    final = client.wait("progress", on_progress=seen.append, timeout_seconds=10)
+    elapsed = time.monotonic() - started
+    assert final["state"] == P.DONE
+    steps = [message["step"] for message in seen]
+    assert steps == sorted(steps) and steps[-1] == 40 and all(m["steps"] == 40 for m in seen)
+    assert 2 <= len(seen) <= elapsed / 0.1 + 2  # 40 steps, but no more than one message per 100 ms (+ the last)
+    assert all(m["eta_seconds"] is not None and m["eta_seconds"] >= 0 for m in seen)
+
+
+def test_cancel_mid_job_leaves_no_result(start_server, connect, region, tmp_path):
+    server = start_server()
+    client = connect(server)
+    client.submit("long", {"steps": 100, "demo_step_seconds": 0.02}, region[:, :4_000], 44_100)
+    client.submit("queued-behind", {"steps": 2}, region[:, :4_000], 44_100)
+    deadline = time.monotonic() + 5
+    while not client.progress["long"] and time.monotonic() < deadline:
+        client.receive(1.0)
+    assert client.progress["long"], "the job never started"
+
+    assert client.cancel("queued-behind")["state"] == P.CANCELLED  # a queued job is cancelled at once
+    reply = client.cancel("long")
+    assert reply["state"] in (P.RUNNING, P.CANCELLED)
+    final = client.wait("long", timeout_seconds=5)
+    assert final["state"] == P.CANCELLED and final["result"] is None and final["step"] < 100
+    with pytest.raises(BridgeError) as error:
+        client.fetch("long")
+    assert error.value.code in (P.Code.NOT_READY, P.CANCELLED)
+    assert [p.name for p in (tmp_path / "results").iterdir()] == []
+    assert client.wait("queued-behind", timeout_seconds=2)["state"] == P.CANCELLED
+
+
+def test_resubmitting_a_job_id_is_idempotent_and_conflicts_are_refused(start_server, connect, region):
+    server = start_server()
+    client = connect(server)
+    first = client.generate("same-id", {"steps": 3}, region, 44_100, timeout_seconds=10)[0]
+    again = client.submit("same-id", {"steps": 3}, region, 44_100)
+    assert again["state"] == P.DONE  # nothing uploaded or computed twice
+    assert np.array_equal(client.fetch("same-id")[0], first)
+    assert server.counters["jobs"] == 1
+    with pytest.raises(BridgeError) as error:
+        client.submit("same-id", {"steps": 5}, region, 44_100)
+    assert error.value.code == P.Code.JOB_CONFLICT and "different parameters" in error.value.message
+
+
+def test_generator_errors_fail_the_job_and_the_server_keeps_serving(start_server, connect, region):
+    server = start_server()
+    client = connect(server)
+    client.submit("crash", {"demo_fail": True}, region[:, :2_000], 44_100)
+    failed = client.wait("crash", timeout_seconds=5)
+    assert failed["state"] == P.FAILED
+    assert failed["error"]["code"] == P.Code.ENGINE_ERROR and "asked to fail" in failed["error"]["message"]
+
+    client.submit("bad-steps", {"steps": 0}, region[:, :2_000], 44_100)  # the generator raises ValueError
+    refused = client.wait("bad-steps", timeout_seconds=5)
+    assert refused["error"] == {"code": P.Code.BAD_REQUEST, "retry": False,
+                                "message": "steps must be a whole number from 1 to 1000, got 0"}
+
+    audio = client.generate("after-crash", {"steps": 2}, region[:, :2_000], 44_100, timeout_seconds=5)[0]
+    assert audio.shape == (1, 2_000)
+
+
+def test_eight_clients_at_once_each_get_their_own_result(start_server, region, demo_reference):
+    server = start_server()
+    outputs, errors = {}, []
+
+    def run(name, audio):
+        try:
+            with BridgeClient(server.connection_file, timeout_seconds=10, silence_seconds=10) as client:
+                outputs[name] = client.generate(name, {"steps": 3}, audio, 44_100, timeout_seconds=20)[0]
+        except Exception as error:  # reported below
+            errors.append(error)
+
+    # Different lengths, offsets and channel counts, so a mixed-up result cannot pass.
+    inputs = {f"client-{i}": region[: 1 + i % 2, 1_000 * i: 1_000 * i + 5_000 + 700 * i] * (1 + i) for i in range(8)}
+    threads = [threading.Thread(target=run, args=item) for item in inputs.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors and not any(thread.is_alive() for thread in threads)
+    assert sorted(outputs) == sorted(inputs)
+    for name, audio in inputs.items():
+        assert np.array_equal(outputs[name], demo_reference({"steps": 3}, audio, 44_100)[0])
+
+
+def test_a_reconnecting_client_fetches_a_finished_result_even_after_a_restart(start_server, connect, region,
+                                                                             tmp_path):
+    server = start_server()
+    first = connect(server)
+    first.submit("survives", {"steps": 2}, region, 44_100)
+    assert first.wait("survives", timeout_seconds=5)["state"] == P.DONE
+    expected = first.fetch("survives")[0]
+    first.close()
+
+    assert np.array_equal(connect(server).fetch("survives")[0], expected)  # a new connection
+
+    server.stop()
+    restarted = start_server()  # same results folder, new port and token
+    client = connect(restarted)
+    assert client.status("survives")["state"] == P.DONE
+    assert np.array_equal(client.fetch("survives")[0], expected)
+    assert client.submit("survives", {"steps": 2}, region, 44_100)["state"] == P.DONE
+
+
+def test_heartbeat_reports_the_running_job_and_step(start_server, connect, region):
+    server = start_server(heartbeat_interval_seconds=0.1)
+    client = connect(server)
+    client.submit("busy", {"steps": 20, "demo_step_seconds": 0.05}, region[:, :4_000], 44_100)
+    beats = []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not any(b["busy"] and b["step"] >= 2 for b in beats):
+        header, _ = client.receive(1.0)
+        if header["type"] == "heartbeat":
+            beats.append(header)
+    busy = [b for b in beats if b["busy"]]
+    assert busy and busy[-1]["job_id"] == "busy" and busy[-1]["steps"] == 20 and busy[-1]["step"] >= 2
+    assert busy[-1]["step_elapsed_seconds"] >= 0
+    status = client.status()  # the same picture on request
+    assert status["busy"] and status["job_id"] == "busy"
+    client.cancel("busy")
+    assert client.wait("busy", timeout_seconds=5)["state"] == P.CANCELLED
+
+
+def test_results_beyond_the_retention_limit_are_deleted(start_server, connect, region, tmp_path):
+    server = start_server(max_results=2)
+    client = connect(server)
+    for index in range(3):
+        client.generate(f"kept-{index}", {"steps": 1}, region[:, :1_000], 44_100, timeout_seconds=5)
+    assert len(list((tmp_path / "results").iterdir())) == 2
+    with pytest.raises(BridgeError) as error:
+        client.fetch("kept-0")
+    assert error.value.code == P.Code.UNKNOWN_JOB
+    assert client.fetch("kept-2")[0].shape == (1, 1_000)
+
+
+@pytest.mark.parametrize("chunk_frames", [1_000, 4_097, 65_536])
+def test_the_upload_chunk_size_does_not_change_the_result(start_server, connect, region, demo_reference, chunk_frames):
+    client = connect(start_server())
+    job = client.submit(f"chunks-{chunk_frames}", {"steps": 2}, region[:, :9_000], 48_000, chunk_frames=chunk_frames)
+    assert job["next_index"] == -(-9_000 // chunk_frames)
+    client.wait(f"chunks-{chunk_frames}", timeout_seconds=5)
+    audio, sample_rate, _ = client.fetch(f"chunks-{chunk_frames}")
+    assert sample_rate == 48_000
+    assert np.array_equal(audio, demo_reference({"steps": 2}, region[:, :9_000], 48_000)[0])

@@ -1,0 +1,50 @@
+import csv
+import json
+
+import numpy as np
+import torch
+
+from backline.engine.pipeline import GenerateRequest, generate, load_bundle
+from backline.models.autoencoder import CONFIGS as AE_CONFIGS, Autoencoder, save_autoencoder
+from backline.models.diffusion import CONFIGS, load_denoiser, resolve_config
+from backline.training.diffusion import LatentPairs, TrainOptions, encode_build, ship, train
+
+
+def test_latents_train_resume_ship_and_generate_end_to_end(synthetic_build, tmp_path):
+    torch.manual_seed(0)
+    ae_path = save_autoencoder(tmp_path / "ae.safetensors", Autoencoder(AE_CONFIGS["tiny"]).eval(), version="tiny-test")
+    latents = tmp_path / "latents"
+    assert encode_build(ae_path, synthetic_build, latents) == 8  # 4 pieces x (bass, drums)
+    assert encode_build(ae_path, synthetic_build, latents) == 0  # already there: kept
+    index = [json.loads(line) for line in (latents / "index.jsonl").read_text().splitlines()]
+    assert len(index) == 8 and {e["split"] for e in index} == {"train", "validation"}
+    first = np.load(latents / index[0]["file"])
+    assert first["context"].shape == first["target"].shape == (8, -(-3 * 44100 // 256))
+
+    pairs = LatentPairs.load(latents, "train", ("bass", "drums"), 16)
+    batch = pairs.batch(np.random.default_rng(0), 4, 16)
+    assert batch["context"].shape == (4, 8, 16) and batch["style"].shape == (4, 16)
+
+    config = resolve_config("tiny")
+    run = tmp_path / "run"
+    options = TrainOptions(steps=30, batch_size=4, learning_rate=3e-3, warmup_steps=5, validate_every=15,
+                           checkpoint_every=10)
+    assert train(config, latents, run, options, progress=False)["step"] == 30
+    resumed = train(config, latents, run, TrainOptions(**{**options.__dict__, "steps": 40}), resume=True, progress=False)
+    assert resumed["step"] == 40
+    rows = list(csv.DictReader((run / "train.csv").open()))
+    assert [int(r["step"]) for r in rows] == [10, 20, 30, 40]
+    validation = list(csv.DictReader((run / "validation.csv").open()))
+    assert [int(r["step"]) for r in validation] == [15, 30, 40]
+    assert (run / "curves.png").stat().st_size > 1000
+
+    model_path = ship(run, tmp_path / "denoiser.safetensors", version="tiny-test", latent_dir=latents)
+    model, meta = load_denoiser(model_path)
+    assert meta["config"]["provenance"]["steps"] == 40
+    assert meta["config"]["provenance"]["autoencoder"]["version"] == "tiny-test"
+
+    bundle = load_bundle(ae_path, model_path)
+    context = np.random.default_rng(0).standard_normal((2, 30_001)).astype(np.float32) * 0.1
+    result = generate(bundle, GenerateRequest(context=context, sample_rate=48000, steps=3, seed=5))
+    assert result.audio.shape == (2, 30_001) and np.isfinite(result.audio).all()
+    assert result.info["models"] == {"autoencoder": "tiny-test", "denoiser": "tiny-test"}

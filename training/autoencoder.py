@@ -1,0 +1,423 @@
+"""Training the audio autoencoder on a data build, and shipping the result.
+
+The recipe follows the bass-accompaniment paper (Pasini, Grachten, Lattner; arXiv 2402.01412):
+the autoencoder is trained end to end with an L1 waveform loss plus multi-resolution STFT losses on
+magnitude and phase. Here, per STFT resolution: spectral convergence and log-magnitude L1 for the
+magnitude, and an L1 distance between magnitude-compressed complex spectra (|S|^0.3 e^{i phase})
+for the phase, which weights phase errors by how loud the bin is and has no wrap-around. No
+adversarial loss yet: on a CPU budget it does not pay for itself.
+
+A run directory holds:
+
+    config.json        the model config and the training arguments
+    checkpoint.pt      latest model + optimiser + step + RNG states (tensors and numbers only;
+                       read back with ``torch.load(weights_only=True)``)
+    train.csv          one row per ``log_every`` steps
+    validation.csv     one row per validation pass (fixed crops from the validation split)
+    curves.png         the curves of both CSVs
+
+Randomness comes from generators seeded by ``seed``; nothing global is touched.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from backline.models.autoencoder import (
+    Autoencoder,
+    AutoencoderConfig,
+    count_parameters,
+    save_autoencoder,
+)
+
+STFT_RESOLUTIONS = (256, 512, 1024, 2048)  # n_fft; hop = n_fft / 4
+SILENCE_RMS = 10 ** (-50 / 20)  # crops quieter than -50 dBFS RMS are skipped
+LOSS_NAMES = ("loss", "waveform_l1", "stft_convergence", "stft_log_magnitude", "stft_phase", "latent_penalty")
+
+
+# -- losses --------------------------------------------------------------------------------------
+def _spectrogram(audio: torch.Tensor, n_fft: int) -> torch.Tensor:
+    window = torch.hann_window(n_fft, device=audio.device)
+    return torch.stft(audio, n_fft, n_fft // 4, window=window, return_complex=True)
+
+
+def stft_distances(
+    prediction: torch.Tensor, target: torch.Tensor, resolutions=STFT_RESOLUTIONS
+) -> dict[str, torch.Tensor]:
+    """Multi-resolution STFT distances between (batch, samples) signals, averaged over resolutions.
+
+    Returns ``stft_convergence`` (Frobenius norm of the magnitude error over that of the target),
+    ``stft_log_magnitude`` (mean |log magnitude difference|) and ``stft_phase`` (mean L1 between
+    complex spectra compressed to magnitude^0.3, which carries the phase).
+    """
+    convergence, log_magnitude, phase = [], [], []
+    for n_fft in resolutions:
+        s_pred, s_true = _spectrogram(prediction, n_fft), _spectrogram(target, n_fft)
+        m_pred, m_true = s_pred.abs(), s_true.abs()
+        convergence.append(torch.linalg.norm(m_true - m_pred) / (torch.linalg.norm(m_true) + 1e-7))
+        log_magnitude.append((torch.log(m_pred + 1e-5) - torch.log(m_true + 1e-5)).abs().mean())
+        c_pred = s_pred * (m_pred + 1e-7).pow(-0.7)
+        c_true = s_true * (m_true + 1e-7).pow(-0.7)
+        phase.append(torch.view_as_real(c_pred - c_true).abs().mean())
+    return {
+        "stft_convergence": torch.stack(convergence).mean(),
+        "stft_log_magnitude": torch.stack(log_magnitude).mean(),
+        "stft_phase": torch.stack(phase).mean(),
+    }
+
+
+def autoencoder_losses(
+    model: Autoencoder, audio: torch.Tensor, *, generator: torch.Generator | None = None
+) -> dict[str, torch.Tensor]:
+    """All training losses for a batch (batch, samples); ``loss`` is the weighted total.
+
+    With a ``generator`` (training), a little Gaussian noise is added to the latents and their mean
+    square is penalised, so the decoder tolerates the imprecise latents a diffusion model produces and
+    the encoder cannot escape the noise by growing its output.
+    """
+    config = model.config
+    latents = model.encode_raw(audio)
+    penalty = latents.pow(2).mean()
+    if generator is not None and config.train_latent_noise_std > 0:
+        noise = torch.randn(latents.shape, generator=generator, device=latents.device)
+        latents = latents + config.train_latent_noise_std * noise
+    reconstruction = model.decode_raw(latents)[..., : audio.shape[-1]]
+    losses = {"waveform_l1": F.l1_loss(reconstruction, audio)}
+    losses.update(stft_distances(reconstruction, audio))
+    losses["latent_penalty"] = penalty
+    losses["loss"] = (
+        losses["waveform_l1"]
+        + losses["stft_convergence"]
+        + losses["stft_log_magnitude"]
+        + losses["stft_phase"]
+        + config.train_latent_penalty * penalty
+    )
+    return losses
+
+
+# -- data ----------------------------------------------------------------------------------------
+class CropSampler:
+    """Random fixed-length crops from mono audio files, skipping near-silent ones.
+
+    Reads only the crop from disk (FLAC seeks), so a large build needs little memory. Files shorter
+    than the crop are zero-padded.
+    """
+
+    def __init__(self, files: list[Path], segment_frames: int, *, sample_rate: int, max_tries: int = 20):
+        import soundfile as sf
+
+        if not files:
+            raise ValueError("no audio files to train on")
+        self.files = list(files)
+        self.segment_frames = segment_frames
+        self.max_tries = max_tries
+        self._frames: dict[Path, int] = {}
+        self._sf = sf
+        self.sample_rate = sample_rate
+
+    def _length(self, path: Path) -> int:
+        if path not in self._frames:
+            info = self._sf.info(str(path))
+            if info.samplerate != self.sample_rate or info.channels != 1:
+                raise ValueError(
+                    f"{path}: expected mono {self.sample_rate} Hz, got {info.channels} channels at {info.samplerate} Hz"
+                )
+            self._frames[path] = info.frames
+        return self._frames[path]
+
+    def crop(self, rng: np.random.Generator) -> np.ndarray:
+        """One crop (segment_frames,) float32; the loudest of ``max_tries`` if all are silent."""
+        best, best_rms = None, -1.0
+        for _ in range(self.max_tries):
+            path = self.files[int(rng.integers(len(self.files)))]
+            length = self._length(path)
+            start = int(rng.integers(0, max(length - self.segment_frames, 0) + 1))
+            audio, _ = self._sf.read(str(path), start=start, frames=self.segment_frames, dtype="float32")
+            audio = np.pad(audio, (0, self.segment_frames - audio.shape[0]))
+            rms = float(np.sqrt(np.mean(audio**2)))
+            if rms >= SILENCE_RMS:
+                return audio
+            if rms > best_rms:
+                best, best_rms = audio, rms
+        return best
+
+    def batch(self, batch_size: int, rng: np.random.Generator) -> torch.Tensor:
+        return torch.from_numpy(np.stack([self.crop(rng) for _ in range(batch_size)]))
+
+
+def split_files(build_dir: str | Path, split: str) -> list[Path]:
+    """Audio files of ``split`` (validation/test fall back to train with a note when empty)."""
+    from backline.data.dataset import audio_files
+
+    return audio_files(build_dir, split=split)
+
+
+# -- training ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainSettings:
+    """Arguments of one training run (saved in config.json so a resume can check them)."""
+
+    steps: int = 10_000
+    batch_size: int = 8
+    segment_seconds: float = 1.0
+    learning_rate: float = 1e-3
+    warmup_steps: int = 200
+    seed: int = 0
+    log_every: int = 10
+    validate_every: int = 250
+    checkpoint_every: int = 250
+    validation_crops: int = 32
+    time_limit_minutes: float | None = None
+
+
+def learning_rate_at(step: int, settings: TrainSettings) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak at ``settings.steps``."""
+    if step < settings.warmup_steps:
+        return settings.learning_rate * (step + 1) / settings.warmup_steps
+    progress = min(1.0, (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps))
+    return settings.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _read_csv(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def plot_curves(run_dir: str | Path) -> Path:
+    """Draw train.csv and validation.csv of a run into curves.png; returns its path."""
+    from matplotlib.figure import Figure
+
+    run_dir = Path(run_dir)
+    train, validation = _read_csv(run_dir / "train.csv"), _read_csv(run_dir / "validation.csv")
+    names = ("loss", "waveform_l1", "stft_log_magnitude", "stft_phase")
+    figure = Figure(figsize=(10, 6), dpi=80)
+    for i, name in enumerate(names):
+        axis = figure.add_subplot(2, 2, i + 1)
+        for rows, label in ((train, "train"), (validation, "validation")):
+            if rows:
+                axis.plot([int(r["step"]) for r in rows], [float(r[name]) for r in rows], label=label)
+        axis.set_title(name)
+        axis.set_xlabel("step")
+        axis.set_yscale("log")
+        axis.legend()
+    figure.tight_layout()
+    path = run_dir / "curves.png"
+    figure.savefig(path)
+    return path
+
+
+def _checkpoint_state(model, optimizer, step, rng, generator, elapsed_seconds) -> dict:
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "elapsed_seconds": elapsed_seconds,
+        "numpy_rng": json.dumps(rng.bit_generator.state),
+        "torch_rng": generator.get_state(),
+    }
+
+
+def load_checkpoint(run_dir: str | Path) -> dict:
+    """The latest checkpoint of a run (tensors and numbers only, read with weights_only=True)."""
+    path = Path(run_dir) / "checkpoint.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no checkpoint.pt to resume from")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_run_config(run_dir: str | Path) -> tuple[AutoencoderConfig, dict]:
+    """The model config and the saved training arguments of a run."""
+    data = json.loads((Path(run_dir) / "config.json").read_text())
+    return AutoencoderConfig.from_dict(data["model"]), data["training"]
+
+
+@torch.no_grad()
+def validate(model: Autoencoder, crops: torch.Tensor, batch_size: int) -> dict[str, float]:
+    """Mean of every loss over fixed validation crops (no latent noise)."""
+    model.eval()
+    totals = {name: 0.0 for name in LOSS_NAMES}
+    for start in range(0, crops.shape[0], batch_size):
+        batch = crops[start : start + batch_size]
+        losses = autoencoder_losses(model, batch)
+        for name in LOSS_NAMES:
+            totals[name] += float(losses[name]) * batch.shape[0]
+    model.train()
+    return {name: value / crops.shape[0] for name, value in totals.items()}
+
+
+def train(
+    config: AutoencoderConfig,
+    build_dir: str | Path,
+    run_dir: str | Path,
+    settings: TrainSettings,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Train (or resume) an autoencoder; returns a summary dict (steps, wall time, last losses)."""
+    from tqdm import tqdm
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir / "config.json"
+    if resume:
+        saved_config, _ = read_run_config(run_dir)
+        if saved_config != config:
+            raise ValueError(f"{run_dir}: --resume with a different model config than the run's config.json")
+    elif (run_dir / "checkpoint.pt").exists():
+        raise FileExistsError(f"{run_dir} already holds a checkpoint; pass --resume or pick a new run directory")
+    config_path.write_text(json.dumps(
+        {"model": config.to_dict(), "training": dataclasses.asdict(settings), "data": str(build_dir)}, indent=2
+    ))
+
+    segment_frames = int(round(settings.segment_seconds * config.sample_rate))
+    train_files = split_files(build_dir, "train")
+    sampler = CropSampler(train_files, segment_frames, sample_rate=config.sample_rate)
+    validation_files = split_files(build_dir, "validation") or train_files
+    validation_rng = np.random.default_rng(settings.seed + 1)
+    validation_crops = CropSampler(validation_files, segment_frames, sample_rate=config.sample_rate).batch(
+        settings.validation_crops, validation_rng
+    )
+
+    torch_generator = torch.Generator().manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
+        torch.manual_seed(settings.seed)
+        model = Autoencoder(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, betas=(0.8, 0.99), weight_decay=0.01)
+    step, elapsed_before = 0, 0.0
+    if resume:
+        state = load_checkpoint(run_dir)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, elapsed_before = int(state["step"]), float(state["elapsed_seconds"])
+        rng.bit_generator.state = json.loads(state["numpy_rng"])
+        torch_generator.set_state(state["torch_rng"])
+
+    def save_checkpoint() -> None:
+        state = _checkpoint_state(model, optimizer, step, rng, torch_generator, elapsed_before + time.monotonic() - started)
+        temporary = run_dir / "checkpoint.pt.tmp"
+        torch.save(state, temporary)
+        os.replace(temporary, run_dir / "checkpoint.pt")
+
+    started = time.monotonic()
+    model.train()
+    bar = tqdm(total=settings.steps, initial=step, desc="autoencoder", disable=not progress, dynamic_ncols=True)
+    last: dict[str, float] = {}
+    validation: dict[str, float] = {}
+    stopped_early = False
+    while step < settings.steps:
+        learning_rate = learning_rate_at(step, settings)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate
+        batch = sampler.batch(settings.batch_size, rng)
+        losses = autoencoder_losses(model, batch, generator=torch_generator)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        last = {name: float(value.detach()) for name, value in losses.items()}
+        bar.update(1)
+        bar.set_postfix(loss=f"{last['loss']:.3f}", l1=f"{last['waveform_l1']:.4f}",
+                        logmag=f"{last['stft_log_magnitude']:.3f}", phase=f"{last['stft_phase']:.3f}")
+        elapsed = elapsed_before + time.monotonic() - started
+        out_of_time = settings.time_limit_minutes is not None and (time.monotonic() - started) > 60 * settings.time_limit_minutes
+        final = step >= settings.steps or out_of_time
+        if step % settings.log_every == 0 or final:
+            _append_csv(run_dir / "train.csv", {"step": step, "elapsed_seconds": round(elapsed, 1),
+                                                "learning_rate": learning_rate, **last})
+        if step % settings.validate_every == 0 or final:
+            # A build still being rendered grows its manifest; pick up the new pieces as they land.
+            train_files = split_files(build_dir, "train")
+            if len(train_files) != len(sampler.files):
+                bar.write(f"step {step}: training on {len(train_files)} files (was {len(sampler.files)})")
+                sampler.files = train_files
+            validation = validate(model, validation_crops, settings.batch_size)
+            _append_csv(run_dir / "validation.csv", {"step": step, "elapsed_seconds": round(elapsed, 1),
+                                                     "train_files": len(sampler.files), **validation})
+            bar.write(f"step {step}: validation loss {validation['loss']:.4f} "
+                      f"(log-magnitude {validation['stft_log_magnitude']:.3f}, phase {validation['stft_phase']:.3f})")
+            plot_curves(run_dir)
+        if step % settings.checkpoint_every == 0 or final:
+            save_checkpoint()
+        if out_of_time:
+            stopped_early = True
+            bar.write(f"time limit of {settings.time_limit_minutes} minutes reached at step {step}")
+            break
+    bar.close()
+    if not (run_dir / "checkpoint.pt").exists() or step % settings.checkpoint_every:
+        save_checkpoint()
+    return {
+        "step": step,
+        "wall_seconds": elapsed_before + time.monotonic() - started,
+        "parameters": count_parameters(model),
+        "stopped_early": stopped_early,
+        "train": last,
+        "validation": validation,
+    }
+
+
+# -- shipping ------------------------------------------------------------------------------------
+@torch.no_grad()
+def measure_latent_std(model: Autoencoder, sampler: CropSampler, *, crops: int, seed: int, batch_size: int = 8) -> float:
+    """Standard deviation of the raw latents over random training crops."""
+    rng = np.random.default_rng(seed)
+    total, total_sq, count = 0.0, 0.0, 0
+    for start in range(0, crops, batch_size):
+        latents = model.encode_raw(sampler.batch(min(batch_size, crops - start), rng)).double()
+        total += float(latents.sum())
+        total_sq += float((latents**2).sum())
+        count += latents.numel()
+    mean = total / count
+    return math.sqrt(max(total_sq / count - mean**2, 1e-12))
+
+
+def ship(run_dir: str | Path, to: str | Path, *, build_dir: str | Path | None = None, crops: int = 64,
+         seed: int = 0, version: str | None = None) -> dict:
+    """Write the run's latest checkpoint as an fp16 model file with a measured ``latent_scale``.
+
+    The scale is 1 / (std of raw latents over ``crops`` random training crops), so the shipped model's
+    latents have unit variance. Returns what was written (path, step, latent std, file size).
+    """
+    config, training = read_run_config(run_dir)
+    state = load_checkpoint(run_dir)
+    model = Autoencoder(config)
+    model.load_state_dict(state["model"])
+    model.eval()
+    if build_dir is None:
+        build_dir = json.loads((Path(run_dir) / "config.json").read_text())["data"]
+    segment_frames = int(round(training["segment_seconds"] * config.sample_rate))
+    sampler = CropSampler(split_files(build_dir, "train"), segment_frames, sample_rate=config.sample_rate)
+    latent_std = measure_latent_std(model, sampler, crops=crops, seed=seed)
+    model.config = dataclasses.replace(config, latent_scale=1.0 / latent_std)
+    step = int(state["step"])
+    from backline import __version__
+
+    version = version or f"{__version__}+step{step}"
+    path = save_autoencoder(to, model, version=version)
+    return {"path": str(path), "step": step, "latent_std": latent_std, "latent_scale": 1.0 / latent_std,
+            "version": version, "size_bytes": Path(path).stat().st_size,
+            "wall_seconds": float(state["elapsed_seconds"])}

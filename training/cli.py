@@ -1,0 +1,164 @@
+"""Command-line tools of the training room: ``backline train|ship|eval|bench autoencoder``.
+
+``register(subparsers)`` is called by ``backline.cli`` and must stay cheap: torch and the model code
+are imported inside the command functions only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from backline.training import diffusion_cli
+
+TRAIN_HELP = """\
+Train the audio autoencoder on a data build (see `backline data build`).
+
+Crops of --segment-seconds are drawn at random from the build's train split (mixes, stems and
+contexts), silent crops skipped. The run directory receives config.json, checkpoint.pt (latest,
+resumable), train.csv, validation.csv and curves.png. Stop at any time and continue with --resume.
+
+example:
+  backline train autoencoder --config tiny --data $BACKLINE_DATA/small --run runs/ae-tiny --steps 200
+"""
+
+SHIP_HELP = """\
+Write a run's latest checkpoint as the fp16 model file the engine loads.
+
+The latent scale (making latents unit-variance for diffusion) is measured on random crops of the
+build's train split and stored in the file's metadata with the full config.
+
+example:
+  backline ship autoencoder --run runs/ae-default --to models/autoencoder/default.safetensors
+"""
+
+EVAL_HELP = """\
+Measure reconstruction quality on held-out audio (test split; validation if the build has no test).
+
+For bass stems, drum stems and mixes separately: log-mel L1, multi-resolution STFT distance and
+SI-SDR of the autoencoder, and the same for the audio low-passed to 4 kHz and 8 kHz as references.
+Writes report.md, report.json and spectrograms.png to --out.
+"""
+
+BENCH_HELP = """\
+Time encode + decode of --seconds of audio on the CPU with torch and report the real-time factor
+(seconds of audio per second of compute) and the peak memory of the process. Writes JSON to --out.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``train``, ``ship``, ``eval`` and ``bench`` with their ``autoencoder`` subcommands."""
+    formatter = argparse.RawDescriptionHelpFormatter
+
+    train = subparsers.add_parser("train", help="train a model", description="Train a Backline model.")
+    train_models = train.add_subparsers(dest="model", metavar="MODEL")
+    p = train_models.add_parser("autoencoder", help="train the audio autoencoder", description=TRAIN_HELP,
+                                formatter_class=formatter)
+    p.add_argument("--config", default="default", help="registered config name (tiny, default) or a .json file")
+    p.add_argument("--data", required=True, type=Path, help="data build directory (holds manifest.jsonl)")
+    p.add_argument("--run", required=True, type=Path, help="run directory for checkpoints, logs and plots")
+    p.add_argument("--steps", type=int, default=10_000, help="total optimiser steps (default 10000)")
+    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint.pt")
+    p.add_argument("--batch-size", type=int, default=8, help="crops per step (default 8)")
+    p.add_argument("--segment-seconds", type=float, default=1.0, help="crop length in seconds (default 1.0)")
+    p.add_argument("--learning-rate", type=float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation and crop sampling (default 0)")
+    p.add_argument("--validate-every", type=int, default=250, help="steps between validation passes (default 250)")
+    p.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints (default 250)")
+    p.add_argument("--time-limit-minutes", type=float, default=None,
+                   help="stop (with a checkpoint) after this much wall time in this invocation")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train_autoencoder)
+    diffusion_cli.register_train(train_models, formatter)
+
+    ship = subparsers.add_parser("ship", help="write a trained model for the engine",
+                                 description="Write a trained checkpoint as a shipped model file.")
+    ship_models = ship.add_subparsers(dest="model", metavar="MODEL")
+    p = ship_models.add_parser("autoencoder", help="ship the audio autoencoder", description=SHIP_HELP,
+                               formatter_class=formatter)
+    p.add_argument("--run", required=True, type=Path, help="run directory written by `backline train autoencoder`")
+    p.add_argument("--to", required=True, type=Path, help="model file to write (.safetensors, fp16)")
+    p.add_argument("--data", type=Path, default=None, help="build for measuring the latent scale (default: the run's)")
+    p.add_argument("--crops", type=int, default=64, help="training crops used to measure the latent scale")
+    p.add_argument("--version", default=None, help="model version string (default: package version + step)")
+    p.set_defaults(func=_ship_autoencoder)
+    diffusion_cli.register_ship(ship_models)
+
+    evaluate = subparsers.add_parser("eval", help="measure a model", description="Measure a Backline model.")
+    eval_models = evaluate.add_subparsers(dest="model", metavar="MODEL")
+    p = eval_models.add_parser("autoencoder", help="reconstruction quality of the autoencoder",
+                               description=EVAL_HELP, formatter_class=formatter)
+    p.add_argument("--model", required=True, type=Path, help="model file (.safetensors)")
+    p.add_argument("--data", required=True, type=Path, help="data build directory")
+    p.add_argument("--out", required=True, type=Path, help="report directory")
+    p.add_argument("--max-files", type=int, default=12, help="files per category (default 12)")
+    p.add_argument("--max-seconds", type=float, default=30.0, help="seconds taken from the middle of each file (default 30)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.set_defaults(func=_eval_autoencoder)
+
+    bench = subparsers.add_parser("bench", help="time a model", description="Time a Backline model.")
+    bench_models = bench.add_subparsers(dest="model", metavar="MODEL")
+    p = bench_models.add_parser("autoencoder", help="encode + decode speed of the autoencoder",
+                                description=BENCH_HELP, formatter_class=formatter)
+    p.add_argument("--model", required=True, type=Path, help="model file (.safetensors)")
+    p.add_argument("--seconds", type=float, default=60.0, help="audio duration in seconds (default 60)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs; the median is reported (default 3)")
+    p.add_argument("--out", required=True, type=Path, help="JSON file to write")
+    p.set_defaults(func=_bench_autoencoder)
+
+
+def _set_threads(threads: int | None) -> None:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def _train_autoencoder(args: argparse.Namespace) -> int:
+    from backline.models.autoencoder import resolve_config
+    from backline.training.autoencoder import TrainSettings, train
+
+    _set_threads(args.threads)
+    config = resolve_config(args.config)
+    settings = TrainSettings(
+        steps=args.steps, batch_size=args.batch_size, segment_seconds=args.segment_seconds,
+        learning_rate=args.learning_rate, seed=args.seed, validate_every=args.validate_every,
+        checkpoint_every=args.checkpoint_every, time_limit_minutes=args.time_limit_minutes,
+    )
+    summary = train(config, args.data, args.run, settings, resume=args.resume, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _ship_autoencoder(args: argparse.Namespace) -> int:
+    from backline.training.autoencoder import ship
+
+    summary = ship(args.run, args.to, build_dir=args.data, crops=args.crops, version=args.version)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _eval_autoencoder(args: argparse.Namespace) -> int:
+    from backline.training.autoencoder_eval import evaluate
+
+    _set_threads(args.threads)
+    report = evaluate(args.model, args.data, args.out, max_files=args.max_files, max_seconds=args.max_seconds)
+    print((Path(args.out) / "report.md").read_text())
+    return 0 if report["categories"] else 1
+
+
+def _bench_autoencoder(args: argparse.Namespace) -> int:
+    from backline.training.autoencoder_eval import benchmark
+
+    _set_threads(args.threads)
+    result = benchmark(args.model, duration_seconds=args.seconds, repeats=args.repeats)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{result['duration_seconds']:.0f} s of audio: encode {result['encode_seconds']:.3f} s + decode "
+          f"{result['decode_seconds']:.3f} s = {result['total_seconds']:.3f} s, "
+          f"{result['real_time_factor']:.1f}x real time, peak RSS {result['peak_rss_mib']:.0f} MiB", file=sys.stdout)
+    return 0

@@ -1,0 +1,265 @@
+"""Training the accompaniment denoiser on latents precomputed with the shipped autoencoder.
+
+Two steps, both resumable and both writing outside the repository:
+
+1. ``encode_build``: every (context, target) pair of a data build -> ``<out>/<variant>__<instrument>.npz``
+   holding the context and target latents (float16) and ``index.jsonl`` (variant, instrument, split,
+   frames). Already encoded pairs are skipped.
+2. ``train``: random crops of ``segment_frames`` latent frames; the style embedding is taken from a
+   random sub-segment of the same target (Diff-A-Riff); EDM loss with condition dropout; AdamW with
+   warm-up, EMA weights, periodic validation, checkpoints, CSV logs and a plot of the curves.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from backline.data.dataset import read_manifest
+from backline.engine.audio import read_audio
+from backline.engine.style import latent_statistics
+from backline.models.autoencoder import encode_audio, load_autoencoder
+from backline.models.diffusion import INSTRUMENTS, EDMPrecond, DenoiserConfig, save_denoiser
+
+STYLE_MIN_FRAMES = 16
+
+
+def encode_build(autoencoder_path: str | Path, build_dir: str | Path, out_dir: str | Path, *,
+                 soundfonts: tuple[str, ...] | None = None, max_seconds: float | None = None,
+                 progress=None) -> int:
+    """Encode every pair of ``build_dir`` into ``out_dir``; returns the number of pairs encoded now."""
+    build_dir, out_dir = Path(build_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    autoencoder, metadata = load_autoencoder(autoencoder_path)
+    sample_rate = autoencoder.config.sample_rate
+    records = [r for r in read_manifest(build_dir) if soundfonts is None or r["soundfont"] in soundfonts]
+    index, encoded = [], 0
+    jobs = [(r, i) for r in records for i in INSTRUMENTS if i in r["pairs"]]
+    for done, (record, instrument) in enumerate(jobs, 1):
+        name = f"{record['variant_id']}__{instrument}.npz"
+        path = out_dir / name
+        if not path.is_file():
+            latents = {}
+            for role in ("context", "target"):
+                audio, rate = read_audio(build_dir / record["pairs"][instrument][role])
+                if max_seconds is not None:
+                    audio = audio[:, : int(max_seconds * rate)]
+                latents[role] = encode_audio(autoencoder, audio, rate)[0].numpy().astype(np.float16)
+            np.savez(path, **latents)
+            encoded += 1
+        frames = int(np.load(path)["target"].shape[-1])
+        index.append({"file": name, "variant_id": record["variant_id"], "piece_id": record.get("piece_id", record["variant_id"]),
+                      "instrument": instrument, "split": record["split"], "frames": frames})
+        if progress:
+            progress(done, len(jobs))
+    (out_dir / "index.jsonl").write_text("".join(json.dumps(e) + "\n" for e in index))
+    (out_dir / "autoencoder.json").write_text(json.dumps(
+        {"path": str(autoencoder_path), "version": metadata.get("backline_version"),
+         "latent_scale": metadata.get("latent_scale"), "latent_channels": metadata.get("latent_channels")}, indent=1))
+    return encoded
+
+
+@dataclass
+class LatentPairs:
+    """All pairs of one split in memory: lists of (C, frames) float32 arrays and instrument indices."""
+
+    context: list[np.ndarray]
+    target: list[np.ndarray]
+    instrument: list[int]
+
+    @classmethod
+    def load(cls, latent_dir: str | Path, split: str, instruments: tuple[str, ...], min_frames: int) -> "LatentPairs":
+        latent_dir = Path(latent_dir)
+        entries = [json.loads(l) for l in (latent_dir / "index.jsonl").read_text().splitlines() if l.strip()]
+        pairs = cls([], [], [])
+        for entry in entries:
+            if entry["split"] != split or entry["instrument"] not in instruments or entry["frames"] < min_frames:
+                continue
+            data = np.load(latent_dir / entry["file"])
+            pairs.context.append(data["context"].astype(np.float32))
+            pairs.target.append(data["target"].astype(np.float32))
+            pairs.instrument.append(INSTRUMENTS.index(entry["instrument"]))
+        return pairs
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    def batch(self, rng: np.random.Generator, batch_size: int, frames: int) -> dict[str, torch.Tensor]:
+        """Random crops; each style embedding comes from a random sub-segment of the same target."""
+        picks = rng.integers(0, len(self), batch_size)
+        context, target, style = [], [], []
+        for i in picks:
+            total = self.target[i].shape[-1]
+            start = int(rng.integers(0, total - frames + 1))
+            context.append(self.context[i][:, start : start + frames])
+            target.append(self.target[i][:, start : start + frames])
+            length = int(rng.integers(STYLE_MIN_FRAMES, min(total, 4 * STYLE_MIN_FRAMES) + 1))
+            style_start = int(rng.integers(0, total - length + 1))
+            style.append(latent_statistics(self.target[i][:, style_start : style_start + length]))
+        return {
+            "context": torch.from_numpy(np.stack(context)),
+            "target": torch.from_numpy(np.stack(target)),
+            "style": torch.from_numpy(np.stack(style)),
+            "instrument": torch.tensor([self.instrument[i] for i in picks], dtype=torch.long),
+        }
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    steps: int = 20_000
+    batch_size: int = 16
+    learning_rate: float = 5e-4
+    warmup_steps: int = 200
+    ema_decay: float = 0.999
+    validate_every: int = 250
+    checkpoint_every: int = 250
+    seed: int = 0
+    time_limit_minutes: float | None = None
+    instruments: tuple[str, ...] = INSTRUMENTS
+
+
+def _plot(run_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    for name in ("train", "validation"):
+        path = run_dir / f"{name}.csv"
+        if path.is_file():
+            rows = list(csv.DictReader(path.open()))
+            if rows:
+                axis.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows], label=name)
+    axis.set_xlabel("step")
+    axis.set_ylabel("EDM loss")
+    axis.set_yscale("log")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(run_dir / "curves.png", dpi=80)
+    plt.close(figure)
+
+
+@torch.no_grad()
+def validation_loss(model: EDMPrecond, pairs: LatentPairs, frames: int, *, batches: int = 8, seed: int = 1234) -> float:
+    """Mean EDM loss on fixed crops, noise and dropout (the same every call, so curves compare)."""
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
+    losses = [model.loss(**pairs.batch(rng, 16, frames), generator=generator).item() for _ in range(batches)]
+    return float(np.mean(losses))
+
+
+def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, options: TrainOptions, *,
+          resume: bool = False, progress: bool = True) -> dict:
+    """Train (or resume) a denoiser; returns a summary dict. The run folder holds checkpoint.pt."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    frames = config.segment_frames
+    train_pairs = LatentPairs.load(latent_dir, "train", options.instruments, frames)
+    validation_pairs = LatentPairs.load(latent_dir, "validation", options.instruments, frames)
+    if not len(train_pairs):
+        raise ValueError(f"{latent_dir}: no training pairs with at least {frames} latent frames")
+    if not len(validation_pairs):
+        validation_pairs = train_pairs
+    first = train_pairs.target[0]
+    if first.shape[0] != config.latent_channels or 2 * first.shape[0] != config.style_dim:
+        raise ValueError(f"latents have {first.shape[0]} channels; config expects latent_channels="
+                         f"{config.latent_channels} and style_dim={config.style_dim} (2 x channels)")
+
+    torch.manual_seed(options.seed)
+    model = EDMPrecond(config)
+    ema = EDMPrecond(config)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=options.learning_rate,
+                                  weight_decay=0.01)
+    step = 0
+    checkpoint_path = run_dir / "checkpoint.pt"
+    if resume and checkpoint_path.is_file():
+        state = torch.load(checkpoint_path, weights_only=True)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimiser.load_state_dict(state["optimiser"])
+        step = int(state["step"])
+    (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+    rng = np.random.default_rng([options.seed, step])
+    generator = torch.Generator().manual_seed(options.seed * 1_000_003 + step)
+
+    def save_checkpoint() -> None:
+        torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "optimiser": optimiser.state_dict(),
+                    "step": torch.tensor(step)}, checkpoint_path)
+
+    train_log = (run_dir / "train.csv").open("a", newline="")
+    validation_log = (run_dir / "validation.csv").open("a", newline="")
+    if train_log.tell() == 0:
+        train_log.write("step,elapsed_seconds,learning_rate,loss\n")
+    if validation_log.tell() == 0:
+        validation_log.write("step,loss,ema_loss\n")
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=options.steps, initial=step, desc="diffusion", dynamic_ncols=True)
+    start = time.perf_counter()
+    running = []
+    try:
+        while step < options.steps:
+            if options.time_limit_minutes and time.perf_counter() - start > 60 * options.time_limit_minutes:
+                break
+            learning_rate = options.learning_rate * min(1.0, (step + 1) / options.warmup_steps)
+            for group in optimiser.param_groups:
+                group["lr"] = learning_rate
+            loss = model.loss(**train_pairs.batch(rng, options.batch_size, frames), generator=generator)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimiser.step()
+            with torch.no_grad():
+                decay = min(options.ema_decay, (1 + step) / (10 + step))
+                for e, p in zip(ema.parameters(), model.parameters()):
+                    e.lerp_(p, 1 - decay)
+            step += 1
+            running.append(loss.item())
+            if bar:
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(running[-50:]):.4f}")
+            if step % 10 == 0:
+                train_log.write(f"{step},{time.perf_counter() - start:.1f},{learning_rate:.3g},{np.mean(running[-10:]):.5f}\n")
+                train_log.flush()
+            if step % options.validate_every == 0 or step == options.steps:
+                model.eval()
+                validation_log.write(f"{step},{validation_loss(model, validation_pairs, frames):.5f},"
+                                     f"{validation_loss(ema, validation_pairs, frames):.5f}\n")
+                validation_log.flush()
+                model.train()
+                _plot(run_dir)
+            if step % options.checkpoint_every == 0:
+                save_checkpoint()
+    finally:
+        save_checkpoint()
+        train_log.close()
+        validation_log.close()
+        if bar:
+            bar.close()
+        _plot(run_dir)
+    return {"step": step, "wall_seconds": round(time.perf_counter() - start, 1), "train_pairs": len(train_pairs),
+            "validation_pairs": len(validation_pairs)}
+
+
+def ship(run_dir: str | Path, to: str | Path, *, version: str, latent_dir: str | Path | None = None) -> Path:
+    """Write the run's EMA weights as an fp16 model file, recording the autoencoder it was trained on."""
+    run_dir = Path(run_dir)
+    config = DenoiserConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    model = EDMPrecond(config)
+    model.load_state_dict(state["ema"])
+    extra = {"steps": int(state["step"])}
+    if latent_dir is not None and (Path(latent_dir) / "autoencoder.json").is_file():
+        extra["autoencoder"] = json.loads((Path(latent_dir) / "autoencoder.json").read_text())
+    return save_denoiser(to, model, version=version, extra=extra)

@@ -1,0 +1,112 @@
+"""``backline train latents|diffusion`` and ``backline ship diffusion``, added to the training room's parsers."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+LATENTS_HELP = """\
+Encode every (context, target) pair of a data build with an autoencoder, for diffusion training.
+
+Writes OUT/<variant>__<instrument>.npz (float16 latents) and OUT/index.jsonl; pairs already encoded
+are kept, so an interrupted run continues.
+
+example:
+  backline train latents --data $BACKLINE_DATA/full --out $BACKLINE_DATA/latents
+"""
+
+DIFFUSION_HELP = """\
+Train the accompaniment denoiser (EDM, 1-D U-Net) on latents from `backline train latents`.
+
+One model serves bass and drums (the instrument is a condition). Context and style are dropped at
+random so each gets its own guidance scale. The run directory receives config.json, checkpoint.pt
+(model, EMA, optimiser, step; --resume continues), train.csv, validation.csv and curves.png.
+
+example:
+  backline train diffusion --config tiny --latents LATENTS --run runs/diffusion-tiny --steps 200
+"""
+
+
+def register_train(train_models: argparse._SubParsersAction, formatter) -> None:
+    p = train_models.add_parser("latents", help="encode a data build's pairs into latents", description=LATENTS_HELP,
+                                formatter_class=formatter)
+    p.add_argument("--data", required=True, type=Path, help="data build directory")
+    p.add_argument("--out", required=True, type=Path, help="latent directory (outside the repository)")
+    p.add_argument("--autoencoder", type=Path, default=None, help="autoencoder file (default: the shipped one)")
+    p.add_argument("--soundfont", action="append", dest="soundfonts", help="only variants rendered with this soundfont file name")
+    p.add_argument("--max-seconds", type=float, default=None, help="encode at most this many seconds of each pair")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.set_defaults(func=_latents)
+
+    p = train_models.add_parser("diffusion", help="train the accompaniment denoiser", description=DIFFUSION_HELP,
+                                formatter_class=formatter)
+    p.add_argument("--config", default="default", help="registered config (tiny, default) or a .json file")
+    p.add_argument("--latents", required=True, type=Path, help="latent directory from `backline train latents`")
+    p.add_argument("--run", required=True, type=Path, help="run directory")
+    p.add_argument("--steps", type=int, default=20_000)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--learning-rate", type=float, default=5e-4)
+    p.add_argument("--instrument", action="append", dest="instruments", choices=("bass", "drums"),
+                   help="train on this instrument only (repeatable; default both)")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--validate-every", type=int, default=250)
+    p.add_argument("--checkpoint-every", type=int, default=250)
+    p.add_argument("--time-limit-minutes", type=float, default=None, help="stop with a checkpoint after this wall time")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_diffusion)
+
+
+def register_ship(ship_models: argparse._SubParsersAction) -> None:
+    p = ship_models.add_parser("diffusion", help="ship the denoiser's EMA weights (fp16)")
+    p.add_argument("--run", required=True, type=Path)
+    p.add_argument("--to", required=True, type=Path)
+    p.add_argument("--version", required=True, help="model version string stored in the file")
+    p.add_argument("--latents", type=Path, help="latent directory, to record which autoencoder was used")
+    p.set_defaults(func=_ship)
+
+
+def _threads(count: int | None) -> None:
+    if count:
+        import torch
+
+        torch.set_num_threads(count)
+
+
+def _latents(args: argparse.Namespace) -> int:
+    import sys
+
+    from backline.models.autoencoder import DEFAULT_MODEL_PATH
+    from backline.training.diffusion import encode_build
+
+    _threads(args.threads)
+    encoded = encode_build(args.autoencoder or DEFAULT_MODEL_PATH, args.data, args.out,
+                           soundfonts=tuple(args.soundfonts) if args.soundfonts else None, max_seconds=args.max_seconds,
+                           progress=lambda i, n: print(f"\r{i}/{n}", end="", file=sys.stderr, flush=True))
+    print(f"\n{args.out}: {encoded} pairs encoded")
+    return 0
+
+
+def _diffusion(args: argparse.Namespace) -> int:
+    import json
+
+    from backline.models.diffusion import INSTRUMENTS, resolve_config
+    from backline.training.diffusion import TrainOptions, train
+
+    _threads(args.threads)
+    options = TrainOptions(steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                           validate_every=args.validate_every, checkpoint_every=args.checkpoint_every, seed=args.seed,
+                           time_limit_minutes=args.time_limit_minutes,
+                           instruments=tuple(args.instruments) if args.instruments else INSTRUMENTS)
+    summary = train(resolve_config(args.config), args.latents, args.run, options, resume=args.resume,
+                    progress=not args.quiet)
+    print(json.dumps(summary))
+    return 0
+
+
+def _ship(args: argparse.Namespace) -> int:
+    from backline.training.diffusion import ship
+
+    print(ship(args.run, args.to, version=args.version, latent_dir=args.latents))
+    return 0
