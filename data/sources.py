@@ -119,3 +119,26 @@ SOURCES: dict[str, Source] = {
     ),
 }
 
+
+def _music21_pieces() -> Iterator[Piece]:
+    import os
+
+    from backline.data import music21_source
+
+    cache = os.environ.get("BACKLINE_DATA")
+    return music21_source.pieces(cache_dir=Path(cache) / "cache" / "music21" if cache else None)
+
+
+try:  # optional: the music21 extra
+    import music21  # noqa: F401
+except ImportError:
+    pass
+else:
+    SOURCES["music21"] = Source(
+        "music21",
+        "music21 corpus: Bach chorales (public-domain compositions)",
+        "J.S. Bach chorales from music21's bundled corpus with a part named Bass (no drums: bass pairs "
+        "only); the Bass part voiced as bass guitar, upper voices piano/organ/strings/choir; trimmed to 90 s.",
+        _music21_pieces,
+    )
+

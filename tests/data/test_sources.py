@@ -34,3 +34,17 @@ def test_installed_sources_have_bass_and_drums_and_licences():
     assert len({p.piece_id for p in pieces}) == len(pieces)
     blupi = list(SOURCES["planetblupi"].pieces())
     assert len(blupi) == 10 and all("GPL" in p.licence and p.max_duration_seconds for p in blupi)
+
+
+def test_music21_chorales_become_bass_pieces(tmp_path):
+    pytest.importorskip("music21")
+    from backline.data import midi as midi_ops
+    from backline.data.music21_source import pieces
+
+    (first, second) = list(pieces(cache_dir=tmp_path, limit=2))
+    assert first.piece_id == "music21/bach/bwv1.6" and first.source == "music21" and "Bach" in first.licence
+    groups = midi_ops.channel_groups(midi_ops.parse(first.midi_bytes))
+    assert "bass" in groups and "drums" not in groups and len(groups) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bwv1.6.mid", "bwv10.7.mid"]
+    again = list(pieces(cache_dir=tmp_path, limit=2))  # from the cache, identical
+    assert [p.midi_bytes for p in again] == [first.midi_bytes, second.midi_bytes]
