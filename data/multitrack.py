@@ -94,7 +94,10 @@ def import_musdb(root: str | Path, out_dir: str | Path, *, licence: str = "MUSDB
 
 
 def _slakh_metadata(path: Path) -> dict:
-    import yaml  # PyYAML: in the `train` extra
+    try:
+        import yaml  # PyYAML: in the `train` extra
+    except ImportError:
+        raise RuntimeError("reading Slakh metadata needs PyYAML: pip install 'backline[train]'") from None
 
     return yaml.safe_load(path.read_text())
 
