@@ -1,5 +1,6 @@
 # The two commands a newcomer needs; both set up the machine first (.ci/setup is idempotent).
 BACKLINE_DATA ?= $(HOME)/.cache/backline/data
+OUT ?= out
 export BACKLINE_DATA
 
 .PHONY: setup demo test
@@ -7,9 +8,10 @@ export BACKLINE_DATA
 setup:
 	bash .ci/setup
 
+# The main job: a bass and a drum stem for the bundled example, with the shipped models.
 demo: setup
-	.venv/bin/backline data build --preset small --out "$(BACKLINE_DATA)/small"
-	.venv/bin/backline data stats "$(BACKLINE_DATA)/small"
+	.venv/bin/backline generate --context examples/ultima_context.flac --instrument bass --seed 0 --out $(OUT)/ultima_bass.wav
+	.venv/bin/backline generate --context examples/ultima_context.flac --instrument drums --seed 0 --out $(OUT)/ultima_drums.wav
 
 test: setup
 	OMP_NUM_THREADS=1 .venv/bin/python -m pytest

@@ -14,9 +14,11 @@ import sys
 # Rooms that contribute subcommands, in the order --help lists them.
 COMMAND_MODULES = (
     "backline.engine.cli",
+    "backline.engine.transcribe_cli",
     "backline.plugin_bridge.cli",
     "backline.data.cli",
     "backline.training.cli",
+    "backline.export.cli",
 )
 
 DESCRIPTION = """\

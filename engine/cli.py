@@ -1,4 +1,4 @@
-"""``backline generate``: the main job, a stem for a context file, from the command line."""
+"""``backline generate`` (the main job) and ``backline arrange``, from the command line."""
 
 from __future__ import annotations
 
@@ -10,21 +10,35 @@ from pathlib import Path
 HELP = """\
 Generate a bass or drum stem that plays along with CONTEXT and write it to OUT.
 
-The stem has the context's sample rate, channel count and exact length, so it lines up sample for
-sample when both are placed at the same position. It is deterministic for a given --seed.
+The stem has the context's sample rate and exact length (and its channel count, or two channels
+with --stereo-width), so it lines up sample for sample when both sit at the same position. It is
+deterministic for a given --seed.
+
+controls (ranges and loops in seconds, or in bars with --tempo):
+  --stem FILE --regenerate 4 8         keep FILE, regenerate 4 s..8 s of it to fit the context
+  --stem FILE --regenerate-bars 3 5    the same from bar 3 to bar 5 (needs --tempo)
+  --stem FILE --variation 0.3          a variation of FILE: 0 is FILE itself, 1 a fresh stem
+  --loop-bars 2 --tempo 120            a stem that repeats every 2 bars (--loop-strength < 1: nearly)
+  --stereo-width 0.5                   pseudo-stereo; the mono sum stays the stem
+  --style a.wav --style-b b.wav --style-ratio 0.3    a blend of two references
 
 examples:
   backline generate --context examples/ultima_context.flac --instrument bass --out bass.wav
   backline generate --context song.wav --instrument drums --style ref.wav --seed 3 --out drums.wav
+  backline generate --context song.wav --stem bass.wav --regenerate-bars 5 7 --tempo 96 --out bass2.wav
+"""
+
+ARRANGE_HELP = """\
+Build an arrangement one stem at a time: each instrument is generated against the context plus the
+stems generated before it. Writes <instrument>.wav for each stem and mix.wav to --out-dir.
+
+examples:
+  backline arrange --seconds 16 --instruments drums bass --out-dir song/      from nothing
+  backline arrange --context keys.wav --instruments drums bass --out-dir song/
 """
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("generate", help="generate a bass or drum stem for a context file",
-                              description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--context", required=True, type=Path, help="the audio to accompany (WAV, AIFF, FLAC)")
-    p.add_argument("--instrument", choices=("bass", "drums"), default="bass")
-    p.add_argument("--out", required=True, type=Path, help="where to write the stem (.wav, .flac)")
+def _add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--style", type=Path, help="a reference recording of the sound you want")
     p.add_argument("--style-b", type=Path, help="a second reference, blended with --style by --style-ratio")
     p.add_argument("--style-ratio", type=float, default=0.5, help="0 = --style only, 1 = --style-b only (default 0.5)")
@@ -34,42 +48,109 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", default="dpmpp_2m", help="euler, heun or dpmpp_2m (default)")
     p.add_argument("--cfg-context", type=float, default=1.25, help="guidance scale of the context (default 1.25)")
     p.add_argument("--cfg-style", type=float, default=1.25, help="guidance scale of the style (default 1.25)")
+    p.add_argument("--stereo-width", type=float, default=0.0, help="pseudo-stereo width 0..1 (default 0: the context's layout)")
     p.add_argument("--autoencoder", type=Path, help="autoencoder file (default: the shipped one)")
     p.add_argument("--denoiser", type=Path, help="denoiser file (default: the shipped one)")
+    p.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
+                   help="onnxruntime on exported graphs or torch on safetensors (default: onnx when shipped)")
+    p.add_argument("--onnx-dir", type=Path, help="folder of exported .onnx files (implies --backend onnx)")
+    p.add_argument("--threads", type=int, help="CPU threads for the models")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("generate", help="generate a bass or drum stem for a context file",
+                              description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--context", required=True, type=Path, help="the audio to accompany (WAV, AIFF, FLAC)")
+    p.add_argument("--instrument", choices=("bass", "drums"), default="bass")
+    p.add_argument("--out", required=True, type=Path, help="where to write the stem (.wav, .flac)")
+    p.add_argument("--stem", type=Path, help="an existing stem for this context, to regenerate a range of or vary")
+    p.add_argument("--regenerate", type=float, nargs=2, metavar=("START", "END"), help="seconds of --stem to regenerate")
+    p.add_argument("--regenerate-bars", nargs=2, metavar=("BAR", "BAR"), help="bar positions (5 or 5.3) to regenerate between")
+    p.add_argument("--variation", type=float, metavar="STRENGTH", help="a variation of --stem, 0..1")
+    p.add_argument("--loop-seconds", type=float, help="the stem repeats with this period")
+    p.add_argument("--loop-bars", type=float, help="the stem repeats every this many bars (needs --tempo)")
+    p.add_argument("--loop-strength", type=float, default=1.0,
+                   help="fraction of the steps the repeats are tied for (default 1: exact repeats)")
+    p.add_argument("--loop-cycle-out", type=Path, help="also write one seamless cycle of the loop here")
+    p.add_argument("--tempo", type=float, metavar="BPM", help="the song's tempo, for bar positions and loops in bars")
+    p.add_argument("--beats-per-bar", type=int, default=4)
+    p.add_argument("--region-start-beats", type=float, default=0.0,
+                   help="where the context starts in the song, in beats (default 0: bar 1 is its start)")
+    _add_sampling(p)
     p.set_defaults(func=_generate)
+
+    a = subparsers.add_parser("arrange", help="build a multi-track arrangement one stem at a time",
+                              description=ARRANGE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a.add_argument("--context", type=Path, help="a partial arrangement to build on (default: silence)")
+    a.add_argument("--seconds", type=float, help="length of the arrangement from nothing")
+    a.add_argument("--sample-rate", type=int, default=44_100, help="rate of an arrangement from nothing")
+    a.add_argument("--instruments", nargs="+", choices=("bass", "drums"), default=["drums", "bass"])
+    a.add_argument("--out-dir", required=True, type=Path)
+    _add_sampling(a)
+    a.set_defaults(func=_arrange)
+
+
+def _style_audio(args: argparse.Namespace) -> dict:
+    from backline.engine.audio import read_audio, resample
+
+    audio: dict = {}
+    if args.style:
+        audio["style_audio"], audio["style_sample_rate"] = read_audio(args.style)
+    if args.style_b:
+        style_b, rate_b = read_audio(args.style_b)
+        audio["style_audio_b"] = resample(style_b, rate_b, audio["style_sample_rate"]) if args.style else style_b
+    return audio
+
+
+def _sampling_params(args: argparse.Namespace) -> dict:
+    return {"seed": args.seed, "steps": args.steps, "sampler": args.sampler, "cfg_context": args.cfg_context,
+            "cfg_style": args.cfg_style, "style_ratio": args.style_ratio, "stereo_width": args.stereo_width}
+
+
+def _load(args: argparse.Namespace):
+    from backline.engine.pipeline import load_bundle
+
+    backend = "onnx" if args.onnx_dir else args.backend
+    return load_bundle(args.autoencoder, args.denoiser, backend=backend, onnx_dir=args.onnx_dir,
+                       intra_op_threads=args.threads)
+
+
+def _progress_bar(args: argparse.Namespace, total: int, label: str):
+    if args.quiet:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # the runtime install has no tqdm: report steps on stderr instead
+        return None
+    return tqdm(total=total, desc=label, unit="step", file=sys.stderr)
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from backline.engine.audio import AudioError, read_audio, write_audio
-    from backline.engine.pipeline import GenerateRequest, generate, load_bundle
+    from backline.engine.audio import AudioError, read_audio, resample, write_audio
+    from backline.engine.controls import loop_cycle
+    from backline.engine.pipeline import generate, request_from_params
 
     if args.prompt:
         print("error: text prompts need the text/audio style encoder (issue 6), which is not shipped yet; "
               "use --style with a reference recording instead", file=sys.stderr)
         return 2
+    params = {"instrument": args.instrument, **_sampling_params(args),
+              "regenerate_seconds": args.regenerate, "regenerate_bars": args.regenerate_bars,
+              "variation_strength": args.variation, "loop_seconds": args.loop_seconds, "loop_bars": args.loop_bars,
+              "loop_strength": args.loop_strength, "tempo_bpm": args.tempo}
+    if args.tempo is not None:
+        params.update(beats_per_bar=args.beats_per_bar, region_start_beats=args.region_start_beats)
+    params = {k: v for k, v in params.items() if v is not None}
     try:
         context, sample_rate = read_audio(args.context)
-        style = style_b = None
-        style_rate = None
-        if args.style:
-            style, style_rate = read_audio(args.style)
-        if args.style_b:
-            style_b, rate_b = read_audio(args.style_b)
-            if style is not None and rate_b != style_rate:
-                from backline.engine.audio import resample
-
-                style_b = resample(style_b, rate_b, style_rate)
-        bundle = load_bundle(args.autoencoder, args.denoiser)
-        request = GenerateRequest(context=context, sample_rate=sample_rate, instrument=args.instrument,
-                                  style_audio=style, style_sample_rate=style_rate, style_audio_b=style_b,
-                                  style_ratio=args.style_ratio, seed=args.seed, steps=args.steps,
-                                  sampler=args.sampler, cfg_context=args.cfg_context, cfg_style=args.cfg_style)
-        bar = None
-        if not args.quiet:
-            from tqdm import tqdm
-
-            bar = tqdm(total=args.steps, desc=f"{args.instrument}", unit="step", file=sys.stderr)
+        audio = _style_audio(args)
+        if args.stem:
+            stem, stem_rate = read_audio(args.stem)
+            audio["stem"] = resample(stem, stem_rate, sample_rate)
+        request = request_from_params(params, context, sample_rate, **audio)
+        bundle = _load(args)
+        bar = _progress_bar(args, args.steps, args.instrument)
         result = generate(bundle, request, progress=(lambda i, n: bar.update(1)) if bar else None)
         if bar:
             bar.close()
@@ -79,5 +160,42 @@ def _generate(args: argparse.Namespace) -> int:
     write_audio(args.out, result.audio, result.sample_rate)
     print(f"{args.out}: {result.audio.shape[1] / result.sample_rate:.2f} s, {result.audio.shape[0]} channel(s), "
           f"{result.sample_rate} Hz")
+    loop_seconds = result.info["controls"].get("loop_seconds")
+    if args.loop_cycle_out and loop_seconds:
+        write_audio(args.loop_cycle_out, loop_cycle(result.audio, int(round(loop_seconds * result.sample_rate))),
+                    result.sample_rate)
+        print(f"{args.loop_cycle_out}: one {loop_seconds:.3f} s cycle of the loop")
     print(json.dumps(result.info))
+    return 0
+
+
+def _arrange(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from backline.engine.audio import AudioError, read_audio, write_audio
+    from backline.engine.pipeline import arrange, request_from_params
+
+    if args.prompt:
+        print("error: text prompts need the style encoder of issue 6; use --style", file=sys.stderr)
+        return 2
+    try:
+        if args.context:
+            context, sample_rate = read_audio(args.context)
+        elif args.seconds and args.seconds > 0:
+            sample_rate = args.sample_rate
+            context = np.zeros((1, int(round(args.seconds * sample_rate))), np.float32)
+        else:
+            raise ValueError("give --context, or --seconds for an arrangement from nothing")
+        request = request_from_params(_sampling_params(args), context, sample_rate, **_style_audio(args))
+        bundle = _load(args)
+        stems, mix = arrange(bundle, request, args.instruments)
+    except (AudioError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    for instrument, stem in stems.items():
+        write_audio(args.out_dir / f"{instrument}.wav", stem, sample_rate)
+    write_audio(args.out_dir / "mix.wav", mix, sample_rate)
+    print(f"{args.out_dir}: {', '.join(f'{name}.wav' for name in stems)}, mix.wav "
+          f"({mix.shape[1] / sample_rate:.2f} s, {sample_rate} Hz)")
     return 0

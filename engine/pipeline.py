@@ -9,20 +9,25 @@ Three lines from Python:
     bundle = load_bundle()
     result = generate(bundle, GenerateRequest(context=audio, sample_rate=48000, instrument="bass"))
 
-The models run with torch for now (the onnxruntime backend is issue 8). Randomness comes only from
-the request's seed; progress and cancellation go through one callback.
+The models run behind a runtime backend (``engine/runtime.py``): onnxruntime on exported graphs (no
+torch needed) or torch on the safetensors files; both give the same result for the same seed within
+float32 tolerance. Randomness comes only from the request's seed; progress and cancellation go
+through one callback.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from backline.engine import controls
 from backline.engine.audio import AudioError, resample, to_mono, validate_audio
+from backline.engine.runtime import (ONNX_FILES, Backend, ModelContract, OnnxBackend, TorchBackend,
+                                     default_onnx_dir)
 from backline.engine.sampling import get_sampler, get_sigmas_karras, guided
 from backline.engine.style import interpolate, latent_statistics
 
@@ -51,6 +56,13 @@ class GenerateRequest:
     cfg_context: float = 1.25
     cfg_style: float = 1.25
     max_duration_seconds: float = MAX_DURATION_SECONDS
+    # the producer's controls (engine/controls.py); ranges and loops in seconds, see ``request_from_params``
+    stem: np.ndarray | None = None  # an existing stem at sample_rate, as long as the context: to regenerate or vary
+    regenerate_seconds: tuple[float, float] | None = None  # regenerate [start, end) of ``stem``, keep the rest
+    variation_strength: float | None = None  # 0 returns ``stem``, 1 is a fresh generation
+    loop_seconds: float | None = None  # the stem repeats with this period (snapped to whole latent frames)
+    loop_strength: float = 1.0  # fraction of the steps the repeats are tied for; 1 = exact repeats
+    stereo_width: float = 0.0  # 0 = the context's channel layout; > 0 = pseudo-stereo of this width
 
 
 @dataclass(frozen=True)
@@ -62,15 +74,21 @@ class GenerateResult:
 
 @dataclass(frozen=True)
 class Bundle:
-    """The models a generation needs, loaded once and shared by every request."""
+    """The models a generation needs, loaded once and shared by every request, behind one runtime backend."""
 
-    autoencoder: object
-    denoiser: object
-    versions: dict
+    backend: Backend
+
+    @property
+    def contract(self) -> ModelContract:
+        return self.backend.contract
 
     @property
     def sample_rate(self) -> int:
-        return self.autoencoder.config.sample_rate
+        return self.backend.contract.sample_rate
+
+    @property
+    def versions(self) -> dict:
+        return self.backend.contract.versions
 
 
 def default_model_paths() -> tuple[Path, Path]:
@@ -79,21 +97,30 @@ def default_model_paths() -> tuple[Path, Path]:
     return autoencoder.DEFAULT_MODEL_PATH, diffusion.DEFAULT_MODEL_PATH
 
 
-def load_bundle(autoencoder_path: str | Path | None = None, denoiser_path: str | Path | None = None) -> Bundle:
-    """Load the autoencoder and the denoiser (the shipped defaults unless paths are given)."""
-    import torch  # noqa: F401  (the torch backend; issue 8 adds onnxruntime)
+BACKENDS = ("auto", "onnx", "torch")
 
-    from backline.models.autoencoder import load_autoencoder
-    from backline.models.diffusion import load_denoiser
 
+def load_bundle(autoencoder_path: str | Path | None = None, denoiser_path: str | Path | None = None, *,
+                backend: str = "auto", onnx_dir: str | Path | None = None, providers: list[str] | None = None,
+                intra_op_threads: int | None = None) -> Bundle:
+    """Load the autoencoder and the denoiser once, behind a runtime backend.
+
+    ``backend="onnx"`` runs the graphs in ``onnx_dir`` (default ``runtime.default_onnx_dir()``) with
+    onnxruntime, on ``providers`` (default CUDA when available, else CPU) and ``intra_op_threads``;
+    it needs no torch. ``backend="torch"`` loads the safetensors files (the shipped defaults unless
+    paths are given). ``"auto"`` takes onnx when ``onnx_dir`` is given, or when no safetensors path
+    is given and the default ONNX files exist; torch otherwise.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "auto":
+        shipped_onnx = all((default_onnx_dir() / name).is_file() for name in ONNX_FILES.values())
+        use_onnx = onnx_dir is not None or (shipped_onnx and not (autoencoder_path or denoiser_path))
+        backend = "onnx" if use_onnx else "torch"
+    if backend == "onnx":
+        return Bundle(OnnxBackend(onnx_dir, providers=providers, intra_op_threads=intra_op_threads))
     default_ae, default_dn = default_model_paths()
-    autoencoder, ae_meta = load_autoencoder(autoencoder_path or default_ae)
-    denoiser, dn_meta = load_denoiser(denoiser_path or default_dn)
-    if denoiser.config.latent_channels != autoencoder.config.latent_channels:
-        raise ValueError(f"the denoiser expects {denoiser.config.latent_channels} latent channels, "
-                         f"the autoencoder makes {autoencoder.config.latent_channels}")
-    return Bundle(autoencoder, denoiser, {"autoencoder": ae_meta.get("backline_version"),
-                                          "denoiser": dn_meta.get("backline_version")})
+    return Bundle(TorchBackend.from_files(autoencoder_path or default_ae, denoiser_path or default_dn))
 
 
 def _model_audio(bundle: Bundle, audio: np.ndarray, sample_rate: int, what: str, max_seconds: float) -> np.ndarray:
@@ -103,9 +130,16 @@ def _model_audio(bundle: Bundle, audio: np.ndarray, sample_rate: int, what: str,
 
 
 def _encode(bundle: Bundle, mono: np.ndarray) -> np.ndarray:
-    from backline.models.autoencoder import encode_audio
+    """Mono model-rate audio (frames,) -> latents (C, ceil(frames / hop_length))."""
+    return bundle.backend.encode(mono[None])[0]
 
-    return encode_audio(bundle.autoencoder, mono, bundle.sample_rate)[0].numpy()
+
+def _decode(bundle: Bundle, latents: np.ndarray, num_frames: int) -> np.ndarray:
+    """Latents (1, C, n) -> mono audio (num_frames,) at the model's rate."""
+    audio = bundle.backend.decode(latents.astype(np.float32))[0]
+    if num_frames > audio.shape[-1]:
+        raise ValueError(f"{num_frames} frames asked for, the latents decode to {audio.shape[-1]}")
+    return np.ascontiguousarray(audio[:num_frames], dtype=np.float32)
 
 
 def _style(bundle: Bundle, request: GenerateRequest) -> np.ndarray | None:
@@ -121,10 +155,9 @@ def _style(bundle: Bundle, request: GenerateRequest) -> np.ndarray | None:
 
 
 def _check(bundle: Bundle, request: GenerateRequest) -> None:
-    from backline.models.diffusion import INSTRUMENTS
-
-    if request.instrument not in INSTRUMENTS:
-        raise ValueError(f"instrument must be one of {', '.join(INSTRUMENTS)}, got {request.instrument!r}")
+    instruments = bundle.contract.instruments
+    if request.instrument not in instruments:
+        raise ValueError(f"instrument must be one of {', '.join(instruments)}, got {request.instrument!r}")
     if not 1 <= request.steps <= 500:
         raise ValueError(f"steps must be within 1..500, got {request.steps}")
     for name in ("cfg_context", "cfg_style"):
@@ -132,31 +165,33 @@ def _check(bundle: Bundle, request: GenerateRequest) -> None:
         if not (np.isfinite(value) and 0 <= value <= 20):
             raise ValueError(f"{name} must be within 0..20, got {value}")
     get_sampler(request.sampler)
+    if (request.regenerate_seconds is not None or request.variation_strength is not None) and request.stem is None:
+        raise ValueError("regenerating a range or making a variation needs the stem to work on")
+    if request.regenerate_seconds is not None and request.variation_strength is not None:
+        raise ValueError("choose either a range to regenerate or a variation, not both")
+    if not (np.isfinite(request.stereo_width) and 0.0 <= request.stereo_width <= 1.0):
+        raise ValueError(f"stereo width must be within [0, 1], got {request.stereo_width}")
 
 
 def make_guided_denoiser(bundle: Bundle, context: np.ndarray, style: np.ndarray | None, instrument: str,
                          cfg_context: float, cfg_style: float):
-    """``denoise(x, sigma)`` for one request: the guidance passes run as one batch."""
-    import torch
-
-    from backline.models.diffusion import INSTRUMENTS
-
-    config = bundle.denoiser.config
+    """``denoise(x, sigma)`` for one request: the guidance passes run as one batch through the backend."""
+    contract = bundle.contract
     # pass order: none, context, full (context + style). Without a style, full == context.
     passes = ["full"] if cfg_context == 1 and (cfg_style == 1 or style is None) else (
         ["none", "context"] if style is None else ["none", "context", "full"])
-    context_mask = torch.tensor([0.0 if p == "none" else 1.0 for p in passes])
-    style_mask = torch.tensor([1.0 if p == "full" and style is not None else 0.0 for p in passes])
-    style_vector = torch.from_numpy(style if style is not None else np.zeros(config.style_dim, np.float32))
-    contexts = torch.from_numpy(context)[None].expand(len(passes), -1, -1)
-    styles = style_vector[None].expand(len(passes), -1)
-    instruments = torch.full((len(passes),), INSTRUMENTS.index(instrument), dtype=torch.long)
+    batch = len(passes)
+    context_mask = np.array([0.0 if p == "none" else 1.0 for p in passes], np.float32)
+    style_mask = np.array([1.0 if p == "full" and style is not None else 0.0 for p in passes], np.float32)
+    style_vector = style if style is not None else np.zeros(contract.style_dim, np.float32)
+    contexts = np.repeat(context[None].astype(np.float32), batch, axis=0)
+    styles = np.repeat(style_vector[None].astype(np.float32), batch, axis=0)
+    instruments = np.full(batch, contract.instruments.index(instrument), np.int64)
 
-    @torch.inference_mode()
     def denoise(x: np.ndarray, sigma: float) -> np.ndarray:
-        xs = torch.from_numpy(x.astype(np.float32)).expand(len(passes), -1, -1)
-        out = bundle.denoiser(xs, torch.full((len(passes),), float(sigma)), contexts, context_mask, styles,
-                              style_mask, instruments).numpy()
+        xs = np.repeat(x.astype(np.float32), batch, axis=0)
+        out = bundle.backend.denoise(xs, np.full(batch, sigma, np.float32), contexts, context_mask, styles,
+                                     style_mask, instruments)
         predictions = dict(zip(passes, out[:, None]))
         if passes == ["full"]:
             return predictions["full"]
@@ -180,9 +215,8 @@ def _level(stem: np.ndarray, context: np.ndarray) -> np.ndarray:
 
 
 def generate(bundle: Bundle, request: GenerateRequest, *, progress: Progress | None = None) -> GenerateResult:
-    """Generate a stem for ``request.context``; the result has the context's rate, channels and length."""
-    from backline.models.autoencoder import decode_audio
-
+    """Generate a stem for ``request.context``; the result has the context's rate and length, and its
+    channel count (or 2 with ``stereo_width`` > 0)."""
     timings = {}
     started = time.perf_counter()
     _check(bundle, request)
@@ -192,38 +226,163 @@ def generate(bundle: Bundle, request: GenerateRequest, *, progress: Progress | N
     mono = resample(to_mono(context_audio), request.sample_rate, bundle.sample_rate)[0]
     context_latents = _encode(bundle, mono)
     style = _style(bundle, request)
+    stem_audio = known = None
+    if request.stem is not None:
+        stem_audio = validate_audio(request.stem, request.sample_rate,
+                                    max_duration_seconds=request.max_duration_seconds, what="stem")
+        if stem_audio.shape[1] != frames:
+            raise AudioError(f"the stem has {stem_audio.shape[1]} frames and the context {frames}: "
+                             "they must cover the same region")
+        known = _encode(bundle, resample(to_mono(stem_audio), request.sample_rate, bundle.sample_rate)[0])[None]
     timings["encode_seconds"] = time.perf_counter() - started
 
-    config = bundle.denoiser.config
-    sigmas = get_sigmas_karras(request.steps, config.sigma_min, config.sigma_max)
+    contract = bundle.contract
+    num_latent_frames = context_latents.shape[-1]
+    sigmas = get_sigmas_karras(request.steps, contract.sigma_min, contract.sigma_max)
     rng = np.random.default_rng(request.seed)
-    x = rng.standard_normal((1, *context_latents.shape)).astype(np.float32) * sigmas[0]
+    noise = rng.standard_normal((1, *context_latents.shape)).astype(np.float32)
     denoise = make_guided_denoiser(bundle, context_latents, style, request.instrument,
                                    request.cfg_context, request.cfg_style)
+    info_controls: dict = {}
+    if request.loop_seconds is not None:
+        period = controls.loop_period_frames(request.loop_seconds, contract.latent_rate_hz, num_latent_frames)
+        noise = noise[..., np.arange(num_latent_frames) % period]  # the same start noise in every repeat
+        denoise = controls.looping(denoise, period, controls.release_sigma(sigmas, request.loop_strength))
+        info_controls["loop_seconds"] = period / contract.latent_rate_hz
+        info_controls["loop_strength"] = request.loop_strength
+    keep = None
+    x = noise * sigmas[0]
+    if request.regenerate_seconds is not None:
+        start_seconds, end_seconds = request.regenerate_seconds
+        crossfade_seconds = controls.CROSSFADE_FRAMES / contract.latent_rate_hz
+        keep = controls.keep_mask(num_latent_frames, contract.latent_rate_hz, start_seconds, end_seconds,
+                                  crossfade_seconds)
+        denoise = controls.inpainting(denoise, known, keep)
+        x = known + noise * sigmas[0]
+        info_controls["regenerate_seconds"] = [float(start_seconds), float(end_seconds)]
+    elif request.variation_strength is not None:
+        x, sigmas = controls.variation_start(known[0], request.variation_strength, sigmas, rng)
+        x = x[None]
+        info_controls["variation_strength"] = request.variation_strength
+
     callback = (lambda i, total, _x, _x0: progress(i + 1, total)) if progress else None
     sample_started = time.perf_counter()
-    latents = get_sampler(request.sampler)(denoise, x, sigmas, callback=callback)
+    sampler = get_sampler(request.sampler)
+    latents = sampler(denoise, x, sigmas, callback=callback) if len(sigmas) > 1 else x
     timings["sample_seconds"] = time.perf_counter() - sample_started
 
-    import torch
-
     decode_started = time.perf_counter()
-    stem = decode_audio(bundle.autoencoder, torch.from_numpy(latents.astype(np.float32)), len(mono))
-    stem = resample(stem[None], bundle.sample_rate, request.sample_rate)[0]
-    stem = np.pad(stem, (0, max(0, frames - len(stem))))[:frames]
-    stem = _level(stem, to_mono(context_audio)[0])
+
+    def to_host(latents: np.ndarray) -> np.ndarray:
+        stem = resample(_decode(bundle, latents, len(mono))[None], bundle.sample_rate, request.sample_rate)[0]
+        return np.pad(stem, (0, max(0, frames - len(stem))))[:frames]
+
+    raw = None if request.variation_strength == 0 else to_host(latents)
+    if raw is None:
+        out = stem_audio  # strength 0 is the input itself, not its trip through the autoencoder
+    else:
+        stem = raw
+        if stem_audio is None:
+            stem = _level(stem, to_mono(context_audio)[0])  # a fresh stem: levelled to sit with the context
+            out = np.repeat(stem[None], channels, axis=0)
+        elif keep is None:
+            out = np.repeat(stem[None], stem_audio.shape[0], axis=0)  # a variation keeps the input's level
+        else:  # the input's own samples outside the range, crossfaded into the new ones inside it
+            keep_samples = controls.keep_mask(frames, request.sample_rate, start_seconds, end_seconds, crossfade_seconds)
+            out = keep_samples * stem_audio + (1.0 - keep_samples) * stem
+    if request.stereo_width > 0:
+        right_x, right_sigmas = controls.variation_start(latents[0], controls.STEREO_VARIATION_STRENGTH,
+                                                         get_sigmas_karras(request.steps, contract.sigma_min,
+                                                                           contract.sigma_max), rng)
+        right = to_host(sampler(denoise, right_x[None], right_sigmas))
+        reference = to_host(latents) if raw is None else raw  # the right channel gets the left's gain
+        gain = float(np.sqrt(np.mean(to_mono(out)[0] ** 2)) / max(float(np.sqrt(np.mean(reference ** 2))), 1e-8))
+        out = controls.pseudo_stereo(to_mono(out)[0], right * gain, request.stereo_width)
+        info_controls["stereo_width"] = request.stereo_width
     timings["decode_seconds"] = time.perf_counter() - decode_started
     timings["total_seconds"] = time.perf_counter() - started
     info = {"seed": request.seed, "instrument": request.instrument, "steps": request.steps,
             "sampler": request.sampler, "cfg_context": request.cfg_context, "cfg_style": request.cfg_style,
             "style": "audio" if style is not None else "none", "models": bundle.versions,
+            "backend": bundle.backend.name, "controls": info_controls,
             "timings": {k: round(v, 3) for k, v in timings.items()}}
-    return GenerateResult(np.repeat(stem[None], channels, axis=0), request.sample_rate, info)
+    return GenerateResult(np.ascontiguousarray(out, dtype=np.float32), request.sample_rate, info)
+
+
+def arrange(bundle: Bundle, request: GenerateRequest, instruments: list[str], *,
+            progress: Progress | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Build an arrangement one stem at a time: each stem is generated against the context plus the
+    stems before it. Returns ({instrument: stem}, mix of the context and every stem); seeds differ
+    per stem (``seed + index``)."""
+    if not instruments:
+        raise ValueError("an arrangement needs at least one instrument")
+    stems: dict[str, np.ndarray] = {}
+    context = validate_audio(request.context, request.sample_rate, max_duration_seconds=request.max_duration_seconds,
+                             what="context")
+    mix = context.copy()
+    for index, instrument in enumerate(instruments):
+        if instrument in stems:
+            raise ValueError(f"{instrument} appears twice in the arrangement")
+        step = replace(request, context=mix, instrument=instrument, seed=request.seed + index)
+        result = generate(bundle, step, progress=progress)
+        stems[instrument] = result.audio
+        mix = _add(mix, result.audio)
+    peak = float(np.abs(mix).max())
+    return stems, (mix * (0.891 / peak) if peak > 0.891 else mix).astype(np.float32)
+
+
+def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Sum two (channels, frames) signals, mono widened to stereo where they differ."""
+    if a.shape[0] != b.shape[0]:
+        a, b = (np.repeat(v, 2, axis=0) if v.shape[0] == 1 else v for v in (a, b))
+    return (a + b).astype(np.float32)
+
+
+CONTROL_PARAMS = {"instrument", "seed", "steps", "sampler", "cfg_context", "cfg_style", "style_ratio",
+                  "regenerate_seconds", "regenerate_bars", "variation_strength", "loop_seconds", "loop_bars",
+                  "loop_strength", "stereo_width", "tempo_bpm", "beats_per_bar", "region_start_beats"}
+
+
+def request_from_params(params: dict, context: np.ndarray, sample_rate: int, **audio) -> GenerateRequest:
+    """One request from the flat parameters every entry point speaks (CLI flags, bridge ``params``).
+
+    Bar-based values need ``tempo_bpm`` (and optionally ``beats_per_bar``, ``region_start_beats``):
+    ``regenerate_bars`` is two bar positions like ``["5", "9.3"]``; ``loop_bars`` a number of bars.
+    ``audio`` passes the arrays (``stem``, ``style_audio``, ...) straight to the request.
+    """
+    unknown = set(params) - CONTROL_PARAMS
+    if unknown:
+        raise ValueError(f"unknown generation parameters: {', '.join(sorted(unknown))}")
+    fields = {k: v for k, v in params.items() if k not in ("regenerate_bars", "loop_bars", "tempo_bpm",
+                                                           "beats_per_bar", "region_start_beats")}
+    tempo = None
+    if params.get("tempo_bpm") is not None:
+        tempo = controls.Tempo(float(params["tempo_bpm"]), int(params.get("beats_per_bar", 4)),
+                               float(params.get("region_start_beats", 0.0)))
+    elif any(params.get(k) is not None for k in ("regenerate_bars", "loop_bars", "region_start_beats")):
+        raise ValueError("bar positions need the tempo (tempo_bpm)")
+    if params.get("regenerate_bars") is not None:
+        if params.get("regenerate_seconds") is not None:
+            raise ValueError("give the range to regenerate in seconds or in bars, not both")
+        start, end = params["regenerate_bars"]
+        fields["regenerate_seconds"] = (tempo.position_seconds(start), tempo.position_seconds(end))
+    elif fields.get("regenerate_seconds") is not None:
+        start, end = fields["regenerate_seconds"]
+        fields["regenerate_seconds"] = (float(start), float(end))
+    if params.get("loop_bars") is not None:
+        if params.get("loop_seconds") is not None:
+            raise ValueError("give the loop length in seconds or in bars, not both")
+        fields["loop_seconds"] = tempo.bars_seconds(float(params["loop_bars"]))
+    return GenerateRequest(context=context, sample_rate=sample_rate, **fields, **audio)
 
 
 def load_default_generator():
-    """The bridge's compute: ``generate(params, context, sample_rate, progress, cancelled)``."""
-    bundle = load_bundle()
+    """The bridge's compute on the shipped models."""
+    return make_generator(load_bundle())
+
+
+def make_generator(bundle: Bundle):
+    """The bridge's compute: ``run(params, context, sample_rate, progress, cancelled)`` over ``bundle``."""
 
     def run(params: dict, context: np.ndarray, sample_rate: int, progress, cancelled):
         def on_step(step: int, total: int) -> None:
@@ -231,14 +390,14 @@ def load_default_generator():
                 raise Cancelled()
             progress(step, total)
 
-        allowed = {"instrument", "seed", "steps", "sampler", "cfg_context", "cfg_style"}
-        unknown = set(params) - allowed
-        if unknown:
-            raise ValueError(f"unknown generation parameters: {', '.join(sorted(unknown))}")
-        result = generate(bundle, GenerateRequest(context=context, sample_rate=sample_rate, **params), progress=on_step)
+        params = dict(params)
+        stem = params.pop("stem", None)  # the bridge's ``source_job_id`` result, resolved by the server
+        request = request_from_params(params, context, sample_rate, stem=stem)
+        result = generate(bundle, request, progress=on_step)
         return result.audio, result.sample_rate, result.info
 
     return run
 
 
-__all__ = ["AudioError", "Bundle", "Cancelled", "GenerateRequest", "GenerateResult", "generate", "load_bundle"]
+__all__ = ["AudioError", "Bundle", "BACKENDS", "Cancelled", "GenerateRequest", "GenerateResult", "arrange", "generate",
+           "load_bundle", "request_from_params"]

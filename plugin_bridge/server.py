@@ -558,6 +558,21 @@ class BridgeServer:
         finally:
             events.close(linger=0)
 
+    def _source_audio(self, source_id: object, job: Job) -> np.ndarray:
+        """The finished result of job ``source_id`` as (channels, frames), checked against ``job``'s region."""
+        source = self.jobs.get(source_id) if isinstance(source_id, str) else None
+        meta = source.result if source is not None else None
+        if meta is None:
+            raise ValueError(f"source job {source_id!r} has no finished result to work on")
+        if meta["sample_rate"] != job.sample_rate or meta["frames"] != job.frames:
+            raise ValueError(f"source job {source_id!r} is {meta['frames']} frames at {meta['sample_rate']} Hz; "
+                             f"this region is {job.frames} frames at {job.sample_rate} Hz")
+        try:
+            blob = self.store.read_chunk(meta, 0, meta["frames"])
+        except OSError:
+            raise ValueError(f"the result of source job {source_id!r} is no longer on disk") from None
+        return np.frombuffer(blob, dtype="<f4").reshape(-1, meta["channels"]).T.copy()
+
     def _run(self, job: Job, events: zmq.Socket) -> None:
         """Run one job through the generator and report exactly one final state."""
         started = time.monotonic()
@@ -583,8 +598,11 @@ class BridgeServer:
             raw = np.fromfile(job.upload_path, dtype="<f4")
             context = validate_audio(raw.reshape(-1, job.channels).T, job.sample_rate,
                                      max_duration_seconds=self.limits.max_duration_seconds, what="region")
+            params = dict(job.params)
+            if "source_job_id" in params:  # regenerate a range of, or vary, an earlier job's stem
+                params["stem"] = self._source_audio(params.pop("source_job_id"), job)
             audio, sample_rate, info = self.generate(
-                job.params, context, job.sample_rate, progress, job.cancel.is_set)
+                params, context, job.sample_rate, progress, job.cancel.is_set)
             if job.cancel.is_set():
                 raise JobCancelled(job.job_id)
             try:

@@ -98,6 +98,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-seconds", type=float, default=30.0, help="seconds taken from the middle of each file (default 30)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.set_defaults(func=_eval_autoencoder)
+    from backline.training import eval_cli
+
+    eval_cli.register_eval(eval_models, formatter)
 
     bench = subparsers.add_parser("bench", help="time a model", description="Time a Backline model.")
     bench_models = bench.add_subparsers(dest="model", metavar="MODEL")
@@ -109,6 +112,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed runs; the median is reported (default 3)")
     p.add_argument("--out", required=True, type=Path, help="JSON file to write")
     p.set_defaults(func=_bench_autoencoder)
+    from backline.export.cli import register_bench
+
+    register_bench(bench_models)
 
 
 def _set_threads(threads: int | None) -> None:

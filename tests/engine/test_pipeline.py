@@ -1,28 +1,14 @@
 import numpy as np
 import pytest
-import torch
 
 from backline.engine.audio import AudioError
-from backline.engine.pipeline import Bundle, Cancelled, GenerateRequest, generate
-from backline.models.autoencoder import CONFIGS as AE_CONFIGS, Autoencoder
-from backline.models.diffusion import CONFIGS as DN_CONFIGS, EDMPrecond
+from backline.engine.pipeline import Cancelled, GenerateRequest, generate
+from tiny_bundle import make_bundle, song
 
 
 @pytest.fixture(scope="module")
 def bundle():
-    torch.manual_seed(0)
-    denoiser = EDMPrecond(DN_CONFIGS["tiny"]).eval()
-    for p in denoiser.parameters():  # zero-initialised layers would hide the conditions: wake them
-        if not p.data.any():
-            p.data.normal_(0, 0.05)
-    return Bundle(Autoencoder(AE_CONFIGS["tiny"]).eval(), denoiser, {"autoencoder": "tiny", "denoiser": "tiny"})
-
-
-def song(sample_rate=48000, seconds=0.7, channels=2, seed=0):
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(sample_rate * seconds)) / sample_rate
-    mono = 0.3 * np.sin(2 * np.pi * 110 * t) * (1 + 0.5 * np.sign(np.sin(2 * np.pi * 2 * t)))
-    return np.stack([mono + 0.01 * rng.standard_normal(len(t)) for _ in range(channels)]).astype(np.float32)
+    return make_bundle()
 
 
 @pytest.mark.parametrize("sample_rate, frames, channels", [(48000, 33_601, 2), (44100, 1, 1), (22050, 12_345, 1), (96000, 50_001, 2)])

@@ -21,7 +21,7 @@ from backline.training.autoencoder import (
     measure_latent_std,
     split_files,
 )
-from backline.training.autoencoder_eval import benchmark, evaluate, low_pass, quality_metrics, si_sdr_db
+from backline.training.autoencoder_eval import low_pass, quality_metrics, si_sdr_db
 
 SAMPLE_RATE = 44_100
 

@@ -1,0 +1,317 @@
+"""Runtime backends: one interface over the models, run by torch (development) or onnxruntime (default install).
+
+A backend turns numpy in into numpy out and knows its models' contract:
+
+    encode(audio (batch, samples) float32 at contract.sample_rate)
+        -> latents (batch, latent_channels, ceil(samples / hop_length)), already scaled by latent_scale
+    decode(latents (batch, latent_channels, n)) -> audio (batch, n * hop_length)
+    denoise(x, sigma, context, context_mask, style, style_mask, instrument) -> x0 estimate, shaped like x
+        every input has the batch on axis 0, so the guidance passes run in one call
+
+The onnxruntime backend imports numpy and onnxruntime only (never torch), so ``pip install backline``
+without extras can generate with exported models. Its three graphs and the spectral transforms:
+
+* ``autoencoder_encoder.onnx``: STFT spectrum (real, imag) -> scaled latents;
+* ``autoencoder_decoder.onnx``: scaled latents -> STFT spectrum (real, imag);
+* ``denoiser.onnx``: the EDM-preconditioned denoiser, dynamic batch and frame axes.
+
+The STFT and the inverse STFT (Hann window, "same" padding, overlap-add normalised by the summed
+squared window, as ``models.autoencoder`` computes them) run here in numpy rather than inside the
+graphs: ONNX has no inverse real DFT usable from the exporter, a DFT written as a matrix product
+costs about 4 M multiply-adds per frame at n_fft = 2048 (more than the rest of the decoder), and
+numpy's pocketfft is exact and takes milliseconds. The parameters travel in the graphs' metadata
+(``spectral_frontend``), so another runtime (C++) can do the same.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+ONNX_FILES = {"encoder": "autoencoder_encoder.onnx", "decoder": "autoencoder_decoder.onnx",
+              "denoiser": "denoiser.onnx"}
+ONNX_CONTRACT_VERSION = "1"
+DENOISER_INPUTS = ("x", "sigma", "context", "context_mask", "style", "style_mask", "instrument")
+
+
+def default_onnx_dir() -> Path:
+    """``$BACKLINE_ONNX_DIR`` when set, else the ``onnx`` folder beside the shipped weights."""
+    if os.environ.get("BACKLINE_ONNX_DIR"):
+        return Path(os.environ["BACKLINE_ONNX_DIR"])
+    import backline.models  # the package's __init__ only: no torch
+
+    return Path(backline.models.__file__).parent / "onnx"
+
+
+class RuntimeModelError(ValueError):
+    """ONNX model files that are missing, not Backline's, or that disagree with each other."""
+
+
+@dataclass(frozen=True)
+class ModelContract:
+    """The numbers a generation needs from its models, read from their metadata."""
+
+    sample_rate: int
+    hop_length: int
+    latent_channels: int
+    latent_rate_hz: float
+    latent_scale: float
+    style_dim: int
+    sigma_min: float
+    sigma_max: float
+    sigma_data: float
+    instruments: tuple[str, ...]
+    n_fft: int
+    stft_hop_length: int
+    versions: dict = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    name: str
+    contract: ModelContract
+
+    def encode(self, audio: np.ndarray) -> np.ndarray: ...
+
+    def decode(self, latents: np.ndarray) -> np.ndarray: ...
+
+    def denoise(self, x, sigma, context, context_mask, style, style_mask, instrument) -> np.ndarray: ...
+
+
+# -- the STFT pair of models.autoencoder, in numpy ----------------------------------------------------------
+def hann_window(n_fft: int) -> np.ndarray:
+    """Periodic Hann window (torch.hann_window's default)."""
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+
+
+def stft(audio: np.ndarray, n_fft: int, hop: int, *, chunk_frames: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(batch, samples), samples a multiple of ``hop`` -> real, imag (batch, n_fft // 2 + 1, samples // hop).
+
+    Frames are transformed ``chunk_frames`` at a time: the working set stays in cache, which is
+    several times faster than one transform of a long region and needs no region-sized temporaries.
+    """
+    pad = (n_fft - hop) // 2
+    padded = np.pad(np.asarray(audio, np.float32), ((0, 0), (pad, pad)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[:, ::hop]
+    batch, frames = windows.shape[:2]
+    window = hann_window(n_fft)
+    real = np.empty((batch, n_fft // 2 + 1, frames), np.float32)
+    imag = np.empty_like(real)
+    for start in range(0, frames, chunk_frames):
+        spec = np.fft.rfft(windows[:, start:start + chunk_frames] * window, axis=-1).transpose(0, 2, 1)
+        real[:, :, start:start + chunk_frames] = spec.real
+        imag[:, :, start:start + chunk_frames] = spec.imag
+    return real, imag
+
+
+def _overlap_add(segments: np.ndarray, hop: int) -> np.ndarray:
+    """(batch, length, frames) windows -> (batch, (frames - 1) * hop + length), summed where they overlap."""
+    batch, length, frames = segments.shape
+    chunks = -(-length // hop)
+    padded = np.zeros((batch, frames, chunks * hop), segments.dtype)
+    padded[:, :, :length] = segments.transpose(0, 2, 1)
+    padded = padded.reshape(batch, frames, chunks, hop)
+    out = np.zeros((batch, frames + chunks - 1, hop), segments.dtype)
+    for j in range(chunks):
+        out[:, j:j + frames] += padded[:, :, j]
+    return out.reshape(batch, -1)[:, :(frames - 1) * hop + length]
+
+
+def _window_envelope(window: np.ndarray, hop: int, frames: int) -> np.ndarray:
+    """Sum of the squared window placed every ``hop`` samples, ``frames`` times: ((frames - 1) * hop + n_fft,)."""
+    n_fft = len(window)
+    chunks = -(-n_fft // hop)
+    squared = np.zeros(chunks * hop, np.float32)
+    squared[:n_fft] = window**2
+    envelope = np.zeros((frames + chunks - 1, hop), np.float32)
+    for j, piece in enumerate(squared.reshape(chunks, hop)):
+        envelope[j:j + frames] += piece
+    return envelope.reshape(-1)[:(frames - 1) * hop + n_fft]
+
+
+def istft(real: np.ndarray, imag: np.ndarray, n_fft: int, hop: int, *, chunk_frames: int = 256) -> np.ndarray:
+    """real, imag (batch, bins, frames) -> audio (batch, frames * hop): the inverse of ``stft``.
+
+    Overlap-add of the windowed inverse transforms, divided by the summed squared window (Vocos'
+    "same" padding, as ``Autoencoder._istft``), ``chunk_frames`` frames at a time.
+    """
+    batch, _, frames = real.shape
+    window = hann_window(n_fft)
+    out_size = (frames - 1) * hop + n_fft
+    audio = np.zeros((batch, out_size), np.float32)
+    for start in range(0, frames, chunk_frames):
+        stop = min(start + chunk_frames, frames)
+        spec = real[:, :, start:stop].astype(np.complex64)
+        spec.imag = imag[:, :, start:stop]
+        segments = np.fft.irfft(spec, n=n_fft, axis=1).astype(np.float32, copy=False) * window[None, :, None]
+        piece = _overlap_add(segments, hop)
+        audio[:, start * hop:start * hop + piece.shape[1]] += piece
+    pad = (n_fft - hop) // 2
+    envelope = _window_envelope(window, hop, frames)
+    return audio[:, pad:out_size - pad] / np.maximum(envelope[pad:out_size - pad], 1e-8)
+
+
+def _pad_to_hop(audio: np.ndarray, hop_length: int) -> np.ndarray:
+    remainder = audio.shape[-1] % hop_length
+    return np.pad(audio, ((0, 0), (0, hop_length - remainder))) if remainder else audio
+
+
+# -- onnxruntime ------------------------------------------------------------------------------------------
+def choose_providers(providers: list[str] | None = None) -> list[str]:
+    """``providers`` if given, else CUDA when onnxruntime offers it, then CPU."""
+    import onnxruntime as ort
+
+    if providers:
+        missing = [p for p in providers if p not in ort.get_available_providers()]
+        if missing:
+            raise RuntimeModelError(f"onnxruntime here offers {', '.join(ort.get_available_providers())}; "
+                                    f"not {', '.join(missing)}")
+        return list(providers)
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file, as stored (strings), read through onnxruntime (no onnx package)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def _number(metadata: dict, key: str, path: Path):
+    try:
+        return json.loads(metadata[key])
+    except (KeyError, json.JSONDecodeError):
+        raise RuntimeModelError(f"{path}: metadata has no valid {key!r}") from None
+
+
+class OnnxBackend:
+    """The three exported graphs under onnxruntime; numpy in and out, no torch."""
+
+    name = "onnx"
+
+    def __init__(self, onnx_dir: str | Path | None = None, *, providers: list[str] | None = None,
+                 intra_op_threads: int | None = None):
+        import onnxruntime as ort
+
+        self.onnx_dir = Path(onnx_dir) if onnx_dir is not None else default_onnx_dir()
+        paths = {part: self.onnx_dir / filename for part, filename in ONNX_FILES.items()}
+        missing = [str(p) for p in paths.values() if not p.is_file()]
+        if missing:
+            raise RuntimeModelError(f"missing ONNX model files: {', '.join(missing)} "
+                                    "(make them with `backline export`)")
+        self.providers = choose_providers(providers)
+        self.sessions = {}
+        for part, path in paths.items():
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            if intra_op_threads:
+                options.intra_op_num_threads = int(intra_op_threads)
+            # The autoencoder runs once per request on the whole region: an arena would keep its peak
+            # (about 400 MiB more at 120 s); the denoiser runs every step at one shape and keeps it.
+            options.enable_cpu_mem_arena = part == "denoiser"
+            self.sessions[part] = ort.InferenceSession(str(path), options, providers=self.providers)
+        self.metadata = {part: dict(s.get_modelmeta().custom_metadata_map) for part, s in self.sessions.items()}
+        self.contract = self._contract(paths)
+
+    def _contract(self, paths: dict[str, Path]) -> ModelContract:
+        for part, meta in self.metadata.items():
+            if meta.get("backline_onnx_contract") != ONNX_CONTRACT_VERSION or meta.get("backline_graph") != part:
+                raise RuntimeModelError(f"{paths[part]}: not a Backline {part} graph "
+                                        f"(contract {meta.get('backline_onnx_contract')!r}, graph {meta.get('backline_graph')!r})")
+        encoder, decoder, denoiser = (self.metadata[p] for p in ("encoder", "decoder", "denoiser"))
+        if encoder.get("config") != decoder.get("config"):
+            raise RuntimeModelError(f"{paths['encoder']} and {paths['decoder']} come from different autoencoders")
+        ae = json.loads(encoder["config"])
+        dn = json.loads(denoiser["config"])
+        if dn["latent_channels"] != ae["latent_channels"]:
+            raise RuntimeModelError(f"the denoiser expects {dn['latent_channels']} latent channels, "
+                                    f"the autoencoder makes {ae['latent_channels']}")
+        return ModelContract(
+            sample_rate=int(_number(encoder, "sample_rate", paths["encoder"])),
+            hop_length=int(ae["hop_length"]),
+            latent_channels=int(ae["latent_channels"]),
+            latent_rate_hz=float(_number(encoder, "latent_rate_hz", paths["encoder"])),
+            latent_scale=float(_number(encoder, "latent_scale", paths["encoder"])),
+            style_dim=int(dn["style_dim"]),
+            sigma_min=float(_number(denoiser, "sigma_min", paths["denoiser"])),
+            sigma_max=float(_number(denoiser, "sigma_max", paths["denoiser"])),
+            sigma_data=float(_number(denoiser, "sigma_data", paths["denoiser"])),
+            instruments=tuple(_number(denoiser, "instruments", paths["denoiser"])),
+            n_fft=int(ae["n_fft"]),
+            stft_hop_length=int(ae["stft_hop_length"]),
+            versions={"autoencoder": encoder.get("backline_version"), "denoiser": denoiser.get("backline_version")},
+        )
+
+    def encode(self, audio: np.ndarray) -> np.ndarray:
+        c = self.contract
+        real, imag = stft(_pad_to_hop(np.asarray(audio, np.float32), c.hop_length), c.n_fft, c.stft_hop_length)
+        return self.sessions["encoder"].run(None, {"spec_real": real, "spec_imag": imag})[0]
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        real, imag = self.sessions["decoder"].run(None, {"latents": np.ascontiguousarray(latents, np.float32)})
+        return istft(real, imag, self.contract.n_fft, self.contract.stft_hop_length)
+
+    def denoise(self, x, sigma, context, context_mask, style, style_mask, instrument) -> np.ndarray:
+        values = (x, sigma, context, context_mask, style, style_mask)
+        feeds = {name: np.ascontiguousarray(v, np.float32) for name, v in zip(DENOISER_INPUTS, values)}
+        feeds["instrument"] = np.ascontiguousarray(instrument, np.int64)
+        return self.sessions["denoiser"].run(None, feeds)[0]
+
+
+# -- torch ------------------------------------------------------------------------------------------------
+class TorchBackend:
+    """Today's torch modules behind the same interface (development, training checks, the export reference)."""
+
+    name = "torch"
+
+    def __init__(self, autoencoder, denoiser, versions: dict | None = None):
+        from backline.models.diffusion import INSTRUMENTS
+
+        if denoiser.config.latent_channels != autoencoder.config.latent_channels:
+            raise ValueError(f"the denoiser expects {denoiser.config.latent_channels} latent channels, "
+                             f"the autoencoder makes {autoencoder.config.latent_channels}")
+        self.autoencoder, self.denoiser = autoencoder.eval(), denoiser.eval()
+        a, d = autoencoder.config, denoiser.config
+        self.contract = ModelContract(
+            sample_rate=a.sample_rate, hop_length=a.hop_length, latent_channels=a.latent_channels,
+            latent_rate_hz=a.latent_rate_hz, latent_scale=a.latent_scale, style_dim=d.style_dim,
+            sigma_min=d.sigma_min, sigma_max=d.sigma_max, sigma_data=d.sigma_data, instruments=tuple(INSTRUMENTS),
+            n_fft=a.n_fft, stft_hop_length=a.stft_hop_length, versions=dict(versions or {}))
+
+    @classmethod
+    def from_files(cls, autoencoder_path: str | Path, denoiser_path: str | Path) -> "TorchBackend":
+        from backline.models.autoencoder import load_autoencoder
+        from backline.models.diffusion import load_denoiser
+
+        autoencoder, ae_meta = load_autoencoder(autoencoder_path)
+        denoiser, dn_meta = load_denoiser(denoiser_path)
+        return cls(autoencoder, denoiser, {"autoencoder": ae_meta.get("backline_version"),
+                                           "denoiser": dn_meta.get("backline_version")})
+
+    def encode(self, audio: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.autoencoder.encode(torch.from_numpy(np.ascontiguousarray(audio, np.float32))).numpy()
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.autoencoder.decode(torch.from_numpy(np.ascontiguousarray(latents, np.float32))).numpy()
+
+    def denoise(self, x, sigma, context, context_mask, style, style_mask, instrument) -> np.ndarray:
+        import torch
+
+        f = lambda v: torch.from_numpy(np.ascontiguousarray(v, np.float32))
+        with torch.inference_mode():
+            return self.denoiser(f(x), f(sigma), f(context), f(context_mask), f(style), f(style_mask),
+                                 torch.from_numpy(np.ascontiguousarray(instrument, np.int64))).numpy()

@@ -1,0 +1,285 @@
+"""Generation speed and memory for each runtime backend: ``backline bench generate`` (or ``python -m backline.export.bench``).
+
+For every backend (torch, onnx) and region length it starts a fresh process that loads the models
+and generates one stem with the request's defaults (30 steps, DPM-Solver++(2M), both guidance scales
+with a style reference, so three guidance passes per step), then reports:
+
+    process seconds      the child's whole life: interpreter, imports, model load, generation (and
+                         the denoiser timing loop)
+    generate_seconds     ``generate`` alone (encode, sample, decode, resample)
+    realtime_factor      seconds of audio per second of ``generate`` (above 1 is faster than real time)
+    step_ms              sampling time per diffusion step (denoiser call + guidance + solver update)
+    denoiser_call_ms     median of five warm batched denoiser calls at the region's latent length
+
+and, with both backends loaded in one process and called alternately (so both see the same machine
+load), the median batched denoiser call of each and the median encode and decode of the region.
+    peak_rss_mib         the child's peak resident memory (ru_maxrss)
+
+The onnx child runs with ``import torch`` blocked, as on an install without the train extra. Model
+files: the ones given, else the shipped ones, else random weights of ``--config`` (timing does not
+depend on the weights); the ONNX graphs are exported (and checked) first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _song(sample_rate: int, seconds: float, channels: int = 2, seed: int = 0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(sample_rate * seconds)) / sample_rate
+    mono = 0.3 * np.sin(2 * np.pi * 110 * t) * (1 + 0.5 * np.sign(np.sin(2 * np.pi * 2 * t)))
+    return np.stack([mono + 0.01 * rng.standard_normal(len(t)) for _ in range(channels)]).astype(np.float32)
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss over from
+    the parent across fork and exec, so a child would report the (torch-loaded) parent's size."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # macOS: bytes would need / 2**20
+
+
+def _child(spec: dict) -> dict:
+    """One measurement in this process; ``spec`` says which backend, files, length and settings."""
+    import numpy as np
+
+    started = time.perf_counter()
+    if spec["backend"] == "onnx":
+        sys.modules["torch"] = None  # the runtime install has no torch: prove it and measure without it
+    elif spec.get("threads"):
+        import torch
+
+        torch.set_num_threads(spec["threads"])
+    from backline.engine.pipeline import GenerateRequest, generate, load_bundle, make_guided_denoiser
+
+    if spec["backend"] == "onnx":
+        bundle = load_bundle(backend="onnx", onnx_dir=spec["onnx_dir"], intra_op_threads=spec.get("threads"))
+    else:
+        bundle = load_bundle(spec["autoencoder"], spec["denoiser"], backend="torch")
+    load_seconds = time.perf_counter() - started
+    rate = bundle.sample_rate
+    style = None if spec["no_style"] else _song(rate, 5.0, 1, seed=1)
+    request = GenerateRequest(context=_song(rate, spec["seconds"]), sample_rate=rate, steps=spec["steps"],
+                              style_audio=style, style_sample_rate=rate if style is not None else None)
+    generate_started = time.perf_counter()
+    result = generate(bundle, request)
+    generate_seconds = time.perf_counter() - generate_started
+    # warm per-call latency of the batched denoiser at this length
+    contract = bundle.contract
+    frames = -(-int(rate * spec["seconds"]) // contract.hop_length)
+    rng = np.random.default_rng(0)
+    context = rng.standard_normal((contract.latent_channels, frames)).astype(np.float32)
+    style_vector = None if spec["no_style"] else rng.standard_normal(contract.style_dim).astype(np.float32)
+    denoise = make_guided_denoiser(bundle, context, style_vector, "bass", 1.25, 1.25)
+    x = rng.standard_normal((1, contract.latent_channels, frames)).astype(np.float32)
+    calls = []
+    for _ in range(5):
+        call_started = time.perf_counter()
+        denoise(x, 1.0)
+        calls.append(time.perf_counter() - call_started)
+    timings = result.info["timings"]
+    return {
+        "backend": spec["backend"], "seconds": spec["seconds"], "steps": spec["steps"],
+        "guidance_passes": 2 if spec["no_style"] else 3, "latent_frames": frames,
+        "providers": list(bundle.backend.providers) if spec["backend"] == "onnx" else ["torch-cpu"],
+        "threads": spec.get("threads"), "load_seconds": round(load_seconds, 3),
+        "generate_seconds": round(generate_seconds, 3),
+        "realtime_factor": round(spec["seconds"] / generate_seconds, 2),
+        "step_ms": round(1000 * timings["sample_seconds"] / spec["steps"], 2),
+        "denoiser_call_ms": round(1000 * float(np.median(calls)), 2),
+        "encode_seconds": timings["encode_seconds"], "decode_seconds": timings["decode_seconds"],
+        "peak_rss_mib": _peak_rss_mib(),
+        "torch_imported": bool(sys.modules.get("torch")),
+        "models": result.info["models"],
+    }
+
+
+def _interleaved(ae_path: Path, dn_path: Path, onnx_dir: Path, seconds: float, threads: int | None,
+                 no_style: bool, repeats: int = 7) -> dict:
+    """Median batched denoiser call of torch and onnxruntime, alternating in one process, so both see
+    the same machine load (the children's figures drift when other work shares the CPU)."""
+    import numpy as np
+    import torch
+
+    from backline.engine.pipeline import load_bundle, make_guided_denoiser
+
+    torch_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        bundles = {"torch": load_bundle(ae_path, dn_path, backend="torch"),
+                   "onnx": load_bundle(backend="onnx", onnx_dir=onnx_dir, intra_op_threads=threads)}
+        contract = bundles["onnx"].contract
+        frames = -(-int(contract.sample_rate * seconds) // contract.hop_length)
+        rng = np.random.default_rng(0)
+        context = rng.standard_normal((contract.latent_channels, frames)).astype(np.float32)
+        style = None if no_style else rng.standard_normal(contract.style_dim).astype(np.float32)
+        x = rng.standard_normal((1, contract.latent_channels, frames)).astype(np.float32)
+        calls = {name: make_guided_denoiser(b, context, style, "bass", 1.25, 1.25) for name, b in bundles.items()}
+        times: dict[str, list[float]] = {name: [] for name in calls}
+        for repeat in range(repeats + 1):
+            for name, denoise in calls.items():
+                started = time.perf_counter()
+                denoise(x, 1.0)
+                if repeat:  # the first round warms up
+                    times[name].append(1000 * (time.perf_counter() - started))
+        audio = (0.3 * rng.standard_normal((1, int(contract.sample_rate * seconds)))).astype(np.float32)
+        codec: dict[str, list[float]] = {f"{name}_{part}": [] for name in bundles for part in ("encode", "decode")}
+        for repeat in range(3):
+            for name, bundle in bundles.items():
+                started = time.perf_counter()
+                latents = bundle.backend.encode(audio)
+                encoded = time.perf_counter()
+                bundle.backend.decode(latents)
+                codec[f"{name}_encode"].append(1000 * (encoded - started))
+                codec[f"{name}_decode"].append(1000 * (time.perf_counter() - encoded))
+    finally:
+        torch.set_num_threads(torch_threads)
+    medians = {name: round(float(np.median(t)), 2) for name, t in times.items()}
+    return {"seconds": seconds, "latent_frames": frames, "guidance_passes": 2 if no_style else 3,
+            "median_call_ms": medians, "onnx_speedup": round(medians["torch"] / medians["onnx"], 2),
+            "autoencoder_median_ms": {k: round(float(np.median(v)), 1) for k, v in codec.items()}}
+
+
+def _model_files(args, work: Path) -> tuple[Path, Path, str]:
+    from backline.engine.pipeline import default_model_paths
+
+    if args.autoencoder and args.denoiser:
+        return args.autoencoder, args.denoiser, "given"
+    from backline.export.debug_models import write_debug_models
+
+    shipped_ae, shipped_dn = default_model_paths()
+    ae_path = args.autoencoder or (shipped_ae if shipped_ae.is_file() else None)
+    dn_path = args.denoiser or (shipped_dn if shipped_dn.is_file() else None)
+    if ae_path and dn_path:
+        return Path(ae_path), Path(dn_path), "shipped"
+    debug_ae, debug_dn = write_debug_models(work, args.config, seed=0)
+    if ae_path:
+        from backline.models.contract import load_model
+
+        channels = load_model(ae_path, kind="autoencoder")[1]["config"]["latent_channels"]
+        debug_channels = load_model(debug_dn, kind="denoiser")[1]["config"]["latent_channels"]
+        if channels == debug_channels:
+            return Path(ae_path), debug_dn, f"shipped autoencoder, random {args.config} denoiser"
+    if dn_path:
+        return debug_ae, Path(dn_path), f"random {args.config} autoencoder, shipped denoiser"
+    return debug_ae, debug_dn, f"random weights, {args.config} configs"
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Export (and check) the graphs, measure each backend and length in a fresh process; returns the report."""
+    from backline.export.onnx import export_models
+
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="backline-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    ae_path, dn_path, source = _model_files(args, work)
+    export_started = time.perf_counter()
+    export = export_models(ae_path, dn_path, work / "onnx", threads=args.threads)
+    export_seconds = time.perf_counter() - export_started
+    results = []
+    for seconds in args.seconds:
+        for backend in args.backends:
+            spec = {"backend": backend, "seconds": seconds, "steps": args.steps, "threads": args.threads,
+                    "no_style": args.no_style, "autoencoder": str(ae_path), "denoiser": str(dn_path),
+                    "onnx_dir": str(work / "onnx")}
+            launched = time.perf_counter()
+            done = subprocess.run([sys.executable, "-m", "backline.export.bench", "--child", json.dumps(spec)],
+                                  capture_output=True, text=True)
+            if done.returncode:
+                raise RuntimeError(f"the {backend} measurement failed:\n{done.stderr}")
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            result["wall_seconds_with_interpreter"] = round(time.perf_counter() - launched, 3)
+            results.append(result)
+            print(_row(result), file=sys.stderr, flush=True)
+    interleaved = [_interleaved(ae_path, dn_path, work / "onnx", seconds, args.threads, args.no_style)
+                   for seconds in args.seconds] if set(args.backends) == {"torch", "onnx"} else []
+    return {
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "settings": {"steps": args.steps, "sampler": "dpmpp_2m", "threads": args.threads,
+                     "style_reference": not args.no_style},
+        "interleaved_denoiser": interleaved,
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2)},
+        "models": {"autoencoder": str(ae_path), "denoiser": str(dn_path), "source": source},
+        "export": {"seconds": round(export_seconds, 2),
+                   "max_rel_error": {k: v["max_rel_error"] for k, v in export.checks.items()}},
+        "results": results,
+    }
+
+
+HEADER = (f"{'backend':8} {'audio s':>7} {'passes':>6} {'frames':>6} {'step ms':>8} {'call ms':>8} "
+          f"{'generate s':>10} {'RTF':>6} {'process s':>9} {'peak MiB':>8}")
+
+
+def _row(r: dict) -> str:
+    return (f"{r['backend']:8} {r['seconds']:7g} {r['guidance_passes']:6d} {r['latent_frames']:6d} {r['step_ms']:8.1f} "
+            f"{r['denoiser_call_ms']:8.1f} {r['generate_seconds']:10.2f} {r['realtime_factor']:6.1f} "
+            f"{r['wall_seconds_with_interpreter']:9.2f} {r['peak_rss_mib']:8.0f}")
+
+
+def table(report: dict) -> str:
+    lines = [f"models: {report['models']['source']}; machine: {report['machine']['cpu_count']} cores, "
+             f"load average {report['machine']['load_average_1min']} when finished", HEADER]
+    lines += [_row(r) for r in report["results"]]
+    for r in report.get("interleaved_denoiser", []):
+        lines.append(f"denoiser call, {r['seconds']:g} s ({r['latent_frames']} frames, batch {r['guidance_passes']}), "
+                     f"alternating in one process: torch {r['median_call_ms']['torch']:.1f} ms, "
+                     f"onnx {r['median_call_ms']['onnx']:.1f} ms (onnx {r['onnx_speedup']:.2f}x)")
+        codec = r.get("autoencoder_median_ms")
+        if codec:
+            lines.append(f"  autoencoder, same way: encode torch {codec['torch_encode']:.0f} ms, onnx {codec['onnx_encode']:.0f} ms "
+                         f"(STFT included); decode torch {codec['torch_decode']:.0f} ms, onnx {codec['onnx_decode']:.0f} ms "
+                         f"(inverse STFT included)")
+    lines.append("RTF = seconds of audio per second of generate(); process s = whole child process "
+                 "(interpreter, imports, model load, generation, the denoiser timing loop)")
+    return "\n".join(lines)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--autoencoder", type=Path, help="autoencoder file (default: the shipped one, else random weights)")
+    p.add_argument("--denoiser", type=Path, help="denoiser file (default: the shipped one, else random weights)")
+    p.add_argument("--config", default="default", choices=("tiny", "default"),
+                   help="config of the random-weight models used when files are missing (default: default)")
+    p.add_argument("--seconds", type=float, nargs="+", default=[60.0], help="region lengths (default: 60)")
+    p.add_argument("--steps", type=int, default=30, help="diffusion steps (default 30)")
+    p.add_argument("--backends", nargs="+", default=["torch", "onnx"], choices=("torch", "onnx"))
+    p.add_argument("--threads", type=int, help="intra-op threads for both backends (default: their own)")
+    p.add_argument("--no-style", action="store_true", help="no style reference: two guidance passes, not three")
+    p.add_argument("--work", type=Path, help="folder for the exported graphs and random models (default: a temp dir)")
+    p.add_argument("--json", type=Path, help="also write the report here")
+
+
+def main(args: argparse.Namespace) -> int:
+    report = run(args)
+    print(table(report))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        print(json.dumps(_child(json.loads(sys.argv[2]))))
+        raise SystemExit(0)
+    parser = argparse.ArgumentParser(prog="python -m backline.export.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    raise SystemExit(main(parser.parse_args()))

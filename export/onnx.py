@@ -1,0 +1,333 @@
+"""Torch models to ONNX, with the model contract in the graphs' metadata and a check that refuses bad files.
+
+``export_models(autoencoder_path, denoiser_path, out_dir)`` writes three graphs that
+``backline.engine.runtime.OnnxBackend`` loads:
+
+    autoencoder_encoder.onnx   spec_real, spec_imag (batch, n_fft // 2 + 1, stft_frames) -> latents (batch, C, n)
+    autoencoder_decoder.onnx   latents (batch, C, n) -> spec_real, spec_imag (batch, bins, n * frames_per_latent)
+    denoiser.onnx              x, sigma, context, context_mask, style, style_mask, instrument -> denoised
+                               (the EDM-preconditioned denoiser; batch and frame axes dynamic, so the
+                               engine's one to three guidance passes run as one call)
+
+The STFT and inverse STFT stay outside the graphs, in numpy (see ``engine/runtime.py`` for why).
+Each file carries the safetensors metadata of the model it came from, unchanged (``backline_kind``,
+``backline_version``, ``config``, ``sample_rate``, ``latent_rate_hz``, ``latent_channels``,
+``latent_scale``), plus ``backline_onnx_contract``, ``backline_graph`` and, for the denoiser, the sigma
+range, ``sigma_data``, ``style_dim`` and ``instruments``; for the autoencoder, ``spectral_frontend``.
+
+Before anything is written, every graph is reloaded in onnxruntime and compared with torch, through
+the same numpy code the engine runs, on fresh random inputs of several lengths (one frame, odd, long)
+and batch sizes (noise and tones). The reference is the torch model in float64; each case reports the
+largest absolute error, that error relative to the reference's peak, torch float32's own relative
+error and the difference between onnxruntime and torch float32 (see ``TOLERANCE``). If any graph fails the tolerance, no file is written (the temporary files are
+deleted) and ``ExportError`` carries the report; files already in ``out_dir`` are left as they were.
+
+There is no style encoder to export yet: the style embedding is ``engine/style.py``'s latent
+statistics, computed in numpy from the encoder's output.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from backline.engine.runtime import DENOISER_INPUTS, ONNX_CONTRACT_VERSION, ONNX_FILES, istft, stft
+
+OPSET = 17
+# Largest |onnx - exact| relative to the exact output's peak, "exact" being torch in float64. A graph
+# also passes when it is within twice torch float32's own error: near-silent STFT bins make the
+# autoencoder's log features sensitive to float32 rounding (about 1e-3 on pure tones), and torch in
+# float32 is no closer to the exact value there than onnxruntime is.
+TOLERANCE = 1e-4
+
+
+class ExportError(RuntimeError):
+    """An export whose graphs do not match torch; ``report`` says by how much."""
+
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class ExportReport:
+    out_dir: Path
+    files: dict[str, Path] = field(default_factory=dict)
+    checks: dict[str, dict] = field(default_factory=dict)
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return {"out_dir": str(self.out_dir), "files": {k: str(v) for k, v in self.files.items()},
+                "checks": self.checks, "seed": self.seed}
+
+
+def _graphs():
+    """The torch modules that are exported: the autoencoder between spectra and latents (built lazily: torch)."""
+    import torch
+    from torch import nn
+
+    class EncoderGraph(nn.Module):
+        """``Autoencoder.encode`` after its STFT: spectrum -> scaled latents."""
+
+        def __init__(self, autoencoder):
+            super().__init__()
+            self.ae = autoencoder
+
+        def forward(self, spec_real, spec_imag):
+            ae = self.ae
+            magnitude = torch.sqrt(spec_real * spec_real + spec_imag * spec_imag)
+            factor = (magnitude + 1e-7).pow(-0.7)  # magnitude^0.3 with the phase kept, as encode_raw
+            features = torch.cat([torch.log(magnitude + 1e-5), spec_real * factor, spec_imag * factor], dim=1)
+            x = ae.enc_frame_norm(ae.enc_frame(ae.enc_in(features)))
+            x = ae.enc_latent(ae.enc_down(x))
+            return ae.enc_out(x) * ae.config.latent_scale
+
+    class DecoderGraph(nn.Module):
+        """``Autoencoder.decode`` up to its inverse STFT: scaled latents -> spectrum."""
+
+        def __init__(self, autoencoder):
+            super().__init__()
+            self.ae = autoencoder
+
+        def forward(self, latents):
+            ae = self.ae
+            x = ae.dec_latent_norm(ae.dec_latent(ae.dec_in(latents / ae.config.latent_scale)))
+            x = ae.dec_frame_norm(ae.dec_frame(ae.dec_up(x)))
+            log_magnitude, phase = ae.dec_head(x).chunk(2, dim=1)
+            magnitude = torch.exp(log_magnitude.clamp(max=7.0))
+            return magnitude * torch.cos(phase), magnitude * torch.sin(phase)
+
+    return EncoderGraph, DecoderGraph
+
+
+def raw_metadata(path: str | Path) -> dict[str, str]:
+    """A safetensors model file's metadata exactly as stored (strings)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return dict(handle.metadata() or {})
+
+
+def _torch_export(module, args: tuple, path: Path, inputs: list[str], outputs: list[str], dynamic: dict,
+                  opset: int) -> None:
+    import torch
+
+    with warnings.catch_warnings():
+        # The TorchScript exporter: the torch.export one needs onnxscript, which the train extra lacks.
+        warnings.simplefilter("ignore")
+        with torch.no_grad():
+            torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
+                              dynamic_axes=dynamic, opset_version=opset, dynamo=False, do_constant_folding=True)
+
+
+def _write_metadata(path: Path, metadata: dict[str, str]) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for key, value in sorted(metadata.items()):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def _relative(got: np.ndarray, want: np.ndarray) -> float:
+    if got.shape != want.shape or not np.isfinite(got).all():
+        return float("inf")
+    return float(np.abs(got.astype(np.float64) - want).max()) / max(float(np.abs(want).max()), 1e-12)
+
+
+def _case(got: np.ndarray, torch32: np.ndarray, exact: np.ndarray, tolerance: float, **what) -> dict:
+    """One comparison. ``exact`` is torch in float64; the graph passes when its error against it is within
+    ``tolerance`` or within twice torch float32's own error (the model's float32 conditioning)."""
+    error = _relative(got, exact)
+    torch_error = _relative(torch32, exact)
+    return {**what, "shape": list(got.shape), "max_abs_error": float(np.abs(got.astype(np.float64) - exact).max())
+            if got.shape == exact.shape else float("inf"), "max_rel_error": error,
+            "torch_float32_rel_error": torch_error, "rel_difference_to_torch_float32": _relative(got, torch32),
+            "passed": bool(error <= max(tolerance, 2 * torch_error))}
+
+
+def _session(path: Path, threads: int | None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _summary(cases: list[dict], tolerance: float) -> dict:
+    return {"max_abs_error": max(c["max_abs_error"] for c in cases),
+            "max_rel_error": max(c["max_rel_error"] for c in cases),
+            "torch_float32_rel_error": max(c["torch_float32_rel_error"] for c in cases),
+            "tolerance": tolerance, "passed": all(c["passed"] for c in cases), "cases": cases}
+
+
+def _float64(module):
+    import copy
+
+    return copy.deepcopy(module).double().eval()
+
+
+def _test_audio(rng: np.random.Generator, batch: int, samples: int, sample_rate: int) -> np.ndarray:
+    """Half the rows white noise, half tones over quiet noise (near-silent bins test the log features)."""
+    t = np.arange(samples) / sample_rate
+    rows = []
+    for row in range(batch):
+        if row % 2:
+            tone = sum(rng.uniform(0.05, 0.2) * np.sin(2 * np.pi * rng.uniform(40, 2000) * t + rng.uniform(0, 6.3))
+                       for _ in range(3))
+            rows.append(tone + 1e-3 * rng.standard_normal(samples))
+        else:
+            rows.append(0.3 * rng.standard_normal(samples))
+    return np.stack(rows).astype(np.float32)
+
+
+def check_autoencoder(autoencoder, encoder_path: Path, decoder_path: Path, *, rng: np.random.Generator,
+                      tolerance: float = TOLERANCE, threads: int | None = None) -> dict[str, dict]:
+    """Compare both autoencoder graphs (with the numpy STFT pair) with ``autoencoder`` on random inputs."""
+    import torch
+
+    c = autoencoder.config
+    exact_model = _float64(autoencoder)
+    encoder, decoder = _session(encoder_path, threads), _session(decoder_path, threads)
+    encoder_cases, decoder_cases = [], []
+    for batch, samples in ((1, 1), (2, 3 * c.hop_length + 17), (2, 61 * c.hop_length + 5)):
+        audio = _test_audio(rng, batch, samples, c.sample_rate)
+        with torch.inference_mode():
+            torch32 = autoencoder.encode(torch.from_numpy(audio)).numpy()
+            exact = exact_model.encode(torch.from_numpy(audio).double()).numpy()
+        padded = np.pad(audio, ((0, 0), (0, (-samples) % c.hop_length)))
+        real, imag = stft(padded, c.n_fft, c.stft_hop_length)
+        got = encoder.run(None, {"spec_real": real, "spec_imag": imag})[0]
+        encoder_cases.append(_case(got, torch32, exact, tolerance, batch=batch, samples=samples))
+    for batch, frames in ((1, 1), (2, 7), (1, 61)):
+        latents = rng.standard_normal((batch, c.latent_channels, frames)).astype(np.float32)
+        with torch.inference_mode():
+            torch32 = autoencoder.decode(torch.from_numpy(latents)).numpy()
+            exact = exact_model.decode(torch.from_numpy(latents).double()).numpy()
+        real, imag = decoder.run(None, {"latents": latents})
+        got = istft(real, imag, c.n_fft, c.stft_hop_length)
+        decoder_cases.append(_case(got, torch32, exact, tolerance, batch=batch, latent_frames=frames))
+    return {"encoder": _summary(encoder_cases, tolerance), "decoder": _summary(decoder_cases, tolerance)}
+
+
+def denoiser_inputs(config, batch: int, frames: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Random denoiser inputs: sigmas log-uniform over the model's range, masks and instruments mixed."""
+    log_sigma = rng.uniform(np.log(config.sigma_min), np.log(config.sigma_max), batch)
+    return {
+        "x": rng.standard_normal((batch, config.latent_channels, frames)).astype(np.float32) * np.exp(log_sigma)[:, None, None].astype(np.float32),
+        "sigma": np.exp(log_sigma).astype(np.float32),
+        "context": rng.standard_normal((batch, config.latent_channels, frames)).astype(np.float32),
+        "context_mask": rng.integers(0, 2, batch).astype(np.float32),
+        "style": rng.standard_normal((batch, config.style_dim)).astype(np.float32),
+        "style_mask": rng.integers(0, 2, batch).astype(np.float32),
+        "instrument": rng.integers(0, 2, batch).astype(np.int64),
+    }
+
+
+def check_denoiser(denoiser, path: Path, *, rng: np.random.Generator, tolerance: float = TOLERANCE,
+                   threads: int | None = None) -> dict:
+    """Compare the denoiser graph with ``denoiser`` on random inputs of several batch sizes and lengths."""
+    import torch
+
+    session = _session(path, threads)
+    exact_model = _float64(denoiser)
+    cases = []
+    for batch, frames in ((1, 1), (3, 7), (2, 2 * denoiser.config.downsampling + 3), (3, 61)):
+        feeds = denoiser_inputs(denoiser.config, batch, frames, rng)
+        tensors = [torch.from_numpy(feeds[name]) for name in DENOISER_INPUTS]
+        with torch.inference_mode():
+            torch32 = denoiser(*tensors).numpy()
+            exact = exact_model(*(t.double() if t.is_floating_point() else t for t in tensors)).numpy()
+        got = session.run(None, feeds)[0]
+        cases.append(_case(got, torch32, exact, tolerance, batch=batch, latent_frames=frames))
+    return _summary(cases, tolerance)
+
+
+def autoencoder_metadata(safetensors_metadata: dict[str, str], config, graph: str) -> dict[str, str]:
+    frontend = {"transform": "stft", "n_fft": config.n_fft, "hop_length": config.stft_hop_length,
+                "window": "hann_periodic", "padding": "same", "normalisation": "overlap_add_window_squared",
+                "audio_padding": f"zeros to a multiple of {config.hop_length} samples"}
+    return {**safetensors_metadata, "backline_onnx_contract": ONNX_CONTRACT_VERSION, "backline_graph": graph,
+            "hop_length": json.dumps(config.hop_length), "spectral_frontend": json.dumps(frontend, sort_keys=True)}
+
+
+def denoiser_metadata(safetensors_metadata: dict[str, str], config) -> dict[str, str]:
+    from backline.models.diffusion import INSTRUMENTS
+
+    return {**safetensors_metadata, "backline_onnx_contract": ONNX_CONTRACT_VERSION, "backline_graph": "denoiser",
+            "sigma_min": json.dumps(config.sigma_min), "sigma_max": json.dumps(config.sigma_max),
+            "sigma_data": json.dumps(config.sigma_data), "style_dim": json.dumps(config.style_dim),
+            "instruments": json.dumps(list(INSTRUMENTS)), "inputs": json.dumps(list(DENOISER_INPUTS))}
+
+
+def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_dir: str | Path, *,
+                  opset: int = OPSET, tolerance: float = TOLERANCE, seed: int | None = None,
+                  threads: int | None = None) -> ExportReport:
+    """Export, check and (only if every graph passes) write the three graphs to ``out_dir``."""
+    import torch
+
+    from backline.models.autoencoder import load_autoencoder
+    from backline.models.diffusion import load_denoiser
+
+    autoencoder, _ = load_autoencoder(autoencoder_path)
+    denoiser, _ = load_denoiser(denoiser_path)
+    if denoiser.config.latent_channels != autoencoder.config.latent_channels:
+        raise ValueError(f"the denoiser expects {denoiser.config.latent_channels} latent channels, "
+                         f"the autoencoder makes {autoencoder.config.latent_channels}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed = secrets.randbits(32) if seed is None else seed
+    report = ExportReport(out_dir, seed=seed)
+    temporary = {part: out_dir / f".{name}.partial" for part, name in ONNX_FILES.items()}
+    try:
+        c = autoencoder.config
+        EncoderGraph, DecoderGraph = _graphs()
+        stft_frames = 2 * c.frames_per_latent
+        bins = c.n_fft // 2 + 1
+        _torch_export(EncoderGraph(autoencoder), (torch.randn(2, bins, stft_frames), torch.randn(2, bins, stft_frames)),
+                      temporary["encoder"], ["spec_real", "spec_imag"], ["latents"],
+                      {"spec_real": {0: "batch", 2: "stft_frames"}, "spec_imag": {0: "batch", 2: "stft_frames"},
+                       "latents": {0: "batch", 2: "latent_frames"}}, opset)
+        _torch_export(DecoderGraph(autoencoder), (torch.randn(2, c.latent_channels, 3),), temporary["decoder"],
+                      ["latents"], ["spec_real", "spec_imag"],
+                      {"latents": {0: "batch", 2: "latent_frames"}, "spec_real": {0: "batch", 2: "stft_frames"},
+                       "spec_imag": {0: "batch", 2: "stft_frames"}}, opset)
+        ae_meta = raw_metadata(autoencoder_path)
+        _write_metadata(temporary["encoder"], autoencoder_metadata(ae_meta, c, "encoder"))
+        _write_metadata(temporary["decoder"], autoencoder_metadata(ae_meta, c, "decoder"))
+
+        d = denoiser.config
+        example = denoiser_inputs(d, 3, 2 * d.downsampling + 1, np.random.default_rng(0))
+        dynamic = {name: {0: "batch"} for name in DENOISER_INPUTS} | {
+            "x": {0: "batch", 2: "latent_frames"}, "context": {0: "batch", 2: "latent_frames"},
+            "denoised": {0: "batch", 2: "latent_frames"}}
+        _torch_export(denoiser, tuple(torch.from_numpy(example[n]) for n in DENOISER_INPUTS), temporary["denoiser"],
+                      list(DENOISER_INPUTS), ["denoised"], dynamic, opset)
+        _write_metadata(temporary["denoiser"], denoiser_metadata(raw_metadata(denoiser_path), d))
+
+        rng = np.random.default_rng(seed)
+        report.checks.update(check_autoencoder(autoencoder, temporary["encoder"], temporary["decoder"], rng=rng,
+                                               tolerance=tolerance, threads=threads))
+        report.checks["denoiser"] = check_denoiser(denoiser, temporary["denoiser"], rng=rng, tolerance=tolerance,
+                                                   threads=threads)
+        failed = [part for part, check in report.checks.items() if not check["passed"]]
+        if failed:
+            details = ", ".join(f"{part}: max relative error {report.checks[part]['max_rel_error']:.3g}" for part in failed)
+            raise ExportError(f"ONNX export refused, the graphs differ from torch beyond {tolerance:g} ({details}); "
+                              f"nothing was written to {out_dir}", report.to_dict())
+        for part, name in ONNX_FILES.items():
+            temporary[part].replace(out_dir / name)
+            report.files[part] = out_dir / name
+        return report
+    finally:
+        for path in temporary.values():
+            path.unlink(missing_ok=True)

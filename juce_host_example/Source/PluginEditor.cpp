@@ -1,0 +1,104 @@
+#include "PluginEditor.h"
+
+void StemView::paint (juce::Graphics& g)
+{
+    g.fillAll (juce::Colour (0xff1d2128));
+    g.setColour (juce::Colour (0xff3a4150));
+    g.drawRect (getLocalBounds());
+    const auto peaks = processor.getStemPeaks();
+    if (peaks.empty())
+    {
+        g.setColour (juce::Colours::grey);
+        g.drawFittedText ("The generated stem appears here. Drag it into your DAW.", getLocalBounds().reduced (8),
+                          juce::Justification::centred, 2);
+        return;
+    }
+    g.setColour (juce::Colour (0xff6fc3df));
+    const float mid = (float) getHeight() * 0.5f, width = (float) getWidth();
+    for (size_t i = 0; i < peaks.size(); ++i)
+    {
+        const float x = width * (float) i / (float) peaks.size();
+        const float h = juce::jmin (1.0f, peaks[i]) * mid;
+        g.drawVerticalLine ((int) x, mid - h, mid + h);
+    }
+    g.setColour (juce::Colours::white.withAlpha (0.7f));
+    g.drawText ("drag me", getLocalBounds().reduced (6), juce::Justification::bottomRight);
+}
+
+void StemView::mouseDrag (const juce::MouseEvent&)
+{
+    const juce::File file (processor.getStemPath());
+    if (dragging || ! file.existsAsFile())
+        return;
+    dragging = true;
+    // The file lives in a permanent folder (some DAWs reference it instead of copying).
+    juce::DragAndDropContainer::performExternalDragDropOfFiles ({ file.getFullPathName() }, false, this,
+                                                                [this] { dragging = false; });
+}
+
+BacklineEditor::BacklineEditor (BacklineProcessor& p)
+    : AudioProcessorEditor (&p), processor (p), stemView (p),
+      instrumentAttachment (*p.instrument, instrumentBox),
+      seedAttachment (*p.seed, seedSlider),
+      stepsAttachment (*p.steps, stepsSlider),
+      recordAttachment (*p.record, recordButton),
+      passAttachment (*p.passInput, passButton)
+{
+    title.setText ("Backline", juce::dontSendNotification);
+    title.setFont (juce::Font (22.0f, juce::Font::bold));
+    instrumentLabel.setText ("Instrument", juce::dontSendNotification);
+    seedLabel.setText ("Seed", juce::dontSendNotification);
+    stepsLabel.setText ("Steps", juce::dontSendNotification);
+    statusLabel.setJustificationType (juce::Justification::topLeft);
+    statusLabel.setMinimumHorizontalScale (1.0f);
+    for (auto* slider : { &seedSlider, &stepsSlider })
+        slider->setTextBoxStyle (juce::Slider::TextBoxRight, false, 70, 22);
+    instrumentBox.addItemList (p.instrument->choices, 1);
+    instrumentAttachment.sendInitialUpdate();   // the items exist only now
+    generateButton.onClick = [this] { processor.requestGenerate(); };
+    cancelButton.onClick = [this] { processor.requestCancel(); };
+    for (auto* c : std::initializer_list<juce::Component*> { &title, &instrumentLabel, &seedLabel, &stepsLabel, &statusLabel,
+                                                             &instrumentBox, &seedSlider, &stepsSlider, &recordButton, &passButton,
+                                                             &generateButton, &cancelButton, &progressBar, &stemView })
+        addAndMakeVisible (c);
+    setResizable (true, true);
+    setResizeLimits (420, 360, 1600, 1200);
+    setSize (560, 420);
+    startTimerHz (10);
+}
+
+void BacklineEditor::paint (juce::Graphics& g) { g.fillAll (juce::Colour (0xff262b33)); }
+
+void BacklineEditor::resized()
+{
+    auto area = getLocalBounds().reduced (12);
+    title.setBounds (area.removeFromTop (30));
+    const auto row = [&area] { auto r = area.removeFromTop (28); area.removeFromTop (6); return r; };
+    auto r = row();
+    instrumentLabel.setBounds (r.removeFromLeft (90));
+    instrumentBox.setBounds (r.removeFromLeft (140));
+    r = row();
+    seedLabel.setBounds (r.removeFromLeft (90));
+    seedSlider.setBounds (r);
+    r = row();
+    stepsLabel.setBounds (r.removeFromLeft (90));
+    stepsSlider.setBounds (r);
+    r = row();
+    recordButton.setBounds (r.removeFromLeft (r.getWidth() / 2));
+    passButton.setBounds (r);
+    r = row();
+    generateButton.setBounds (r.removeFromLeft (120));
+    r.removeFromLeft (8);
+    cancelButton.setBounds (r.removeFromLeft (90));
+    r.removeFromLeft (8);
+    progressBar.setBounds (r);
+    statusLabel.setBounds (area.removeFromTop (48));
+    stemView.setBounds (area);
+}
+
+void BacklineEditor::timerCallback()
+{
+    progressValue = processor.progress->get();
+    statusLabel.setText (processor.getStatusMessage(), juce::dontSendNotification);
+    stemView.repaint();
+}

@@ -1,0 +1,44 @@
+#pragma once
+
+#include "PluginProcessor.h"
+#include <juce_gui_basics/juce_gui_basics.h>
+
+// The result's waveform; drag it into the DAW to drop the saved WAV on a new track.
+class StemView : public juce::Component
+{
+public:
+    explicit StemView (BacklineProcessor& p) : processor (p) {}
+    void paint (juce::Graphics&) override;
+    void mouseDrag (const juce::MouseEvent&) override;
+    void mouseUp (const juce::MouseEvent&) override { dragging = false; }
+
+private:
+    BacklineProcessor& processor;
+    bool dragging = false;
+};
+
+class BacklineEditor : public juce::AudioProcessorEditor, private juce::Timer
+{
+public:
+    explicit BacklineEditor (BacklineProcessor&);
+    void paint (juce::Graphics&) override;
+    void resized() override;
+
+private:
+    void timerCallback() override;
+
+    BacklineProcessor& processor;
+    juce::Label title, instrumentLabel, seedLabel, stepsLabel, statusLabel;
+    juce::ComboBox instrumentBox;
+    juce::Slider seedSlider, stepsSlider;
+    juce::ToggleButton recordButton { "Record while playing" }, passButton { "Pass input through" };
+    juce::TextButton generateButton { "Generate" }, cancelButton { "Cancel" };
+    double progressValue = 0.0;
+    juce::ProgressBar progressBar { progressValue };
+    StemView stemView;
+    juce::ComboBoxParameterAttachment instrumentAttachment;
+    juce::SliderParameterAttachment seedAttachment, stepsAttachment;
+    juce::ButtonParameterAttachment recordAttachment, passAttachment;
+
+    JUCE_DECLARE_NON_COPYABLE_WITH_LEAK_DETECTOR (BacklineEditor)
+};

@@ -1,0 +1,350 @@
+#include "PluginProcessor.h"
+#include "PluginEditor.h"
+#include "EngineWorker.h"
+
+#include <cmath>
+
+namespace
+{
+const juce::StringArray statusChoices { "idle", "working", "ready", "engine not running", "error", "cancelled" };
+const juce::StringArray instrumentChoices { "bass", "drums" };
+}
+
+BacklineProcessor::BacklineProcessor()
+    : AudioProcessor (BusesProperties()
+                          .withInput ("Input", juce::AudioChannelSet::stereo(), true)
+                          .withOutput ("Output", juce::AudioChannelSet::stereo(), true))
+{
+    using namespace juce;
+    addParameter (generate = new AudioParameterBool ({ "generate", 1 }, "Generate", false));
+    addParameter (record = new AudioParameterBool ({ "record", 1 }, "Record", true));
+    addParameter (passInput = new AudioParameterBool ({ "pass_input", 1 }, "Pass Input", true));
+    addParameter (cancel = new AudioParameterBool ({ "cancel", 1 }, "Cancel", false));
+    addParameter (instrument = new AudioParameterChoice ({ "instrument", 1 }, "Instrument", instrumentChoices, 0));
+    addParameter (seed = new AudioParameterInt ({ "seed", 1 }, "Seed", 0, 99999, 0));
+    addParameter (steps = new AudioParameterInt ({ "steps", 1 }, "Steps", 1, 200, 30));
+    addParameter (cfgContext = new AudioParameterFloat ({ "cfg_context", 1 }, "CFG Context",
+                                                        NormalisableRange<float> (0.0f, 10.0f, 0.01f), 1.25f));
+    addParameter (cfgStyle = new AudioParameterFloat ({ "cfg_style", 1 }, "CFG Style",
+                                                      NormalisableRange<float> (0.0f, 10.0f, 0.01f), 1.25f));
+    addParameter (status = new AudioParameterChoice ({ "status", 1 }, "Status", statusChoices, 0,
+                                                     AudioParameterChoiceAttributes().withAutomatable (false)));
+    addParameter (progress = new AudioParameterFloat ({ "progress", 1 }, "Progress", NormalisableRange<float> (0.0f, 1.0f), 0.0f,
+                                                      AudioParameterFloatAttributes().withAutomatable (false)));
+    // For hosts without a transport (pedalboard, offline tools): positions count from the last reset().
+    addParameter (freeRun = new AudioParameterBool ({ "free_run", 1 }, "Free Run", false));
+    worker = std::make_unique<EngineWorker> (*this);
+    worker->startThread();
+}
+
+BacklineProcessor::~BacklineProcessor()
+{
+    worker->signalThreadShouldExit();
+    worker->stopThread (10000);   // the worker closes its socket and context itself (LINGER 0)
+    worker.reset();
+    delete stem.exchange (nullptr);
+}
+
+bool BacklineProcessor::isBusesLayoutSupported (const BusesLayout& layouts) const
+{
+    const auto out = layouts.getMainOutputChannelSet();
+    if (out != juce::AudioChannelSet::mono() && out != juce::AudioChannelSet::stereo())
+        return false;
+    return layouts.getMainInputChannelSet() == out;
+}
+
+void BacklineProcessor::allocateCapture (double sampleRate)
+{
+    const juce::ScopedLock sl (captureAllocLock);
+    const auto frames = (int) std::ceil (maxRegionSeconds * sampleRate);
+    if (captureBuffer.getNumSamples() != frames || currentSampleRate != sampleRate)
+    {
+        captureBuffer.setSize (2, frames, false, true, false);
+        capturedFrames.store (0);
+        restartCapture.store (true);
+    }
+}
+
+void BacklineProcessor::prepareToPlay (double sampleRate, int)
+{
+    // Never reallocate under a region the worker is copying (it holds captureAllocLock while it does).
+    allocateCapture (sampleRate);
+    currentSampleRate = sampleRate;
+    captureChannels = juce::jmin (2, getTotalNumInputChannels());
+    freeRunPosition.store (0);   // a new sample rate restarts the recording (allocateCapture)
+    // No lookahead and no delay: latency is 0, so setLatencySamples is not needed.
+}
+
+void BacklineProcessor::reset()
+{
+    freeRunPosition.store (0);   // the recorded pass stays: a host that resets between passes loops back into it
+}
+
+bool BacklineProcessor::pollGenerateTrigger()
+{
+    const bool now = generate->get();
+    const bool before = lastGenerateValue.exchange (now);   // only one thread sees each rising edge
+    if (now && ! before)
+    {
+        jobsRequested.fetch_add (1);
+        return true;
+    }
+    return false;
+}
+
+void BacklineProcessor::requestGenerate()
+{
+    jobsRequested.fetch_add (1);
+    worker->notify();
+}
+
+void BacklineProcessor::processBlock (juce::AudioBuffer<float>& buffer, juce::MidiBuffer&)
+{
+    juce::ScopedNoDenormals noDenormals;
+    const int numSamples = buffer.getNumSamples();
+    const int numIn = getTotalNumInputChannels(), numOut = getTotalNumOutputChannels();
+    for (int ch = numIn; ch < numOut; ++ch)
+        buffer.clear (ch, 0, numSamples);
+
+    // Host position. With Free Run on, or without a playhead, a counter from reset() stands in for it.
+    juce::int64 position = freeRunPosition.fetch_add (numSamples);
+    bool playing = true;
+    double ppq = 0.0, bpm = 0.0;
+    auto* hostPlayHead = freeRun->get() ? nullptr : getPlayHead();
+    if (hostPlayHead != nullptr)
+    {
+        if (auto info = hostPlayHead->getPosition())
+        {
+            if (auto t = info->getTimeInSamples())
+            {
+                position = *t;
+                playing = info->getIsPlaying();
+            }
+            if (auto p = info->getPpqPosition()) ppq = *p;
+            if (auto b = info->getBpm()) bpm = *b;
+        }
+    }
+
+    pollGenerateTrigger();   // lock free; the worker also polls, whoever sees the edge first counts it
+    if (isNonRealtime() && jobsFinished.load() < jobsRequested.load())
+    {
+        // Offline rendering only (STYLE.md): wait, bounded, for the worker's exchange to finish.
+        worker->notify();
+        const auto deadline = juce::Time::getMillisecondCounterHiRes() + offlineWaitSeconds * 1000.0;
+        while (jobsFinished.load() < jobsRequested.load() && juce::Time::getMillisecondCounterHiRes() < deadline)
+            juce::Thread::sleep (2);
+    }
+
+    audioBusy.store (true);
+
+    // ---- capture ----
+    // Record keeps one contiguous pass. A jump back into the pass (a loop, or play again from its start)
+    // closes it; it is then kept until Record is switched off and on or a Generate has used it.
+    // Any other jump before the pass is closed starts a new one at the new position.
+    const bool recordOn = record->get();
+    if (recordOn && ! lastRecordOn)
+        restartCapture.store (true);
+    lastRecordOn = recordOn;
+    if (recordOn && playing && ! captureFrozen.load() && captureChannels > 0 && captureBuffer.getNumSamples() > 0)
+    {
+        auto captured = capturedFrames.load();
+        bool restart = restartCapture.exchange (false) || captured == 0;
+        if (! restart && ! captureClosed && position != captureNextPosition)
+        {
+            if (position >= regionStartSample.load() && position < captureNextPosition)
+                captureClosed = true;
+            else
+                restart = true;
+        }
+        if (restart)
+        {
+            captured = 0;
+            captureClosed = false;
+            capturedFrames.store (0);
+            regionStartSample.store (position);
+            regionStartPpq.store (ppq);
+            regionBpm.store (bpm);
+        }
+        if (! captureClosed)
+        {
+            const auto room = (juce::int64) captureBuffer.getNumSamples() - captured;
+            const int toCopy = (int) juce::jmin ((juce::int64) numSamples, room);
+            for (int ch = 0; ch < 2 && toCopy > 0; ++ch)
+                captureBuffer.copyFrom (ch, (int) captured, buffer, juce::jmin (ch, captureChannels - 1), 0, toCopy);
+            capturedFrames.store (captured + juce::jmax (0, toCopy));
+            captureNextPosition = position + numSamples;
+        }
+    }
+
+    // ---- playback: the stem sample k sounds at host sample stem->startSample + k ----
+    const bool keepInput = passInput->get();
+    Stem* current = stem.load();
+    if (! keepInput)
+        buffer.clear();
+    if (current != nullptr && playing && current->audio.getNumChannels() > 0)
+    {
+        const auto stemFrames = (juce::int64) current->audio.getNumSamples();
+        const auto first = juce::jmax ((juce::int64) 0, current->startSample - position);
+        const auto last = juce::jmin ((juce::int64) numSamples, current->startSample + stemFrames - position);
+        if (first < last)
+        {
+            const auto offset = position + first - current->startSample;
+            for (int ch = 0; ch < numOut; ++ch)
+                buffer.addFrom (ch, (int) first, current->audio, juce::jmin (ch, current->audio.getNumChannels() - 1),
+                                (int) offset, (int) (last - first));
+        }
+    }
+
+    audioBusy.store (false);
+}
+
+bool BacklineProcessor::waitUntilAudioIdle (int timeoutMs) const
+{
+    const auto deadline = juce::Time::getMillisecondCounter() + (juce::uint32) timeoutMs;
+    while (audioBusy.load())
+    {
+        if (juce::Time::getMillisecondCounter() > deadline)
+            return false;
+        juce::Thread::yield();
+    }
+    return true;
+}
+
+bool BacklineProcessor::takeRegion (Region& out)
+{
+    captureFrozen.store (true);
+    waitUntilAudioIdle (2000);   // a block that started before the freeze finishes its copy first
+    const juce::ScopedLock sl (captureAllocLock);
+    const auto frames = capturedFrames.load();
+    if (frames <= 0)
+        return false;
+    out.audio.setSize (juce::jmax (1, captureChannels), (int) frames);
+    for (int ch = 0; ch < out.audio.getNumChannels(); ++ch)
+        out.audio.copyFrom (ch, 0, captureBuffer, ch, 0, (int) frames);
+    out.startSample = regionStartSample.load();
+    out.startPpq = regionStartPpq.load();
+    out.bpm = regionBpm.load();
+    out.sampleRate = currentSampleRate;
+    return true;
+}
+
+void BacklineProcessor::releaseCapture()
+{
+    restartCapture.store (true);
+    captureFrozen.store (false);
+}
+
+void BacklineProcessor::retire (Stem* old)
+{
+    if (old == nullptr)
+        return;
+    if (waitUntilAudioIdle (500))
+        delete old;
+    else
+        graveyard.emplace_back (old);   // freed with the plugin
+}
+
+void BacklineProcessor::publishStem (std::unique_ptr<Stem> newStem, const juce::String& path, const juce::String& newJobId)
+{
+    std::vector<float> peaks (512, 0.0f);
+    if (newStem != nullptr && newStem->audio.getNumSamples() > 0)
+    {
+        const int frames = newStem->audio.getNumSamples();
+        for (size_t i = 0; i < peaks.size(); ++i)
+        {
+            const int a = (int) ((juce::int64) frames * (juce::int64) i / (juce::int64) peaks.size());
+            const int b = juce::jmax (a + 1, (int) ((juce::int64) frames * (juce::int64) (i + 1) / (juce::int64) peaks.size()));
+            peaks[i] = newStem->audio.getMagnitude (0, a, juce::jmin (b, frames) - a);
+        }
+    }
+    const juce::ScopedLock sl (publishLock);
+    {
+        const juce::ScopedLock il (infoLock);
+        stemPath = path;
+        jobId = newJobId;
+        stemPeaks = std::move (peaks);
+        savedStemStart = newStem != nullptr ? newStem->startSample : 0;
+    }
+    retire (stem.exchange (newStem.release()));
+}
+
+std::unique_ptr<Stem> BacklineProcessor::loadStemFile (const juce::File& file, juce::int64 startSample, double hostRate)
+{
+    juce::AudioFormatManager formats;
+    formats.registerBasicFormats();
+    std::unique_ptr<juce::AudioFormatReader> reader (formats.createReaderFor (file));
+    if (reader == nullptr || reader->lengthInSamples <= 0 || reader->lengthInSamples > (juce::int64) (1 << 30))
+        return nullptr;
+    auto result = std::make_unique<Stem>();
+    result->audio.setSize ((int) juce::jlimit (1u, 2u, reader->numChannels), (int) reader->lengthInSamples);
+    reader->read (&result->audio, 0, (int) reader->lengthInSamples, 0, true, true);
+    result->startSample = startSample;
+    result->sampleRate = hostRate > 0 ? hostRate : reader->sampleRate;
+    return result;
+}
+
+void BacklineProcessor::setStatus (Status newStatus, const juce::String& message, float progressValue)
+{
+    {
+        const juce::ScopedLock sl (infoLock);
+        statusMessage = message;
+        statusIndex.store ((int) newStatus);
+    }
+    *status = (int) newStatus;
+    *progress = juce::jlimit (0.0f, 1.0f, progressValue);
+}
+
+juce::String BacklineProcessor::getStatusMessage() const { const juce::ScopedLock sl (infoLock); return statusMessage; }
+juce::String BacklineProcessor::getStemPath() const { const juce::ScopedLock sl (infoLock); return stemPath; }
+std::vector<float> BacklineProcessor::getStemPeaks() const { const juce::ScopedLock sl (infoLock); return stemPeaks; }
+
+void BacklineProcessor::getStateInformation (juce::MemoryBlock& destData)
+{
+    juce::XmlElement xml ("BACKLINE");
+    xml.setAttribute ("version", 1);
+    for (auto* p : getParameters())
+        if (auto* withId = dynamic_cast<juce::AudioProcessorParameterWithID*> (p))
+            if (withId != generate && withId != cancel && withId != progress && withId != status)
+                xml.setAttribute ("param_" + withId->paramID, (double) p->getValue());
+    {
+        const juce::ScopedLock sl (infoLock);
+        xml.setAttribute ("status", statusChoices[statusIndex.load()]);
+        xml.setAttribute ("message", statusMessage);
+        xml.setAttribute ("job_id", jobId);
+        xml.setAttribute ("stem_path", stemPath);
+        xml.setAttribute ("stem_start_sample", juce::String (savedStemStart));
+    }
+    xml.setAttribute ("region_start_sample", juce::String (regionStartSample.load()));
+    xml.setAttribute ("region_frames", juce::String (capturedFrames.load()));
+    xml.setAttribute ("region_start_ppq", regionStartPpq.load());
+    xml.setAttribute ("region_bpm", regionBpm.load());
+    xml.setAttribute ("sample_rate", currentSampleRate);
+    xml.setAttribute ("latency_samples", getLatencySamples());
+    copyXmlToBinary (xml, destData);
+}
+
+void BacklineProcessor::setStateInformation (const void* data, int sizeInBytes)
+{
+    auto xml = getXmlFromBinary (data, sizeInBytes);
+    if (xml == nullptr || ! xml->hasTagName ("BACKLINE"))
+        return;
+    for (auto* p : getParameters())
+        if (auto* withId = dynamic_cast<juce::AudioProcessorParameterWithID*> (p))
+            if (withId != status && xml->hasAttribute ("param_" + withId->paramID))
+                p->setValueNotifyingHost ((float) xml->getDoubleAttribute ("param_" + withId->paramID));
+    // Reopened project: play the saved stem again without regenerating.
+    const juce::File file (xml->getStringAttribute ("stem_path"));
+    if (file.existsAsFile())
+    {
+        const auto start = xml->getStringAttribute ("stem_start_sample").getLargeIntValue();
+        if (auto loaded = loadStemFile (file, start, currentSampleRate))
+        {
+            publishStem (std::move (loaded), file.getFullPathName(), xml->getStringAttribute ("job_id"));
+            setStatus (Status::ready, "Stem loaded from " + file.getFullPathName(), 1.0f);
+        }
+    }
+}
+
+juce::AudioProcessorEditor* BacklineProcessor::createEditor() { return new BacklineEditor (*this); }
+
+juce::AudioProcessor* JUCE_CALLTYPE createPluginFilter() { return new BacklineProcessor(); }

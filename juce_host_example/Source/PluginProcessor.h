@@ -1,0 +1,149 @@
+// Backline plugin: the audio side. See ../README.md for the threading rules.
+//
+// Audio thread (processBlock): reads the playhead, appends the input to a preallocated capture
+// buffer, reads the published stem through an atomic pointer. No locks, sockets, file I/O or
+// allocation. The one exception STYLE.md allows: in non-real-time (offline) rendering, a block that
+// follows a Generate trigger waits (bounded) for the worker to finish the exchange, so an offline
+// render contains the result.
+// Worker thread (EngineWorker): owns the ZeroMQ socket and runs the bridge protocol.
+#pragma once
+
+#include <juce_audio_processors/juce_audio_processors.h>
+#include <juce_audio_formats/juce_audio_formats.h>
+
+#include <atomic>
+#include <memory>
+#include <vector>
+
+class EngineWorker;
+
+// A generated stem, immutable once published to the audio thread.
+struct Stem
+{
+    juce::AudioBuffer<float> audio;   // at the host sample rate
+    juce::int64 startSample = 0;      // host timeline sample where stem sample 0 plays
+    double sampleRate = 0.0;
+};
+
+// The values of the read-only "Status" parameter (a Python host reads them as text).
+enum class Status { idle = 0, working, ready, engineNotRunning, error, cancelled };
+
+class BacklineProcessor : public juce::AudioProcessor
+{
+public:
+    BacklineProcessor();
+    ~BacklineProcessor() override;
+
+    void prepareToPlay (double sampleRate, int samplesPerBlock) override;
+    void releaseResources() override {}
+    void reset() override;
+    bool isBusesLayoutSupported (const BusesLayout& layouts) const override;
+    void processBlock (juce::AudioBuffer<float>&, juce::MidiBuffer&) override;
+    using AudioProcessor::processBlock;
+
+    juce::AudioProcessorEditor* createEditor() override;
+    bool hasEditor() const override { return true; }
+
+    const juce::String getName() const override { return "Backline"; }
+    bool acceptsMidi() const override { return false; }
+    bool producesMidi() const override { return false; }
+    bool isMidiEffect() const override { return false; }
+    double getTailLengthSeconds() const override { return 0.0; }
+
+    int getNumPrograms() override { return 1; }
+    int getCurrentProgram() override { return 0; }
+    void setCurrentProgram (int) override {}
+    const juce::String getProgramName (int) override { return {}; }
+    void changeProgramName (int, const juce::String&) override {}
+
+    void getStateInformation (juce::MemoryBlock& destData) override;
+    void setStateInformation (const void* data, int sizeInBytes) override;
+
+    // ---- used by the editor and the worker (never from the audio thread) ----
+    void requestGenerate();                  // the editor's Generate button
+    void requestCancel() { cancelRequested.store (true); }
+    bool pollGenerateTrigger();              // rising edge of the "Generate" parameter (any thread, lock free)
+    void setStatus (Status, const juce::String& message, float progressValue);
+    juce::String getStatusMessage() const;
+    Status getStatus() const { return (Status) statusIndex.load(); }
+    juce::String getStemPath() const;
+    std::vector<float> getStemPeaks() const;
+
+    struct Region
+    {
+        juce::AudioBuffer<float> audio;
+        juce::int64 startSample = 0;
+        double startPpq = 0.0, bpm = 0.0;
+        double sampleRate = 0.0;
+    };
+    // Freeze the capture and copy the region out (worker thread). False if nothing was recorded.
+    bool takeRegion (Region& out);
+    void releaseCapture();                   // unfreeze; the next played block starts a new region
+    // Publish a stem to the audio thread and remember where it was saved (worker or message thread).
+    void publishStem (std::unique_ptr<Stem> stem, const juce::String& path, const juce::String& jobId);
+    static std::unique_ptr<Stem> loadStemFile (const juce::File& file, juce::int64 startSample, double hostRate);
+
+    // Parameters (pedalboard names them generate, record, pass_input, cancel, instrument, seed, steps,
+    // cfg_context, cfg_style, status, progress, free_run).
+    juce::AudioParameterBool* generate = nullptr;
+    juce::AudioParameterBool* record = nullptr;
+    juce::AudioParameterBool* passInput = nullptr;
+    juce::AudioParameterBool* cancel = nullptr;
+    juce::AudioParameterBool* freeRun = nullptr;    // ignore the host transport: count samples from reset()
+    juce::AudioParameterChoice* instrument = nullptr;
+    juce::AudioParameterInt* seed = nullptr;
+    juce::AudioParameterInt* steps = nullptr;
+    juce::AudioParameterFloat* cfgContext = nullptr;
+    juce::AudioParameterFloat* cfgStyle = nullptr;
+    juce::AudioParameterChoice* status = nullptr;   // read-only: written by the plugin
+    juce::AudioParameterFloat* progress = nullptr;  // read-only: written by the plugin
+
+    std::atomic<bool> cancelRequested { false };
+    std::atomic<int> jobsRequested { 0 }, jobsFinished { 0 };
+
+    static constexpr double maxRegionSeconds = 180.0;
+    static constexpr double offlineWaitSeconds = 300.0;
+
+private:
+    void allocateCapture (double sampleRate);
+    void retire (Stem* old);
+    bool waitUntilAudioIdle (int timeoutMs) const;
+
+    // ---- capture (audio thread writes; worker reads after freezing) ----
+    juce::AudioBuffer<float> captureBuffer;                  // preallocated in prepareToPlay
+    juce::CriticalSection captureAllocLock;                  // prepareToPlay vs takeRegion; never the audio thread
+    std::atomic<juce::int64> capturedFrames { 0 };
+    std::atomic<juce::int64> regionStartSample { 0 };
+    std::atomic<double> regionStartPpq { 0.0 }, regionBpm { 0.0 };
+    std::atomic<bool> captureFrozen { false }, restartCapture { true };
+    juce::int64 captureNextPosition = -1;                    // audio thread only (and prepareToPlay)
+    bool captureClosed = false, lastRecordOn = false;        // audio thread only (and prepareToPlay)
+    int captureChannels = 0;
+    double currentSampleRate = 0.0;
+
+    // ---- playback ----
+    std::atomic<Stem*> stem { nullptr };
+    std::vector<std::unique_ptr<Stem>> graveyard;            // stems the audio thread might still read
+    juce::CriticalSection publishLock;                        // publishers only, never the audio thread
+
+    // The audio thread sets this while it touches the capture buffer or the stem (Dekker-style handshake,
+    // sequentially consistent atomics): the worker frees or reads only after seeing it false.
+    std::atomic<bool> audioBusy { false };
+
+    std::atomic<bool> lastGenerateValue { false };
+    std::atomic<juce::int64> freeRunPosition { 0 };         // position used when the host gives none
+
+    // ---- status for the editor and the saved state ----
+    // The status itself (hosts such as dawdreamer write every parameter each block, so the parameter
+    // is only a mirror for hosts that read it; the saved state reports this value).
+    std::atomic<int> statusIndex { 0 };
+    mutable juce::CriticalSection infoLock;
+    juce::String statusMessage { "Idle. Play the region with Record on, then press Generate." };
+    juce::String stemPath, jobId;
+    std::vector<float> stemPeaks;
+    juce::int64 savedStemStart = 0;
+
+    std::unique_ptr<EngineWorker> worker;
+
+    JUCE_DECLARE_NON_COPYABLE_WITH_LEAK_DETECTOR (BacklineProcessor)
+};

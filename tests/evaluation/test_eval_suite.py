@@ -1,0 +1,98 @@
+import json
+
+import mido
+import numpy as np
+import pytest
+
+from backline.engine.transcribe import Note
+from backline.training import eval_suite as es
+from eval_synthetic import write_build
+
+
+def test_onsets_match_one_to_one_within_tolerance():
+    assert es.match_onsets([1.0, 2.0, 3.0], [1.04, 1.01, 2.06, 3.0]) == 2
+    assert es.match_onsets([1.0, 1.03], [1.02]) == 1
+    assert es.match_onsets([], [1.0]) == 0
+
+
+def test_note_f1_needs_the_exact_pitch():
+    reference = [Note(0.0, 0.5, 40), Note(0.5, 1.0, 43)]
+    scores = es.note_f1(reference, [Note(0.02, 0.5, 40), Note(0.5, 1.0, 55)])
+    assert scores["precision"] == 0.5 and scores["recall"] == 0.5 and scores["f1"] == 0.5
+    assert es.note_f1(reference, [Note(0.02, 0.5, 52)], octave_invariant=True)["matched"] == 1
+
+
+def test_drum_classes_merge_gm_variants():
+    reference = [Note(0.0, 0.05, 35), Note(0.0, 0.05, 36), Note(0.5, 0.55, 40), Note(0.5, 0.55, 46)]
+    scores = es.drum_f1(reference, [Note(0.01, 0.05, 36), Note(0.52, 0.55, 38)])
+    assert scores["kick"]["f1"] == 1.0 and scores["snare"]["f1"] == 1.0
+    assert scores["hat"]["recall"] == 0.0 and scores["hat"]["reference"] == 1
+
+
+def test_reference_notes_follow_the_recorded_transposition_and_tempo(tmp_path):
+    midi = mido.MidiFile(ticks_per_beat=480)
+    track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500_000),
+                            mido.Message("program_change", channel=1, program=33),
+                            mido.Message("program_change", channel=0, program=0)])
+    for beat in range(4):
+        track += [mido.Message("note_on", channel=1, note=40 + beat, velocity=90, time=0 if beat == 0 else 0),
+                  mido.Message("note_on", channel=0, note=60, velocity=90),
+                  mido.Message("note_off", channel=1, note=40 + beat, time=480),
+                  mido.Message("note_off", channel=0, note=60)]
+    midi.tracks.append(track)
+    path = tmp_path / "song.mid"
+    midi.save(str(path))
+    record = {"variant_id": "v", "source": "user", "piece_id": "user/song", "origin": str(path),
+              "transpose_semitones": 2, "tempo_scale": 1.25, "programs": {"bass": 34, "drum_kit": None}}
+    notes = es.reference_notes(record, "bass")
+    assert [n.pitch for n in notes] == [42, 43, 44, 45]
+    np.testing.assert_allclose([n.start_seconds for n in notes], [0.0, 0.4, 0.8, 1.2], atol=1e-6)
+
+
+def test_accompaniment_report_scores_real_one_and_flags_copies(tmp_path):
+    build = write_build(tmp_path / "build", count=4, seconds=4.0)
+    generated = tmp_path / "generated"
+    generated.mkdir()
+    import soundfile as sf
+
+    for index in range(4):  # "generated" = the real stem, except one copy of the context
+        folder = build / "audio" / f"synthetic_{index}" / "bass"
+        source = "context.flac" if index == 0 else "target.flac"
+        audio, rate = sf.read(folder / source)
+        sf.write(generated / es.generated_name(f"synthetic_{index}", "bass"), audio, rate)
+    summary = es.evaluate_accompaniment(build, generated_dir=generated, instruments=("bass",),
+                                        figure_dir=tmp_path / "out")
+    block = summary["instruments"]["bass"]
+    assert block["pairs"] == 4
+    assert block["fit"]["real"]["harmonic_fit_normalised"] == 1.0
+    assert block["fit"]["shuffled"]["rhythmic_fit_normalised"] == 0.0
+    assert block["sanity"]["generated"]["copy_of_context"] == 0.25
+    assert block["sanity"]["real"]["any"] == 0.0
+    assert set(block["realism"]) == {"rule-based", "generated"}
+    md, js = es.write_report(tmp_path / "out", "report", summary, es.accompaniment_markdown(summary, "test"))
+    assert "| generated |" in md.read_text()
+    for figure in block["figures"]:  # empty without matplotlib
+        assert (tmp_path / "out" / figure).stat().st_size > 1000 and f"]({figure})" in md.read_text()
+    assert json.loads(js.read_text())["instruments"]["bass"]["pairs"] == 4
+
+
+def test_generate_mode_writes_one_stem_per_pair_with_a_tiny_bundle(tmp_path):
+    torch = pytest.importorskip("torch")
+    from backline.engine.runtime import TorchBackend
+    from backline.engine.pipeline import Bundle
+    from backline.models.autoencoder import CONFIGS as AE_CONFIGS, Autoencoder
+    from backline.models.diffusion import CONFIGS as DN_CONFIGS, EDMPrecond
+
+    torch.manual_seed(0)
+    bundle = Bundle(TorchBackend(Autoencoder(AE_CONFIGS["tiny"]).eval(), EDMPrecond(DN_CONFIGS["tiny"]).eval(),
+                                 {"autoencoder": "tiny", "denoiser": "tiny"}))
+    build = write_build(tmp_path / "build", count=2, seconds=3.0)
+    out = es.generate_stems(build, tmp_path / "gen", bundle, count=2, seconds=1.0, offset_seconds=0.5,
+                            instruments=("bass",), steps=2)
+    index = json.loads((out / es.GENERATED_INDEX).read_text())
+    assert sorted(index["items"]) == ["synthetic_0__bass.wav", "synthetic_1__bass.wav"]
+    assert index["items"]["synthetic_0__bass.wav"]["offset_seconds"] == 0.5
+    summary = es.evaluate_accompaniment(build, generated_dir=out, instruments=("bass",))
+    block = summary["instruments"]["bass"]
+    assert block["sanity"]["generated"]["wrong_length"] == 0.0 and block["sanity"]["generated"]["non_finite"] == 0.0
+    assert block["seconds"] == pytest.approx(2.0, abs=0.01)

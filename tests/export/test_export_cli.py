@@ -1,0 +1,41 @@
+import argparse
+import json
+import subprocess
+import sys
+
+from backline.export import cli
+from backline.export.debug_models import write_debug_models
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(prog="backline")
+    cli.register(parser.add_subparsers())
+    return parser.parse_args(argv)
+
+
+def test_export_command_writes_checked_files_and_a_report(tmp_path, capsys):
+    ae_path, dn_path = write_debug_models(tmp_path, "tiny", seed=1)
+    args = parse(["export", "--autoencoder", str(ae_path), "--denoiser", str(dn_path), "--out", str(tmp_path / "onnx"),
+                  "--seed", "4", "--threads", "1", "--json", str(tmp_path / "report.json")])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert out.count(" ok\n") == 3 and "check inputs seed 4" in out
+    assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == [
+        "autoencoder_decoder.onnx", "autoencoder_encoder.onnx", "denoiser.onnx"]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["seed"] == 4 and all(check["passed"] for check in report["checks"].values())
+
+
+def test_export_command_reports_a_missing_file(tmp_path, capsys):
+    args = parse(["export", "--autoencoder", str(tmp_path / "nope.safetensors"), "--denoiser", str(tmp_path / "x"),
+                  "--out", str(tmp_path / "onnx")])
+    assert args.func(args) == 2
+    assert "nope.safetensors: no such model file" in capsys.readouterr().err
+
+
+def test_registration_and_help_need_no_torch():
+    script = ("import sys; sys.modules['torch'] = None; from backline.cli import main; main(sys.argv[1:])")
+    for command in (["export"], ["bench", "generate"]):
+        done = subprocess.run([sys.executable, "-c", script, *command, "--help"], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "examples:" in done.stdout

@@ -1,0 +1,133 @@
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+
+from backline.engine.runtime import ONNX_FILES, OnnxBackend, RuntimeModelError, TorchBackend, read_metadata
+from backline.export import onnx as onnx_export
+from backline.export.debug_models import write_debug_models
+from backline.export.onnx import ExportError, export_models, raw_metadata
+from backline.models.diffusion import INSTRUMENTS
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("models")
+    ae_path, dn_path = write_debug_models(directory, "tiny", seed=0)
+    report = export_models(ae_path, dn_path, directory / "onnx", seed=1, threads=1)
+    return ae_path, dn_path, directory / "onnx", report
+
+
+@pytest.fixture(scope="module")
+def backends(exported):
+    ae_path, dn_path, onnx_dir, _ = exported
+    return TorchBackend.from_files(ae_path, dn_path), OnnxBackend(onnx_dir, intra_op_threads=1)
+
+
+def assert_close(got, want, rel=2e-5):
+    assert got.shape == want.shape
+    scale = max(float(np.abs(want).max()), 1e-6)
+    assert float(np.abs(got - want).max()) <= rel * scale, float(np.abs(got - want).max()) / scale
+
+
+def test_export_writes_three_checked_graphs(exported):
+    _, _, onnx_dir, report = exported
+    assert sorted(p.name for p in onnx_dir.iterdir()) == sorted(ONNX_FILES.values())
+    assert set(report.checks) == {"encoder", "decoder", "denoiser"}
+    for check in report.checks.values():
+        assert check["passed"] and check["max_rel_error"] < 1e-4
+        assert all(c["rel_difference_to_torch_float32"] < 1e-4 for c in check["cases"])
+        assert {1} <= {c.get("samples", c.get("latent_frames")) for c in check["cases"]}  # a one-frame case
+        assert len(check["cases"]) >= 3
+    for path in onnx_dir.iterdir():
+        onnx.checker.check_model(str(path))
+
+
+@pytest.mark.parametrize("batch, samples", [(1, 1), (2, 777), (1, 20_001)])
+def test_encoder_matches_torch(backends, batch, samples):
+    torch_backend, onnx_backend = backends
+    audio = (0.3 * np.random.default_rng(samples).standard_normal((batch, samples))).astype(np.float32)
+    want = torch_backend.encode(audio)
+    assert want.shape == (batch, 8, -(-samples // 256))
+    assert_close(onnx_backend.encode(audio), want)
+
+
+@pytest.mark.parametrize("batch, frames", [(1, 1), (2, 7), (1, 61)])
+def test_decoder_matches_torch(backends, batch, frames):
+    torch_backend, onnx_backend = backends
+    latents = np.random.default_rng(frames).standard_normal((batch, 8, frames)).astype(np.float32)
+    want = torch_backend.decode(latents)
+    assert want.shape == (batch, frames * 256)
+    assert_close(onnx_backend.decode(latents), want)
+
+
+@pytest.mark.parametrize("batch, frames", [(1, 1), (3, 7), (2, 61)])
+def test_denoiser_matches_torch_with_any_batch_and_length(backends, batch, frames):
+    torch_backend, onnx_backend = backends
+    feeds = onnx_export.denoiser_inputs(torch_backend.denoiser.config, batch, frames, np.random.default_rng(frames))
+    want = torch_backend.denoise(**feeds)
+    assert want.shape == (batch, 8, frames)
+    assert_close(onnx_backend.denoise(**feeds), want)
+
+
+def test_metadata_carries_the_safetensors_contract(exported, backends):
+    ae_path, dn_path, onnx_dir, _ = exported
+    torch_backend, onnx_backend = backends
+    for part, source in (("encoder", ae_path), ("decoder", ae_path), ("denoiser", dn_path)):
+        metadata = read_metadata(onnx_dir / ONNX_FILES[part])
+        stored = raw_metadata(source)
+        assert {key: metadata[key] for key in stored} == stored
+        assert metadata["backline_graph"] == part and metadata["backline_onnx_contract"] == "1"
+    denoiser = read_metadata(onnx_dir / ONNX_FILES["denoiser"])
+    config = torch_backend.denoiser.config
+    assert (json.loads(denoiser["sigma_min"]), json.loads(denoiser["sigma_max"])) == (config.sigma_min, config.sigma_max)
+    assert json.loads(denoiser["instruments"]) == list(INSTRUMENTS)
+    encoder = read_metadata(onnx_dir / ONNX_FILES["encoder"])
+    for key in ("sample_rate", "latent_rate_hz", "latent_channels", "latent_scale"):
+        assert key in encoder
+    assert json.loads(encoder["spectral_frontend"])["n_fft"] == 256
+    assert onnx_backend.contract == torch_backend.contract
+
+
+def test_an_export_that_differs_from_torch_is_refused_and_nothing_is_written(exported, tmp_path, monkeypatch):
+    ae_path, dn_path, _, _ = exported
+    graphs = onnx_export._graphs
+
+    def tampered():
+        encoder_graph, decoder_graph = graphs()
+
+        class OffEncoder(encoder_graph):
+            def forward(self, spec_real, spec_imag):
+                return super().forward(spec_real, spec_imag) + 1e-2
+
+        return OffEncoder, decoder_graph
+
+    monkeypatch.setattr(onnx_export, "_graphs", tampered)
+    out = tmp_path / "onnx"
+    out.mkdir()
+    (out / "denoiser.onnx").write_bytes(b"an older export")
+    with pytest.raises(ExportError, match=r"ONNX export refused, the graphs differ from torch beyond 0.0001 \(encoder: max relative error") as caught:
+        export_models(ae_path, dn_path, out, seed=2, threads=1)
+    checks = caught.value.report["checks"]
+    assert {part: check["passed"] for part, check in checks.items()} == {"encoder": False, "decoder": True, "denoiser": True}
+    assert checks["encoder"]["max_rel_error"] > 1e-3 > checks["encoder"]["torch_float32_rel_error"]
+    assert sorted(p.name for p in out.iterdir()) == ["denoiser.onnx"]
+    assert (out / "denoiser.onnx").read_bytes() == b"an older export"
+
+
+def test_runtime_refuses_mismatched_or_missing_files(exported, tmp_path):
+    _, _, onnx_dir, _ = exported
+    for name in ONNX_FILES.values():
+        shutil.copy(onnx_dir / name, tmp_path / name)
+    model = onnx.load(str(tmp_path / ONNX_FILES["decoder"]))
+    for entry in model.metadata_props:
+        if entry.key == "config":
+            entry.value = json.dumps({**json.loads(entry.value), "n_fft": 512}, sort_keys=True)
+    onnx.save(model, str(tmp_path / ONNX_FILES["decoder"]))
+    with pytest.raises(RuntimeModelError, match="come from different autoencoders"):
+        OnnxBackend(tmp_path)
+    (tmp_path / ONNX_FILES["denoiser"]).unlink()
+    with pytest.raises(RuntimeModelError, match="missing ONNX model files: .*denoiser.onnx"):
+        OnnxBackend(tmp_path)

@@ -1,0 +1,212 @@
+"""The built Backline VST3 hosted in pedalboard.
+
+pedalboard gives no transport (the plugin hears "stopped at sample 0"), so tests that record turn on
+the plugin's Free Run parameter: positions then count from each process() call's start (pedalboard
+resets the plugin before each call). pedalboard renders non-real-time, so the block after a Generate
+trigger waits for the exchange. Parameters the plugin itself changes (Status, Progress) do not reach
+pedalboard's parameter view without a message loop, so the status is read from the saved state.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from backline_plugin_helpers import demo_stem, make_signal, parse_state
+
+pedalboard = pytest.importorskip("pedalboard")
+
+SAMPLE_RATE = 44_100
+
+
+@pytest.fixture
+def plugin(plugin_path, plugin_env):
+    return pedalboard.load_plugin(plugin_path)
+
+
+@pytest.fixture
+def free_running(plugin):
+    plugin.free_run = True
+    return plugin
+
+
+def wait_for_status(plugin, wanted: set[str], timeout_seconds: float = 30.0) -> dict:
+    """Poll the saved state until its status is one of `wanted` (bounded); returns the state."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        state = parse_state(plugin.raw_state)
+        if state["status"] in wanted or time.monotonic() > deadline:
+            return state
+        time.sleep(0.05)
+
+
+def test_plugin_loads_with_its_parameters_and_reports_no_latency(plugin):
+    assert plugin.name == "Backline"
+    assert plugin.is_effect
+    for name in ("generate", "record", "pass_input", "cancel", "instrument", "seed", "steps", "cfg_context",
+                 "cfg_style", "status", "progress", "free_run"):
+        assert name in plugin.parameters, f"parameter {name!r} missing: {sorted(plugin.parameters)}"
+    assert plugin.status == "idle"
+    assert plugin.instrument == "bass"
+    plugin.instrument = "drums"
+    assert plugin.instrument == "drums"
+    assert plugin.reported_latency_samples == 0
+    state = parse_state(plugin.raw_state)
+    assert state["status"] == "idle" and state["latency_samples"] == "0"
+
+
+@pytest.mark.parametrize("buffer_size", [1, 64, 65, 8193])
+def test_idle_plugin_passes_audio_through_unchanged(plugin, buffer_size):
+    audio = make_signal(SAMPLE_RATE // 2 if buffer_size > 1 else 4_000, SAMPLE_RATE)
+    out = plugin.process(audio, SAMPLE_RATE, buffer_size=buffer_size)
+    np.testing.assert_array_equal(out, audio)
+
+
+def test_engine_not_running_is_reported_and_audio_keeps_passing(free_running):
+    plugin = free_running
+    audio = make_signal(SAMPLE_RATE, SAMPLE_RATE)
+    np.testing.assert_array_equal(plugin.process(audio, SAMPLE_RATE), audio)   # records the region
+    plugin.generate = True
+    out = plugin.process(audio, SAMPLE_RATE)
+    state = wait_for_status(plugin, {"engine not running", "error"}, timeout_seconds=15)
+    assert state["status"] == "engine not running", state
+    assert "not running" in state["message"] and "backline serve" in state["message"], state["message"]
+    assert np.isfinite(out).all()
+    np.testing.assert_array_equal(out, audio)
+
+
+def test_stale_connection_file_is_reported_as_engine_not_answering(free_running, plugin_env):
+    plugin = free_running
+    runtime, _ = plugin_env
+    # A connection file left behind by a crashed engine: nothing listens on that port.
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (runtime / "engine.json").write_text(
+        f'{{"protocol_version": 1, "transport": "tcp", "host": "127.0.0.1", "port": {port}, "token": "{"0" * 64}"}}')
+    audio = make_signal(SAMPLE_RATE // 2, SAMPLE_RATE)
+    plugin.process(audio, SAMPLE_RATE)
+    plugin.generate = True
+    out = plugin.process(audio, SAMPLE_RATE)
+    state = wait_for_status(plugin, {"engine not running", "error"}, timeout_seconds=20)
+    assert state["status"] == "engine not running", state
+    assert "did not answer" in state["message"] and "backline serve" in state["message"], state["message"]
+    np.testing.assert_array_equal(out, audio)
+
+
+def test_generate_without_a_recorded_region_says_what_to_do(free_running, engine):
+    plugin = free_running
+    plugin.record = False
+    plugin.generate = True
+    plugin.process(np.zeros((2, 512), np.float32), SAMPLE_RATE)
+    state = wait_for_status(plugin, {"error", "ready", "engine not running"}, timeout_seconds=15)
+    assert state["status"] == "error" and "Nothing recorded" in state["message"], state
+
+
+def test_full_exchange_in_pedalboard_plays_the_demo_stem_from_the_region_start(free_running, engine, plugin_env):
+    plugin = free_running
+    _, stems = plugin_env
+    region = make_signal(SAMPLE_RATE, SAMPLE_RATE)
+    plugin.steps = 4
+    plugin.process(region, SAMPLE_RATE, buffer_size=512)          # Record is on by default: captures at position 0
+    plugin.record = False
+    plugin.pass_input = False
+    plugin.generate = True
+    plugin.process(np.zeros((2, 256), np.float32), SAMPLE_RATE)   # the trigger: this call waits for the exchange
+    state = wait_for_status(plugin, {"ready", "error", "engine not running"}, timeout_seconds=60)
+    assert state["status"] == "ready", state
+    expected = demo_stem(region, SAMPLE_RATE, steps=4)
+    out = plugin.process(np.zeros_like(region), SAMPLE_RATE, buffer_size=512)
+    assert np.isfinite(out).all()
+    for channel in out:
+        np.testing.assert_allclose(channel, expected, atol=1e-6, rtol=0)
+    saved = stems / state["stem_path"].rsplit("/", 1)[-1]
+    assert saved.is_file() and saved.suffix == ".wav"
+    import soundfile
+
+    wav, rate = soundfile.read(saved, dtype="float32", always_2d=True)
+    assert rate == SAMPLE_RATE
+    np.testing.assert_allclose(wav[:, 0], expected, atol=1e-6, rtol=0)
+
+
+def test_a_closed_pass_is_kept_until_record_is_switched_off_and_on(free_running, engine):
+    """Playing again from the start (pedalboard resets positions each call) closes the pass and keeps it."""
+    plugin = free_running
+    plugin.steps = 2
+    first, second = make_signal(30_000, SAMPLE_RATE, seed=1), make_signal(44_100, SAMPLE_RATE, seed=2)
+    plugin.process(first, SAMPLE_RATE)
+    plugin.process(second, SAMPLE_RATE)                  # jumps back into the pass: closed, `first` kept
+    assert parse_state(plugin.raw_state)["region_frames"] == "30000"
+    plugin.record = False
+    plugin.process(second[:, :64], SAMPLE_RATE)
+    plugin.record = True
+    plugin.process(second, SAMPLE_RATE)                  # Record off and on: a new pass
+    state = parse_state(plugin.raw_state)
+    assert state["region_frames"] == "44100" and state["region_start_sample"] == "0", state
+    plugin.record = False
+    plugin.pass_input = False
+    plugin.generate = True
+    plugin.process(np.zeros((2, 64), np.float32), SAMPLE_RATE)
+    assert wait_for_status(plugin, {"ready", "error", "engine not running"})["status"] == "ready"
+    out = plugin.process(np.zeros_like(second), SAMPLE_RATE)
+    np.testing.assert_allclose(out[0], demo_stem(second, SAMPLE_RATE, steps=2), atol=1e-6, rtol=0)
+
+
+def osc_exchange(port: int, address: str, *args, timeout_seconds: float = 5.0):
+    """Send one OSC message to the engine and return its reply as (address, params)."""
+    import socket
+
+    from pythonosc.osc_message import OscMessage
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    builder = OscMessageBuilder(address=address)
+    for arg in args:
+        builder.add_arg(arg)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.settimeout(timeout_seconds)
+        udp.bind(("127.0.0.1", 0))
+        udp.sendto(builder.build().dgram, ("127.0.0.1", port))
+        message = OscMessage(udp.recvfrom(65_536)[0])
+    return message.address, message.params
+
+
+def test_job_cancelled_at_the_engine_is_reported_and_audio_keeps_passing(free_running, engine, plugin_env, monkeypatch):
+    """While the offline render waits for a slow job, the job is cancelled over OSC (as `backline` tools can)."""
+    import json
+    import threading
+
+    runtime, _ = plugin_env
+    monkeypatch.setenv("BACKLINE_EXTRA_PARAMS", '{"demo_step_seconds": 0.5}')
+    connection = json.loads((runtime / "engine.json").read_text())
+    plugin = free_running
+    plugin.steps = 8
+    region = make_signal(SAMPLE_RATE, SAMPLE_RATE)
+    plugin.process(region, SAMPLE_RATE)
+    plugin.record = False
+    plugin.generate = True
+    cancelled = []
+
+    def cancel_when_running():
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            _, (state, job_id, *_) = osc_exchange(connection["osc_port"], "/backline/ping")
+            if state == "busy" and job_id:
+                cancelled.append(osc_exchange(connection["osc_port"], "/backline/cancel", job_id, connection["token"]))
+                return
+            time.sleep(0.05)
+
+    canceller = threading.Thread(target=cancel_when_running)
+    canceller.start()
+    began = time.monotonic()
+    out = plugin.process(region, SAMPLE_RATE)   # pedalboard releases the GIL while the plugin waits
+    elapsed = time.monotonic() - began
+    canceller.join(timeout=15)
+    assert cancelled and cancelled[0][0] == "/backline/cancelling", cancelled
+    state = parse_state(plugin.raw_state)
+    assert state["status"] == "cancelled" and state["message"] == "Cancelled.", state
+    assert elapsed < 3.9   # 8 steps of 0.5 s were not all run
+    np.testing.assert_array_equal(out, region)

@@ -1,0 +1,94 @@
+"""The models shipped in models/: their contract, determinism and sanity on the bundled example.
+
+Unlike the rest of the suite (tiny models built in code), these load the real weights files.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from backline.engine.audio import read_audio
+from backline.models import autoencoder as ae
+from backline.models import diffusion
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "ultima_context.flac"
+
+
+def log_spectrum(audio, n_fft=2048, hop=512):
+    frames = np.lib.stride_tricks.sliding_window_view(audio, n_fft)[::hop] * np.hanning(n_fft)
+    return np.log(np.abs(np.fft.rfft(frames, axis=1)) + 1e-5)
+
+
+def log_spectral_distance(a, b):
+    return float(np.mean(np.abs(log_spectrum(a) - log_spectrum(b))))
+
+
+def lowpass(audio, sample_rate, cutoff_hz):
+    spectrum = np.fft.rfft(audio)
+    spectrum[np.fft.rfftfreq(len(audio), 1 / sample_rate) > cutoff_hz] = 0
+    return np.fft.irfft(spectrum, len(audio)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def example():
+    audio, sample_rate = read_audio(EXAMPLE)
+    return audio[0], sample_rate
+
+
+@pytest.fixture(scope="module")
+def shipped_autoencoder():
+    return ae.load_autoencoder(ae.DEFAULT_MODEL_PATH)
+
+
+def test_autoencoder_file_carries_its_contract(shipped_autoencoder):
+    model, meta = shipped_autoencoder
+    assert ae.DEFAULT_MODEL_PATH.stat().st_size < 25 * 2**20
+    assert meta["backline_kind"] == "autoencoder" and meta["backline_version"]
+    assert meta["sample_rate"] == 44100 == model.config.sample_rate
+    assert meta["latent_rate_hz"] <= 25 and model.config.compression_ratio >= 32
+    assert meta["latent_scale"] == model.config.latent_scale != 1.0
+    state, _ = __import__("backline.models.contract", fromlist=["load_model"]).load_model(ae.DEFAULT_MODEL_PATH)
+    assert {t.dtype for t in state.values() if t.is_floating_point()} == {torch.float16}
+
+
+def test_autoencoder_is_deterministic_with_unit_scale_latents(shipped_autoencoder, example):
+    model, _ = shipped_autoencoder
+    audio, sample_rate = example
+    first = ae.encode_audio(model, audio, sample_rate)
+    second = ae.encode_audio(model, audio, sample_rate)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    assert first.shape == (1, 32, -(-len(audio) // 2048))
+    assert 0.5 < float(first.std()) < 2.0
+
+
+def test_autoencoder_reconstructs_the_example_far_better_than_a_4khz_lowpass(shipped_autoencoder, example):
+    model, _ = shipped_autoencoder
+    audio, sample_rate = example
+    out = ae.reconstruct(model, audio, sample_rate)
+    assert out.shape == audio.shape and np.isfinite(out).all()
+    ours = log_spectral_distance(audio, out)
+    reference = log_spectral_distance(audio, lowpass(audio, sample_rate, 4000))
+    assert ours < 1.0 and ours < 0.5 * reference, (ours, reference)
+
+
+@pytest.mark.skipif(not diffusion.DEFAULT_MODEL_PATH.is_file(), reason="no shipped denoiser yet")
+def test_shipped_denoiser_generates_a_deterministic_sane_stem(example):
+    from backline.engine.pipeline import GenerateRequest, generate, load_bundle
+
+    audio, sample_rate = example
+    context = audio[: 4 * sample_rate]
+    bundle = load_bundle()
+    meta = diffusion.load_denoiser()[1]
+    assert meta["backline_kind"] == "denoiser" and meta["latent_channels"] == 32
+    request = GenerateRequest(context=context, sample_rate=sample_rate, instrument="bass", steps=6, seed=1)
+    first = generate(bundle, request).audio
+    second = generate(bundle, request).audio
+    np.testing.assert_array_equal(first, second)
+    stem = first[0]
+    assert stem.shape == context.shape and np.isfinite(stem).all()
+    assert np.sqrt(np.mean(stem**2)) > 1e-3  # not silent
+    assert np.abs(stem).max() <= 0.8913  # no clipping
+    assert abs(np.corrcoef(stem, context)[0, 1]) < 0.9  # not a copy of the context

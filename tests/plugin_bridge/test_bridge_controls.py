@@ -1,0 +1,59 @@
+"""The producer's controls through the bridge: real sockets, the real engine pipeline on a tiny model.
+A plugin generates a stem, then regenerates two bars of it by naming the first job as the source."""
+
+import numpy as np
+import pytest
+
+from backline.engine.pipeline import make_generator
+from backline.plugin_bridge.client import BridgeError
+from tiny_bundle import make_bundle
+
+RATE = 48_000
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return make_generator(make_bundle())
+
+
+def region(seconds=2.0):
+    t = np.arange(int(RATE * seconds)) / RATE
+    mono = 0.3 * np.sin(2 * np.pi * 110 * t)
+    return np.stack([mono, mono]).astype(np.float32)
+
+
+def test_regenerate_bars_of_an_earlier_result_and_loop_with_tempo(start_server, connect, engine):
+    client = connect(start_server(engine))
+    context = region()
+    first, rate, _ = client.generate("take-1", {"steps": 3}, context, RATE)
+    assert rate == RATE and first.shape == context.shape
+    params = {"steps": 3, "source_job_id": "take-1", "tempo_bpm": 240.0, "regenerate_bars": ["2", "3"]}
+    second, _, info = client.generate("take-2", params, context, RATE)
+    assert info["controls"]["regenerate_seconds"] == [1.0, 2.0]
+    np.testing.assert_array_equal(second[:, :RATE], first[:, :RATE])  # bar 1 kept, sample for sample
+    assert np.abs(second[:, RATE + 3000:] - first[:, RATE + 3000:]).max() > 1e-3
+    looped, _, info = client.generate("loop", {"steps": 3, "loop_bars": 1, "tempo_bpm": 240.0, "stereo_width": 0.5},
+                                      context, RATE)
+    assert looped.shape == (2, context.shape[1]) and abs(info["controls"]["loop_seconds"] - 1.0) < 0.05
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"source_job_id": "nope", "variation_strength": 0.5}, "no finished result"),
+    ({"variation_strength": 0.5}, "needs the stem"),
+    ({"loop_bars": 2}, "tempo"),
+    ({"volume": 11}, "unknown generation parameters"),
+])
+def test_bad_controls_fail_the_job_with_bad_request_and_the_server_carries_on(start_server, connect, engine,
+                                                                           params, message):
+    client = connect(start_server(engine))
+    with pytest.raises(BridgeError) as error:
+        client.generate("bad", {"steps": 2, **params}, region(0.5), RATE)
+    assert error.value.code == "bad_request" and message in str(error.value)
+    assert client.generate("good", {"steps": 2}, region(0.5), RATE)[0].shape == (2, RATE // 2)
+
+
+def test_a_source_of_another_length_is_refused(start_server, connect, engine):
+    client = connect(start_server(engine))
+    client.generate("short", {"steps": 2}, region(0.5), RATE)
+    with pytest.raises(BridgeError, match="this region is"):
+        client.generate("long", {"steps": 2, "source_job_id": "short", "variation_strength": 0.3}, region(1.0), RATE)
