@@ -41,8 +41,19 @@ examples:
 """
 
 
+CONTROLS_HELP = """\
+Measure each producer control on the bundled example with the shipped models: seams of a
+regenerated range (against a naive splice), variation distance per strength, loop periodicity per
+loop strength, stereo correlation per width, style-blend distances per ratio, and an arrangement
+built from silence. Writes report.md, report.json and short FLAC examples to --out.
+
+example:
+  backline eval controls --out training/reports/controls
+"""
+
+
 def register_eval(eval_models: argparse._SubParsersAction, formatter=argparse.RawDescriptionHelpFormatter) -> None:
-    """Add ``transcription`` and ``accompaniment`` to ``backline eval``."""
+    """Add ``transcription``, ``accompaniment`` and ``controls`` to ``backline eval``."""
     p = eval_models.add_parser("transcription", help="accuracy of `backline transcribe` on held-out stems",
                                description=TRANSCRIPTION_HELP, formatter_class=formatter)
     p.add_argument("--data", required=True, type=Path, help="data build directory (holds manifest.jsonl)")
@@ -71,6 +82,25 @@ def register_eval(eval_models: argparse._SubParsersAction, formatter=argparse.Ra
     p.add_argument("--split", default="test", choices=("train", "validation", "test"))
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffle and of generation")
     p.set_defaults(func=_eval_accompaniment)
+
+    p = eval_models.add_parser("controls", help="what each producer control does with the shipped models",
+                               description=CONTROLS_HELP, formatter_class=formatter)
+    p.add_argument("--out", required=True, type=Path, help="report directory")
+    p.add_argument("--autoencoder", type=Path, default=None, help="autoencoder file (default: the shipped one)")
+    p.add_argument("--denoiser", type=Path, default=None, help="denoiser file (default: the shipped one)")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_eval_controls)
+
+
+def _eval_controls(args: argparse.Namespace) -> int:
+    from backline.engine.pipeline import load_bundle
+    from backline.training.controls_report import run
+
+    bundle = load_bundle(args.autoencoder, args.denoiser)
+    run(bundle, args.out, steps=args.steps, seed=args.seed)
+    print((args.out / "report.md").read_text())
+    return 0
 
 
 def _log(message: str) -> None:
