@@ -21,6 +21,7 @@ controls (ranges and loops in seconds, or in bars with --tempo):
   --loop-bars 2 --tempo 120            a stem that repeats every 2 bars (--loop-strength < 1: nearly)
   --stereo-width 0.5                   pseudo-stereo; the mono sum stays the stem
   --style a.wav --style-b b.wav --style-ratio 0.3    a blend of two references
+  --prompt "fretless bass"             a text description (with --style: a blend of the two)
 
 examples:
   backline generate --context examples/ultima_context.flac --instrument bass --out bass.wav
@@ -41,8 +42,9 @@ examples:
 def _add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--style", type=Path, help="a reference recording of the sound you want")
     p.add_argument("--style-b", type=Path, help="a second reference, blended with --style by --style-ratio")
-    p.add_argument("--style-ratio", type=float, default=0.5, help="0 = --style only, 1 = --style-b only (default 0.5)")
-    p.add_argument("--prompt", help="a text description of the sound (needs the style encoder of issue 6)")
+    p.add_argument("--style-ratio", type=float, default=0.5,
+                   help="blend of --style with --style-b or --prompt: 0 = --style only, 1 = the other only (default 0.5)")
+    p.add_argument("--prompt", help='a text description of the sound, e.g. "slap bass, funky" (with --style: blended by --style-ratio)')
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=30, help="diffusion steps (default 30)")
     p.add_argument("--sampler", default="dpmpp_2m", help="euler, heun or dpmpp_2m (default)")
@@ -105,7 +107,8 @@ def _style_audio(args: argparse.Namespace) -> dict:
 
 def _sampling_params(args: argparse.Namespace) -> dict:
     return {"seed": args.seed, "steps": args.steps, "sampler": args.sampler, "cfg_context": args.cfg_context,
-            "cfg_style": args.cfg_style, "style_ratio": args.style_ratio, "stereo_width": args.stereo_width}
+            "cfg_style": args.cfg_style, "style_ratio": args.style_ratio, "stereo_width": args.stereo_width,
+            **({"style_prompt": args.prompt} if args.prompt else {})}
 
 
 def _load(args: argparse.Namespace):
@@ -131,10 +134,6 @@ def _generate(args: argparse.Namespace) -> int:
     from backline.engine.controls import loop_cycle
     from backline.engine.pipeline import generate, request_from_params
 
-    if args.prompt:
-        print("error: text prompts need the text/audio style encoder (issue 6), which is not shipped yet; "
-              "use --style with a reference recording instead", file=sys.stderr)
-        return 2
     params = {"instrument": args.instrument, **_sampling_params(args),
               "regenerate_seconds": args.regenerate, "regenerate_bars": args.regenerate_bars,
               "variation_strength": args.variation, "loop_seconds": args.loop_seconds, "loop_bars": args.loop_bars,
@@ -175,9 +174,6 @@ def _arrange(args: argparse.Namespace) -> int:
     from backline.engine.audio import AudioError, read_audio, write_audio
     from backline.engine.pipeline import arrange, request_from_params
 
-    if args.prompt:
-        print("error: text prompts need the style encoder of issue 6; use --style", file=sys.stderr)
-        return 2
     try:
         if args.context:
             context, sample_rate = read_audio(args.context)

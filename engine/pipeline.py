@@ -29,7 +29,7 @@ from backline.engine.audio import AudioError, resample, to_mono, validate_audio
 from backline.engine.runtime import (ONNX_FILES, Backend, ModelContract, OnnxBackend, TorchBackend,
                                      default_onnx_dir)
 from backline.engine.sampling import get_sampler, get_sigmas_karras, guided
-from backline.engine.style import interpolate, latent_statistics
+from backline.engine.style import DEFAULT_PRIOR_PATH, PromptEncoder, interpolate, latent_statistics
 
 MAX_DURATION_SECONDS = 600.0
 Progress = Callable[[int, int], None]
@@ -49,7 +49,8 @@ class GenerateRequest:
     style_audio: np.ndarray | None = None  # a reference recording of the sound wanted
     style_sample_rate: int | None = None
     style_audio_b: np.ndarray | None = None  # a second reference to blend with the first
-    style_ratio: float = 0.0  # 0 = first reference only, 1 = second only
+    style_prompt: str | None = None  # a text description; blended with ``style_audio`` when both are given
+    style_ratio: float = 0.0  # 0 = the reference only, 1 = the second reference (or the prompt) only
     seed: int = 0
     steps: int = 30
     sampler: str = "dpmpp_2m"
@@ -77,6 +78,7 @@ class Bundle:
     """The models a generation needs, loaded once and shared by every request, behind one runtime backend."""
 
     backend: Backend
+    prompts: PromptEncoder | None = None  # text prompt -> style embedding; loads its models on first use
 
     @property
     def contract(self) -> ModelContract:
@@ -102,7 +104,8 @@ BACKENDS = ("auto", "onnx", "torch")
 
 def load_bundle(autoencoder_path: str | Path | None = None, denoiser_path: str | Path | None = None, *,
                 backend: str = "auto", onnx_dir: str | Path | None = None, providers: list[str] | None = None,
-                intra_op_threads: int | None = None) -> Bundle:
+                intra_op_threads: int | None = None, prompt_prior_path: str | Path | None = None,
+                prompt_cache_dir: Path | None = None) -> Bundle:
     """Load the autoencoder and the denoiser once, behind a runtime backend.
 
     ``backend="onnx"`` runs the graphs in ``onnx_dir`` (default ``runtime.default_onnx_dir()``) with
@@ -117,10 +120,11 @@ def load_bundle(autoencoder_path: str | Path | None = None, denoiser_path: str |
         shipped_onnx = all((default_onnx_dir() / name).is_file() for name in ONNX_FILES.values())
         use_onnx = onnx_dir is not None or (shipped_onnx and not (autoencoder_path or denoiser_path))
         backend = "onnx" if use_onnx else "torch"
+    prompts = PromptEncoder(prompt_prior_path or DEFAULT_PRIOR_PATH, cache_dir=prompt_cache_dir)
     if backend == "onnx":
-        return Bundle(OnnxBackend(onnx_dir, providers=providers, intra_op_threads=intra_op_threads))
+        return Bundle(OnnxBackend(onnx_dir, providers=providers, intra_op_threads=intra_op_threads), prompts)
     default_ae, default_dn = default_model_paths()
-    return Bundle(TorchBackend.from_files(autoencoder_path or default_ae, denoiser_path or default_dn))
+    return Bundle(TorchBackend.from_files(autoencoder_path or default_ae, denoiser_path or default_dn), prompts)
 
 
 def _model_audio(bundle: Bundle, audio: np.ndarray, sample_rate: int, what: str, max_seconds: float) -> np.ndarray:
@@ -143,15 +147,31 @@ def _decode(bundle: Bundle, latents: np.ndarray, num_frames: int) -> np.ndarray:
 
 
 def _style(bundle: Bundle, request: GenerateRequest) -> np.ndarray | None:
-    if request.style_audio is None:
-        if request.style_audio_b is not None:
-            raise ValueError("a second style reference needs a first one")
-        return None
+    """The style embedding: a reference, a prompt, a blend of two of them (``style_ratio``), or none."""
+    if request.style_audio is None and request.style_audio_b is not None:
+        raise ValueError("a second style reference needs a first one")
+    if request.style_audio_b is not None and request.style_prompt is not None:
+        raise ValueError("blend a reference with a second reference or with a prompt, not both")
     rate = request.style_sample_rate or request.sample_rate
     embeddings = [latent_statistics(_encode(bundle, _model_audio(bundle, audio, rate, what, request.max_duration_seconds)))
                   for audio, what in ((request.style_audio, "style reference"), (request.style_audio_b, "second style reference"))
                   if audio is not None]
+    if request.style_prompt is not None:
+        if bundle.prompts is None:
+            raise ValueError("this engine has no prompt encoder; use a reference recording")
+        prompt = bundle.prompts(request.style_prompt)
+        if prompt.shape != (bundle.contract.style_dim,):
+            raise ValueError(f"the prompt encoder gives {prompt.shape[-1]} numbers, the denoiser wants {bundle.contract.style_dim}")
+        embeddings.append(prompt)
+    if not embeddings:
+        return None
     return embeddings[0] if len(embeddings) == 1 else interpolate(embeddings[0], embeddings[1], request.style_ratio)
+
+
+def _style_kind(request: GenerateRequest) -> str:
+    kinds = [k for k, v in (("audio", request.style_audio), ("audio", request.style_audio_b),
+                            ("prompt", request.style_prompt)) if v is not None]
+    return "+".join(kinds) or "none"
 
 
 def _check(bundle: Bundle, request: GenerateRequest) -> None:
@@ -303,7 +323,7 @@ def generate(bundle: Bundle, request: GenerateRequest, *, progress: Progress | N
     timings["total_seconds"] = time.perf_counter() - started
     info = {"seed": request.seed, "instrument": request.instrument, "steps": request.steps,
             "sampler": request.sampler, "cfg_context": request.cfg_context, "cfg_style": request.cfg_style,
-            "style": "audio" if style is not None else "none", "models": bundle.versions,
+            "style": _style_kind(request), "models": bundle.versions,
             "backend": bundle.backend.name, "controls": info_controls,
             "timings": {k: round(v, 3) for k, v in timings.items()}}
     return GenerateResult(np.ascontiguousarray(out, dtype=np.float32), request.sample_rate, info)
@@ -338,7 +358,7 @@ def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a + b).astype(np.float32)
 
 
-CONTROL_PARAMS = {"instrument", "seed", "steps", "sampler", "cfg_context", "cfg_style", "style_ratio",
+CONTROL_PARAMS = {"instrument", "seed", "steps", "sampler", "cfg_context", "cfg_style", "style_ratio", "style_prompt",
                   "regenerate_seconds", "regenerate_bars", "variation_strength", "loop_seconds", "loop_bars",
                   "loop_strength", "stereo_width", "tempo_bpm", "beats_per_bar", "region_start_beats"}
 

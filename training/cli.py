@@ -73,6 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train_autoencoder)
     diffusion_cli.register_train(train_models, formatter)
+    from backline.training import style_cli
+
+    style_cli.register_train(train_models, formatter)
 
     ship = subparsers.add_parser("ship", help="write a trained model for the engine",
                                  description="Write a trained checkpoint as a shipped model file.")

@@ -92,3 +92,17 @@ def test_shipped_denoiser_generates_a_deterministic_sane_stem(example):
     assert np.sqrt(np.mean(stem**2)) > 1e-3  # not silent
     assert np.abs(stem).max() <= 0.8913  # no clipping
     assert abs(np.corrcoef(stem, context)[0, 1]) < 0.9  # not a copy of the context
+
+
+def test_shipped_prompt_prior_maps_prompts_into_the_denoisers_style_space():
+    from backline.engine.style import DEFAULT_PRIOR_PATH, PromptEncoder, PromptPrior
+
+    prior = PromptPrior.load(DEFAULT_PRIOR_PATH)
+    assert prior.style_dim == 2 * ae.load_autoencoder()[0].config.latent_channels
+    encode = PromptEncoder()
+    slap, funky, orchestra = (encode(p) for p in ("slap bass", "funky slap bass", "orchestral percussion"))
+    np.testing.assert_array_equal(slap, encode("slap bass"))  # deterministic
+    assert slap.shape == (prior.style_dim,) and np.isfinite(slap).all()
+    assert np.linalg.norm(slap - funky) < np.linalg.norm(slap - orchestra)
+    # the embeddings sit where audio embeddings sit: within a few standard deviations of their mean
+    assert np.all(np.abs((slap - prior.mean) / prior.std) < 6)

@@ -1,0 +1,116 @@
+"""Style from a reference or a prompt: the text tower, the prompt prior's file and maths, retrieval
+measures, and prompts through ``generate``."""
+
+import numpy as np
+import pytest
+import torch
+
+from backline.engine.pipeline import GenerateRequest, generate
+from backline.engine.style import PromptEncoder, PromptPrior, StyleUnavailable, TextTower, check_prompt, prior_forward
+from backline.training.style_prior import Prior, recall_at, save_prior
+from tiny_bundle import make_bundle, song
+
+RATE = 44_100
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return make_bundle()
+
+
+def tiny_prior(tmp_path, style_dim, text_dim=384):
+    torch.manual_seed(0)
+    model = Prior(text_dim, style_dim, hidden=16)
+    config = {"style_mean": [0.5] * style_dim, "style_std": [2.0] * style_dim, "text_dim": text_dim}
+    return save_prior(tmp_path / "prior.safetensors", model, config, version="test"), model
+
+
+def test_numpy_prior_matches_torch_and_file_carries_its_standardisation(tmp_path):
+    path, model = tiny_prior(tmp_path, 6)
+    prior = PromptPrior.load(path)
+    x = np.random.default_rng(0).standard_normal((3, 384)).astype(np.float32)
+    with torch.no_grad():
+        expected = model.half().float()(torch.from_numpy(x)).numpy()  # the file holds fp16 weights
+    np.testing.assert_allclose(prior_forward(prior.weights, x), expected, atol=1e-3)
+    np.testing.assert_allclose(prior.embed(x), expected * 2.0 + 0.5, atol=2e-3)
+    assert prior.style_dim == 6 and prior.metadata["version"] == "test"
+
+
+def test_prior_file_errors_are_clear(tmp_path):
+    with pytest.raises(StyleUnavailable, match="no prompt prior"):
+        PromptPrior.load(tmp_path / "missing.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 40)
+    with pytest.raises(ValueError, match="not a readable safetensors"):
+        PromptPrior.load(tmp_path / "junk.safetensors")
+    from safetensors.numpy import save_file
+
+    save_file({"w": np.zeros(2, np.float32)}, str(tmp_path / "other.safetensors"), metadata={"kind": "something"})
+    with pytest.raises(ValueError, match="not a Backline prompt prior"):
+        PromptPrior.load(tmp_path / "other.safetensors")
+
+
+def test_prompts_are_checked():
+    assert check_prompt("  slap   bass ") == "slap bass"
+    for bad in ("", "   ", "x" * 501):
+        with pytest.raises(ValueError):
+            check_prompt(bad)
+
+
+def test_text_tower_embeds_unit_vectors_and_caches_by_content(tmp_path):
+    tower = TextTower(cache_dir=tmp_path)
+    vectors = tower.embed(["slap bass, funky", "brushed jazz drum kit", "Slap bass, funky"])
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    np.testing.assert_allclose(vectors[0], vectors[2])  # the cache key ignores case and spacing
+    assert vectors[0] @ vectors[1] < 0.9
+    assert len(list(tmp_path.glob("*.npy"))) == 2
+    again = TextTower(cache_dir=tmp_path)
+    np.testing.assert_array_equal(again.embed(["slap bass, funky"])[0], vectors[0])
+    assert again._model is None  # served from the disk cache, the model never loaded
+
+
+def test_recall_at_k():
+    similarity = np.array([[0.9, 0.1, 0.0], [0.5, 0.4, 0.3], [0.1, 0.2, 0.3]])
+    assert recall_at(similarity, np.array([0, 1, 2]), 1) == pytest.approx(2 / 3)
+    assert recall_at(similarity, np.array([0, 1, 2]), 2) == 1.0
+
+
+class FixedPrompts:
+    def __init__(self, dim):
+        self.dim, self.seen = dim, []
+
+    def __call__(self, prompt):
+        self.seen.append(prompt)
+        return np.random.default_rng(len(prompt)).standard_normal(self.dim).astype(np.float32)
+
+
+def test_prompt_reference_and_their_blend_through_generate(bundle):
+    from dataclasses import replace
+
+    prompts = FixedPrompts(bundle.contract.style_dim)
+    engine = replace(bundle, prompts=prompts)
+    common = dict(context=song(RATE, 0.6, 1), sample_rate=RATE, steps=3)
+    reference = song(RATE, 0.5, 1, seed=4) * 0.3
+    plain = generate(engine, GenerateRequest(**common)).audio
+    prompted = generate(engine, GenerateRequest(**common, style_prompt="fretless bass"))
+    assert prompted.info["style"] == "prompt" and prompts.seen == ["fretless bass"]
+    assert np.abs(prompted.audio - plain).max() > 1e-5
+    only_audio = generate(engine, GenerateRequest(**common, style_audio=reference)).audio
+    at_0 = generate(engine, GenerateRequest(**common, style_audio=reference, style_prompt="fretless bass", style_ratio=0.0))
+    at_1 = generate(engine, GenerateRequest(**common, style_audio=reference, style_prompt="fretless bass", style_ratio=1.0))
+    assert at_0.info["style"] == "audio+prompt"
+    np.testing.assert_array_equal(at_0.audio, only_audio)
+    np.testing.assert_array_equal(at_1.audio, prompted.audio)
+    with pytest.raises(ValueError, match="not both"):
+        generate(engine, GenerateRequest(**common, style_audio=reference, style_audio_b=reference, style_prompt="x"))
+    wrong = replace(bundle, prompts=FixedPrompts(3))
+    with pytest.raises(ValueError, match="the denoiser wants"):
+        generate(wrong, GenerateRequest(**common, style_prompt="slap bass"))
+
+
+def test_a_missing_prior_is_a_clear_error_through_generate(bundle, tmp_path):
+    from dataclasses import replace
+
+    engine = replace(bundle, prompts=PromptEncoder(tmp_path / "none.safetensors", cache_dir=tmp_path))
+    with pytest.raises(StyleUnavailable, match="no prompt prior"):
+        generate(engine, GenerateRequest(context=song(RATE, 0.3, 1), sample_rate=RATE, steps=2, style_prompt="slap bass"))

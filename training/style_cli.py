@@ -1,0 +1,49 @@
+"""``backline train style``: the prompt prior, trained, measured and written in one command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+STYLE_HELP = """\
+Train the prompt prior (text -> the denoiser's audio style space) on the target stems of a latent
+directory, with descriptions of each stem's GM program or drum kit from the data build's manifest.
+Measures prompt-to-family and audio-to-audio retrieval on the test split and writes OUT (the
+.safetensors file) with report.json and report.md beside it. The text tower (all-MiniLM-L6-v2) needs
+the `style` extra.
+
+example:
+  backline train style --latents $BACKLINE_DATA/latents --data $BACKLINE_DATA/full \\
+      --out models/style/default.safetensors
+"""
+
+
+def register_train(train_models: argparse._SubParsersAction, formatter) -> None:
+    p = train_models.add_parser("style", help="train the prompt prior (text prompts)", description=STYLE_HELP,
+                                formatter_class=formatter)
+    p.add_argument("--latents", required=True, type=Path, help="latent directory from `backline train latents`")
+    p.add_argument("--data", required=True, type=Path, help="the data build the latents came from")
+    p.add_argument("--out", required=True, type=Path, help="prior file to write (.safetensors)")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.set_defaults(func=_train_style)
+
+
+def _train_style(args: argparse.Namespace) -> int:
+    import torch
+
+    from backline.training.style_prior import render_report, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    report = train(args.latents, args.data, args.out, steps=args.steps, seed=args.seed,
+                   log=lambda message: print(message, file=sys.stderr))
+    report["command"] = "backline " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    (args.out.parent / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out.parent / "report.md").write_text(render_report(report))
+    print(render_report(report))
+    return 0

@@ -1,0 +1,238 @@
+"""Training and measuring the prompt prior (``engine/style.py``): text -> the denoiser's audio style space.
+
+Data: the target stems of a latent directory (``backline train latents``). Each stem gives segments
+of 2-8 s whose latent statistics are the audio embeddings (exactly what the denoiser is trained on);
+its text is drawn from descriptions of its GM program or drum kit, which the data engine recorded
+(``programs`` in the manifest), e.g. "slap bass", "brushed jazz drum kit".
+
+Loss: mean squared error to the standardised audio embedding plus a symmetric InfoNCE term between
+the mapped prompts and the audio embeddings of a batch (temperature 0.1), so prompts land both near
+their own sound and away from others. The text tower stays frozen; only the prior (an MLP) learns.
+
+Measures (held-out split): prompt-to-family retrieval (for each held-out segment, rank the family
+prompts by similarity: recall@1, @5 and chance), and audio-to-audio retrieval (a segment finds another
+segment of the same stem among one segment of every held-out stem).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from backline.data.dataset import read_manifest
+from backline.engine.style import PRIOR_KIND, TEXT_MODEL, TextTower, latent_statistics, prior_forward
+
+# Families named by the GM programs the data engine draws (bass 32-39, drum kits).
+BASS_FAMILIES = {
+    32: ("upright bass", ["acoustic upright bass", "double bass", "upright bass, jazz", "woody acoustic bass"]),
+    33: ("fingered electric bass", ["electric bass played with fingers", "finger bass", "fingerstyle electric bass", "warm electric bass"]),
+    34: ("picked electric bass", ["electric bass played with a pick", "pick bass", "bright picked bass guitar", "punchy plectrum bass"]),
+    35: ("fretless bass", ["fretless electric bass", "smooth fretless bass", "singing fretless bass guitar", "jaco style fretless"]),
+    36: ("slap bass", ["slap bass, funky", "slapped electric bass", "funk slap bass", "popping and slapping bass"]),
+    37: ("slap bass", ["slap bass, funky", "slapped electric bass", "funk slap bass", "popping and slapping bass"]),
+    38: ("synth bass", ["synthesizer bass", "analog synth bass", "electronic bass synth", "fat synth bass"]),
+    39: ("synth bass", ["synthesizer bass", "analog synth bass", "electronic bass synth", "fat synth bass"]),
+}
+DRUM_FAMILIES = {
+    0: ("standard drum kit", ["standard acoustic drum kit", "pop rock drums", "acoustic drums", "a normal drum kit"]),
+    8: ("room drum kit", ["roomy acoustic drums", "drums in a live room", "ambient room kit", "big room drums"]),
+    16: ("power drum kit", ["powerful rock drums", "heavy power kit", "loud rock drum kit", "arena rock drums"]),
+    24: ("electronic drum kit", ["electronic drums", "synth drum kit", "drum machine, electronic", "electro drums"]),
+    25: ("TR-808 drum machine", ["808 drum machine", "Roland TR-808 beat", "hip hop 808 drums", "analog drum machine"]),
+    32: ("jazz drum kit", ["jazz drums", "light jazz kit", "swing drum kit", "jazz combo drums"]),
+    40: ("brushed jazz drum kit", ["brush drums", "drums played with brushes", "soft brushed snare", "jazz brushes"]),
+    48: ("orchestral percussion", ["orchestra percussion", "timpani and concert percussion", "symphonic percussion", "concert bass drum and cymbals"]),
+}
+
+
+def family(instrument: str, programs: dict) -> tuple[str, list[str]] | None:
+    table, program = (BASS_FAMILIES, programs.get("bass")) if instrument == "bass" else (DRUM_FAMILIES, programs.get("drum_kit"))
+    return table.get(program) if program is not None else None
+
+
+@dataclass(frozen=True)
+class Stem:
+    latents: np.ndarray  # (channels, frames) float32
+    instrument: str
+    family: str
+    texts: tuple[str, ...]
+    split: str
+    stem_id: str
+
+
+def load_stems(latent_dir: Path, data_dir: Path) -> list[Stem]:
+    """Target stems of the latent directory whose program names a family."""
+    manifest = {record["variant_id"]: record for record in read_manifest(data_dir)}
+    stems = []
+    for line in (latent_dir / "index.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        record = manifest.get(entry["variant_id"])
+        named = family(entry["instrument"], record.get("programs", {})) if record else None
+        if named is None:
+            continue
+        name, texts = named
+        target = np.load(latent_dir / entry["file"])["target"].astype(np.float32)
+        stems.append(Stem(target, entry["instrument"], name, (name, *texts), entry["split"],
+                          f"{entry['variant_id']}__{entry['instrument']}"))
+    return stems
+
+
+def segments(stem: Stem, count: int, rng: np.random.Generator, rate_hz: float) -> np.ndarray:
+    """(count, style_dim) latent statistics of random 2-8 s segments."""
+    frames = stem.latents.shape[1]
+    out = []
+    for _ in range(count):
+        length = min(frames, int(rng.uniform(2.0, 8.0) * rate_hz))
+        start = int(rng.integers(0, frames - length + 1))
+        out.append(latent_statistics(stem.latents[:, start:start + length]))
+    return np.stack(out)
+
+
+class Prior(nn.Module):
+    def __init__(self, text_dim: int, style_dim: int, hidden: int = 256):
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(text_dim, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, style_dim)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = torch.nn.functional.gelu(x, approximate="tanh")
+        return x
+
+
+def _similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of standardised embeddings, (n, d) x (m, d) -> (n, m)."""
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-8)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-8)
+    return a @ b.T
+
+
+def recall_at(similarity: np.ndarray, correct: np.ndarray, k: int) -> float:
+    """Share of rows whose correct column ranks within the top k."""
+    rank = (similarity > similarity[np.arange(len(correct)), correct][:, None]).sum(axis=1)
+    return float(np.mean(rank < k))
+
+
+def evaluate(weights: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, stems: list[Stem], tower: TextTower,
+             rate_hz: float, seed: int = 1) -> dict:
+    """Prompt-to-family and audio-to-audio retrieval on ``stems`` (the held-out split)."""
+    rng = np.random.default_rng(seed)
+    report: dict = {}
+    for instrument in ("bass", "drums"):
+        group = [s for s in stems if s.instrument == instrument]
+        if len(group) < 2:
+            continue
+        families = sorted({s.family for s in group} | {name for name, _ in
+                           (BASS_FAMILIES if instrument == "bass" else DRUM_FAMILIES).values()})
+        prompts = (prior_forward(weights, tower.embed(families)))  # standardised space
+        audio = [(segments(s, 4, rng, rate_hz) - mean) / std for s in group]
+        queries = np.concatenate(audio)
+        truth = np.concatenate([[families.index(s.family)] * 4 for s in group])
+        sim = _similarity(queries, prompts)
+        a_first, a_second = np.stack([a[0] for a in audio]), np.stack([a[1] for a in audio])
+        sim_audio = _similarity(a_first, a_second)
+        report[instrument] = {
+            "stems": len(group), "families": len(families), "family_names": families,
+            "prompt_recall_at_1": recall_at(sim, truth, 1), "prompt_recall_at_5": recall_at(sim, truth, 5),
+            "prompt_chance_at_1": 1 / len(families), "prompt_chance_at_5": min(1.0, 5 / len(families)),
+            "audio_recall_at_1": recall_at(sim_audio, np.arange(len(group)), 1),
+            "audio_recall_at_5": recall_at(sim_audio, np.arange(len(group)), 5),
+            "audio_chance_at_1": 1 / len(group), "audio_chance_at_5": min(1.0, 5 / len(group)),
+        }
+    return report
+
+
+def train(latent_dir: Path, data_dir: Path, out: Path, *, steps: int = 3000, batch_size: int = 256,
+          learning_rate: float = 2e-3, seed: int = 0, rate_hz: float | None = None, log=print) -> dict:
+    """Train the prior; writes ``out`` (.safetensors with config + standardisation) and returns the report."""
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    rate_hz = rate_hz or _latent_rate(latent_dir)
+    stems = load_stems(latent_dir, data_dir)
+    train_stems = [s for s in stems if s.split == "train"]
+    held_out = [s for s in stems if s.split == "test"]
+    if not train_stems:
+        raise ValueError(f"{latent_dir}: no training stems with a named program")
+    tower = TextTower()
+    texts = sorted({t for s in train_stems for t in s.texts})
+    text_vectors = dict(zip(texts, tower.embed(texts)))
+    pool = np.concatenate([segments(s, 16, rng, rate_hz) for s in train_stems])
+    mean, std = pool.mean(axis=0), pool.std(axis=0) + 1e-4
+    model = Prior(len(next(iter(text_vectors.values()))), pool.shape[1])
+    optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
+    for step in range(steps):
+        picks = rng.integers(0, len(train_stems), batch_size)
+        text = torch.from_numpy(np.stack([text_vectors[train_stems[i].texts[rng.integers(len(train_stems[i].texts))]]
+                                          for i in picks]))
+        target = torch.from_numpy(np.stack([(segments(train_stems[i], 1, rng, rate_hz)[0] - mean) / std for i in picks]))
+        predicted = model(text)
+        mse = ((predicted - target) ** 2).mean()
+        p, t = nn.functional.normalize(predicted, dim=1), nn.functional.normalize(target, dim=1)
+        logits = p @ t.T / 0.1
+        same = torch.from_numpy(np.array([[train_stems[i].family == train_stems[j].family for j in picks] for i in picks]))
+        logits = logits.masked_fill(same & ~torch.eye(batch_size, dtype=torch.bool), -1e4)  # same family: not a negative
+        labels = torch.arange(batch_size)
+        nce = 0.5 * (nn.functional.cross_entropy(logits, labels) + nn.functional.cross_entropy(logits.T, labels))
+        loss = mse + 0.1 * nce
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        if step % 500 == 0 or step == steps - 1:
+            log(f"step {step}: mse {mse.item():.4f} nce {nce.item():.4f}")
+    weights = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    report = {"train_stems": len(train_stems), "held_out_stems": len(held_out), "steps": steps,
+              "wall_seconds": round(time.perf_counter() - started, 1),
+              "held_out": evaluate(weights, mean, std, held_out, tower, rate_hz)}
+    config = {"text_model": TEXT_MODEL, "text_dim": int(model.layers[0].in_features), "hidden": 256,
+              "style_dim": int(pool.shape[1]), "style_space": "latent mean and std of the shipped autoencoder",
+              "style_mean": mean.tolist(), "style_std": std.tolist(), "latent_rate_hz": rate_hz,
+              "training": {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
+                           "stems": len(train_stems)}}
+    save_prior(out, model, config, version=f"0.1.0+{steps}steps")
+    return report
+
+
+def save_prior(path: Path, model: Prior, config: dict, *, version: str) -> Path:
+    """Write the prior as fp16 safetensors with its config (and the audio space's standardisation)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}, str(path),
+              metadata={"kind": PRIOR_KIND, "version": version, "config": json.dumps(config)})
+    return path
+
+
+def _latent_rate(latent_dir: Path) -> float:
+    """Latent frames per second of the autoencoder that encoded ``latent_dir``."""
+    from backline.models.autoencoder import load_autoencoder
+
+    model, _ = load_autoencoder(json.loads((latent_dir / "autoencoder.json").read_text())["path"])
+    return model.config.latent_rate_hz
+
+
+def render_report(report: dict) -> str:
+    lines = ["# Prompt prior: retrieval on held-out stems", "",
+             f"{report['train_stems']} training stems, {report['held_out_stems']} held-out (test split) stems, "
+             f"{report['steps']} steps, {report['wall_seconds']} s.", "",
+             "Prompt: for each held-out segment (4 per stem, 2-8 s), the family prompts ranked by similarity to it. "
+             "Audio: a segment's nearest among one other segment of every held-out stem.", "",
+             "| instrument | stems | families | prompt R@1 (chance) | prompt R@5 (chance) | audio R@1 (chance) | audio R@5 (chance) |",
+             "|---|---|---|---|---|---|---|"]
+    for instrument, r in report["held_out"].items():
+        lines.append(f"| {instrument} | {r['stems']} | {r['families']} | {r['prompt_recall_at_1']:.2f} ({r['prompt_chance_at_1']:.2f}) | "
+                     f"{r['prompt_recall_at_5']:.2f} ({r['prompt_chance_at_5']:.2f}) | {r['audio_recall_at_1']:.2f} ({r['audio_chance_at_1']:.2f}) | "
+                     f"{r['audio_recall_at_5']:.2f} ({r['audio_chance_at_5']:.2f}) |")
+    if "command" in report:
+        lines += ["", f"Command: `{report['command']}`"]
+    return "\n".join(lines) + "\n"
