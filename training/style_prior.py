@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from backline.data.dataset import read_manifest
-from backline.engine.style import PRIOR_KIND, TEXT_MODEL, TextTower, latent_statistics, prior_forward
+from backline.engine.style import PRIOR_KIND, TEXT_MODEL, PromptPrior, TextTower, latent_statistics, prior_forward
 
 # Families named by the GM programs the data engine draws (bass 32-39, drum kits).
 BASS_FAMILIES = {
@@ -189,17 +189,16 @@ def train(latent_dir: Path, data_dir: Path, out: Path, *, steps: int = 3000, bat
         schedule.step()
         if step % 500 == 0 or step == steps - 1:
             log(f"step {step}: mse {mse.item():.4f} nce {nce.item():.4f}")
-    weights = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-    report = {"train_stems": len(train_stems), "held_out_stems": len(held_out), "steps": steps,
-              "wall_seconds": round(time.perf_counter() - started, 1),
-              "held_out": evaluate(weights, mean, std, held_out, tower, rate_hz)}
     config = {"text_model": TEXT_MODEL, "text_dim": int(model.layers[0].in_features), "hidden": 256,
               "style_dim": int(pool.shape[1]), "style_space": "latent mean and std of the shipped autoencoder",
               "style_mean": mean.tolist(), "style_std": std.tolist(), "latent_rate_hz": rate_hz,
               "training": {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
                            "stems": len(train_stems)}}
     save_prior(out, model, config, version=f"0.1.0+{steps}steps")
-    return report
+    shipped = PromptPrior.load(out)  # measured as shipped: fp16 weights
+    return {"train_stems": len(train_stems), "held_out_stems": len(held_out), "steps": steps,
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "held_out": evaluate(shipped.weights, mean, std, held_out, tower, rate_hz)}
 
 
 def save_prior(path: Path, model: Prior, config: dict, *, version: str) -> Path:
