@@ -46,6 +46,77 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "of the model: for trying the plugin and the protocol, not for music")
     serve.set_defaults(func=_serve)
 
+    client = subparsers.add_parser("client", help="talk to a running engine as a plugin would (reference client)",
+                                   description=CLIENT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = client.add_subparsers(dest="action", metavar="ACTION")
+    g = actions.add_parser("generate", help="send a region, wait with progress, write the stem",
+                           description=CLIENT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g.add_argument("--context", required=True, type=Path, help="the region to accompany (WAV, AIFF, FLAC)")
+    g.add_argument("--out", required=True, type=Path, help="where to write the stem")
+    g.add_argument("--job-id", default=None, help="job id (default: a hash of the file and parameters, so a rerun "
+                                                  "fetches the finished result again)")
+    g.add_argument("--param", action="append", default=[], metavar="KEY=JSON",
+                   help='a generation parameter, e.g. instrument=\"drums\" seed=3 loop_bars=2 (repeatable)')
+    g.add_argument("--connection-file", type=Path, default=None,
+                   help="the engine's connection file (default: the one `backline serve` writes)")
+    g.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the job (default 600)")
+    g.set_defaults(func=_client_generate)
+
+
+CLIENT_DESCRIPTION = """\
+Send a region to a running `backline serve`, show progress, and write the stem: what the plugin does,
+from the command line. Parameters are the protocol's (plugin_bridge/PROTOCOL.md), values in JSON.
+
+example:
+  backline client generate --context song.wav --out bass.wav --param instrument='"bass"' --param seed=3
+"""
+
+
+def _client_generate(args: argparse.Namespace) -> int:
+    import hashlib
+    import json
+
+    from backline.engine.audio import AudioError, read_audio, write_audio
+
+    from .client import BridgeClient, BridgeError
+    from .server import CONNECTION_FILE_NAME, default_runtime_dir
+
+    params = {}
+    for item in args.param:
+        key, _, value = item.partition("=")
+        try:
+            params[key] = json.loads(value)
+        except ValueError:
+            params[key] = value  # a bare word: a string
+    try:
+        audio, sample_rate = read_audio(args.context)
+    except AudioError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    connection = args.connection_file or default_runtime_dir() / CONNECTION_FILE_NAME
+    if not connection.is_file():
+        print(f"error: no engine is running ({connection} not found); start one with `backline serve`", file=sys.stderr)
+        return 2
+    job_id = args.job_id or hashlib.sha256(audio.tobytes() + json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+
+    def show(event: dict) -> None:
+        if event.get("steps"):
+            print(f"\r{job_id}: step {event['step']}/{event['steps']}", end="", file=sys.stderr, flush=True)
+
+    with BridgeClient(connection, timeout_seconds=30.0, silence_seconds=30.0) as client:
+        try:
+            client.hello()
+            stem, rate, info = client.generate(job_id, params, audio, sample_rate, on_progress=show,
+                                               timeout_seconds=args.timeout)
+        except BridgeError as error:
+            print(f"\nerror: {error}", file=sys.stderr)
+            return 2
+    print(file=sys.stderr)
+    write_audio(args.out, stem, rate)
+    print(f"{args.out}: {stem.shape[1] / rate:.2f} s, {stem.shape[0]} channel(s), {rate} Hz (job {job_id})")
+    print(json.dumps(info))
+    return 0
+
 
 def _load_generator(args: argparse.Namespace):
     if args.demo_generator:

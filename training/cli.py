@@ -118,6 +118,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from backline.export.cli import register_bench
 
     register_bench(bench_models)
+    from backline.plugin_bridge.bench import register_bench as register_bridge_bench
+
+    register_bridge_bench(bench_models)
 
 
 def _set_threads(threads: int | None) -> None:

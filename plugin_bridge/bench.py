@@ -1,0 +1,125 @@
+"""``backline bench bridge``: the bridge's own overhead, generation excluded.
+
+A server runs in a child process with an *echo* generator (returns the region as the stem at once),
+so everything measured is transport: upload (submit + chunks + acks), queueing, the result written to
+the engine's folder, and the download. For each region length it reports the wall time of each part,
+the throughput, and the server process's peak resident memory (VmHWM) against its idle baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HELP = """\
+Measure the bridge's overhead (upload + download, no generation) on loopback, per region length,
+with the server's peak memory. Writes a JSON report with --json.
+
+examples:
+  backline bench bridge                                  4 min 48 kHz stereo
+  backline bench bridge --minutes 1 4 10 --json plugin_bridge/benchmarks/bridge.json
+"""
+
+
+def _echo(params, context, sample_rate, progress, cancelled):
+    progress(1, 1)
+    return context, sample_rate, {"echo": True}
+
+
+def _serve(folder: str, ready) -> None:
+    from backline.plugin_bridge.server import BridgeServer
+
+    server = BridgeServer(_echo, runtime_dir=Path(folder) / "run", results_dir=Path(folder) / "results",
+                          osc_port=None)
+    server.start()
+    ready.put(str(server.connection_file))
+    while True:
+        time.sleep(1)
+
+
+def _peak_rss_mb(pid: int) -> tuple[float, float]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def run(minutes: list[float], sample_rate: int = 48_000, channels: int = 2) -> dict:
+    from backline.plugin_bridge.client import BridgeClient
+
+    results = []
+    for length in minutes:  # a fresh server per length, so each peak is its own
+        with tempfile.TemporaryDirectory() as folder:
+            context = multiprocessing.get_context("spawn")
+            ready = context.Queue()
+            process = context.Process(target=_serve, args=(folder, ready), daemon=True)
+            process.start()
+            try:
+                connection = ready.get(timeout=60)
+                idle_mb, _ = _peak_rss_mb(process.pid)
+                frames = int(length * 60 * sample_rate)
+                audio = (0.1 * np.random.default_rng(0).standard_normal((channels, frames))).astype(np.float32)
+                with BridgeClient(connection, timeout_seconds=60, silence_seconds=60) as client:
+                    client.hello()
+                    started = time.perf_counter()
+                    client.submit("bench", {}, audio, sample_rate)
+                    uploaded = time.perf_counter()
+                    client.wait("bench", timeout_seconds=600)
+                    finished = time.perf_counter()
+                    stem, _, _ = client.fetch("bench")
+                    fetched = time.perf_counter()
+                assert stem.shape == audio.shape and np.array_equal(stem, audio), "the echo came back changed"
+                _, peak_mb = _peak_rss_mb(process.pid)
+            finally:
+                process.kill()
+                process.join()
+        megabytes = audio.nbytes / 2**20
+        overhead = (uploaded - started) + (fetched - finished)
+        results.append({"minutes": length, "sample_rate": sample_rate, "channels": channels,
+                        "region_mb": round(megabytes, 1), "upload_seconds": round(uploaded - started, 3),
+                        "queue_and_store_seconds": round(finished - uploaded, 3),
+                        "download_seconds": round(fetched - finished, 3),
+                        "overhead_seconds": round(overhead, 3),
+                        "throughput_mb_per_second": round(2 * megabytes / overhead, 1),
+                        "server_idle_rss_mb": round(idle_mb, 1), "server_peak_rss_mb": round(peak_mb, 1)})
+    return {"machine": {"platform": platform.platform(), "python": platform.python_version()}, "results": results}
+
+
+def register_bench(bench_models: argparse._SubParsersAction) -> None:
+    p = bench_models.add_parser("bridge", help="transport overhead of the engine server (no generation)",
+                                description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--minutes", type=float, nargs="+", default=[4.0], help="region lengths (default 4)")
+    p.add_argument("--sample-rate", type=int, default=48_000)
+    p.add_argument("--channels", type=int, default=2)
+    p.add_argument("--json", type=Path, help="also write the report here")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    report = run(args.minutes, args.sample_rate, args.channels)
+    print(f"{'minutes':>7} {'MB':>7} {'upload s':>9} {'store s':>8} {'download s':>10} {'overhead s':>10} "
+          f"{'MB/s':>7} {'idle MB':>8} {'peak MB':>8}")
+    for r in report["results"]:
+        print(f"{r['minutes']:>7} {r['region_mb']:>7} {r['upload_seconds']:>9} {r['queue_and_store_seconds']:>8} "
+              f"{r['download_seconds']:>10} {r['overhead_seconds']:>10} {r['throughput_mb_per_second']:>7} "
+              f"{r['server_idle_rss_mb']:>8} {r['server_peak_rss_mb']:>8}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="backline bench")
+    register_bench(parser.add_subparsers())
+    arguments = parser.parse_args(["bridge", *sys.argv[1:]])
+    raise SystemExit(arguments.func(arguments))

@@ -1,0 +1,12 @@
+"""``backline bench bridge`` measures a real server process: a short region echoes back intact."""
+
+from backline.plugin_bridge.bench import run
+
+
+def test_bridge_bench_reports_each_part_for_a_short_region():
+    report = run([0.05], sample_rate=48_000, channels=2)  # 3 s stereo
+    (result,) = report["results"]
+    assert result["region_mb"] > 1 and result["overhead_seconds"] > 0
+    assert result["server_peak_rss_mb"] >= result["server_idle_rss_mb"] > 0
+    assert result["overhead_seconds"] == round(result["upload_seconds"] + result["download_seconds"], 3) or \
+        abs(result["overhead_seconds"] - result["upload_seconds"] - result["download_seconds"]) < 0.002

@@ -1,0 +1,36 @@
+"""``backline client generate``: the reference client from the command line, against a real server."""
+
+import numpy as np
+import soundfile as sf
+
+from backline.cli import main
+
+
+def test_client_generate_writes_the_stem_and_a_rerun_fetches_the_same_result(start_server, tmp_path, capsys):
+    server = start_server()
+    region = tmp_path / "region.wav"
+    sf.write(region, (0.2 * np.sin(np.arange(22_050) * 0.05)).astype(np.float32), 22_050)
+    args = ["client", "generate", "--context", str(region), "--connection-file", str(server.connection_file),
+            "--param", "steps=3", "--out"]
+    assert main([*args, str(tmp_path / "a.wav")]) == 0
+    first_out = capsys.readouterr().out
+    assert main([*args, str(tmp_path / "b.wav")]) == 0
+    a, rate = sf.read(tmp_path / "a.wav")
+    b, _ = sf.read(tmp_path / "b.wav")
+    assert rate == 22_050 and len(a) == 22_050 and np.abs(a).max() > 0
+    np.testing.assert_array_equal(a, b)
+    job = first_out.split("(job ")[1].split(")")[0]
+    assert f"(job {job})" in capsys.readouterr().out  # same region and parameters: the same job
+
+
+def test_client_errors_are_clear(start_server, tmp_path, capsys):
+    region = tmp_path / "region.wav"
+    sf.write(region, np.zeros(1000, np.float32) + 0.1, 22_050)
+    missing = ["client", "generate", "--context", str(region), "--out", str(tmp_path / "x.wav"),
+               "--connection-file", str(tmp_path / "nothing.json")]
+    assert main(missing) == 2 and "no engine is running" in capsys.readouterr().err
+    server = start_server()
+    bad = ["client", "generate", "--context", str(region), "--out", str(tmp_path / "x.wav"),
+           "--connection-file", str(server.connection_file), "--param", "steps=100000"]
+    assert main(bad) == 2
+    assert "error:" in capsys.readouterr().err and not (tmp_path / "x.wav").exists()
