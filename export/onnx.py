@@ -125,10 +125,43 @@ def _torch_export(module, args: tuple, path: Path, inputs: list[str], outputs: l
                               dynamic_axes=dynamic, opset_version=opset, dynamo=False, do_constant_folding=True)
 
 
+FP16_STORAGE_MIN_ELEMENTS = 1024  # smaller tensors stay float32: the Cast would cost more than it saves
+
+
+def store_weights_fp16(model) -> int:
+    """Store each large float32 initializer that fp16 represents exactly as fp16, cast back at load.
+
+    The shipped safetensors are fp16, so their weights round-trip exactly and the graph computes the
+    same float32 values; only tensors that would change (e.g. folded constants) stay float32. The
+    files halve in size; onnxruntime folds the Casts when it builds the session. Returns the count.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph, converted, casts = model.graph, 0, []
+    for initializer in list(graph.initializer):
+        if initializer.data_type != TensorProto.FLOAT:
+            continue
+        values = numpy_helper.to_array(initializer)
+        if values.size < FP16_STORAGE_MIN_ELEMENTS:
+            continue
+        half = values.astype(np.float16)
+        if not np.array_equal(half.astype(np.float32), values):
+            continue
+        name = initializer.name
+        graph.initializer.remove(initializer)
+        graph.initializer.append(numpy_helper.from_array(half, name + "__fp16"))
+        casts.append(helper.make_node("Cast", [name + "__fp16"], [name], to=TensorProto.FLOAT, name=name + "__cast"))
+        converted += 1
+    for node in reversed(casts):
+        graph.node.insert(0, node)
+    return converted
+
+
 def _write_metadata(path: Path, metadata: dict[str, str]) -> None:
     import onnx
 
     model = onnx.load(str(path))
+    store_weights_fp16(model)
     del model.metadata_props[:]
     for key, value in sorted(metadata.items()):
         entry = model.metadata_props.add()

@@ -131,3 +131,28 @@ def test_runtime_refuses_mismatched_or_missing_files(exported, tmp_path):
     (tmp_path / ONNX_FILES["denoiser"]).unlink()
     with pytest.raises(RuntimeModelError, match="missing ONNX model files: .*denoiser.onnx"):
         OnnxBackend(tmp_path)
+
+
+def test_fp16_storage_keeps_exact_weights_only_and_computes_the_same():
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from backline.export.onnx import store_weights_fp16
+
+    exact = np.arange(2048, dtype=np.float32).reshape(2, 1024) / 8  # fp16 represents these exactly
+    inexact = np.full((2, 1024), 0.1, np.float32)  # 0.1 is not an fp16 value: must stay float32
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w1"], ["y"]), helper.make_node("Add", ["y", "w2"], ["z"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 1024])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 1024])],
+        [numpy_helper.from_array(exact, "w1"), numpy_helper.from_array(inexact, "w2")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(0).standard_normal((2, 1024)).astype(np.float32)
+    before = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    assert store_weights_fp16(model) == 1
+    onnx.checker.check_model(model)
+    kinds = {i.name: i.data_type for i in model.graph.initializer}
+    assert kinds == {"w1__fp16": TensorProto.FLOAT16, "w2": TensorProto.FLOAT}
+    after = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(after, before)
