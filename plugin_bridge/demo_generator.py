@@ -63,4 +63,5 @@ def demo_generate(
             time.sleep(step_seconds)
         progress(step + 1, steps)
     audio = (0.5 * out).astype(np.float32)[None, :]
-    return audio, sample_rate, {"generator": "demo (not a model): low-passed octave-down copy", "steps": steps}
+    return audio, sample_rate, {"generator": "demo (not a model): low-passed octave-down copy", "steps": steps,
+                                "params": params}  # echoed, so tests can see what a client sent

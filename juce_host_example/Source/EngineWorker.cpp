@@ -242,6 +242,16 @@ void EngineWorker::runJob (void* contextPointer)
         params->setProperty ("steps", processor.steps->get());
         params->setProperty ("cfg_context", (double) processor.cfgContext->get());
         params->setProperty ("cfg_style", (double) processor.cfgStyle->get());
+        const auto prompt = processor.getPrompt().trim();
+        if (prompt.isNotEmpty())
+            params->setProperty ("style_prompt", prompt);
+        // The host's tempo and the region's position, so bar-based controls line up with the song.
+        if (region.bpm >= 20.0 && region.bpm <= 400.0)
+        {
+            params->setProperty ("tempo_bpm", region.bpm);
+            if (region.startPpq >= 0.0)
+                params->setProperty ("region_start_beats", region.startPpq);
+        }
         // For testing against `serve --demo-generator` (e.g. {"demo_step_seconds": 0.5}): extra parameters
         // from the environment, merged as given. The real engine refuses unknown ones (bad_request).
         const auto extra = juce::JSON::parse (juce::SystemStats::getEnvironmentVariable ("BACKLINE_EXTRA_PARAMS", {}));

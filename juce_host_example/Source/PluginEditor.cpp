@@ -49,6 +49,10 @@ BacklineEditor::BacklineEditor (BacklineProcessor& p)
     instrumentLabel.setText ("Instrument", juce::dontSendNotification);
     seedLabel.setText ("Seed", juce::dontSendNotification);
     stepsLabel.setText ("Steps", juce::dontSendNotification);
+    promptLabel.setText ("Style", juce::dontSendNotification);
+    promptEditor.setTextToShowWhenEmpty ("a prompt, e.g. \"fretless bass\" (optional)", juce::Colours::grey);
+    promptEditor.setText (p.getPrompt(), juce::dontSendNotification);
+    promptEditor.onTextChange = [this] { processor.setPrompt (promptEditor.getText()); };
     statusLabel.setJustificationType (juce::Justification::topLeft);
     statusLabel.setMinimumHorizontalScale (1.0f);
     for (auto* slider : { &seedSlider, &stepsSlider })
@@ -57,13 +61,13 @@ BacklineEditor::BacklineEditor (BacklineProcessor& p)
     instrumentAttachment.sendInitialUpdate();   // the items exist only now
     generateButton.onClick = [this] { processor.requestGenerate(); };
     cancelButton.onClick = [this] { processor.requestCancel(); };
-    for (auto* c : std::initializer_list<juce::Component*> { &title, &instrumentLabel, &seedLabel, &stepsLabel, &statusLabel,
+    for (auto* c : std::initializer_list<juce::Component*> { &title, &instrumentLabel, &seedLabel, &stepsLabel, &promptLabel, &promptEditor, &statusLabel,
                                                              &instrumentBox, &seedSlider, &stepsSlider, &recordButton, &passButton,
                                                              &generateButton, &cancelButton, &progressBar, &stemView })
         addAndMakeVisible (c);
     setResizable (true, true);
-    setResizeLimits (420, 360, 1600, 1200);
-    setSize (560, 420);
+    setResizeLimits (420, 400, 1600, 1200);
+    setSize (560, 460);
     startTimerHz (10);
 }
 
@@ -83,6 +87,9 @@ void BacklineEditor::resized()
     r = row();
     stepsLabel.setBounds (r.removeFromLeft (90));
     stepsSlider.setBounds (r);
+    r = row();
+    promptLabel.setBounds (r.removeFromLeft (90));
+    promptEditor.setBounds (r);
     r = row();
     recordButton.setBounds (r.removeFromLeft (r.getWidth() / 2));
     passButton.setBounds (r);

@@ -28,7 +28,8 @@ private:
     void timerCallback() override;
 
     BacklineProcessor& processor;
-    juce::Label title, instrumentLabel, seedLabel, stepsLabel, statusLabel;
+    juce::Label title, instrumentLabel, seedLabel, stepsLabel, promptLabel, statusLabel;
+    juce::TextEditor promptEditor;
     juce::ComboBox instrumentBox;
     juce::Slider seedSlider, stepsSlider;
     juce::ToggleButton recordButton { "Record while playing" }, passButton { "Pass input through" };

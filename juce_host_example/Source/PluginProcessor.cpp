@@ -298,6 +298,18 @@ juce::String BacklineProcessor::getStatusMessage() const { const juce::ScopedLoc
 juce::String BacklineProcessor::getStemPath() const { const juce::ScopedLock sl (infoLock); return stemPath; }
 std::vector<float> BacklineProcessor::getStemPeaks() const { const juce::ScopedLock sl (infoLock); return stemPeaks; }
 
+juce::String BacklineProcessor::getPrompt() const
+{
+    const juce::ScopedLock sl (infoLock);
+    return prompt;
+}
+
+void BacklineProcessor::setPrompt (const juce::String& text)
+{
+    const juce::ScopedLock sl (infoLock);
+    prompt = text.substring (0, 500);
+}
+
 void BacklineProcessor::getStateInformation (juce::MemoryBlock& destData)
 {
     juce::XmlElement xml ("BACKLINE");
@@ -313,6 +325,7 @@ void BacklineProcessor::getStateInformation (juce::MemoryBlock& destData)
         xml.setAttribute ("job_id", jobId);
         xml.setAttribute ("stem_path", stemPath);
         xml.setAttribute ("stem_start_sample", juce::String (savedStemStart));
+        xml.setAttribute ("prompt", prompt);
     }
     xml.setAttribute ("region_start_sample", juce::String (regionStartSample.load()));
     xml.setAttribute ("region_frames", juce::String (capturedFrames.load()));
@@ -332,6 +345,7 @@ void BacklineProcessor::setStateInformation (const void* data, int sizeInBytes)
         if (auto* withId = dynamic_cast<juce::AudioProcessorParameterWithID*> (p))
             if (withId != status && xml->hasAttribute ("param_" + withId->paramID))
                 p->setValueNotifyingHost ((float) xml->getDoubleAttribute ("param_" + withId->paramID));
+    setPrompt (xml->getStringAttribute ("prompt"));
     // Reopened project: play the saved stem again without regenerating.
     const juce::File file (xml->getStringAttribute ("stem_path"));
     if (file.existsAsFile())

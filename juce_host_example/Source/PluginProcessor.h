@@ -67,6 +67,9 @@ public:
     juce::String getStatusMessage() const;
     Status getStatus() const { return (Status) statusIndex.load(); }
     juce::String getStemPath() const;
+    // The style prompt typed in the editor (or restored with the project); sent as "style_prompt".
+    juce::String getPrompt() const;
+    void setPrompt (const juce::String&);
     std::vector<float> getStemPeaks() const;
 
     struct Region
@@ -139,7 +142,7 @@ private:
     std::atomic<int> statusIndex { 0 };
     mutable juce::CriticalSection infoLock;
     juce::String statusMessage { "Idle. Play the region with Record on, then press Generate." };
-    juce::String stemPath, jobId;
+    juce::String stemPath, jobId, prompt;
     std::vector<float> stemPeaks;
     juce::int64 savedStemStart = 0;
 

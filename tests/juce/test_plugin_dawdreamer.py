@@ -9,6 +9,8 @@ trigger waits for the exchange and the same render already contains the stem.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -104,6 +106,11 @@ def test_region_is_generated_and_played_back_sample_aligned(plugin_path, engine,
                              np.concatenate([np.zeros(min(64, start)), expected])) == 0
     assert int(state["stem_start_sample"]) == start
     assert state["stem_path"].startswith(str(stems)) and state["stem_path"].endswith(".wav")
+    # the host's tempo and the region's position travel with the job (for bar-based controls)
+    (meta,) = (tmp_path / "results").glob("*/meta.json")
+    sent = json.loads(meta.read_text())["info"]["params"]
+    assert sent["tempo_bpm"] == pytest.approx(bpm)
+    assert sent["region_start_beats"] == pytest.approx(float(state["region_start_ppq"]))
 
     # Pass 3: reopen the "project": a new instance given the saved state plays the stem without the engine.
     engine.terminate()

@@ -9,12 +9,13 @@ pedalboard's parameter view without a message loop, so the status is read from t
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
 import pytest
 
-from backline_plugin_helpers import demo_stem, make_signal, parse_state
+from backline_plugin_helpers import demo_stem, make_signal, parse_state, with_prompt
 
 pedalboard = pytest.importorskip("pedalboard")
 
@@ -210,3 +211,19 @@ def test_job_cancelled_at_the_engine_is_reported_and_audio_keeps_passing(free_ru
     assert state["status"] == "cancelled" and state["message"] == "Cancelled.", state
     assert elapsed < 3.9   # 8 steps of 0.5 s were not all run
     np.testing.assert_array_equal(out, region)
+
+
+def test_the_style_prompt_is_restored_with_the_project_and_sent_with_the_job(free_running, engine, tmp_path):
+    plugin = free_running
+    plugin.raw_state = with_prompt(plugin.raw_state, "slap bass")
+    assert parse_state(plugin.raw_state)["prompt"] == "slap bass"
+    plugin.steps = 2
+    plugin.process(make_signal(SAMPLE_RATE // 2, SAMPLE_RATE), SAMPLE_RATE, buffer_size=512)
+    plugin.record = False
+    plugin.generate = True
+    plugin.process(np.zeros((2, 256), np.float32), SAMPLE_RATE)
+    state = wait_for_status(plugin, {"ready", "error", "engine not running"}, timeout_seconds=60)
+    assert state["status"] == "ready", state
+    sent = [json.loads(meta.read_text())["info"]["params"] for meta in (tmp_path / "results").glob("*/meta.json")]
+    assert [params.get("style_prompt") for params in sent] == ["slap bass"]
+    assert "tempo_bpm" not in sent[0]  # pedalboard gives no tempo: none is sent
