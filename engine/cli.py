@@ -75,6 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--loop-strength", type=float, default=1.0,
                    help="fraction of the steps the repeats are tied for (default 1: exact repeats)")
     p.add_argument("--loop-cycle-out", type=Path, help="also write one seamless cycle of the loop here")
+    p.add_argument("--midi", type=Path, help="also write the stem transcribed as MIDI here (with --tempo: at that tempo)")
     p.add_argument("--tempo", type=float, metavar="BPM", help="the song's tempo, for bar positions and loops in bars")
     p.add_argument("--beats-per-bar", type=int, default=4)
     p.add_argument("--region-start-beats", type=float, default=0.0,
@@ -159,6 +160,12 @@ def _generate(args: argparse.Namespace) -> int:
     write_audio(args.out, result.audio, result.sample_rate)
     print(f"{args.out}: {result.audio.shape[1] / result.sample_rate:.2f} s, {result.audio.shape[0]} channel(s), "
           f"{result.sample_rate} Hz")
+    if args.midi:
+        from backline.engine.transcribe import stem_to_midi_bytes
+
+        args.midi.parent.mkdir(parents=True, exist_ok=True)
+        args.midi.write_bytes(stem_to_midi_bytes(result.audio, result.sample_rate, args.instrument, bpm=args.tempo))
+        print(f"{args.midi}: the stem as MIDI" + (f" at {args.tempo:g} BPM" if args.tempo else ""))
     loop_seconds = result.info["controls"].get("loop_seconds")
     if args.loop_cycle_out and loop_seconds:
         write_audio(args.loop_cycle_out, loop_cycle(result.audio, int(round(loop_seconds * result.sample_rate))),

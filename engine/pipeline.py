@@ -412,9 +412,18 @@ def make_generator(bundle: Bundle):
 
         params = dict(params)
         stem = params.pop("stem", None)  # the bridge's ``source_job_id`` result, resolved by the server
+        midi = params.pop("midi", False)
         request = request_from_params(params, context, sample_rate, stem=stem)
         result = generate(bundle, request, progress=on_step)
-        return result.audio, result.sample_rate, result.info
+        info = result.info
+        if midi:  # the stem as a Standard MIDI File, small enough to travel base64 in the job's info
+            import base64
+
+            from backline.engine.transcribe import stem_to_midi_bytes
+
+            data = stem_to_midi_bytes(result.audio, result.sample_rate, request.instrument, bpm=params.get("tempo_bpm"))
+            info = {**info, "midi_base64": base64.b64encode(data).decode("ascii")}
+        return result.audio, result.sample_rate, info
 
     return run
 

@@ -80,3 +80,14 @@ def test_corrupt_context_is_refused(models, tmp_path, capsys):
     bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     assert main(["generate", "--context", str(bad), "--out", str(tmp_path / "x.wav"), *models]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_generate_also_writes_the_stem_as_midi_at_the_given_tempo(models, context, tmp_path):
+    import mido
+
+    out, midi = tmp_path / "drums.wav", tmp_path / "drums.mid"
+    assert main(["generate", "--context", str(context), "--instrument", "drums", "--tempo", "97",
+                 "--midi", str(midi), "--out", str(out), *models]) == 0
+    song_midi = mido.MidiFile(str(midi))
+    tempos = [m.tempo for track in song_midi.tracks for m in track if m.type == "set_tempo"]
+    assert tempos and abs(mido.tempo2bpm(tempos[0]) - 97) < 0.01

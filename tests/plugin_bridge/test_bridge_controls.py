@@ -57,3 +57,16 @@ def test_a_source_of_another_length_is_refused(start_server, connect, engine):
     client.generate("short", {"steps": 2}, region(0.5), RATE)
     with pytest.raises(BridgeError, match="this region is"):
         client.generate("long", {"steps": 2, "source_job_id": "short", "variation_strength": 0.3}, region(1.0), RATE)
+
+
+def test_the_stem_comes_back_as_midi_too_when_asked(start_server, connect, engine):
+    import base64
+    import io
+
+    import mido
+
+    client = connect(start_server(engine))
+    _, _, info = client.generate("with-midi", {"steps": 2, "midi": True, "tempo_bpm": 100.0}, region(1.0), RATE)
+    song = mido.MidiFile(file=io.BytesIO(base64.b64decode(info["midi_base64"])))
+    tempos = [m.tempo for track in song.tracks for m in track if m.type == "set_tempo"]
+    assert tempos and abs(mido.tempo2bpm(tempos[0]) - 100.0) < 0.01
