@@ -41,6 +41,16 @@ examples:
 """
 
 
+STYLE_HELP = """\
+APA-style adherence of generated stems to the style they were given, on held-out pairs: a reference
+(a later segment of the pair's real stem) and a prompt (the stem's GM family name). Distances in the
+denoiser's style space and, for references, in a fixed log-mel embedding. Writes report.md and
+report.json to --out.
+
+example:
+  backline eval style --data $BACKLINE_DATA/full --out training/reports/style
+"""
+
 CONTROLS_HELP = """\
 Measure each producer control on the bundled example with the shipped models: seams of a
 regenerated range (against a naive splice), variation distance per strength, loop periodicity per
@@ -92,6 +102,17 @@ def register_eval(eval_models: argparse._SubParsersAction, formatter=argparse.Ra
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_eval_controls)
 
+    p = eval_models.add_parser("style", help="APA adherence of generated stems to a reference and to a prompt",
+                               description=STYLE_HELP, formatter_class=formatter)
+    p.add_argument("--data", required=True, type=Path, help="data build directory (holds manifest.jsonl)")
+    p.add_argument("--out", required=True, type=Path, help="report directory")
+    p.add_argument("--count", type=int, default=6, help="pairs per instrument (default 6)")
+    p.add_argument("--seconds", type=float, default=8.0, help="context and reference length (default 8)")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_eval_style)
+
 
 def _eval_controls(args: argparse.Namespace) -> int:
     from backline.engine.pipeline import load_bundle
@@ -99,6 +120,16 @@ def _eval_controls(args: argparse.Namespace) -> int:
 
     bundle = load_bundle(args.autoencoder, args.denoiser)
     run(bundle, args.out, steps=args.steps, seed=args.seed)
+    print((args.out / "report.md").read_text())
+    return 0
+
+
+def _eval_style(args: argparse.Namespace) -> int:
+    from backline.engine.pipeline import load_bundle
+    from backline.training.style_eval import run
+
+    run(load_bundle(), args.data, args.out, count=args.count, seconds=args.seconds, steps=args.steps,
+        split=args.split, seed=args.seed)
     print((args.out / "report.md").read_text())
     return 0
 
