@@ -140,7 +140,7 @@ class BridgeClient:
             self.hello()
         audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
         channels, frames = audio.shape
-        chunk_frames = min(chunk_frames or 16_384, self.limits["max_chunk_frames"])
+        chunk_frames = min(chunk_frames or self.limits["max_chunk_frames"], self.limits["max_chunk_frames"])
         job, _ = self.request({"type": "submit", "job_id": job_id, "params": params,
                                "sample_rate": int(sample_rate), "channels": channels, "frames": frames})
         if job["state"] in (P.SUBMITTED, P.UPLOADING):
