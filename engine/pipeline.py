@@ -412,8 +412,9 @@ def make_generator(bundle: Bundle):
 
         params = dict(params)
         stem = params.pop("stem", None)  # the bridge's ``source_job_id`` result, resolved by the server
+        audio = {k: params.pop(k) for k in ("style_audio", "style_sample_rate") if k in params}  # ``style_job_id``'s
         midi = params.pop("midi", False)
-        request = request_from_params(params, context, sample_rate, stem=stem)
+        request = request_from_params(params, context, sample_rate, stem=stem, **audio)
         result = generate(bundle, request, progress=on_step)
         info = result.info
         if midi:  # the stem as a Standard MIDI File, small enough to travel base64 in the job's info

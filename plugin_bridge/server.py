@@ -558,13 +558,14 @@ class BridgeServer:
         finally:
             events.close(linger=0)
 
-    def _source_audio(self, source_id: object, job: Job) -> np.ndarray:
-        """The finished result of job ``source_id`` as (channels, frames), checked against ``job``'s region."""
+    def _source_audio(self, source_id: object, job: Job, *, same_region: bool = True) -> np.ndarray:
+        """The finished result of job ``source_id`` as (channels, frames); with ``same_region``, checked
+        to cover ``job``'s region (same rate and length)."""
         source = self.jobs.get(source_id) if isinstance(source_id, str) else None
         meta = source.result if source is not None else None
         if meta is None:
             raise ValueError(f"source job {source_id!r} has no finished result to work on")
-        if meta["sample_rate"] != job.sample_rate or meta["frames"] != job.frames:
+        if same_region and (meta["sample_rate"] != job.sample_rate or meta["frames"] != job.frames):
             raise ValueError(f"source job {source_id!r} is {meta['frames']} frames at {meta['sample_rate']} Hz; "
                              f"this region is {job.frames} frames at {job.sample_rate} Hz")
         try:
@@ -599,10 +600,18 @@ class BridgeServer:
             context = validate_audio(raw.reshape(-1, job.channels).T, job.sample_rate,
                                      max_duration_seconds=self.limits.max_duration_seconds, what="region")
             params = dict(job.params)
-            if "source_job_id" in params:  # regenerate a range of, or vary, an earlier job's stem
-                params["stem"] = self._source_audio(params.pop("source_job_id"), job)
-            audio, sample_rate, info = self.generate(
-                params, context, job.sample_rate, progress, job.cancel.is_set)
+            if params.get("kind") == "reference":  # a style reference: kept as uploaded, nothing generated
+                if set(params) != {"kind"}:
+                    raise ValueError("a reference upload takes no other parameters")
+                audio, sample_rate, info = context, job.sample_rate, {"kind": "reference"}
+            else:
+                if "source_job_id" in params:  # regenerate a range of, or vary, an earlier job's stem
+                    params["stem"] = self._source_audio(params.pop("source_job_id"), job)
+                if "style_job_id" in params:  # a style reference uploaded earlier as a reference job
+                    params["style_audio"] = self._source_audio(params.pop("style_job_id"), job, same_region=False)
+                    params["style_sample_rate"] = self.jobs[job.params["style_job_id"]].result["sample_rate"]
+                audio, sample_rate, info = self.generate(
+                    params, context, job.sample_rate, progress, job.cancel.is_set)
             if job.cancel.is_set():
                 raise JobCancelled(job.job_id)
             try:

@@ -106,3 +106,18 @@ def test_shipped_prompt_prior_maps_prompts_into_the_denoisers_style_space():
     assert np.linalg.norm(slap - funky) < np.linalg.norm(slap - orchestra)
     # the embeddings sit where audio embeddings sit: within a few standard deviations of their mean
     assert np.all(np.abs((slap - prior.mean) / prior.std) < 6)
+
+
+def test_shipped_onnx_graphs_are_the_shipped_weights_and_agree_with_torch(example):
+    """models/onnx is what `backline export` wrote from the shipped safetensors: same versions, same stem."""
+    from backline.engine.pipeline import GenerateRequest, generate, load_bundle
+    from backline.engine.runtime import ONNX_FILES, default_onnx_dir
+
+    assert all((default_onnx_dir() / name).is_file() for name in ONNX_FILES.values()), "run backline export"
+    audio, sample_rate = example
+    onnx_bundle, torch_bundle = load_bundle(backend="onnx", intra_op_threads=1), load_bundle(backend="torch")
+    assert onnx_bundle.versions == torch_bundle.versions
+    assert onnx_bundle.contract.latent_scale == pytest.approx(torch_bundle.contract.latent_scale)
+    request = GenerateRequest(context=audio[: 3 * sample_rate], sample_rate=sample_rate, steps=4, seed=2)
+    a, b = generate(onnx_bundle, request).audio, generate(torch_bundle, request).audio
+    assert np.abs(a - b).max() <= 1e-3 * max(np.abs(b).max(), 1e-3)

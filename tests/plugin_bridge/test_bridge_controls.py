@@ -70,3 +70,18 @@ def test_the_stem_comes_back_as_midi_too_when_asked(start_server, connect, engin
     song = mido.MidiFile(file=io.BytesIO(base64.b64decode(info["midi_base64"])))
     tempos = [m.tempo for track in song.tracks for m in track if m.type == "set_tempo"]
     assert tempos and abs(mido.tempo2bpm(tempos[0]) - 100.0) < 0.01
+
+
+def test_a_style_reference_travels_as_its_own_job_and_steers_later_ones(start_server, connect, engine):
+    client = connect(start_server(engine))
+    reference = (0.2 * np.sign(np.sin(np.arange(30_000) * 0.01)))[None].astype(np.float32)  # another sound, rate
+    echoed, rate, info = client.generate("ref-1", {"kind": "reference"}, reference, 44_100)
+    assert info == {"kind": "reference"} and rate == 44_100
+    np.testing.assert_array_equal(echoed, reference)
+    plain = client.generate("plain", {"steps": 3}, region(0.5), RATE)[0]
+    styled, _, info = client.generate("styled", {"steps": 3, "style_job_id": "ref-1"}, region(0.5), RATE)
+    assert info["style"] == "audio" and np.abs(styled - plain).max() > 1e-5
+    with pytest.raises(BridgeError, match="no other parameters"):
+        client.generate("ref-2", {"kind": "reference", "steps": 3}, reference, 44_100)
+    with pytest.raises(BridgeError, match="no finished result"):
+        client.generate("styled-2", {"steps": 3, "style_job_id": "missing"}, region(0.5), RATE)
