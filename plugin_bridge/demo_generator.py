@@ -64,4 +64,5 @@ def demo_generate(
         progress(step + 1, steps)
     audio = (0.5 * out).astype(np.float32)[None, :]
     return audio, sample_rate, {"generator": "demo (not a model): low-passed octave-down copy", "steps": steps,
-                                "params": params}  # echoed, so tests can see what a client sent
+                                "params": {k: f"<audio {v.shape}>" if isinstance(v, np.ndarray) else v
+                                           for k, v in params.items()}}  # echoed, so tests see what arrived

@@ -233,9 +233,63 @@ void EngineWorker::runJob (void* contextPointer)
         const int chunkFrames = juce::jlimit (1, 32768, intField (limits, "max_chunk_frames", 16384));
         const int window = juce::jmax (1, intField (limits, "upload_window_chunks", 4));
 
-        // ---- submit ----
-        const int channels = region.audio.getNumChannels();
-        const int frames = region.audio.getNumSamples();
+        // ---- submit + upload (at most `window` chunks unacknowledged), for the region and a style reference ----
+        const auto upload = [&] (const juce::String& id, juce::DynamicObject::Ptr jobParams, const juce::AudioBuffer<float>& audio,
+                                 double rate, const juce::String& what)
+        {
+            const int channels = audio.getNumChannels();
+            const int frames = audio.getNumSamples();
+            auto submit = request ("submit");
+            submit->setProperty ("job_id", id);
+            submit->setProperty ("params", juce::var (jobParams.get()));
+            submit->setProperty ("sample_rate", (int) std::lround (rate));
+            submit->setProperty ("channels", channels);
+            submit->setProperty ("frames", frames);
+            const auto snapshot = await (connection.send (submit), 5000, "submit").header;
+            const auto submittedState = snapshot.getProperty ("state", {}).toString();
+            if (submittedState != "submitted" && submittedState != "uploading")
+                return snapshot;   // already uploaded (a resubmitted id): nothing to send
+            processor.setStatus (Status::working, "Uploading the " + what + "...", 0.0f);
+            const int chunks = (frames + chunkFrames - 1) / chunkFrames;
+            std::vector<float> interleaved;
+            std::map<int, int> inFlight;   // req -> chunk index
+            int nextChunk = intField (snapshot, "next_index", 0), acknowledged = nextChunk;
+            while (acknowledged < chunks)
+            {
+                while (nextChunk < chunks && (int) inFlight.size() < window)
+                {
+                    const int start = nextChunk * chunkFrames, count = juce::jmin (chunkFrames, frames - start);
+                    interleaved.resize ((size_t) count * (size_t) channels);
+                    for (int i = 0; i < count; ++i)
+                        for (int ch = 0; ch < channels; ++ch)
+                            interleaved[(size_t) (i * channels + ch)] = audio.getSample (ch, start + i);   // little-endian hosts
+                    auto chunk = request ("chunk");
+                    chunk->setProperty ("job_id", id);
+                    chunk->setProperty ("index", nextChunk);
+                    chunk->setProperty ("start_frame", start);
+                    chunk->setProperty ("frames", count);
+                    inFlight[connection.send (chunk, interleaved.data(), interleaved.size() * sizeof (float))] = nextChunk;
+                    ++nextChunk;
+                }
+                Message m;
+                if (! connection.receive (m, silenceMs))
+                    throw JobFailure (Status::engineNotRunning, "The Backline engine stopped answering during the upload. " + juce::String (startHint));
+                if (isPush (m))
+                    continue;
+                const int req = (int) m.header.getProperty ("req", -1);
+                if (inFlight.count (req) == 0)
+                    continue;
+                if (m.type() == "error")
+                    failWith (m.header);
+                inFlight.erase (req);
+                ++acknowledged;
+                processor.setStatus (Status::working, "Uploading the " + what + "...", 0.1f * (float) acknowledged / (float) chunks);
+            }
+            auto startRequest = request ("start");
+            startRequest->setProperty ("job_id", id);
+            return await (connection.send (startRequest), 5000, "start").header;
+        };
+
         juce::DynamicObject::Ptr params (new juce::DynamicObject());
         params->setProperty ("instrument", processor.instrument->getCurrentChoiceName());
         params->setProperty ("seed", processor.seed->get());
@@ -252,62 +306,36 @@ void EngineWorker::runJob (void* contextPointer)
             if (region.startPpq >= 0.0)
                 params->setProperty ("region_start_beats", region.startPpq);
         }
+        // A dropped style reference goes first, as its own job named by its content (uploaded once).
+        if (const auto reference = processor.getStyleReference())
+        {
+            juce::DynamicObject::Ptr referenceParams (new juce::DynamicObject());
+            referenceParams->setProperty ("kind", "reference");
+            auto snapshot = upload (reference->jobId, referenceParams, reference->audio, reference->sampleRate, "style reference");
+            while (snapshot.getProperty ("state", {}).toString() != "done")
+            {
+                const auto state = snapshot.getProperty ("state", {}).toString();
+                if (state == "failed")
+                    failWith (snapshot.getProperty ("error", {}));
+                if (state == "cancelled")
+                    throw JobFailure (Status::cancelled, "Cancelled.");
+                Message m;
+                if (! connection.receive (m, silenceMs))
+                    throw JobFailure (Status::engineNotRunning, "The Backline engine stopped answering. " + juce::String (startHint));
+                if (m.type() == "job" && m.header.getProperty ("job_id", {}).toString() == reference->jobId)
+                    snapshot = m.header;
+            }
+            params->setProperty ("style_job_id", reference->jobId);
+        }
         // For testing against `serve --demo-generator` (e.g. {"demo_step_seconds": 0.5}): extra parameters
         // from the environment, merged as given. The real engine refuses unknown ones (bad_request).
         const auto extra = juce::JSON::parse (juce::SystemStats::getEnvironmentVariable ("BACKLINE_EXTRA_PARAMS", {}));
         if (auto* extraObject = extra.getDynamicObject())
             for (const auto& property : extraObject->getProperties())
                 params->setProperty (property.name, property.value);
-        auto submit = request ("submit");
-        submit->setProperty ("job_id", jobId);
-        submit->setProperty ("params", juce::var (params.get()));
-        submit->setProperty ("sample_rate", (int) std::lround (region.sampleRate));
-        submit->setProperty ("channels", channels);
-        submit->setProperty ("frames", frames);
-        await (connection.send (submit), 5000, "submit");
+        lastJob = upload (jobId, params, region.audio, region.sampleRate, "region");
 
-        // ---- upload, at most `window` chunks unacknowledged ----
-        processor.setStatus (Status::working, "Uploading the region...", 0.0f);
-        const int chunks = (frames + chunkFrames - 1) / chunkFrames;
-        std::vector<float> interleaved;
-        std::map<int, int> inFlight;   // req -> chunk index
-        int nextChunk = 0, acknowledged = 0;
-        while (acknowledged < chunks)
-        {
-            while (nextChunk < chunks && (int) inFlight.size() < window)
-            {
-                const int start = nextChunk * chunkFrames, count = juce::jmin (chunkFrames, frames - start);
-                interleaved.resize ((size_t) count * (size_t) channels);
-                for (int i = 0; i < count; ++i)
-                    for (int ch = 0; ch < channels; ++ch)
-                        interleaved[(size_t) (i * channels + ch)] = region.audio.getSample (ch, start + i);   // little-endian hosts
-                auto chunk = request ("chunk");
-                chunk->setProperty ("job_id", jobId);
-                chunk->setProperty ("index", nextChunk);
-                chunk->setProperty ("start_frame", start);
-                chunk->setProperty ("frames", count);
-                inFlight[connection.send (chunk, interleaved.data(), interleaved.size() * sizeof (float))] = nextChunk;
-                ++nextChunk;
-            }
-            Message m;
-            if (! connection.receive (m, silenceMs))
-                throw JobFailure (Status::engineNotRunning, "The Backline engine stopped answering during the upload. " + juce::String (startHint));
-            if (isPush (m))
-                continue;
-            const int req = (int) m.header.getProperty ("req", -1);
-            if (inFlight.count (req) == 0)
-                continue;
-            if (m.type() == "error")
-                failWith (m.header);
-            inFlight.erase (req);
-            ++acknowledged;
-            processor.setStatus (Status::working, "Uploading the region...", 0.1f * (float) acknowledged / (float) chunks);
-        }
-
-        // ---- start, then follow pushes until the job is final ----
-        auto start = request ("start");
-        start->setProperty ("job_id", jobId);
-        lastJob = await (connection.send (start), 5000, "start").header;
+        // ---- follow pushes until the job is final ----
         processor.setStatus (Status::working, "Generating...", 0.1f);
         bool cancelSent = false;
         while (true)

@@ -53,6 +53,8 @@ BacklineEditor::BacklineEditor (BacklineProcessor& p)
     promptEditor.setTextToShowWhenEmpty ("a prompt, e.g. \"fretless bass\" (optional)", juce::Colours::grey);
     promptEditor.setText (p.getPrompt(), juce::dontSendNotification);
     promptEditor.onTextChange = [this] { processor.setPrompt (promptEditor.getText()); };
+    referenceLabel.setColour (juce::Label::outlineColourId, juce::Colours::grey);
+    clearReferenceButton.onClick = [this] { processor.clearStyleReference(); };
     statusLabel.setJustificationType (juce::Justification::topLeft);
     statusLabel.setMinimumHorizontalScale (1.0f);
     for (auto* slider : { &seedSlider, &stepsSlider })
@@ -61,13 +63,13 @@ BacklineEditor::BacklineEditor (BacklineProcessor& p)
     instrumentAttachment.sendInitialUpdate();   // the items exist only now
     generateButton.onClick = [this] { processor.requestGenerate(); };
     cancelButton.onClick = [this] { processor.requestCancel(); };
-    for (auto* c : std::initializer_list<juce::Component*> { &title, &instrumentLabel, &seedLabel, &stepsLabel, &promptLabel, &promptEditor, &statusLabel,
+    for (auto* c : std::initializer_list<juce::Component*> { &title, &instrumentLabel, &seedLabel, &stepsLabel, &promptLabel, &promptEditor, &referenceLabel, &clearReferenceButton, &statusLabel,
                                                              &instrumentBox, &seedSlider, &stepsSlider, &recordButton, &passButton,
                                                              &generateButton, &cancelButton, &progressBar, &stemView })
         addAndMakeVisible (c);
     setResizable (true, true);
-    setResizeLimits (420, 400, 1600, 1200);
-    setSize (560, 460);
+    setResizeLimits (420, 440, 1600, 1200);
+    setSize (560, 500);
     startTimerHz (10);
 }
 
@@ -91,6 +93,11 @@ void BacklineEditor::resized()
     promptLabel.setBounds (r.removeFromLeft (90));
     promptEditor.setBounds (r);
     r = row();
+    r.removeFromLeft (90);
+    clearReferenceButton.setBounds (r.removeFromRight (70));
+    r.removeFromRight (8);
+    referenceLabel.setBounds (r);
+    r = row();
     recordButton.setBounds (r.removeFromLeft (r.getWidth() / 2));
     passButton.setBounds (r);
     r = row();
@@ -103,8 +110,24 @@ void BacklineEditor::resized()
     stemView.setBounds (area);
 }
 
+bool BacklineEditor::isInterestedInFileDrag (const juce::StringArray& files)
+{
+    return files.size() == 1 && juce::File (files[0]).hasFileExtension ("wav;wave;aif;aiff");
+}
+
+void BacklineEditor::filesDropped (const juce::StringArray& files, int, int)
+{
+    if (! files.isEmpty())
+        processor.setStyleReference (juce::File (files[0]));
+}
+
 void BacklineEditor::timerCallback()
 {
+    const auto reference = processor.getStyleReference();
+    referenceLabel.setText (reference != nullptr ? "Style reference: " + juce::File (reference->path).getFileName()
+                                                 : juce::String ("Drop a reference recording (WAV, AIFF) for the style"),
+                            juce::dontSendNotification);
+    clearReferenceButton.setEnabled (reference != nullptr);
     progressValue = processor.progress->get();
     statusLabel.setText (processor.getStatusMessage(), juce::dontSendNotification);
     stemView.repaint();

@@ -17,12 +17,15 @@ private:
     bool dragging = false;
 };
 
-class BacklineEditor : public juce::AudioProcessorEditor, private juce::Timer
+class BacklineEditor : public juce::AudioProcessorEditor, public juce::FileDragAndDropTarget, private juce::Timer
 {
 public:
     explicit BacklineEditor (BacklineProcessor&);
     void paint (juce::Graphics&) override;
     void resized() override;
+    // Drop an audio file anywhere on the window: it becomes the style reference.
+    bool isInterestedInFileDrag (const juce::StringArray& files) override;
+    void filesDropped (const juce::StringArray& files, int x, int y) override;
 
 private:
     void timerCallback() override;
@@ -30,6 +33,8 @@ private:
     BacklineProcessor& processor;
     juce::Label title, instrumentLabel, seedLabel, stepsLabel, promptLabel, statusLabel;
     juce::TextEditor promptEditor;
+    juce::Label referenceLabel;
+    juce::TextButton clearReferenceButton { "Clear" };
     juce::ComboBox instrumentBox;
     juce::Slider seedSlider, stepsSlider;
     juce::ToggleButton recordButton { "Record while playing" }, passButton { "Pass input through" };

@@ -310,6 +310,57 @@ void BacklineProcessor::setPrompt (const juce::String& text)
     prompt = text.substring (0, 500);
 }
 
+bool BacklineProcessor::setStyleReference (const juce::File& file)
+{
+    static constexpr double maxReferenceSeconds = 120.0;
+    juce::AudioFormatManager formats;
+    formats.registerBasicFormats();
+    std::unique_ptr<juce::AudioFormatReader> reader (formats.createReaderFor (file));
+    if (reader == nullptr || reader->lengthInSamples <= 0 || reader->sampleRate < 8000.0 || reader->numChannels < 1)
+    {
+        setStatus (Status::error, "Could not read " + file.getFileName() + " as audio (WAV or AIFF): the style "
+                                      "reference is unchanged.", 0.0f);
+        return false;
+    }
+    auto reference = std::make_shared<StyleReference>();
+    const auto frames = (int) juce::jmin (reader->lengthInSamples, (juce::int64) (maxReferenceSeconds * reader->sampleRate));
+    reference->audio.setSize ((int) juce::jmin (2u, reader->numChannels), frames);
+    reader->read (&reference->audio, 0, frames, 0, true, reference->audio.getNumChannels() > 1);
+    for (int ch = 0; ch < reference->audio.getNumChannels(); ++ch)   // NaN or Inf would be refused by the engine
+    {
+        auto* samples = reference->audio.getWritePointer (ch);
+        for (int i = 0; i < frames; ++i)
+            if (! std::isfinite (samples[i])) samples[i] = 0.0f;
+    }
+    reference->sampleRate = reader->sampleRate;
+    reference->path = file.getFullPathName();
+    // The job id names the content (FNV-1a over the samples and the rate): a reference is uploaded once.
+    juce::uint64 hash = 1469598103934665603ull;
+    const auto mix = [&hash] (const void* data, size_t bytes)
+    {
+        for (size_t i = 0; i < bytes; ++i) { hash ^= static_cast<const juce::uint8*> (data)[i]; hash *= 1099511628211ull; }
+    };
+    mix (&reference->sampleRate, sizeof (double));
+    for (int ch = 0; ch < reference->audio.getNumChannels(); ++ch)
+        mix (reference->audio.getReadPointer (ch), (size_t) frames * sizeof (float));
+    reference->jobId = "reference-" + juce::String::toHexString ((juce::int64) hash);
+    const juce::ScopedLock sl (infoLock);
+    styleReference = std::move (reference);
+    return true;
+}
+
+void BacklineProcessor::clearStyleReference()
+{
+    const juce::ScopedLock sl (infoLock);
+    styleReference.reset();
+}
+
+std::shared_ptr<const BacklineProcessor::StyleReference> BacklineProcessor::getStyleReference() const
+{
+    const juce::ScopedLock sl (infoLock);
+    return styleReference;
+}
+
 void BacklineProcessor::getStateInformation (juce::MemoryBlock& destData)
 {
     juce::XmlElement xml ("BACKLINE");
@@ -326,6 +377,7 @@ void BacklineProcessor::getStateInformation (juce::MemoryBlock& destData)
         xml.setAttribute ("stem_path", stemPath);
         xml.setAttribute ("stem_start_sample", juce::String (savedStemStart));
         xml.setAttribute ("prompt", prompt);
+        xml.setAttribute ("style_path", styleReference != nullptr ? styleReference->path : juce::String());
     }
     xml.setAttribute ("region_start_sample", juce::String (regionStartSample.load()));
     xml.setAttribute ("region_frames", juce::String (capturedFrames.load()));
@@ -346,6 +398,10 @@ void BacklineProcessor::setStateInformation (const void* data, int sizeInBytes)
             if (withId != status && xml->hasAttribute ("param_" + withId->paramID))
                 p->setValueNotifyingHost ((float) xml->getDoubleAttribute ("param_" + withId->paramID));
     setPrompt (xml->getStringAttribute ("prompt"));
+    if (const juce::File reference (xml->getStringAttribute ("style_path")); reference.existsAsFile())
+        setStyleReference (reference);
+    else
+        clearStyleReference();
     // Reopened project: play the saved stem again without regenerating.
     const juce::File file (xml->getStringAttribute ("stem_path"));
     if (file.existsAsFile())

@@ -70,6 +70,18 @@ public:
     // The style prompt typed in the editor (or restored with the project); sent as "style_prompt".
     juce::String getPrompt() const;
     void setPrompt (const juce::String&);
+
+    // A style reference dropped on the editor (or restored with the project), read once on the
+    // message thread; the worker uploads it as a reference job named by its content.
+    struct StyleReference
+    {
+        juce::AudioBuffer<float> audio;
+        double sampleRate = 0.0;
+        juce::String path, jobId;
+    };
+    bool setStyleReference (const juce::File&);   // false (and a status in words) if the file cannot be read
+    void clearStyleReference();
+    std::shared_ptr<const StyleReference> getStyleReference() const;
     std::vector<float> getStemPeaks() const;
 
     struct Region
@@ -143,6 +155,7 @@ private:
     mutable juce::CriticalSection infoLock;
     juce::String statusMessage { "Idle. Play the region with Record on, then press Generate." };
     juce::String stemPath, jobId, prompt;
+    std::shared_ptr<const StyleReference> styleReference;
     std::vector<float> stemPeaks;
     juce::int64 savedStemStart = 0;
 

@@ -73,22 +73,25 @@ def _juce_base64_encode(data: bytes) -> bytes:
     return f"{len(data)}.".encode() + "".join(_JUCE_BASE64[(value >> (6 * i)) & 63] for i in range(chars)).encode()
 
 
-def with_prompt(raw: bytes, prompt: str) -> bytes:
-    """The saved state with its style prompt set, as a project would restore it: the <BACKLINE> XML is
+def with_state(raw: bytes, **attributes: str) -> bytes:
+    """The saved state with some <BACKLINE> attributes set, as a project would restore them: the XML is
     found through the host's wrapping (JUCE binary XML headers, JUCE-base64 text) and every enclosing
     length is rewritten."""
     if raw.startswith(b"VC2!"):  # JUCE's copyXmlToBinary: magic, uint32 length, XML, NUL
         size = int.from_bytes(raw[4:8], "little")
-        body = with_prompt(raw[8:8 + size], prompt)
+        body = with_state(raw[8:8 + size], **attributes)
         return b"VC2!" + len(body).to_bytes(4, "little") + body + raw[8 + size:]
     if re.search(rb"<BACKLINE\b", raw):
-        escaped = prompt.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").encode()
-        return re.sub(rb'prompt="[^"]*"', b'prompt="' + escaped + b'"', raw, count=1)
+        for name, value in attributes.items():
+            escaped = value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").encode()
+            raw, count = re.subn(rb'\b' + name.encode() + rb'="[^"]*"', name.encode() + b'="' + escaped + b'"', raw, count=1)
+            assert count == 1, f"the saved state has no {name} attribute"
+        return raw
     for blob in re.finditer(rb"(\d+)\.([A-Za-z0-9+.]{8,})", raw):
         try:
             inner = _juce_base64_decode(int(blob.group(1)), blob.group(2))
         except (ValueError, OverflowError):
             continue
         if _find_backline_xml(inner):
-            return raw[:blob.start()] + _juce_base64_encode(with_prompt(inner, prompt)) + raw[blob.end():]
+            return raw[:blob.start()] + _juce_base64_encode(with_state(inner, **attributes)) + raw[blob.end():]
     raise AssertionError("no Backline state found in the plugin's saved state")

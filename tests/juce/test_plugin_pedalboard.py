@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from backline_plugin_helpers import demo_stem, make_signal, parse_state, with_prompt
+from backline_plugin_helpers import demo_stem, make_signal, parse_state, with_state
 
 pedalboard = pytest.importorskip("pedalboard")
 
@@ -215,7 +215,7 @@ def test_job_cancelled_at_the_engine_is_reported_and_audio_keeps_passing(free_ru
 
 def test_the_style_prompt_is_restored_with_the_project_and_sent_with_the_job(free_running, engine, tmp_path):
     plugin = free_running
-    plugin.raw_state = with_prompt(plugin.raw_state, "slap bass")
+    plugin.raw_state = with_state(plugin.raw_state, prompt="slap bass")
     assert parse_state(plugin.raw_state)["prompt"] == "slap bass"
     plugin.steps = 2
     plugin.process(make_signal(SAMPLE_RATE // 2, SAMPLE_RATE), SAMPLE_RATE, buffer_size=512)
@@ -227,3 +227,53 @@ def test_the_style_prompt_is_restored_with_the_project_and_sent_with_the_job(fre
     sent = [json.loads(meta.read_text())["info"]["params"] for meta in (tmp_path / "results").glob("*/meta.json")]
     assert [params.get("style_prompt") for params in sent] == ["slap bass"]
     assert "tempo_bpm" not in sent[0]  # pedalboard gives no tempo: none is sent
+
+
+def test_a_style_reference_restored_with_the_project_is_uploaded_once_and_named_in_the_job(free_running, engine,
+                                                                                          tmp_path):
+    import soundfile
+
+    reference = tmp_path / "reference.wav"
+    soundfile.write(reference, make_signal(20_000, 22_050, seed=7).T, 22_050)
+    plugin = free_running
+    plugin.raw_state = with_state(plugin.raw_state, style_path=str(reference))
+    assert parse_state(plugin.raw_state)["style_path"] == str(reference)
+    plugin.steps = 2
+    previous_job = ""
+    for _ in range(2):  # two generations: the reference is uploaded once, named by its content
+        plugin.record = True
+        plugin.process(make_signal(SAMPLE_RATE // 2, SAMPLE_RATE), SAMPLE_RATE, buffer_size=512)
+        plugin.record = False
+        plugin.generate = True
+        plugin.process(np.zeros((2, 256), np.float32), SAMPLE_RATE)
+        deadline = time.monotonic() + 60
+        while True:  # until this generation's job is final
+            state = parse_state(plugin.raw_state)
+            if state["job_id"] != previous_job and state["status"] in {"ready", "error", "engine not running"}:
+                break
+            assert time.monotonic() < deadline, state
+            time.sleep(0.05)
+        assert state["status"] == "ready", state
+        previous_job = state["job_id"]
+        plugin.generate = False
+        plugin.process(np.zeros((2, 256), np.float32), SAMPLE_RATE)
+    metas = [json.loads(meta.read_text()) for meta in (tmp_path / "results").glob("*/meta.json")]
+    references = [m for m in metas if m["info"].get("kind") == "reference"]
+    stems = [m for m in metas if m["info"].get("kind") != "reference"]
+    assert len(references) == 1 and references[0]["sample_rate"] == 22_050 and references[0]["frames"] == 20_000
+    assert len(stems) == 2
+    for stem in stems:  # the server resolved style_job_id into the reference's audio for the generator
+        assert stem["info"]["params"]["style_audio"] == "<audio (2, 20000)>"  # the stereo WAV as written
+        assert stem["info"]["params"]["style_sample_rate"] == 22_050
+
+
+def test_an_unreadable_style_reference_is_reported_in_words(free_running, tmp_path):
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunkjunk")
+    plugin = free_running
+    plugin.raw_state = with_state(plugin.raw_state, style_path=str(broken))
+    state = parse_state(plugin.raw_state)
+    assert state["status"] == "error" and "Could not read broken.wav" in state["message"], state
+    assert state["style_path"] == ""
+    out = plugin.process(np.zeros((2, 512), np.float32), SAMPLE_RATE)
+    assert np.isfinite(out).all()
