@@ -83,6 +83,10 @@ def register_eval(eval_models: argparse._SubParsersAction, formatter=argparse.Ra
     p.add_argument("--seconds", type=float, default=10.0, help="--generate: seconds per pair (default 10)")
     p.add_argument("--offset-seconds", type=float, default=30.0, help="--generate: where in each piece to start")
     p.add_argument("--steps", type=int, default=30, help="--generate: diffusion steps")
+    p.add_argument("--round-trip", action="store_true",
+                   help="also score the real stems through the autoencoder (always on with --generate)")
+    p.add_argument("--cfg-context", type=float, default=1.25, help="--generate: context guidance scale")
+    p.add_argument("--cfg-style", type=float, default=1.25, help="--generate: style guidance scale")
     p.add_argument("--autoencoder", type=Path, default=None, help="--generate: autoencoder file (default: shipped)")
     p.add_argument("--denoiser", type=Path, default=None, help="--generate: denoiser file (default: shipped)")
     p.add_argument("--max-seconds", type=float, default=60.0,
@@ -167,8 +171,20 @@ def _eval_accompaniment(args: argparse.Namespace) -> int:
         bundle = load_bundle(args.autoencoder, args.denoiser)
         generate_stems(args.data, args.generated, bundle, count=args.count, seconds=args.seconds,
                        offset_seconds=args.offset_seconds, instruments=instruments, steps=args.steps,
-                       seed=args.seed, split=args.split, log=_log)
-    summary = evaluate_accompaniment(args.data, generated_dir=args.generated, split=args.split,
+                       seed=args.seed, split=args.split, cfg_context=args.cfg_context, cfg_style=args.cfg_style,
+                       log=_log)
+    round_trip = None
+    if args.generate or args.round_trip:
+        from backline.engine.audio import resample
+        from backline.engine.pipeline import load_bundle
+
+        engine = load_bundle(args.autoencoder, args.denoiser)
+
+        def round_trip(audio, rate):
+            mono = resample(audio[None], rate, engine.sample_rate)
+            decoded = engine.backend.decode(engine.backend.encode(mono))[0, :mono.shape[1]]
+            return resample(decoded[None], engine.sample_rate, rate)[0]
+    summary = evaluate_accompaniment(args.data, generated_dir=args.generated, split=args.split, round_trip=round_trip,
                                      instruments=instruments, max_seconds=args.max_seconds, seed=args.seed,
                                      figure_dir=args.out, log=_log)
     summary["command"] = _command()

@@ -370,6 +370,7 @@ def _fit_table(rows: dict[str, list[dict]], instrument: str) -> dict:
 def evaluate_accompaniment(build_dir: str | Path, *, generated_dir: str | Path | None = None, split: str = "test",
                            instruments: tuple[str, ...] = ("bass", "drums"), max_seconds: float | None = 60.0,
                            offset_seconds: float = 0.0, seed: int = 0, figure_dir: str | Path | None = None,
+                           round_trip: Callable[[np.ndarray, int], np.ndarray] | None = None,
                            log: Callable[[str], None] = lambda m: None) -> dict:
     """Score real, shuffled, rule-based and (when given) generated stems of a build's ``split`` pairs.
 
@@ -430,6 +431,8 @@ def evaluate_accompaniment(build_dir: str | Path, *, generated_dir: str | Path |
         shuffled = [_fit_length(targets[order[i]], len(contexts[i])) for i in range(len(chosen))]
         rule = [RULE_BASED[instrument](c, sample_rate) for c in contexts]
         candidates = {"real": targets, "shuffled": shuffled, "rule-based": rule}
+        if round_trip is not None:  # the real stems through the autoencoder: the most a latent model can reach
+            candidates["real, autoencoded"] = [_fit_length(round_trip(t, sample_rate), len(t)) for t in targets]
         if generated_dir is not None:
             candidates["generated"] = generated
         context_feats = [fm.context_features(c, sample_rate) for c in contexts]
@@ -550,7 +553,8 @@ def _validation_stems(build_dir: Path, instrument: str, seconds: float, *, limit
 
 def generate_stems(build_dir: str | Path, out_dir: str | Path, bundle, *, count: int = 4, seconds: float = 10.0,
                    offset_seconds: float = 30.0, instruments: tuple[str, ...] = ("bass", "drums"), steps: int = 30,
-                   seed: int = 0, split: str = "test", log: Callable[[str], None] = lambda m: None) -> Path:
+                   seed: int = 0, split: str = "test", cfg_context: float = 1.25, cfg_style: float = 1.25,
+                   log: Callable[[str], None] = lambda m: None) -> Path:
     """Generate ``<variant_id>__<instrument>.wav`` for the first ``count`` ``split`` pairs per instrument.
 
     Each context is cut to ``seconds`` from ``offset_seconds`` (earlier if the piece is shorter) and
@@ -573,14 +577,16 @@ def generate_stems(build_dir: str | Path, out_dir: str | Path, bundle, *, count:
             segment = context[:, first:first + int(seconds * sample_rate)]  # (channels, frames)
             started = time.perf_counter()
             result = generate(bundle, GenerateRequest(context=segment, sample_rate=sample_rate, instrument=instrument,
-                                                      steps=steps, seed=seed))
+                                                      steps=steps, seed=seed, cfg_context=cfg_context,
+                                                      cfg_style=cfg_style))
             name = generated_name(record["variant_id"], instrument)
             write_audio(out_dir / name, result.audio, result.sample_rate)
             items[name] = {"offset_seconds": offset, "seconds": segment.shape[1] / sample_rate,
                            "compute_seconds": round(time.perf_counter() - started, 2), "info": result.info}
             log(f"generated {name} ({items[name]['compute_seconds']} s)")
     (out_dir / GENERATED_INDEX).write_text(json.dumps({"build": str(build_dir), "split": split, "steps": steps,
-                                                       "seed": seed, "items": items}, indent=1, default=str))
+                                                       "seed": seed, "cfg_context": cfg_context, "cfg_style": cfg_style,
+                                                       "items": items}, indent=1, default=str))
     return out_dir
 
 
@@ -598,8 +604,9 @@ def accompaniment_markdown(summary: dict, command: str) -> str:
              "", f"Produced by: `{command}`", "",
              "Rows: **real** = the stem the piece was written with; **shuffled** = a real stem of another piece "
              "(the same stems, re-paired); **rule-based** = bass: root of the context's strongest pitch class on "
-             "every detected beat; drums: kick/snare/hat groove at the detected tempo; **generated** = the model's "
-             "stems.", "",
+             "every detected beat; drums: kick/snare/hat groove at the detected tempo; **real, autoencoded** = the "
+             "real stem encoded and decoded by the autoencoder (the ceiling for any model in its latent space); "
+             "**generated** = the model's stems.", "",
              "Fit scores (see `backline/training/fit_metrics.py`): harmonic fit = share of the stem's pitched energy "
              "in pitch classes sounding in the context; onset / grid agreement = cosine of the stem's onset envelope "
              "with the context's onsets / eighth-note grid; rhythmic fit = their mean. *norm.* = "
