@@ -151,6 +151,7 @@ void EngineWorker::run()
     while (! threadShouldExit())
     {
         processor.pollGenerateTrigger();
+        processor.pollTakeChange();
         if (processor.jobsRequested.load() > handled)
         {
             handled = processor.jobsRequested.load();   // requests that arrive during a job start the next one
@@ -460,7 +461,9 @@ void EngineWorker::runJob (void* contextPointer)
                 stemFilePath = wav.getFullPathName();
             }
         }
+        const auto startSample = newStem->startSample;
         processor.publishStem (std::move (newStem), stemFilePath, jobId);
+        processor.addTake ({ stemFilePath, jobId, startSample });
         processor.setStatus (Status::ready, stemFilePath.isNotEmpty() ? "Stem ready, saved to " + stemFilePath
                                                                       : "Stem ready (could not save it to " + folder.getFullPathName() + ")", 1.0f);
     }

@@ -41,6 +41,7 @@ BacklineEditor::BacklineEditor (BacklineProcessor& p)
       instrumentAttachment (*p.instrument, instrumentBox),
       seedAttachment (*p.seed, seedSlider),
       stepsAttachment (*p.steps, stepsSlider),
+      takeAttachment (*p.take, takeSlider),
       recordAttachment (*p.record, recordButton),
       passAttachment (*p.passInput, passButton)
 {
@@ -49,6 +50,7 @@ BacklineEditor::BacklineEditor (BacklineProcessor& p)
     instrumentLabel.setText ("Instrument", juce::dontSendNotification);
     seedLabel.setText ("Seed", juce::dontSendNotification);
     stepsLabel.setText ("Steps", juce::dontSendNotification);
+    takeLabel.setText ("Take", juce::dontSendNotification);
     promptLabel.setText ("Style", juce::dontSendNotification);
     promptEditor.setTextToShowWhenEmpty ("a prompt, e.g. \"fretless bass\" (optional)", juce::Colours::grey);
     promptEditor.setText (p.getPrompt(), juce::dontSendNotification);
@@ -57,19 +59,19 @@ BacklineEditor::BacklineEditor (BacklineProcessor& p)
     clearReferenceButton.onClick = [this] { processor.clearStyleReference(); };
     statusLabel.setJustificationType (juce::Justification::topLeft);
     statusLabel.setMinimumHorizontalScale (1.0f);
-    for (auto* slider : { &seedSlider, &stepsSlider })
+    for (auto* slider : { &seedSlider, &stepsSlider, &takeSlider })
         slider->setTextBoxStyle (juce::Slider::TextBoxRight, false, 70, 22);
     instrumentBox.addItemList (p.instrument->choices, 1);
     instrumentAttachment.sendInitialUpdate();   // the items exist only now
     generateButton.onClick = [this] { processor.requestGenerate(); };
     cancelButton.onClick = [this] { processor.requestCancel(); };
-    for (auto* c : std::initializer_list<juce::Component*> { &title, &instrumentLabel, &seedLabel, &stepsLabel, &promptLabel, &promptEditor, &referenceLabel, &clearReferenceButton, &statusLabel,
+    for (auto* c : std::initializer_list<juce::Component*> { &title, &instrumentLabel, &seedLabel, &stepsLabel, &takeLabel, &takeSlider, &promptLabel, &promptEditor, &referenceLabel, &clearReferenceButton, &statusLabel,
                                                              &instrumentBox, &seedSlider, &stepsSlider, &recordButton, &passButton,
                                                              &generateButton, &cancelButton, &progressBar, &stemView })
         addAndMakeVisible (c);
     setResizable (true, true);
-    setResizeLimits (420, 440, 1600, 1200);
-    setSize (560, 500);
+    setResizeLimits (420, 470, 1600, 1200);
+    setSize (560, 540);
     startTimerHz (10);
 }
 
@@ -89,6 +91,9 @@ void BacklineEditor::resized()
     r = row();
     stepsLabel.setBounds (r.removeFromLeft (90));
     stepsSlider.setBounds (r);
+    r = row();
+    takeLabel.setBounds (r.removeFromLeft (90));
+    takeSlider.setBounds (r);
     r = row();
     promptLabel.setBounds (r.removeFromLeft (90));
     promptEditor.setBounds (r);
@@ -128,6 +133,8 @@ void BacklineEditor::timerCallback()
                                                  : juce::String ("Drop a reference recording (WAV, AIFF) for the style"),
                             juce::dontSendNotification);
     clearReferenceButton.setEnabled (reference != nullptr);
+    const auto takeCount = (int) processor.getTakes().size();
+    takeLabel.setText (takeCount > 1 ? "Take (" + juce::String (takeCount) + ")" : juce::String ("Take"), juce::dontSendNotification);
     progressValue = processor.progress->get();
     statusLabel.setText (processor.getStatusMessage(), juce::dontSendNotification);
     stemView.repaint();

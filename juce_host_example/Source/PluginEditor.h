@@ -31,19 +31,19 @@ private:
     void timerCallback() override;
 
     BacklineProcessor& processor;
-    juce::Label title, instrumentLabel, seedLabel, stepsLabel, promptLabel, statusLabel;
+    juce::Label title, instrumentLabel, seedLabel, stepsLabel, promptLabel, takeLabel, statusLabel;
     juce::TextEditor promptEditor;
     juce::Label referenceLabel;
     juce::TextButton clearReferenceButton { "Clear" };
     juce::ComboBox instrumentBox;
-    juce::Slider seedSlider, stepsSlider;
+    juce::Slider seedSlider, stepsSlider, takeSlider;
     juce::ToggleButton recordButton { "Record while playing" }, passButton { "Pass input through" };
     juce::TextButton generateButton { "Generate" }, cancelButton { "Cancel" };
     double progressValue = 0.0;
     juce::ProgressBar progressBar { progressValue };
     StemView stemView;
     juce::ComboBoxParameterAttachment instrumentAttachment;
-    juce::SliderParameterAttachment seedAttachment, stepsAttachment;
+    juce::SliderParameterAttachment seedAttachment, stepsAttachment, takeAttachment;
     juce::ButtonParameterAttachment recordAttachment, passAttachment;
 
     JUCE_DECLARE_NON_COPYABLE_WITH_LEAK_DETECTOR (BacklineEditor)

@@ -33,6 +33,7 @@ BacklineProcessor::BacklineProcessor()
                                                       AudioParameterFloatAttributes().withAutomatable (false)));
     // For hosts without a transport (pedalboard, offline tools): positions count from the last reset().
     addParameter (freeRun = new AudioParameterBool ({ "free_run", 1 }, "Free Run", false));
+    addParameter (take = new AudioParameterInt ({ "take", 1 }, "Take", 1, maxTakes, 1));
     worker = std::make_unique<EngineWorker> (*this);
     worker->startThread();
 }
@@ -310,6 +311,50 @@ void BacklineProcessor::setPrompt (const juce::String& text)
     prompt = text.substring (0, 500);
 }
 
+void BacklineProcessor::addTake (const Take& newTake)
+{
+    int index = 0;
+    {
+        const juce::ScopedLock sl (infoLock);
+        takes.push_back (newTake);
+        if ((int) takes.size() > maxTakes)
+            takes.erase (takes.begin());
+        index = (int) takes.size() - 1;
+    }
+    currentTake.store (index);
+    lastSeenTakeParameter.store (index + 1);   // not a request to switch: the parameter follows the new take
+    take->setValueNotifyingHost (take->convertTo0to1 ((float) (index + 1)));
+}
+
+std::vector<BacklineProcessor::Take> BacklineProcessor::getTakes() const
+{
+    const juce::ScopedLock sl (infoLock);
+    return takes;
+}
+
+void BacklineProcessor::pollTakeChange()
+{
+    const int wanted = take->get();
+    if (wanted == lastSeenTakeParameter.exchange (wanted))
+        return;
+    const auto all = getTakes();
+    const int index = wanted - 1;
+    if (index < 0 || index >= (int) all.size() || index == currentTake.load())
+        return;
+    const auto& chosen = all[(size_t) index];
+    if (auto loaded = loadStemFile (juce::File (chosen.path), chosen.startSample, currentSampleRate))
+    {
+        publishStem (std::move (loaded), chosen.path, chosen.jobId);
+        currentTake.store (index);
+        setStatus (Status::ready, "Take " + juce::String (wanted) + " of " + juce::String ((int) all.size())
+                                      + ": " + juce::File (chosen.path).getFileName(), 1.0f);
+    }
+    else
+    {
+        setStatus (Status::error, "Take " + juce::String (wanted) + "'s file is gone: " + chosen.path, 0.0f);
+    }
+}
+
 bool BacklineProcessor::setStyleReference (const juce::File& file)
 {
     static constexpr double maxReferenceSeconds = 120.0;
@@ -379,6 +424,14 @@ void BacklineProcessor::getStateInformation (juce::MemoryBlock& destData)
         xml.setAttribute ("prompt", prompt);
         xml.setAttribute ("style_path", styleReference != nullptr ? styleReference->path : juce::String());
     }
+    for (const auto& each : getTakes())
+    {
+        auto* element = xml.createNewChildElement ("TAKE");
+        element->setAttribute ("path", each.path);
+        element->setAttribute ("job_id", each.jobId);
+        element->setAttribute ("start_sample", juce::String (each.startSample));
+    }
+    xml.setAttribute ("current_take", currentTake.load() + 1);
     xml.setAttribute ("region_start_sample", juce::String (regionStartSample.load()));
     xml.setAttribute ("region_frames", juce::String (capturedFrames.load()));
     xml.setAttribute ("region_start_ppq", regionStartPpq.load());
@@ -398,6 +451,16 @@ void BacklineProcessor::setStateInformation (const void* data, int sizeInBytes)
             if (withId != status && xml->hasAttribute ("param_" + withId->paramID))
                 p->setValueNotifyingHost ((float) xml->getDoubleAttribute ("param_" + withId->paramID));
     setPrompt (xml->getStringAttribute ("prompt"));
+    {
+        std::vector<Take> restored;
+        for (auto* element : xml->getChildWithTagNameIterator ("TAKE"))
+            restored.push_back ({ element->getStringAttribute ("path"), element->getStringAttribute ("job_id"),
+                                  element->getStringAttribute ("start_sample").getLargeIntValue() });
+        const juce::ScopedLock sl (infoLock);
+        takes = std::move (restored);
+    }
+    currentTake.store (xml->getIntAttribute ("current_take", 0) - 1);
+    lastSeenTakeParameter.store (take->get());
     if (const juce::File reference (xml->getStringAttribute ("style_path")); reference.existsAsFile())
         setStyleReference (reference);
     else

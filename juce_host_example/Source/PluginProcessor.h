@@ -79,6 +79,19 @@ public:
         double sampleRate = 0.0;
         juce::String path, jobId;
     };
+    // Takes: the stems generated in this session (and restored with the project), oldest first. The
+    // "take" parameter (1 = the first) chooses the one that plays; the worker loads it off the audio thread.
+    struct Take
+    {
+        juce::String path, jobId;
+        juce::int64 startSample = 0;
+    };
+    void addTake (const Take&);              // worker, after a generation: the new take becomes current
+    std::vector<Take> getTakes() const;
+    int getCurrentTake() const { return currentTake.load(); }   // 0-based; -1 before the first
+    void pollTakeChange();                   // worker: load the take the parameter names, when it changes
+    static constexpr int maxTakes = 16;
+
     bool setStyleReference (const juce::File&);   // false (and a status in words) if the file cannot be read
     void clearStyleReference();
     std::shared_ptr<const StyleReference> getStyleReference() const;
@@ -112,6 +125,7 @@ public:
     juce::AudioParameterFloat* cfgStyle = nullptr;
     juce::AudioParameterChoice* status = nullptr;   // read-only: written by the plugin
     juce::AudioParameterFloat* progress = nullptr;  // read-only: written by the plugin
+    juce::AudioParameterInt* take = nullptr;        // which take plays (1 = the first)
 
     std::atomic<bool> cancelRequested { false };
     std::atomic<int> jobsRequested { 0 }, jobsFinished { 0 };
@@ -156,6 +170,8 @@ private:
     juce::String statusMessage { "Idle. Play the region with Record on, then press Generate." };
     juce::String stemPath, jobId, prompt;
     std::shared_ptr<const StyleReference> styleReference;
+    std::vector<Take> takes;
+    std::atomic<int> currentTake { -1 }, lastSeenTakeParameter { 0 };
     std::vector<float> stemPeaks;
     juce::int64 savedStemStart = 0;
 

@@ -277,3 +277,61 @@ def test_an_unreadable_style_reference_is_reported_in_words(free_running, tmp_pa
     assert state["style_path"] == ""
     out = plugin.process(np.zeros((2, 512), np.float32), SAMPLE_RATE)
     assert np.isfinite(out).all()
+
+
+def _generate_and_wait(plugin, region, previous_job):
+    plugin.record = True
+    plugin.process(region, SAMPLE_RATE, buffer_size=512)
+    plugin.record = False
+    plugin.generate = True
+    plugin.process(np.zeros((2, 256), np.float32), SAMPLE_RATE)
+    deadline = time.monotonic() + 60
+    while True:
+        state = parse_state(plugin.raw_state)
+        if state["job_id"] != previous_job and state["status"] in {"ready", "error", "engine not running"}:
+            break
+        assert time.monotonic() < deadline, state
+        time.sleep(0.05)
+    assert state["status"] == "ready", state
+    plugin.generate = False
+    plugin.process(np.zeros((2, 256), np.float32), SAMPLE_RATE)
+    return state
+
+
+def test_takes_switch_between_generated_stems_and_come_back_with_the_project(free_running, engine, plugin_path):
+    plugin = free_running
+    plugin.steps = 2
+    plugin.pass_input = False
+    regions = [make_signal(20_000, SAMPLE_RATE, seed=s) for s in (3, 4)]
+    first = _generate_and_wait(plugin, regions[0], "")
+    second = _generate_and_wait(plugin, regions[1], first["job_id"])
+    assert second["current_take"] == "2"  # the newest take plays
+    expected = [demo_stem(region, SAMPLE_RATE, steps=2) for region in regions]
+
+    def plays(take_number):
+        plugin.take = take_number
+        deadline = time.monotonic() + 15
+        while parse_state(plugin.raw_state)["current_take"] != str(take_number):
+            assert time.monotonic() < deadline, parse_state(plugin.raw_state)["message"]
+            plugin.process(np.zeros((2, 64), np.float32), SAMPLE_RATE)
+            time.sleep(0.05)
+        return plugin.process(np.zeros((2, 20_000), np.float32), SAMPLE_RATE, buffer_size=512)[0]
+
+    np.testing.assert_allclose(plays(1), expected[0], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(plays(2), expected[1], atol=1e-6, rtol=0)
+    state = parse_state(plugin.raw_state)
+    assert state["stem_path"] == second["stem_path"] and "Take 2 of 2" in state["message"]
+    plugin.take = 5  # a take that does not exist changes nothing
+    for _ in range(5):
+        plugin.process(np.zeros((2, 64), np.float32), SAMPLE_RATE)
+        time.sleep(0.05)
+    assert parse_state(plugin.raw_state)["current_take"] == "2"
+    saved = parse_state(plugin.raw_state)
+    assert saved["stem_path"] == second["stem_path"]
+
+    reopened = pedalboard.load_plugin(plugin_path)  # the project reopened: both takes, the second playing
+    reopened.raw_state = plugin.raw_state
+    reopened.free_run, reopened.pass_input = True, False
+    assert parse_state(reopened.raw_state)["current_take"] == "2"
+    plugin = reopened
+    np.testing.assert_allclose(plays(1), expected[0], atol=1e-6, rtol=0)
