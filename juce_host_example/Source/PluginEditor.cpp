@@ -115,6 +115,17 @@ void BacklineEditor::resized()
     stemView.setBounds (area);
 }
 
+bool StemView::isInterestedInFileDrag (const juce::StringArray& files)
+{
+    return files.size() == 1 && juce::File (files[0]).hasFileExtension ("wav;wave;aif;aiff");
+}
+
+void StemView::filesDropped (const juce::StringArray& files, int, int)
+{
+    if (! files.isEmpty())
+        processor.setRegionFromFile (juce::File (files[0]));
+}
+
 bool BacklineEditor::isInterestedInFileDrag (const juce::StringArray& files)
 {
     return files.size() == 1 && juce::File (files[0]).hasFileExtension ("wav;wave;aif;aiff");

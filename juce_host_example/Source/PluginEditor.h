@@ -4,10 +4,13 @@
 #include <juce_gui_basics/juce_gui_basics.h>
 
 // The result's waveform; drag it into the DAW to drop the saved WAV on a new track.
-class StemView : public juce::Component
+class StemView : public juce::Component, public juce::FileDragAndDropTarget
 {
 public:
     explicit StemView (BacklineProcessor& p) : processor (p) {}
+    // An audio file dropped here becomes the region to accompany (the rest of the window takes references).
+    bool isInterestedInFileDrag (const juce::StringArray& files) override;
+    void filesDropped (const juce::StringArray& files, int, int) override;
     void paint (juce::Graphics&) override;
     void mouseDrag (const juce::MouseEvent&) override;
     void mouseUp (const juce::MouseEvent&) override { dragging = false; }

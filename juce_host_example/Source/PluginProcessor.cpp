@@ -161,6 +161,7 @@ void BacklineProcessor::processBlock (juce::AudioBuffer<float>& buffer, juce::Mi
         {
             captured = 0;
             captureClosed = false;
+            capturePasses.fetch_add (1);
             capturedFrames.store (0);
             regionStartSample.store (position);
             regionStartPpq.store (ppq);
@@ -213,6 +214,19 @@ bool BacklineProcessor::waitUntilAudioIdle (int timeoutMs) const
 
 bool BacklineProcessor::takeRegion (Region& out)
 {
+    {
+        const juce::ScopedLock sl (infoLock);
+        if (droppedRegion != nullptr && droppedAtPass == capturePasses.load())
+        {
+            out.audio.makeCopyOf (droppedRegion->audio);
+            out.startSample = 0;
+            out.startPpq = 0.0;
+            out.bpm = 0.0;
+            out.sampleRate = droppedRegion->sampleRate;
+            captureFrozen.store (true);   // released after the job, as for a recorded region
+            return true;
+        }
+    }
     captureFrozen.store (true);
     waitUntilAudioIdle (2000);   // a block that started before the freeze finishes its copy first
     const juce::ScopedLock sl (captureAllocLock);
@@ -355,13 +369,60 @@ void BacklineProcessor::pollTakeChange()
     }
 }
 
-bool BacklineProcessor::setStyleReference (const juce::File& file)
+static std::unique_ptr<juce::AudioFormatReader> openAudio (const juce::File& file)
 {
-    static constexpr double maxReferenceSeconds = 120.0;
     juce::AudioFormatManager formats;
     formats.registerBasicFormats();
     std::unique_ptr<juce::AudioFormatReader> reader (formats.createReaderFor (file));
     if (reader == nullptr || reader->lengthInSamples <= 0 || reader->sampleRate < 8000.0 || reader->numChannels < 1)
+        return nullptr;
+    return reader;
+}
+
+static void readFinite (juce::AudioFormatReader& reader, juce::AudioBuffer<float>& into, int frames)
+{
+    into.setSize ((int) juce::jmin (2u, reader.numChannels), frames);
+    reader.read (&into, 0, frames, 0, true, into.getNumChannels() > 1);
+    for (int ch = 0; ch < into.getNumChannels(); ++ch)   // NaN or Inf would be refused by the engine
+    {
+        auto* samples = into.getWritePointer (ch);
+        for (int i = 0; i < frames; ++i)
+            if (! std::isfinite (samples[i])) samples[i] = 0.0f;
+    }
+}
+
+bool BacklineProcessor::setRegionFromFile (const juce::File& file)
+{
+    auto reader = openAudio (file);
+    if (reader == nullptr)
+    {
+        setStatus (Status::error, "Could not read " + file.getFileName() + " as audio (WAV or AIFF): the region is unchanged.", 0.0f);
+        return false;
+    }
+    auto region = std::make_shared<Region>();
+    readFinite (*reader, region->audio, (int) juce::jmin (reader->lengthInSamples, (juce::int64) (maxRegionSeconds * reader->sampleRate)));
+    region->sampleRate = reader->sampleRate;
+    {
+        const juce::ScopedLock sl (infoLock);
+        droppedRegion = std::move (region);
+        droppedRegionPath = file.getFullPathName();
+        droppedAtPass = capturePasses.load();
+    }
+    setStatus (Status::idle, "Region: " + file.getFileName() + " (dropped). Press Generate.", 0.0f);
+    return true;
+}
+
+juce::String BacklineProcessor::getDroppedRegionPath() const
+{
+    const juce::ScopedLock sl (infoLock);
+    return droppedRegion != nullptr && droppedAtPass == capturePasses.load() ? droppedRegionPath : juce::String();
+}
+
+bool BacklineProcessor::setStyleReference (const juce::File& file)
+{
+    static constexpr double maxReferenceSeconds = 120.0;
+    auto reader = openAudio (file);
+    if (reader == nullptr)
     {
         setStatus (Status::error, "Could not read " + file.getFileName() + " as audio (WAV or AIFF): the style "
                                       "reference is unchanged.", 0.0f);
@@ -369,14 +430,7 @@ bool BacklineProcessor::setStyleReference (const juce::File& file)
     }
     auto reference = std::make_shared<StyleReference>();
     const auto frames = (int) juce::jmin (reader->lengthInSamples, (juce::int64) (maxReferenceSeconds * reader->sampleRate));
-    reference->audio.setSize ((int) juce::jmin (2u, reader->numChannels), frames);
-    reader->read (&reference->audio, 0, frames, 0, true, reference->audio.getNumChannels() > 1);
-    for (int ch = 0; ch < reference->audio.getNumChannels(); ++ch)   // NaN or Inf would be refused by the engine
-    {
-        auto* samples = reference->audio.getWritePointer (ch);
-        for (int i = 0; i < frames; ++i)
-            if (! std::isfinite (samples[i])) samples[i] = 0.0f;
-    }
+    readFinite (*reader, reference->audio, frames);
     reference->sampleRate = reader->sampleRate;
     reference->path = file.getFullPathName();
     // The job id names the content (FNV-1a over the samples and the rate): a reference is uploaded once.
@@ -423,6 +477,8 @@ void BacklineProcessor::getStateInformation (juce::MemoryBlock& destData)
         xml.setAttribute ("stem_start_sample", juce::String (savedStemStart));
         xml.setAttribute ("prompt", prompt);
         xml.setAttribute ("style_path", styleReference != nullptr ? styleReference->path : juce::String());
+        xml.setAttribute ("region_path", droppedRegion != nullptr && droppedAtPass == capturePasses.load()
+                                             ? droppedRegionPath : juce::String());
     }
     for (const auto& each : getTakes())
     {
@@ -461,6 +517,8 @@ void BacklineProcessor::setStateInformation (const void* data, int sizeInBytes)
     }
     currentTake.store (xml->getIntAttribute ("current_take", 0) - 1);
     lastSeenTakeParameter.store (take->get());
+    if (const juce::File region (xml->getStringAttribute ("region_path")); region.existsAsFile())
+        setRegionFromFile (region);
     if (const juce::File reference (xml->getStringAttribute ("style_path")); reference.existsAsFile())
         setStyleReference (reference);
     else

@@ -92,6 +92,11 @@ public:
     void pollTakeChange();                   // worker: load the take the parameter names, when it changes
     static constexpr int maxTakes = 16;
 
+    // An audio file dropped on the waveform (or restored with the project) as the region: it is used by
+    // Generate until Record captures a new pass. Its stem plays from the song's start (sample 0).
+    bool setRegionFromFile (const juce::File&);
+    juce::String getDroppedRegionPath() const;
+
     bool setStyleReference (const juce::File&);   // false (and a status in words) if the file cannot be read
     void clearStyleReference();
     std::shared_ptr<const StyleReference> getStyleReference() const;
@@ -145,6 +150,7 @@ private:
     std::atomic<juce::int64> regionStartSample { 0 };
     std::atomic<double> regionStartPpq { 0.0 }, regionBpm { 0.0 };
     std::atomic<bool> captureFrozen { false }, restartCapture { true };
+    std::atomic<int> capturePasses { 0 };                    // audio thread: +1 at each new pass
     juce::int64 captureNextPosition = -1;                    // audio thread only (and prepareToPlay)
     bool captureClosed = false, lastRecordOn = false;        // audio thread only (and prepareToPlay)
     int captureChannels = 0;
@@ -171,6 +177,9 @@ private:
     juce::String stemPath, jobId, prompt;
     std::shared_ptr<const StyleReference> styleReference;
     std::vector<Take> takes;
+    std::shared_ptr<const Region> droppedRegion;
+    juce::String droppedRegionPath;
+    int droppedAtPass = -1;
     std::atomic<int> currentTake { -1 }, lastSeenTakeParameter { 0 };
     std::vector<float> stemPeaks;
     juce::int64 savedStemStart = 0;

@@ -335,3 +335,28 @@ def test_takes_switch_between_generated_stems_and_come_back_with_the_project(fre
     assert parse_state(reopened.raw_state)["current_take"] == "2"
     plugin = reopened
     np.testing.assert_allclose(plays(1), expected[0], atol=1e-6, rtol=0)
+
+
+def test_a_dropped_audio_file_is_the_region_until_record_captures_a_new_pass(free_running, engine, tmp_path):
+    import soundfile
+
+    region = make_signal(30_000, SAMPLE_RATE, seed=9)
+    dropped = tmp_path / "region.wav"
+    soundfile.write(dropped, region.T, SAMPLE_RATE, subtype="FLOAT")
+    plugin = free_running
+    plugin.record = False
+    plugin.pass_input = False
+    plugin.steps = 3
+    plugin.raw_state = with_state(plugin.raw_state, region_path=str(dropped))  # as a reopened project restores it
+    state = parse_state(plugin.raw_state)
+    assert state["region_path"] == str(dropped) and "region.wav (dropped)" in state["message"], state
+    plugin.generate = True
+    plugin.process(np.zeros((2, 256), np.float32), SAMPLE_RATE)
+    state = wait_for_status(plugin, {"ready", "error", "engine not running"}, timeout_seconds=60)
+    assert state["status"] == "ready", state
+    out = plugin.process(np.zeros_like(region), SAMPLE_RATE, buffer_size=512)
+    np.testing.assert_allclose(out[0], demo_stem(region, SAMPLE_RATE, steps=3), atol=1e-6, rtol=0)
+    plugin.generate = False
+    plugin.record = True
+    plugin.process(make_signal(5_000, SAMPLE_RATE, seed=1), SAMPLE_RATE)  # a recorded pass takes over
+    assert parse_state(plugin.raw_state)["region_path"] == ""
