@@ -9,7 +9,7 @@ void StemView::paint (juce::Graphics& g)
     if (peaks.empty())
     {
         g.setColour (juce::Colours::grey);
-        g.drawFittedText ("The generated stem appears here. Drag it into your DAW.", getLocalBounds().reduced (8),
+        g.drawFittedText ("The stem appears here: drag it into your DAW. Drop an audio file here to use it as the region.", getLocalBounds().reduced (8),
                           juce::Justification::centred, 2);
         return;
     }
