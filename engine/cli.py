@@ -48,8 +48,8 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=30, help="diffusion steps (default 30)")
     p.add_argument("--sampler", default="dpmpp_2m", help="euler, heun or dpmpp_2m (default)")
-    p.add_argument("--cfg-context", type=float, default=1.25, help="guidance scale of the context (default 1.25)")
-    p.add_argument("--cfg-style", type=float, default=1.25, help="guidance scale of the style (default 1.25)")
+    p.add_argument("--cfg-context", type=float, help="guidance scale of the context (default: the model's, see its card)")
+    p.add_argument("--cfg-style", type=float, help="guidance scale of the style (default: the model's)")
     p.add_argument("--stereo-width", type=float, default=0.0, help="pseudo-stereo width 0..1 (default 0: the context's layout)")
     p.add_argument("--autoencoder", type=Path, help="autoencoder file (default: the shipped one)")
     p.add_argument("--denoiser", type=Path, help="denoiser file (default: the shipped one)")
@@ -107,9 +107,9 @@ def _style_audio(args: argparse.Namespace) -> dict:
 
 
 def _sampling_params(args: argparse.Namespace) -> dict:
-    return {"seed": args.seed, "steps": args.steps, "sampler": args.sampler, "cfg_context": args.cfg_context,
-            "cfg_style": args.cfg_style, "style_ratio": args.style_ratio, "stereo_width": args.stereo_width,
-            **({"style_prompt": args.prompt} if args.prompt else {})}
+    return {"seed": args.seed, "steps": args.steps, "sampler": args.sampler, "style_ratio": args.style_ratio,
+            "stereo_width": args.stereo_width, **({"style_prompt": args.prompt} if args.prompt else {}),
+            **{k: v for k, v in (("cfg_context", args.cfg_context), ("cfg_style", args.cfg_style)) if v is not None}}
 
 
 def _load(args: argparse.Namespace):

@@ -54,8 +54,8 @@ class GenerateRequest:
     seed: int = 0
     steps: int = 30
     sampler: str = "dpmpp_2m"
-    cfg_context: float = 1.25
-    cfg_style: float = 1.25
+    cfg_context: float | None = None  # None: the denoiser file's default (its card says how it was chosen)
+    cfg_style: float | None = None
     max_duration_seconds: float = MAX_DURATION_SECONDS
     # the producer's controls (engine/controls.py); ranges and loops in seconds, see ``request_from_params``
     stem: np.ndarray | None = None  # an existing stem at sample_rate, as long as the context: to regenerate or vary
@@ -182,7 +182,7 @@ def _check(bundle: Bundle, request: GenerateRequest) -> None:
         raise ValueError(f"steps must be within 1..500, got {request.steps}")
     for name in ("cfg_context", "cfg_style"):
         value = getattr(request, name)
-        if not (np.isfinite(value) and 0 <= value <= 20):
+        if value is not None and not (np.isfinite(value) and 0 <= value <= 20):
             raise ValueError(f"{name} must be within 0..20, got {value}")
     get_sampler(request.sampler)
     if (request.regenerate_seconds is not None or request.variation_strength is not None) and request.stem is None:
@@ -240,6 +240,7 @@ def generate(bundle: Bundle, request: GenerateRequest, *, progress: Progress | N
     timings = {}
     started = time.perf_counter()
     _check(bundle, request)
+    request = replace(request, **{k: v for k, v in bundle.contract.guidance.items() if getattr(request, k) is None})
     context_audio = validate_audio(request.context, request.sample_rate,
                                    max_duration_seconds=request.max_duration_seconds, what="context")
     channels, frames = context_audio.shape

@@ -69,6 +69,16 @@ class ModelContract:
     n_fft: int
     stft_hop_length: int
     versions: dict = field(default_factory=dict)
+    guidance: dict = field(default_factory=lambda: dict(DEFAULT_GUIDANCE))  # the denoiser's default scales
+
+
+DEFAULT_GUIDANCE = {"cfg_context": 1.25, "cfg_style": 1.25}  # Diff-A-Riff's, for files that name none
+
+
+def guidance_of(denoiser_config: dict) -> dict:
+    """The default guidance scales a denoiser file records (``config.provenance.guidance``), else Diff-A-Riff's."""
+    recorded = (denoiser_config.get("provenance") or {}).get("guidance") or {}
+    return {key: float(recorded.get(key, value)) for key, value in DEFAULT_GUIDANCE.items()}
 
 
 class Backend(Protocol):
@@ -248,6 +258,7 @@ class OnnxBackend:
             n_fft=int(ae["n_fft"]),
             stft_hop_length=int(ae["stft_hop_length"]),
             versions={"autoencoder": encoder.get("backline_version"), "denoiser": denoiser.get("backline_version")},
+            guidance=guidance_of(dn),
         )
 
     def encode(self, audio: np.ndarray) -> np.ndarray:
@@ -272,7 +283,7 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, autoencoder, denoiser, versions: dict | None = None):
+    def __init__(self, autoencoder, denoiser, versions: dict | None = None, guidance: dict | None = None):
         from backline.models.diffusion import INSTRUMENTS
 
         if denoiser.config.latent_channels != autoencoder.config.latent_channels:
@@ -284,7 +295,8 @@ class TorchBackend:
             sample_rate=a.sample_rate, hop_length=a.hop_length, latent_channels=a.latent_channels,
             latent_rate_hz=a.latent_rate_hz, latent_scale=a.latent_scale, style_dim=d.style_dim,
             sigma_min=d.sigma_min, sigma_max=d.sigma_max, sigma_data=d.sigma_data, instruments=tuple(INSTRUMENTS),
-            n_fft=a.n_fft, stft_hop_length=a.stft_hop_length, versions=dict(versions or {}))
+            n_fft=a.n_fft, stft_hop_length=a.stft_hop_length, versions=dict(versions or {}),
+            guidance=dict(guidance or DEFAULT_GUIDANCE))
 
     @classmethod
     def from_files(cls, autoencoder_path: str | Path, denoiser_path: str | Path) -> "TorchBackend":
@@ -294,7 +306,8 @@ class TorchBackend:
         autoencoder, ae_meta = load_autoencoder(autoencoder_path)
         denoiser, dn_meta = load_denoiser(denoiser_path)
         return cls(autoencoder, denoiser, {"autoencoder": ae_meta.get("backline_version"),
-                                           "denoiser": dn_meta.get("backline_version")})
+                                           "denoiser": dn_meta.get("backline_version")},
+                   guidance=guidance_of(dn_meta.get("config", {})))
 
     def encode(self, audio: np.ndarray) -> np.ndarray:
         import torch

@@ -252,14 +252,18 @@ def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, o
             "validation_pairs": len(validation_pairs)}
 
 
-def ship(run_dir: str | Path, to: str | Path, *, version: str, latent_dir: str | Path | None = None) -> Path:
-    """Write the run's EMA weights as an fp16 model file, recording the autoencoder it was trained on."""
+def ship(run_dir: str | Path, to: str | Path, *, version: str, latent_dir: str | Path | None = None,
+         guidance: dict | None = None) -> Path:
+    """Write the run's EMA weights as an fp16 model file, recording the autoencoder it was trained on and
+    the guidance scales the engine uses by default with it (measured, see the model card)."""
     run_dir = Path(run_dir)
     config = DenoiserConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     model = EDMPrecond(config)
     model.load_state_dict(state["ema"])
     extra = {"steps": int(state["step"])}
+    if guidance:
+        extra["guidance"] = {k: float(v) for k, v in guidance.items()}
     if latent_dir is not None and (Path(latent_dir) / "autoencoder.json").is_file():
         extra["autoencoder"] = json.loads((Path(latent_dir) / "autoencoder.json").read_text())
     return save_denoiser(to, model, version=version, extra=extra)

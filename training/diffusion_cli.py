@@ -64,6 +64,8 @@ def register_ship(ship_models: argparse._SubParsersAction) -> None:
     p.add_argument("--to", required=True, type=Path)
     p.add_argument("--version", required=True, help="model version string stored in the file")
     p.add_argument("--latents", type=Path, help="latent directory, to record which autoencoder was used")
+    p.add_argument("--cfg-context", type=float, help="default context guidance the engine uses with this model")
+    p.add_argument("--cfg-style", type=float, help="default style guidance the engine uses with this model")
     p.set_defaults(func=_ship)
 
 
@@ -108,5 +110,6 @@ def _diffusion(args: argparse.Namespace) -> int:
 def _ship(args: argparse.Namespace) -> int:
     from backline.training.diffusion import ship
 
-    print(ship(args.run, args.to, version=args.version, latent_dir=args.latents))
+    guidance = {k: v for k, v in (("cfg_context", args.cfg_context), ("cfg_style", args.cfg_style)) if v is not None}
+    print(ship(args.run, args.to, version=args.version, latent_dir=args.latents, guidance=guidance or None))
     return 0

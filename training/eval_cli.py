@@ -85,8 +85,8 @@ def register_eval(eval_models: argparse._SubParsersAction, formatter=argparse.Ra
     p.add_argument("--steps", type=int, default=30, help="--generate: diffusion steps")
     p.add_argument("--round-trip", action="store_true",
                    help="also score the real stems through the autoencoder (always on with --generate)")
-    p.add_argument("--cfg-context", type=float, default=1.25, help="--generate: context guidance scale")
-    p.add_argument("--cfg-style", type=float, default=1.25, help="--generate: style guidance scale")
+    p.add_argument("--cfg-context", type=float, help="--generate: context guidance scale (default: the model's)")
+    p.add_argument("--cfg-style", type=float, help="--generate: style guidance scale (default: the model's)")
     p.add_argument("--autoencoder", type=Path, default=None, help="--generate: autoencoder file (default: shipped)")
     p.add_argument("--denoiser", type=Path, default=None, help="--generate: denoiser file (default: shipped)")
     p.add_argument("--max-seconds", type=float, default=60.0,

@@ -553,7 +553,7 @@ def _validation_stems(build_dir: Path, instrument: str, seconds: float, *, limit
 
 def generate_stems(build_dir: str | Path, out_dir: str | Path, bundle, *, count: int = 4, seconds: float = 10.0,
                    offset_seconds: float = 30.0, instruments: tuple[str, ...] = ("bass", "drums"), steps: int = 30,
-                   seed: int = 0, split: str = "test", cfg_context: float = 1.25, cfg_style: float = 1.25,
+                   seed: int = 0, split: str = "test", cfg_context: float | None = None, cfg_style: float | None = None,
                    log: Callable[[str], None] = lambda m: None) -> Path:
     """Generate ``<variant_id>__<instrument>.wav`` for the first ``count`` ``split`` pairs per instrument.
 

@@ -295,8 +295,10 @@ void EngineWorker::runJob (void* contextPointer)
         params->setProperty ("instrument", processor.instrument->getCurrentChoiceName());
         params->setProperty ("seed", processor.seed->get());
         params->setProperty ("steps", processor.steps->get());
-        params->setProperty ("cfg_context", (double) processor.cfgContext->get());
-        params->setProperty ("cfg_style", (double) processor.cfgStyle->get());
+        if (processor.cfgContext->get() > 0.0f)   // 0: the model's own default
+            params->setProperty ("cfg_context", (double) processor.cfgContext->get());
+        if (processor.cfgStyle->get() > 0.0f)
+            params->setProperty ("cfg_style", (double) processor.cfgStyle->get());
         const auto prompt = processor.getPrompt().trim();
         if (prompt.isNotEmpty())
             params->setProperty ("style_prompt", prompt);

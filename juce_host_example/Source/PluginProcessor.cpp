@@ -23,10 +23,11 @@ BacklineProcessor::BacklineProcessor()
     addParameter (instrument = new AudioParameterChoice ({ "instrument", 1 }, "Instrument", instrumentChoices, 0));
     addParameter (seed = new AudioParameterInt ({ "seed", 1 }, "Seed", 0, 99999, 0));
     addParameter (steps = new AudioParameterInt ({ "steps", 1 }, "Steps", 1, 200, 30));
+    // Guidance scales; 0 (the default) leaves them to the model, whose file records its measured best.
     addParameter (cfgContext = new AudioParameterFloat ({ "cfg_context", 1 }, "CFG Context",
-                                                        NormalisableRange<float> (0.0f, 10.0f, 0.01f), 1.25f));
+                                                        NormalisableRange<float> (0.0f, 10.0f, 0.01f), 0.0f));
     addParameter (cfgStyle = new AudioParameterFloat ({ "cfg_style", 1 }, "CFG Style",
-                                                      NormalisableRange<float> (0.0f, 10.0f, 0.01f), 1.25f));
+                                                      NormalisableRange<float> (0.0f, 10.0f, 0.01f), 0.0f));
     addParameter (status = new AudioParameterChoice ({ "status", 1 }, "Status", statusChoices, 0,
                                                      AudioParameterChoiceAttributes().withAutomatable (false)));
     addParameter (progress = new AudioParameterFloat ({ "progress", 1 }, "Progress", NormalisableRange<float> (0.0f, 1.0f), 0.0f,

@@ -50,7 +50,7 @@ def demo_stem(region: np.ndarray, sample_rate: int, steps: int) -> np.ndarray:
     """What the demo generator returns for a (channels, frames) region: mono float32 (frames,)."""
     from backline.plugin_bridge.demo_generator import demo_generate
 
-    params = {"instrument": "bass", "seed": 0, "steps": steps, "cfg_context": 1.25, "cfg_style": 1.25}
+    params = {"instrument": "bass", "seed": 0, "steps": steps}
     audio, rate, _ = demo_generate(params, region.astype(np.float32), sample_rate, lambda *_: None, lambda: False)
     assert rate == sample_rate
     return audio[0]

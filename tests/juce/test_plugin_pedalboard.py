@@ -47,7 +47,7 @@ def test_plugin_loads_with_its_parameters_and_reports_no_latency(plugin):
     assert plugin.name == "Backline"
     assert plugin.is_effect
     for name in ("generate", "record", "pass_input", "cancel", "instrument", "seed", "steps", "cfg_context",
-                 "cfg_style", "status", "progress", "free_run"):
+                 "cfg_style", "status", "progress", "free_run", "take"):
         assert name in plugin.parameters, f"parameter {name!r} missing: {sorted(plugin.parameters)}"
     assert plugin.status == "idle"
     assert plugin.instrument == "bass"
@@ -227,6 +227,7 @@ def test_the_style_prompt_is_restored_with_the_project_and_sent_with_the_job(fre
     sent = [json.loads(meta.read_text())["info"]["params"] for meta in (tmp_path / "results").glob("*/meta.json")]
     assert [params.get("style_prompt") for params in sent] == ["slap bass"]
     assert "tempo_bpm" not in sent[0]  # pedalboard gives no tempo: none is sent
+    assert "cfg_context" not in sent[0] and "cfg_style" not in sent[0]  # at 0: the model's own guidance
 
 
 def test_a_style_reference_restored_with_the_project_is_uploaded_once_and_named_in_the_job(free_running, engine,

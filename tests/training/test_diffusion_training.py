@@ -48,3 +48,17 @@ def test_latents_train_resume_ship_and_generate_end_to_end(synthetic_build, tmp_
     result = generate(bundle, GenerateRequest(context=context, sample_rate=48000, steps=3, seed=5))
     assert result.audio.shape == (2, 30_001) and np.isfinite(result.audio).all()
     assert result.info["models"] == {"autoencoder": "tiny-test", "denoiser": "tiny-test"}
+    assert result.info["cfg_context"] == 1.25 and result.info["cfg_style"] == 1.25  # none recorded: Diff-A-Riff's
+
+    # guidance measured for a model travels in its file, to both backends, and is the engine's default
+    tuned = ship(run, tmp_path / "tuned.safetensors", version="tiny-tuned", latent_dir=latents,
+                 guidance={"cfg_context": 2.5, "cfg_style": 1.5})
+    from backline.export.onnx import export_models
+
+    export_models(ae_path, tuned, tmp_path / "onnx", seed=0)
+    for engine in (load_bundle(ae_path, tuned), load_bundle(backend="onnx", onnx_dir=tmp_path / "onnx")):
+        assert engine.contract.guidance == {"cfg_context": 2.5, "cfg_style": 1.5}
+        info = generate(engine, GenerateRequest(context=context, sample_rate=48000, steps=2, seed=5)).info
+        assert (info["cfg_context"], info["cfg_style"]) == (2.5, 1.5)
+        info = generate(engine, GenerateRequest(context=context, sample_rate=48000, steps=2, cfg_context=1.0)).info
+        assert (info["cfg_context"], info["cfg_style"]) == (1.0, 1.5)  # a request's own scale wins
