@@ -32,6 +32,7 @@ from backline.engine.sampling import get_sampler, get_sigmas_karras, guided
 from backline.engine.style import DEFAULT_PRIOR_PATH, PromptEncoder, interpolate, latent_statistics
 
 MAX_DURATION_SECONDS = 600.0
+SILENT_CONTEXT_RMS = 1e-4  # -80 dBFS: a region this quiet is generated from nothing, not "over silence"
 Progress = Callable[[int, int], None]
 
 
@@ -194,14 +195,20 @@ def _check(bundle: Bundle, request: GenerateRequest) -> None:
 
 
 def make_guided_denoiser(bundle: Bundle, context: np.ndarray, style: np.ndarray | None, instrument: str,
-                         cfg_context: float, cfg_style: float):
-    """``denoise(x, sigma)`` for one request: the guidance passes run as one batch through the backend."""
+                         cfg_context: float, cfg_style: float, *, use_context: bool = True):
+    """``denoise(x, sigma)`` for one request: the guidance passes run as one batch through the backend.
+
+    ``use_context=False`` generates without the context (the condition dropped, as in training's
+    dropout): for a silent region, where conditioning on the silence would ask for silence.
+    """
     contract = bundle.contract
+    if not use_context:
+        cfg_context = 1.0
     # pass order: none, context, full (context + style). Without a style, full == context.
     passes = ["full"] if cfg_context == 1 and (cfg_style == 1 or style is None) else (
         ["none", "context"] if style is None else ["none", "context", "full"])
     batch = len(passes)
-    context_mask = np.array([0.0 if p == "none" else 1.0 for p in passes], np.float32)
+    context_mask = np.array([0.0 if p == "none" or not use_context else 1.0 for p in passes], np.float32)
     style_mask = np.array([1.0 if p == "full" and style is not None else 0.0 for p in passes], np.float32)
     style_vector = style if style is not None else np.zeros(contract.style_dim, np.float32)
     contexts = np.repeat(context[None].astype(np.float32), batch, axis=0)
@@ -262,9 +269,10 @@ def generate(bundle: Bundle, request: GenerateRequest, *, progress: Progress | N
     sigmas = get_sigmas_karras(request.steps, contract.sigma_min, contract.sigma_max)
     rng = np.random.default_rng(request.seed)
     noise = rng.standard_normal((1, *context_latents.shape)).astype(np.float32)
+    silent_context = float(np.sqrt(np.mean(mono.astype(np.float64) ** 2))) < SILENT_CONTEXT_RMS
     denoise = make_guided_denoiser(bundle, context_latents, style, request.instrument,
-                                   request.cfg_context, request.cfg_style)
-    info_controls: dict = {}
+                                   request.cfg_context, request.cfg_style, use_context=not silent_context)
+    info_controls: dict = {"context": "none (silent region)"} if silent_context else {}
     if request.loop_seconds is not None:
         period = controls.loop_period_frames(request.loop_seconds, contract.latent_rate_hz, num_latent_frames)
         noise = noise[..., np.arange(num_latent_frames) % period]  # the same start noise in every repeat

@@ -115,6 +115,7 @@ def register_eval(eval_models: argparse._SubParsersAction, formatter=argparse.Ra
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--split", default="test", choices=("train", "validation", "test"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cfg-style", type=float, help="style guidance scale (default: the model's)")
     p.set_defaults(func=_eval_style)
 
 
@@ -133,7 +134,7 @@ def _eval_style(args: argparse.Namespace) -> int:
     from backline.training.style_eval import run
 
     run(load_bundle(), args.data, args.out, count=args.count, seconds=args.seconds, steps=args.steps,
-        split=args.split, seed=args.seed)
+        split=args.split, seed=args.seed, cfg_style=args.cfg_style)
     print((args.out / "report.md").read_text())
     return 0
 

@@ -56,14 +56,15 @@ def _pairs(build_dir: Path, instrument: str, split: str, seconds: float, count: 
 
 
 def run(bundle: Bundle, build_dir: Path, out: Path, *, count: int = 6, seconds: float = 8.0, steps: int = 20,
-        split: str = "test", seed: int = 0, prior: PromptPrior | None = None) -> dict:
+        split: str = "test", seed: int = 0, prior: PromptPrior | None = None, cfg_style: float | None = None) -> dict:
     prior = prior or PromptPrior.load()
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
     style = lambda audio, rate: (latent_statistics(bundle.backend.encode(
         resample(to_mono(audio), rate, bundle.sample_rate))[0]) - prior.mean) / prior.std
-    mel = lambda audio, rate: fit_metrics.embed(audio, rate, segment_seconds=seconds / 2).mean(axis=0)
+    mel = lambda audio, rate: fit_metrics.embed(to_mono(audio)[0], rate, segment_seconds=seconds / 2).mean(axis=0)
     report: dict = {"data": str(build_dir), "split": split, "seconds": seconds, "steps": steps, "seed": seed,
+                    "cfg_style": cfg_style if cfg_style is not None else bundle.contract.guidance["cfg_style"],
                     "models": bundle.versions, "prior": prior.metadata.get("version")}
     for instrument in ("bass", "drums"):
         pairs = _pairs(build_dir, instrument, split, seconds, count)
@@ -76,7 +77,8 @@ def run(bundle: Bundle, build_dir: Path, out: Path, *, count: int = 6, seconds: 
             target, _ = read_audio(build_dir / record["pairs"][instrument]["target"])
             frames = int(seconds * rate)
             context, reference = context[:, :frames], target[:, frames:2 * frames]  # the reference: later, never the same
-            common = dict(context=context, sample_rate=rate, instrument=instrument, steps=steps, seed=seed + index)
+            common = dict(context=context, sample_rate=rate, instrument=instrument, steps=steps, seed=seed + index,
+                          cfg_style=cfg_style)
             by_reference = generate(bundle, GenerateRequest(**common, style_audio=reference)).audio
             prompt = pair["family"]
             by_prompt = generate(bundle, GenerateRequest(**common, style_prompt=prompt)).audio
@@ -107,7 +109,8 @@ def run(bundle: Bundle, build_dir: Path, out: Path, *, count: int = 6, seconds: 
 def render(report: dict) -> str:
     lines = ["# Style adherence of generated stems (APA)", "",
              f"Held-out pairs of `{report['data']}` ({report['split']} split), {report['seconds']} s contexts, "
-             f"{report['steps']} steps, models {report['models']}, prompt prior {report['prior']}.", "",
+             f"{report['steps']} steps, style guidance {report['cfg_style']}, models {report['models']}, "
+             f"prompt prior {report['prior']}.", "",
              "APA = 1/2 + (D(C,R') - D(C,R)) / (2 D(R,R')), clipped to [0,1]: 1 = as close to its own reference as "
              "references are to each other's, 0.5 = no closer to its own than to another's. Reference: a later segment "
              "of the pair's real stem. Prompt: the stem's GM family name, against another family's prompt.", "",

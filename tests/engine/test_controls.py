@@ -236,3 +236,21 @@ def test_arrangement_feeds_each_stem_into_the_next_ones_context(bundle):
     assert np.abs(alone.audio - stems["bass"]).max() > 1e-4  # the bass heard the drums
     with pytest.raises(ValueError, match="twice"):
         arrange(bundle, request, ["bass", "bass"])
+
+
+def test_a_silent_region_is_generated_from_nothing_not_conditioned_on_silence(bundle):
+    from backline.engine.pipeline import make_guided_denoiser
+
+    silence = np.zeros((1, int(0.5 * RATE)), np.float32)
+    result = generate(bundle, GenerateRequest(context=silence, sample_rate=RATE, steps=3, cfg_context=4.0))
+    assert result.info["controls"]["context"] == "none (silent region)"
+    # the same as the denoiser with its context condition dropped, whatever the context's latents hold
+    contract = bundle.contract
+    x = np.random.default_rng(0).standard_normal((1, contract.latent_channels, 12)).astype(np.float32)
+    a = make_guided_denoiser(bundle, np.zeros((contract.latent_channels, 12), np.float32), None, "bass", 4.0, 1.25,
+                             use_context=False)(x, 1.0)
+    b = make_guided_denoiser(bundle, np.ones((contract.latent_channels, 12), np.float32), None, "bass", 1.0, 1.25,
+                             use_context=False)(x, 1.0)
+    np.testing.assert_array_equal(a, b)
+    heard = generate(bundle, GenerateRequest(context=song(RATE, 0.5, 1), sample_rate=RATE, steps=3))
+    assert "context" not in heard.info["controls"]
