@@ -17,6 +17,7 @@ through one callback.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +33,7 @@ from backline.engine.sampling import get_sampler, get_sigmas_karras, guided
 from backline.engine.style import DEFAULT_PRIOR_PATH, PromptEncoder, interpolate, latent_statistics
 
 MAX_DURATION_SECONDS = 600.0
+MAX_CACHED_REFERENCES = 32
 SILENT_CONTEXT_RMS = 1e-4  # -80 dBFS: a region this quiet is generated from nothing, not "over silence"
 Progress = Callable[[int, int], None]
 
@@ -80,6 +82,18 @@ class Bundle:
 
     backend: Backend
     prompts: PromptEncoder | None = None  # text prompt -> style embedding; loads its models on first use
+    references: dict = field(default_factory=dict, compare=False)  # reference embeddings by content hash
+
+    def reference_embedding(self, audio: np.ndarray, sample_rate: int, what: str, max_seconds: float) -> np.ndarray:
+        """The style embedding of a reference recording, computed once per content (and rate)."""
+        audio = validate_audio(audio, sample_rate, max_duration_seconds=max_seconds, what=what)
+        key = hashlib.sha256(audio.tobytes() + str(sample_rate).encode()).hexdigest()
+        if key not in self.references:
+            if len(self.references) >= MAX_CACHED_REFERENCES:
+                self.references.pop(next(iter(self.references)))  # the oldest
+            mono = resample(to_mono(audio), sample_rate, self.sample_rate)[0]
+            self.references[key] = latent_statistics(_encode(self, mono))
+        return self.references[key]
 
     @property
     def contract(self) -> ModelContract:
@@ -128,12 +142,6 @@ def load_bundle(autoencoder_path: str | Path | None = None, denoiser_path: str |
     return Bundle(TorchBackend.from_files(autoencoder_path or default_ae, denoiser_path or default_dn), prompts)
 
 
-def _model_audio(bundle: Bundle, audio: np.ndarray, sample_rate: int, what: str, max_seconds: float) -> np.ndarray:
-    """Validate, mix to mono and resample to the model's rate: (frames,) float32."""
-    audio = validate_audio(audio, sample_rate, max_duration_seconds=max_seconds, what=what)
-    return resample(to_mono(audio), sample_rate, bundle.sample_rate)[0]
-
-
 def _encode(bundle: Bundle, mono: np.ndarray) -> np.ndarray:
     """Mono model-rate audio (frames,) -> latents (C, ceil(frames / hop_length))."""
     return bundle.backend.encode(mono[None])[0]
@@ -154,7 +162,7 @@ def _style(bundle: Bundle, request: GenerateRequest) -> np.ndarray | None:
     if request.style_audio_b is not None and request.style_prompt is not None:
         raise ValueError("blend a reference with a second reference or with a prompt, not both")
     rate = request.style_sample_rate or request.sample_rate
-    embeddings = [latent_statistics(_encode(bundle, _model_audio(bundle, audio, rate, what, request.max_duration_seconds)))
+    embeddings = [bundle.reference_embedding(audio, rate, what, request.max_duration_seconds)
                   for audio, what in ((request.style_audio, "style reference"), (request.style_audio_b, "second style reference"))
                   if audio is not None]
     if request.style_prompt is not None:

@@ -114,3 +114,24 @@ def test_a_missing_prior_is_a_clear_error_through_generate(bundle, tmp_path):
     engine = replace(bundle, prompts=PromptEncoder(tmp_path / "none.safetensors", cache_dir=tmp_path))
     with pytest.raises(StyleUnavailable, match="no prompt prior"):
         generate(engine, GenerateRequest(context=song(RATE, 0.3, 1), sample_rate=RATE, steps=2, style_prompt="slap bass"))
+
+
+def test_reference_embeddings_are_computed_once_per_content(bundle):
+    from dataclasses import replace
+
+    engine = replace(bundle, references={})
+    calls = []
+    encode = engine.backend.encode
+    engine.backend.encode = lambda audio: calls.append(audio.shape) or encode(audio)
+    try:
+        reference = song(RATE, 0.5, 1, seed=4) * 0.3
+        common = dict(context=song(RATE, 0.4, 1), sample_rate=RATE, steps=2)
+        first = generate(engine, GenerateRequest(**common, style_audio=reference)).audio
+        second = generate(engine, GenerateRequest(**common, style_audio=reference.copy())).audio
+        third = generate(engine, GenerateRequest(**common, style_audio=reference * 0.5)).audio
+    finally:
+        engine.backend.encode = encode
+    np.testing.assert_array_equal(first, second)
+    assert len(engine.references) == 2  # the same content once, the quieter copy apart
+    assert len(calls) == 3 + 2  # one context encode per generation, two reference encodes
+    assert np.abs(third - first).max() > 0
