@@ -44,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--demo-generator", action="store_true",
                        help="serve a DSP TEST/DEMO generator (a low-passed octave-down copy of the region) instead "
                             "of the model: for trying the plugin and the protocol, not for music")
+    serve.add_argument("--autoencoder", type=Path, help="autoencoder file (default: the shipped models, ONNX when present)")
+    serve.add_argument("--denoiser", type=Path, help="denoiser file (default: the shipped one)")
     serve.set_defaults(func=_serve)
 
     client = subparsers.add_parser("client", help="talk to a running engine as a plugin would (reference client)",
@@ -124,14 +126,14 @@ def _load_generator(args: argparse.Namespace):
 
         return demo_generate, ["demo (not a model)"]
     try:
-        from backline.engine.pipeline import load_default_generator
+        from backline.engine.pipeline import load_bundle, make_generator
     except ImportError as error:
         raise SystemExit(
             f"backline serve: the engine pipeline is not available yet ({error}).\n"
             "Use --demo-generator to run the server with the DSP test generator."
         ) from None
     try:
-        generate = load_default_generator()
+        generate = make_generator(load_bundle(args.autoencoder, args.denoiser))
     except Exception as error:  # missing or unreadable model files: say so, not a traceback
         raise SystemExit(
             f"backline serve: could not load the engine's models: {error}\n"

@@ -82,9 +82,27 @@ def plugin_env(tmp_path, monkeypatch):
 @pytest.fixture
 def engine(tmp_path, plugin_env):
     """`serve --demo-generator` as a subprocess writing its connection file where the plugin looks."""
+    yield from _serve(tmp_path, plugin_env, ["--demo-generator"])
+
+
+@pytest.fixture
+def model_engine(tmp_path, plugin_env):
+    """`serve` with the real engine pipeline on tiny random-weight models saved as model files."""
+    from backline.models.autoencoder import save_autoencoder
+    from backline.models.diffusion import save_denoiser
+    from tiny_bundle import make_bundle
+
+    backend = make_bundle().backend
+    save_autoencoder(tmp_path / "ae.safetensors", backend.autoencoder, version="tiny")
+    save_denoiser(tmp_path / "dn.safetensors", backend.denoiser, version="tiny")
+    yield from _serve(tmp_path, plugin_env, ["--autoencoder", str(tmp_path / "ae.safetensors"),
+                                             "--denoiser", str(tmp_path / "dn.safetensors")])
+
+
+def _serve(tmp_path, plugin_env, extra: list[str]):
     runtime, _ = plugin_env
     process = subprocess.Popen(
-        [sys.executable, "-m", "backline.plugin_bridge.cli", "serve", "--demo-generator", "--port", "0",
+        [sys.executable, "-m", "backline.plugin_bridge.cli", "serve", *extra, "--port", "0",
          "--osc-port", "0", "--runtime-dir", str(runtime), "--results-dir", str(tmp_path / "results")],
         cwd=REPO, stderr=subprocess.PIPE, text=True,
     )

@@ -361,3 +361,25 @@ def test_a_dropped_audio_file_is_the_region_until_record_captures_a_new_pass(fre
     plugin.record = True
     plugin.process(make_signal(5_000, SAMPLE_RATE, seed=1), SAMPLE_RATE)  # a recorded pass takes over
     assert parse_state(plugin.raw_state)["region_path"] == ""
+
+
+def test_with_the_real_engine_on_a_tiny_model_the_plugin_plays_exactly_the_returned_stem(free_running, model_engine,
+                                                                                          tmp_path):
+    plugin = free_running
+    plugin.steps = 2
+    plugin.pass_input = False
+    region = make_signal(SAMPLE_RATE // 2, SAMPLE_RATE, seed=12)
+    plugin.process(region, SAMPLE_RATE, buffer_size=512)
+    plugin.record = False
+    plugin.generate = True
+    plugin.process(np.zeros((2, 256), np.float32), SAMPLE_RATE)
+    state = wait_for_status(plugin, {"ready", "error", "engine not running"}, timeout_seconds=90)
+    assert state["status"] == "ready", state
+    (meta_path,) = (tmp_path / "results").glob("*/meta.json")
+    meta = json.loads(meta_path.read_text())
+    assert meta["info"]["models"] == {"autoencoder": "tiny", "denoiser": "tiny"} and meta["frames"] == region.shape[1]
+    returned = np.fromfile(meta_path.parent / "audio.f32", dtype="<f4").reshape(-1, meta["channels"]).T
+    assert np.abs(returned).max() > 1e-3  # a real stem, not silence
+    out = plugin.process(np.zeros_like(region), SAMPLE_RATE, buffer_size=512)
+    for channel in range(2):
+        np.testing.assert_allclose(out[channel], returned[min(channel, meta["channels"] - 1)], atol=1e-6, rtol=0)

@@ -86,10 +86,10 @@ def test_serve_subprocess_writes_a_private_connection_file_serves_and_stops_on_s
 @pytest.mark.parametrize("pipeline", [None, "broken"])
 def test_serve_without_a_usable_engine_says_what_to_do(monkeypatch, pipeline):
     """No pipeline module (ImportError) or models that fail to load: a clear message, not a traceback."""
-    def load_default_generator():
+    def load_bundle(autoencoder=None, denoiser=None):
         raise ValueError("models/autoencoder/default.safetensors: no such model file")
 
-    fake = None if pipeline is None else types.SimpleNamespace(load_default_generator=load_default_generator)
+    fake = None if pipeline is None else types.SimpleNamespace(load_bundle=load_bundle, make_generator=lambda bundle: bundle)
     monkeypatch.setitem(sys.modules, "backline.engine.pipeline", fake)
     with pytest.raises(SystemExit) as exit_:
         cli.main(["serve", "--runtime-dir", "/nonexistent/never-created"])
