@@ -308,6 +308,8 @@ void EngineWorker::runJob (void* contextPointer)
             params->setProperty ("tempo_bpm", region.bpm);
             if (region.startPpq >= 0.0)
                 params->setProperty ("region_start_beats", region.startPpq);
+            if (region.beatsPerBar >= 1 && region.beatsPerBar <= 32)
+                params->setProperty ("beats_per_bar", region.beatsPerBar);
         }
         // A dropped style reference goes first, as its own job named by its content (uploaded once).
         if (const auto reference = processor.getStyleReference())

@@ -112,6 +112,7 @@ void BacklineProcessor::processBlock (juce::AudioBuffer<float>& buffer, juce::Mi
     juce::int64 position = freeRunPosition.fetch_add (numSamples);
     bool playing = true;
     double ppq = 0.0, bpm = 0.0;
+    int beatsPerBar = 0;
     auto* hostPlayHead = freeRun->get() ? nullptr : getPlayHead();
     if (hostPlayHead != nullptr)
     {
@@ -124,6 +125,9 @@ void BacklineProcessor::processBlock (juce::AudioBuffer<float>& buffer, juce::Mi
             }
             if (auto p = info->getPpqPosition()) ppq = *p;
             if (auto b = info->getBpm()) bpm = *b;
+            if (auto signature = info->getTimeSignature())
+                if (signature->denominator > 0)   // bars in the host's beats (quarter notes): 6/8 is 3 beats
+                    beatsPerBar = juce::roundToInt (signature->numerator * 4.0 / signature->denominator);
         }
     }
 
@@ -167,6 +171,7 @@ void BacklineProcessor::processBlock (juce::AudioBuffer<float>& buffer, juce::Mi
             regionStartSample.store (position);
             regionStartPpq.store (ppq);
             regionBpm.store (bpm);
+            regionBeatsPerBar.store (beatsPerBar);
         }
         if (! captureClosed)
         {
@@ -240,6 +245,7 @@ bool BacklineProcessor::takeRegion (Region& out)
     out.startSample = regionStartSample.load();
     out.startPpq = regionStartPpq.load();
     out.bpm = regionBpm.load();
+    out.beatsPerBar = regionBeatsPerBar.load();
     out.sampleRate = currentSampleRate;
     return true;
 }
@@ -493,6 +499,7 @@ void BacklineProcessor::getStateInformation (juce::MemoryBlock& destData)
     xml.setAttribute ("region_frames", juce::String (capturedFrames.load()));
     xml.setAttribute ("region_start_ppq", regionStartPpq.load());
     xml.setAttribute ("region_bpm", regionBpm.load());
+    xml.setAttribute ("region_beats_per_bar", regionBeatsPerBar.load());
     xml.setAttribute ("sample_rate", currentSampleRate);
     xml.setAttribute ("latency_samples", getLatencySamples());
     copyXmlToBinary (xml, destData);

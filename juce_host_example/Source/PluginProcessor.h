@@ -107,6 +107,7 @@ public:
         juce::AudioBuffer<float> audio;
         juce::int64 startSample = 0;
         double startPpq = 0.0, bpm = 0.0;
+        int beatsPerBar = 0;                 // 0: the host did not say
         double sampleRate = 0.0;
     };
     // Freeze the capture and copy the region out (worker thread). False if nothing was recorded.
@@ -149,6 +150,7 @@ private:
     std::atomic<juce::int64> capturedFrames { 0 };
     std::atomic<juce::int64> regionStartSample { 0 };
     std::atomic<double> regionStartPpq { 0.0 }, regionBpm { 0.0 };
+    std::atomic<int> regionBeatsPerBar { 0 };
     std::atomic<bool> captureFrozen { false }, restartCapture { true };
     std::atomic<int> capturePasses { 0 };                    // audio thread: +1 at each new pass
     juce::int64 captureNextPosition = -1;                    // audio thread only (and prepareToPlay)

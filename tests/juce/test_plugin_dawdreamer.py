@@ -111,6 +111,7 @@ def test_region_is_generated_and_played_back_sample_aligned(plugin_path, engine,
     sent = json.loads(meta.read_text())["info"]["params"]
     assert sent["tempo_bpm"] == pytest.approx(bpm)
     assert sent["region_start_beats"] == pytest.approx(float(state["region_start_ppq"]))
+    assert sent.get("beats_per_bar", 4) == 4 and state["region_beats_per_bar"] in ("0", "4")  # dawdreamer: 4/4
 
     # Pass 3: reopen the "project": a new instance given the saved state plays the stem without the engine.
     engine.terminate()
