@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bridge_helpers import stop
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE = REPO / "juce_host_example"
@@ -123,10 +123,4 @@ def _serve(tmp_path, plugin_env, extra: list[str]):
             raise AssertionError("the engine server did not write its connection file within 30 s")
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        stop(process)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from backline_plugin_helpers import demo_stem, make_signal, parse_state, with_state
+from bridge_helpers import osc_exchange
 
 pedalboard = pytest.importorskip("pedalboard")
 
@@ -157,24 +158,6 @@ def test_a_closed_pass_is_kept_until_record_is_switched_off_and_on(free_running,
     np.testing.assert_allclose(out[0], demo_stem(second, SAMPLE_RATE, steps=2), atol=1e-6, rtol=0)
 
 
-def osc_exchange(port: int, address: str, *args, timeout_seconds: float = 5.0):
-    """Send one OSC message to the engine and return its reply as (address, params)."""
-    import socket
-
-    from pythonosc.osc_message import OscMessage
-    from pythonosc.osc_message_builder import OscMessageBuilder
-
-    builder = OscMessageBuilder(address=address)
-    for arg in args:
-        builder.add_arg(arg)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        udp.settimeout(timeout_seconds)
-        udp.bind(("127.0.0.1", 0))
-        udp.sendto(builder.build().dgram, ("127.0.0.1", port))
-        message = OscMessage(udp.recvfrom(65_536)[0])
-    return message.address, message.params
-
-
 def test_job_cancelled_at_the_engine_is_reported_and_audio_keeps_passing(free_running, engine, plugin_env, monkeypatch):
     """While the offline render waits for a slow job, the job is cancelled over OSC (as `backline` tools can)."""
     import json
@@ -230,6 +213,25 @@ def test_the_style_prompt_is_restored_with_the_project_and_sent_with_the_job(fre
     assert "cfg_context" not in sent[0] and "cfg_style" not in sent[0]  # at 0: the model's own guidance
 
 
+def _generate_and_wait(plugin, region, previous_job):
+    plugin.record = True
+    plugin.process(region, SAMPLE_RATE, buffer_size=512)
+    plugin.record = False
+    plugin.generate = True
+    plugin.process(np.zeros((2, 256), np.float32), SAMPLE_RATE)
+    deadline = time.monotonic() + 60
+    while True:
+        state = parse_state(plugin.raw_state)
+        if state["job_id"] != previous_job and state["status"] in {"ready", "error", "engine not running"}:
+            break
+        assert time.monotonic() < deadline, state
+        time.sleep(0.05)
+    assert state["status"] == "ready", state
+    plugin.generate = False
+    plugin.process(np.zeros((2, 256), np.float32), SAMPLE_RATE)
+    return state
+
+
 def test_a_style_reference_restored_with_the_project_is_uploaded_once_and_named_in_the_job(free_running, engine,
                                                                                           tmp_path):
     import soundfile
@@ -240,24 +242,8 @@ def test_a_style_reference_restored_with_the_project_is_uploaded_once_and_named_
     plugin.raw_state = with_state(plugin.raw_state, style_path=str(reference))
     assert parse_state(plugin.raw_state)["style_path"] == str(reference)
     plugin.steps = 2
-    previous_job = ""
-    for _ in range(2):  # two generations: the reference is uploaded once, named by its content
-        plugin.record = True
-        plugin.process(make_signal(SAMPLE_RATE // 2, SAMPLE_RATE), SAMPLE_RATE, buffer_size=512)
-        plugin.record = False
-        plugin.generate = True
-        plugin.process(np.zeros((2, 256), np.float32), SAMPLE_RATE)
-        deadline = time.monotonic() + 60
-        while True:  # until this generation's job is final
-            state = parse_state(plugin.raw_state)
-            if state["job_id"] != previous_job and state["status"] in {"ready", "error", "engine not running"}:
-                break
-            assert time.monotonic() < deadline, state
-            time.sleep(0.05)
-        assert state["status"] == "ready", state
-        previous_job = state["job_id"]
-        plugin.generate = False
-        plugin.process(np.zeros((2, 256), np.float32), SAMPLE_RATE)
+    first = _generate_and_wait(plugin, make_signal(SAMPLE_RATE // 2, SAMPLE_RATE), "")
+    _generate_and_wait(plugin, make_signal(SAMPLE_RATE // 2, SAMPLE_RATE), first["job_id"])  # the reference: once
     metas = [json.loads(meta.read_text()) for meta in (tmp_path / "results").glob("*/meta.json")]
     references = [m for m in metas if m["info"].get("kind") == "reference"]
     stems = [m for m in metas if m["info"].get("kind") != "reference"]
@@ -278,25 +264,6 @@ def test_an_unreadable_style_reference_is_reported_in_words(free_running, tmp_pa
     assert state["style_path"] == ""
     out = plugin.process(np.zeros((2, 512), np.float32), SAMPLE_RATE)
     assert np.isfinite(out).all()
-
-
-def _generate_and_wait(plugin, region, previous_job):
-    plugin.record = True
-    plugin.process(region, SAMPLE_RATE, buffer_size=512)
-    plugin.record = False
-    plugin.generate = True
-    plugin.process(np.zeros((2, 256), np.float32), SAMPLE_RATE)
-    deadline = time.monotonic() + 60
-    while True:
-        state = parse_state(plugin.raw_state)
-        if state["job_id"] != previous_job and state["status"] in {"ready", "error", "engine not running"}:
-            break
-        assert time.monotonic() < deadline, state
-        time.sleep(0.05)
-    assert state["status"] == "ready", state
-    plugin.generate = False
-    plugin.process(np.zeros((2, 256), np.float32), SAMPLE_RATE)
-    return state
 
 
 def test_takes_switch_between_generated_stems_and_come_back_with_the_project(free_running, engine, plugin_path):

@@ -11,25 +11,10 @@ import types
 
 import numpy as np
 import pytest
-from pythonosc.osc_message import OscMessage
-from pythonosc.osc_message_builder import OscMessageBuilder
-
 from backline.plugin_bridge import cli
 from backline.plugin_bridge import protocol as P
 from backline.plugin_bridge.client import BridgeClient, BridgeError, BridgeTimeout
-
-
-def osc_exchange(port, address, *args, timeout_seconds=5.0):
-    """Send one OSC message to 127.0.0.1:port and return the reply as (address, params)."""
-    builder = OscMessageBuilder(address=address)
-    for arg in args:
-        builder.add_arg(arg)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        udp.settimeout(timeout_seconds)
-        udp.bind(("127.0.0.1", 0))
-        udp.sendto(builder.build().dgram, ("127.0.0.1", port))
-        message = OscMessage(udp.recvfrom(65_536)[0])
-    return message.address, message.params
+from bridge_helpers import osc_exchange, stop
 
 
 def test_osc_ping_reports_status_and_osc_cancel_needs_the_token(start_server, connect, region):
@@ -157,10 +142,4 @@ def test_an_engine_killed_mid_job_is_noticed_and_the_job_completes_after_a_resta
         assert np.array_equal(audio, demo_reference(params, region[:, :3_000], 44_100)[0])
     finally:
         for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=5)
+            stop(process)
