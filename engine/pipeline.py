@@ -274,7 +274,8 @@ def generate(bundle: Bundle, request: GenerateRequest, *, progress: Progress | N
 
     contract = bundle.contract
     num_latent_frames = context_latents.shape[-1]
-    sigmas = get_sigmas_karras(request.steps, contract.sigma_min, contract.sigma_max)
+    schedule = get_sigmas_karras(request.steps, contract.sigma_min, contract.sigma_max)
+    sigmas = schedule  # a variation runs only the schedule's tail
     rng = np.random.default_rng(request.seed)
     noise = rng.standard_normal((1, *context_latents.shape)).astype(np.float32)
     silent_context = float(np.sqrt(np.mean(mono.astype(np.float64) ** 2))) < SILENT_CONTEXT_RMS
@@ -328,9 +329,7 @@ def generate(bundle: Bundle, request: GenerateRequest, *, progress: Progress | N
             keep_samples = controls.keep_mask(frames, request.sample_rate, start_seconds, end_seconds, crossfade_seconds)
             out = keep_samples * stem_audio + (1.0 - keep_samples) * stem
     if request.stereo_width > 0:
-        right_x, right_sigmas = controls.variation_start(latents[0], controls.STEREO_VARIATION_STRENGTH,
-                                                         get_sigmas_karras(request.steps, contract.sigma_min,
-                                                                           contract.sigma_max), rng)
+        right_x, right_sigmas = controls.variation_start(latents[0], controls.STEREO_VARIATION_STRENGTH, schedule, rng)
         right = to_host(sampler(denoise, right_x[None], right_sigmas))
         reference = to_host(latents) if raw is None else raw  # the right channel gets the left's gain
         gain = float(np.sqrt(np.mean(to_mono(out)[0] ** 2)) / max(float(np.sqrt(np.mean(reference ** 2))), 1e-8))

@@ -558,9 +558,9 @@ class BridgeServer:
         finally:
             events.close(linger=0)
 
-    def _source_audio(self, source_id: object, job: Job, *, same_region: bool = True) -> np.ndarray:
-        """The finished result of job ``source_id`` as (channels, frames); with ``same_region``, checked
-        to cover ``job``'s region (same rate and length)."""
+    def _source_audio(self, source_id: object, job: Job, *, same_region: bool = True) -> tuple[np.ndarray, int]:
+        """The finished result of job ``source_id``: ((channels, frames), sample rate); with ``same_region``,
+        checked to cover ``job``'s region (same rate and length)."""
         source = self.jobs.get(source_id) if isinstance(source_id, str) else None
         meta = source.result if source is not None else None
         if meta is None:
@@ -572,7 +572,7 @@ class BridgeServer:
             blob = self.store.read_chunk(meta, 0, meta["frames"])
         except OSError:
             raise ValueError(f"the result of source job {source_id!r} is no longer on disk") from None
-        return np.frombuffer(blob, dtype="<f4").reshape(-1, meta["channels"]).T.copy()
+        return np.frombuffer(blob, dtype="<f4").reshape(-1, meta["channels"]).T.copy(), meta["sample_rate"]
 
     def _run(self, job: Job, events: zmq.Socket) -> None:
         """Run one job through the generator and report exactly one final state."""
@@ -606,10 +606,10 @@ class BridgeServer:
                 audio, sample_rate, info = context, job.sample_rate, {"kind": "reference"}
             else:
                 if "source_job_id" in params:  # regenerate a range of, or vary, an earlier job's stem
-                    params["stem"] = self._source_audio(params.pop("source_job_id"), job)
+                    params["stem"], _ = self._source_audio(params.pop("source_job_id"), job)
                 if "style_job_id" in params:  # a style reference uploaded earlier as a reference job
-                    params["style_audio"] = self._source_audio(params.pop("style_job_id"), job, same_region=False)
-                    params["style_sample_rate"] = self.jobs[job.params["style_job_id"]].result["sample_rate"]
+                    params["style_audio"], params["style_sample_rate"] = self._source_audio(
+                        params.pop("style_job_id"), job, same_region=False)
                 audio, sample_rate, info = self.generate(
                     params, context, job.sample_rate, progress, job.cancel.is_set)
             if job.cancel.is_set():

@@ -26,8 +26,7 @@ import numpy as np
 
 from backline.engine.audio import read_audio, write_audio
 from backline.engine.controls import loop_cycle
-from backline.engine.pipeline import Bundle, GenerateRequest, arrange, generate
-from backline.engine.style import latent_statistics
+from backline.engine.pipeline import MAX_DURATION_SECONDS, Bundle, GenerateRequest, arrange, generate
 from backline.training import fit_metrics
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ultima"
@@ -140,7 +139,7 @@ def run(bundle: Bundle, out: Path, *, steps: int = 20, seed: int = 0) -> dict:
     # style blends between two references of different sounds: the real bass and a generated drum stem
     reference_a = bass
     reference_b = generate(bundle, GenerateRequest(**{**base, "seed": seed + 7}, instrument="drums")).audio
-    embed = lambda audio: latent_statistics(bundle.backend.encode(_model_rate(bundle, audio, rate))[0])
+    embed = lambda audio: bundle.reference_embedding(audio, rate, "stem", MAX_DURATION_SECONDS)
     ea, eb = embed(reference_a), embed(reference_b)
     report["blend"] = []
     for ratio in (0.0, 0.5, 1.0):
@@ -165,12 +164,6 @@ def run(bundle: Bundle, out: Path, *, steps: int = 20, seed: int = 0) -> dict:
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(render(report))
     return report
-
-
-def _model_rate(bundle: Bundle, audio: np.ndarray, rate: int) -> np.ndarray:
-    from backline.engine.audio import resample, to_mono
-
-    return resample(to_mono(audio), rate, bundle.sample_rate)
 
 
 def render(report: dict) -> str:

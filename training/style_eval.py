@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from backline.data.dataset import read_manifest
-from backline.engine.audio import read_audio, resample, to_mono
-from backline.engine.pipeline import Bundle, GenerateRequest, generate
-from backline.engine.style import PromptPrior, latent_statistics
+from backline.engine.audio import read_audio, to_mono
+from backline.engine.pipeline import MAX_DURATION_SECONDS, Bundle, GenerateRequest, generate
+from backline.engine.style import PromptPrior
 from backline.training import fit_metrics
 from backline.training.fit_metrics import derangement
 from backline.training.style_prior import family
@@ -60,8 +60,8 @@ def run(bundle: Bundle, build_dir: Path, out: Path, *, count: int = 6, seconds: 
     prior = prior or PromptPrior.load()
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
-    style = lambda audio, rate: (latent_statistics(bundle.backend.encode(
-        resample(to_mono(audio), rate, bundle.sample_rate))[0]) - prior.mean) / prior.std
+    style = lambda audio, rate: (bundle.reference_embedding(audio, rate, "stem", MAX_DURATION_SECONDS)
+                                 - prior.mean) / prior.std
     mel = lambda audio, rate: fit_metrics.embed(to_mono(audio)[0], rate, segment_seconds=seconds / 2).mean(axis=0)
     report: dict = {"data": str(build_dir), "split": split, "seconds": seconds, "steps": steps, "seed": seed,
                     "cfg_style": cfg_style if cfg_style is not None else bundle.contract.guidance["cfg_style"],
