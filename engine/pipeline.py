@@ -318,16 +318,13 @@ def generate(bundle: Bundle, request: GenerateRequest, *, progress: Progress | N
     raw = None if request.variation_strength == 0 else to_host(latents)
     if raw is None:
         out = stem_audio  # strength 0 is the input itself, not its trip through the autoencoder
-    else:
-        stem = raw
-        if stem_audio is None:
-            stem = _level(stem, to_mono(context_audio)[0])  # a fresh stem: levelled to sit with the context
-            out = np.repeat(stem[None], channels, axis=0)
-        elif keep is None:
-            out = np.repeat(stem[None], stem_audio.shape[0], axis=0)  # a variation keeps the input's level
-        else:  # the input's own samples outside the range, crossfaded into the new ones inside it
-            keep_samples = controls.keep_mask(frames, request.sample_rate, start_seconds, end_seconds, crossfade_seconds)
-            out = keep_samples * stem_audio + (1.0 - keep_samples) * stem
+    elif stem_audio is None:  # a fresh stem: levelled to sit with the context
+        out = np.repeat(_level(raw, to_mono(context_audio)[0])[None], channels, axis=0)
+    elif keep is None:
+        out = np.repeat(raw[None], stem_audio.shape[0], axis=0)  # a variation keeps the input's level
+    else:  # the input's own samples outside the range, crossfaded into the new ones inside it
+        keep_samples = controls.keep_mask(frames, request.sample_rate, start_seconds, end_seconds, crossfade_seconds)
+        out = keep_samples * stem_audio + (1.0 - keep_samples) * raw
     if request.stereo_width > 0:
         right_x, right_sigmas = controls.variation_start(latents[0], controls.STEREO_VARIATION_STRENGTH, schedule, rng)
         right = to_host(sampler(denoise, right_x[None], right_sigmas))
