@@ -15,6 +15,7 @@ import sys
 COMMAND_MODULES = (
     "backline.engine.cli",
     "backline.engine.transcribe_cli",
+    "backline.engine.clap_cli",
     "backline.plugin_bridge.cli",
     "backline.data.cli",
     "backline.training.cli",
