@@ -2,8 +2,10 @@
 
 A server runs in a child process with an *echo* generator (returns the region as the stem at once),
 so everything measured is transport: upload (submit + chunks + acks), queueing, the result written to
-the engine's folder, and the download. For each region length it reports the wall time of each part,
-the throughput, and the server process's peak resident memory (VmHWM) against its idle baseline.
+the engine's folder, and the download. For each region length a fresh server runs ``jobs`` jobs in a
+row: it reports the wall time of each part for the first job (a just-started server and client), the
+median of the later jobs (an engine that has been running, as a plugin's is), the throughput, and the
+server process's peak resident memory over all jobs (VmHWM) against its idle baseline.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import json
 import multiprocessing
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -24,7 +27,7 @@ Measure the bridge's overhead (upload + download, no generation) on loopback, pe
 with the server's peak memory. Writes a JSON report with --json.
 
 examples:
-  backline bench bridge                                  4 min 48 kHz stereo
+  backline bench bridge                                  4 min 48 kHz stereo, 5 jobs on one server
   backline bench bridge --minutes 1 4 10 --json plugin_bridge/benchmarks/bridge.json
 """
 
@@ -35,8 +38,9 @@ def _echo(params, context, sample_rate, progress, cancelled):
 
 
 def _serve(folder: str, ready) -> None:
-    from backline.plugin_bridge.server import BridgeServer
+    from backline.plugin_bridge.server import BridgeServer, keep_chunk_memory_in_process
 
+    keep_chunk_memory_in_process()  # as ``backline serve`` does
     server = BridgeServer(_echo, runtime_dir=Path(folder) / "run", results_dir=Path(folder) / "results",
                           osc_port=None)
     server.start()
@@ -53,7 +57,7 @@ def _peak_rss_mb(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-def run(minutes: list[float], sample_rate: int = 48_000, channels: int = 2) -> dict:
+def run(minutes: list[float], sample_rate: int = 48_000, channels: int = 2, jobs: int = 5) -> dict:
     from backline.plugin_bridge.client import BridgeClient
 
     results = []
@@ -68,29 +72,41 @@ def run(minutes: list[float], sample_rate: int = 48_000, channels: int = 2) -> d
                 idle_mb, _ = _peak_rss_mb(process.pid)
                 frames = int(length * 60 * sample_rate)
                 audio = (0.1 * np.random.default_rng(0).standard_normal((channels, frames))).astype(np.float32)
+                timings = []  # (upload, queue and store, download) seconds per job
                 with BridgeClient(connection, timeout_seconds=60, silence_seconds=60) as client:
                     client.hello()
-                    started = time.perf_counter()
-                    client.submit("bench", {}, audio, sample_rate)
-                    uploaded = time.perf_counter()
-                    client.wait("bench", timeout_seconds=600)
-                    finished = time.perf_counter()
-                    stem, _, _ = client.fetch("bench")
-                    fetched = time.perf_counter()
-                assert stem.shape == audio.shape and np.array_equal(stem, audio), "the echo came back changed"
+                    for job in range(jobs):
+                        started = time.perf_counter()
+                        client.submit(f"bench-{job}", {}, audio, sample_rate)
+                        uploaded = time.perf_counter()
+                        client.wait(f"bench-{job}", timeout_seconds=600)
+                        finished = time.perf_counter()
+                        stem, _, _ = client.fetch(f"bench-{job}")
+                        fetched = time.perf_counter()
+                        assert stem.shape == audio.shape and np.array_equal(stem, audio), "the echo came back changed"
+                        timings.append((uploaded - started, finished - uploaded, fetched - finished))
+                        del stem
                 _, peak_mb = _peak_rss_mb(process.pid)
             finally:
                 process.kill()
                 process.join()
         megabytes = audio.nbytes / 2**20
-        overhead = (uploaded - started) + (fetched - finished)
-        results.append({"minutes": length, "sample_rate": sample_rate, "channels": channels,
-                        "region_mb": round(megabytes, 1), "upload_seconds": round(uploaded - started, 3),
-                        "queue_and_store_seconds": round(finished - uploaded, 3),
-                        "download_seconds": round(fetched - finished, 3),
-                        "overhead_seconds": round(overhead, 3),
-                        "throughput_mb_per_second": round(2 * megabytes / overhead, 1),
-                        "server_idle_rss_mb": round(idle_mb, 1), "server_peak_rss_mb": round(peak_mb, 1)})
+        (upload, store, download), later = timings[0], timings[1:]
+        overhead = upload + download
+        result = {"minutes": length, "sample_rate": sample_rate, "channels": channels,
+                  "region_mb": round(megabytes, 1), "upload_seconds": round(upload, 3),
+                  "queue_and_store_seconds": round(store, 3), "download_seconds": round(download, 3),
+                  "overhead_seconds": round(overhead, 3),
+                  "throughput_mb_per_second": round(2 * megabytes / overhead, 1),
+                  "jobs": jobs, "overhead_seconds_each": [round(up + down, 3) for up, _, down in timings]}
+        if later:
+            later_upload = statistics.median(up for up, _, _ in later)
+            later_download = statistics.median(down for _, _, down in later)
+            later_overhead = statistics.median(up + down for up, _, down in later)
+            result.update(later_upload_seconds=round(later_upload, 3), later_download_seconds=round(later_download, 3),
+                          later_overhead_seconds=round(later_overhead, 3),
+                          later_throughput_mb_per_second=round(2 * megabytes / later_overhead, 1))
+        results.append({**result, "server_idle_rss_mb": round(idle_mb, 1), "server_peak_rss_mb": round(peak_mb, 1)})
     return {"machine": {"platform": platform.platform(), "python": platform.python_version()}, "results": results}
 
 
@@ -100,18 +116,22 @@ def register_bench(bench_models: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", type=float, nargs="+", default=[4.0], help="region lengths (default 4)")
     p.add_argument("--sample-rate", type=int, default=48_000)
     p.add_argument("--channels", type=int, default=2)
+    p.add_argument("--jobs", type=int, default=5,
+                   help="jobs in a row on each server (default 5): the first, then the median of the rest")
     p.add_argument("--json", type=Path, help="also write the report here")
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
-    report = run(args.minutes, args.sample_rate, args.channels)
+    if args.jobs < 1:
+        raise SystemExit("backline bench bridge: --jobs must be at least 1")
+    report = run(args.minutes, args.sample_rate, args.channels, args.jobs)
     print(f"{'minutes':>7} {'MB':>7} {'upload s':>9} {'store s':>8} {'download s':>10} {'overhead s':>10} "
-          f"{'MB/s':>7} {'idle MB':>8} {'peak MB':>8}")
+          f"{'later s':>8} {'MB/s':>7} {'idle MB':>8} {'peak MB':>8}")
     for r in report["results"]:
         print(f"{r['minutes']:>7} {r['region_mb']:>7} {r['upload_seconds']:>9} {r['queue_and_store_seconds']:>8} "
-              f"{r['download_seconds']:>10} {r['overhead_seconds']:>10} {r['throughput_mb_per_second']:>7} "
-              f"{r['server_idle_rss_mb']:>8} {r['server_peak_rss_mb']:>8}")
+              f"{r['download_seconds']:>10} {r['overhead_seconds']:>10} {r.get('later_overhead_seconds', '-'):>8} "
+              f"{r['throughput_mb_per_second']:>7} {r['server_idle_rss_mb']:>8} {r['server_peak_rss_mb']:>8}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

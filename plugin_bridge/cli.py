@@ -150,7 +150,7 @@ def _serve(args: argparse.Namespace) -> int:
     import zmq
 
     from .protocol import Limits
-    from .server import BridgeServer
+    from .server import BridgeServer, keep_chunk_memory_in_process
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     log = logging.getLogger("backline.bridge")
@@ -162,6 +162,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "::1", "localhost"):
         log.warning("listening on %s: other machines can reach the engine (the token is still required)", args.host)
 
+    keep_chunk_memory_in_process()
     server = BridgeServer(
         generate, runtime_dir=args.runtime_dir, results_dir=args.results_dir, host=args.host, port=args.port,
         osc_port=None if args.osc_port < 0 else args.osc_port, limits=Limits(max_duration_seconds=args.max_seconds),

@@ -85,15 +85,17 @@ class BridgeClient:
 
     # ---- plumbing --------------------------------------------------------------------------------
 
-    def send(self, header: dict, blobs: list[bytes] | tuple = ()) -> None:
-        """Send one message with the token added (no reply awaited)."""
+    def send(self, header: dict, blobs: list | tuple = ()) -> None:
+        """Send one message with the token added (no reply awaited). Blobs are bytes-like (an interleaved array
+        works); ZeroMQ copies them, so a blob's buffer may be reused once this returns."""
         self._socket.send_multipart(P.encode({**header, "token": self.token}, blobs))
 
-    def receive(self, timeout_seconds: float) -> tuple[dict, list[bytes]]:
-        """The next message from the server, recorded if unsolicited; raises ``BridgeTimeout``."""
+    def receive(self, timeout_seconds: float) -> tuple[dict, list[memoryview]]:
+        """The next message from the server (its audio frames as memoryviews), recorded if unsolicited; raises
+        ``BridgeTimeout``."""
         if not self._socket.poll(int(timeout_seconds * 1000)):
             raise BridgeTimeout(f"no reply from the engine at {self.endpoint} within {timeout_seconds:.1f} s")
-        header, blobs = P.decode(self._socket.recv_multipart())
+        header, blobs = P.decode(self._socket.recv_multipart(copy=False))
         self.last_message_at = time.monotonic()
         kind = header.get("type")
         if kind == "job":
@@ -152,6 +154,7 @@ class BridgeClient:
         """Send chunks with at most ``upload_window_chunks`` unacknowledged; stop on an error or a final state."""
         frames = audio.shape[1]
         starts = list(range(first_frame, frames, chunk_frames))
+        interleaved = np.empty((chunk_frames, audio.shape[0]), dtype="<f4")  # reused: send() copies it
         window = self.limits["upload_window_chunks"]
         sent = acked = 0
         deadline = time.monotonic() + self.timeout_seconds
@@ -160,7 +163,8 @@ class BridgeClient:
                 start = starts[sent]
                 piece = audio[:, start:start + chunk_frames]
                 self.send({"type": "chunk", "job_id": job_id, "index": first_index + sent, "start_frame": start,
-                           "frames": piece.shape[1], "req": f"chunk-{first_index + sent}"}, [P.audio_to_blob(piece)])
+                           "frames": piece.shape[1], "req": f"chunk-{first_index + sent}"},
+                          [P.interleave(piece, out=interleaved[:piece.shape[1]])])
                 sent += 1
             reply, _ = self.receive(max(0.0, deadline - time.monotonic()))
             if reply.get("type") == "error" and str(reply.get("req", "")).startswith("chunk-"):
@@ -224,7 +228,7 @@ class BridgeClient:
             if reply["type"] == "error":
                 raise BridgeError.from_error(reply)
             start, frames = reply["start_frame"], reply["frames"]
-            audio[:, start:start + frames] = P.blob_to_audio(blobs[0], result["channels"])
+            P.deinterleave_into(blobs[0], audio[:, start:start + frames])
             received += 1
             deadline = time.monotonic() + self.timeout_seconds
         return audio, result["sample_rate"], result["info"]

@@ -75,7 +75,7 @@ class Limits:
     max_channels: int = MAX_CHANNELS
     max_chunk_frames: int = 65_536
     upload_window_chunks: int = 4  # unacknowledged chunks a client may have in flight
-    result_chunk_frames: int = 32_768
+    result_chunk_frames: int = 65_536
     max_uploads: int = 16  # jobs uploading at once, all clients together
     max_queued_jobs: int = 64
     upload_timeout_seconds: float = 120.0  # an upload idle this long is dropped
@@ -110,15 +110,16 @@ def encode(header: dict, blobs: tuple[bytes, ...] | list[bytes] = ()) -> list[by
     return [json.dumps(header, separators=(",", ":"), allow_nan=False).encode(), *blobs]
 
 
-def decode(frames: list[bytes]) -> tuple[dict, list[bytes]]:
-    """Parse a message's frames into ``(header, blobs)``; raises ``ProtocolError`` for garbage or a wrong version."""
+def decode(frames: list) -> tuple[dict, list[memoryview]]:
+    """Parse a message's frames (``bytes`` or ``zmq.Frame``) into ``(header, blobs)``, the blobs as memoryviews of
+    the received frames (no copy); raises ``ProtocolError`` for garbage or a wrong version."""
     if not frames:
         raise ProtocolError(Code.BAD_FRAME, "empty message")
     raw = frames[0]
     if len(raw) > MAX_HEADER_BYTES:
         raise ProtocolError(Code.BAD_FRAME, f"header frame of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}")
     try:
-        header = json.loads(bytes(raw).decode("utf-8"))
+        header = json.loads(bytes(memoryview(raw)).decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise ProtocolError(Code.BAD_FRAME, "the first frame is not a UTF-8 JSON header") from None
     if not isinstance(header, dict):
@@ -131,7 +132,7 @@ def decode(frames: list[bytes]) -> tuple[dict, list[bytes]]:
             "Update the plugin or the engine so they match.",
             supported=[PROTOCOL_VERSION],
         )
-    return header, [bytes(b) for b in frames[1:]]
+    return header, [memoryview(b) for b in frames[1:]]  # views, not copies: audio frames are large
 
 
 def validate_request(header: dict, blobs: list[bytes]) -> dict:
@@ -194,12 +195,30 @@ def request_digest(params: dict, sample_rate: int, channels: int, frames: int) -
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def interleave(audio: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """(channels, frames) float array -> a contiguous (frames, channels) little-endian float32 array (``out`` if
+    given): the wire layout, ready to send as is. One channel at a time, about twice as fast as a transposed copy."""
+    audio = np.asarray(audio)
+    out = np.empty((audio.shape[1], audio.shape[0]), dtype="<f4") if out is None else out
+    for channel, samples in enumerate(audio):
+        out[:, channel] = samples
+    return out
+
+
+def deinterleave_into(blob, out: np.ndarray) -> None:
+    """Copy interleaved little-endian float32 bytes into ``out`` (channels, frames), one channel at a time."""
+    samples = np.frombuffer(blob, dtype="<f4").reshape(-1, out.shape[0])
+    for channel in range(out.shape[0]):
+        out[channel] = samples[:, channel]
+
+
 def audio_to_blob(audio: np.ndarray) -> bytes:
     """(channels, frames) float array -> interleaved little-endian float32 bytes."""
-    return np.ascontiguousarray(np.asarray(audio).T, dtype="<f4").tobytes()
+    return interleave(audio).tobytes()
 
 
 def blob_to_audio(blob: bytes, channels: int) -> np.ndarray:
     """Interleaved little-endian float32 bytes -> (channels, frames) float32 array (a copy)."""
-    samples = np.frombuffer(blob, dtype="<f4")
-    return np.ascontiguousarray(samples.reshape(-1, channels).T, dtype=np.float32)
+    out = np.empty((channels, memoryview(blob).nbytes // (channels * BYTES_PER_SAMPLE)), dtype=np.float32)
+    deinterleave_into(blob, out)
+    return out

@@ -2,20 +2,27 @@
 
 One folder per job under the results directory, named by a hash of the job id (file paths never come
 from the wire): ``audio.f32`` (interleaved little-endian float32, the wire layout, so chunks are read
-by seeking) and ``meta.json``. A retention limit (count and age) keeps the folder bounded.
+by offset) and ``meta.json``. A retention limit (count and age) keeps the folder bounded. Results are
+written and read a block at a time, so the store never holds a whole result in memory.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from .protocol import BYTES_PER_SAMPLE, audio_to_blob
+from backline.engine.audio import AudioError
+
+from .protocol import BYTES_PER_SAMPLE, interleave
+
+SAVE_BLOCK_FRAMES = 65_536
 
 
 class ResultStore:
@@ -27,16 +34,36 @@ class ResultStore:
     def folder(self, job_id: str) -> Path:
         return self.root / hashlib.sha256(job_id.encode()).hexdigest()[:32]
 
-    def save(self, job_id: str, digest: str, audio: np.ndarray, sample_rate: int, info: dict) -> dict:
-        """Write a result atomically (temporary folder, then rename); returns its metadata."""
+    def save(self, job_id: str, digest: str, audio: np.ndarray, sample_rate: int, info: dict,
+             *, after_block: Callable[[], None] | None = None) -> dict:
+        """Write a result atomically (temporary folder, then rename) and return its metadata.
+
+        ``audio`` is (channels, frames) of any float type; it is interleaved and written ``SAVE_BLOCK_FRAMES``
+        frames at a time, so only one block is ever copied. Raises ``AudioError`` (and keeps nothing) if a sample
+        is NaN or infinite. ``after_block()`` runs after each block (the server drops the pages of a memory-mapped
+        input there)."""
         final = self.folder(job_id)
         partial = final.with_name(final.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir()
-        (partial / "audio.f32").write_bytes(audio_to_blob(audio))
+        channels, frames = audio.shape
+        buffer = np.empty((min(frames, SAVE_BLOCK_FRAMES), channels), dtype="<f4")
+        try:
+            with open(partial / "audio.f32", "wb", buffering=0) as file:
+                for start in range(0, frames, SAVE_BLOCK_FRAMES):
+                    piece = audio[:, start:start + SAVE_BLOCK_FRAMES]
+                    block = interleave(piece, out=buffer[:piece.shape[1]])
+                    if not np.isfinite(block).all():
+                        raise AudioError("generated audio: contains NaN or infinite samples")
+                    file.write(block)
+                    if after_block is not None:
+                        after_block()
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
         meta = {
             "job_id": job_id, "digest": digest, "sample_rate": int(sample_rate),
-            "channels": int(audio.shape[0]), "frames": int(audio.shape[1]),
+            "channels": int(channels), "frames": int(frames),
             "info": json.loads(json.dumps(info, default=str)), "finished_at": time.time(),
         }
         (partial / "meta.json").write_text(json.dumps(meta))
@@ -60,9 +87,11 @@ class ResultStore:
     def read_chunk(self, meta: dict, start_frame: int, frames: int) -> bytes:
         """Bytes of ``frames`` frames from ``start_frame``; raises ``OSError`` if the result is gone."""
         frame_bytes = meta["channels"] * BYTES_PER_SAMPLE
-        with open(self.folder(meta["job_id"]) / "audio.f32", "rb") as file:
-            file.seek(start_frame * frame_bytes)
-            data = file.read(frames * frame_bytes)
+        fd = os.open(self.folder(meta["job_id"]) / "audio.f32", os.O_RDONLY)
+        try:
+            data = os.pread(fd, frames * frame_bytes, start_frame * frame_bytes)
+        finally:
+            os.close(fd)
         if len(data) != frames * frame_bytes:
             raise OSError("result file is truncated")
         return data

@@ -1,5 +1,7 @@
 """``backline bench bridge`` measures a real server process: a short region echoes back intact."""
 
+import statistics
+
 from backline.plugin_bridge.bench import run
 
 
@@ -10,3 +12,10 @@ def test_bridge_bench_reports_each_part_for_a_short_region():
     assert result["server_peak_rss_mb"] >= result["server_idle_rss_mb"] > 0
     assert result["overhead_seconds"] == round(result["upload_seconds"] + result["download_seconds"], 3) or \
         abs(result["overhead_seconds"] - result["upload_seconds"] - result["download_seconds"]) < 0.002
+
+
+def test_bridge_bench_reports_the_first_job_and_the_median_of_the_later_ones():
+    (result,) = run([0.02], sample_rate=48_000, channels=2, jobs=3)["results"]
+    each = result["overhead_seconds_each"]
+    assert len(each) == 3 and each[0] == result["overhead_seconds"]
+    assert abs(result["later_overhead_seconds"] - statistics.median(each[1:])) < 0.002

@@ -99,6 +99,32 @@ def test_generator_errors_fail_the_job_and_the_server_keeps_serving(start_server
     assert audio.shape == (1, 2_000)
 
 
+def test_unusable_generated_audio_fails_the_job_and_keeps_no_result(start_server, connect, region):
+    seen = {}
+
+    def generate(params, context, sample_rate, progress, cancelled):
+        seen["writeable"], seen["shape"] = context.flags.writeable, context.shape
+        progress(1, 1)
+        if params.get("shape") == "3d":
+            return context[None], sample_rate, {}
+        audio = np.array(context, dtype=np.float64)
+        audio[1, -1] = np.nan  # in the last block the store writes, after earlier blocks went to disk
+        return audio, sample_rate, {}
+
+    server = start_server(generate)
+    client = connect(server)
+    client.submit("nan", {}, region, 44_100)
+    failed = client.wait("nan", timeout_seconds=5)
+    assert seen == {"writeable": False, "shape": region.shape}  # the upload itself, mapped read-only
+    assert failed["error"] == {"code": P.Code.ENGINE_ERROR, "retry": True, "message": (
+        "the engine failed: the engine produced unusable audio: generated audio: contains NaN or infinite samples")}
+    client.submit("3d", {"shape": "3d"}, region, 44_100)
+    failed = client.wait("3d", timeout_seconds=5)
+    assert failed["error"]["message"].endswith(
+        "generated audio: expected (channels, frames), got an array of shape (1, 2, 70000)")
+    assert list(server.store.root.iterdir()) == [] and list(server.upload_dir.iterdir()) == []
+
+
 def test_eight_clients_at_once_each_get_their_own_result(start_server, region, demo_reference):
     server = start_server()
     outputs, errors = {}, []
