@@ -39,6 +39,9 @@ examples:
 """
 
 
+PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+
+
 def _add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--style", type=Path, help="a reference recording of the sound you want")
     p.add_argument("--style-b", type=Path, help="a second reference, blended with --style by --style-ratio")
@@ -57,6 +60,10 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
                    help="onnxruntime on exported graphs or torch on safetensors (default: onnx when shipped)")
     p.add_argument("--onnx-dir", type=Path, help="folder of exported .onnx files (implies --backend onnx)")
     p.add_argument("--threads", type=int, help="CPU threads for the models")
+    p.add_argument("--provider", choices=sorted(PROVIDERS),
+                   help="onnxruntime provider (default: cuda when onnxruntime-gpu offers it, else cpu)")
+    p.add_argument("--no-step-graph", action="store_true",
+                   help="onnx: sample with one denoiser call per step and the update in numpy, not the step graph")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -117,7 +124,8 @@ def _load(args: argparse.Namespace):
 
     backend = "onnx" if args.onnx_dir else args.backend
     return load_bundle(args.autoencoder, args.denoiser, backend=backend, onnx_dir=args.onnx_dir,
-                       intra_op_threads=args.threads)
+                       intra_op_threads=args.threads, providers=[PROVIDERS[args.provider]] if args.provider else None,
+                       step_graph=not args.no_step_graph)
 
 
 def _progress_bar(args: argparse.Namespace, total: int, label: str):

@@ -29,7 +29,7 @@ from backline.engine import controls
 from backline.engine.audio import AudioError, resample, to_mono, validate_audio
 from backline.engine.runtime import (ONNX_FILES, Backend, ModelContract, OnnxBackend, TorchBackend,
                                      default_onnx_dir)
-from backline.engine.sampling import get_sampler, get_sigmas_karras, guided
+from backline.engine.sampling import GUIDANCE_RESCALE, get_sampler, get_sigmas_karras, guided
 from backline.engine.style import DEFAULT_PRIOR_PATH, PromptEncoder, interpolate, latent_statistics
 
 MAX_DURATION_SECONDS = 600.0
@@ -119,13 +119,14 @@ BACKENDS = ("auto", "onnx", "torch")
 
 def load_bundle(autoencoder_path: str | Path | None = None, denoiser_path: str | Path | None = None, *,
                 backend: str = "auto", onnx_dir: str | Path | None = None, providers: list[str] | None = None,
-                intra_op_threads: int | None = None, prompt_prior_path: str | Path | None = None,
-                prompt_cache_dir: Path | None = None) -> Bundle:
+                intra_op_threads: int | None = None, step_graph: bool = True,
+                prompt_prior_path: str | Path | None = None, prompt_cache_dir: Path | None = None) -> Bundle:
     """Load the autoencoder and the denoiser once, behind a runtime backend.
 
     ``backend="onnx"`` runs the graphs in ``onnx_dir`` (default ``runtime.default_onnx_dir()``) with
     onnxruntime, on ``providers`` (default CUDA when available, else CPU) and ``intra_op_threads``;
-    it needs no torch. ``backend="torch"`` loads the safetensors files (the shipped defaults unless
+    it needs no torch; ``step_graph`` (default) samples one ``guided_step.onnx`` run per evaluation,
+    False one ``denoiser.onnx`` call with the guidance and the update in numpy. ``backend="torch"`` loads the safetensors files (the shipped defaults unless
     paths are given). ``"auto"`` takes onnx when ``onnx_dir`` is given, or when no safetensors path
     is given and the default ONNX files exist; torch otherwise.
     """
@@ -137,7 +138,8 @@ def load_bundle(autoencoder_path: str | Path | None = None, denoiser_path: str |
         backend = "onnx" if use_onnx else "torch"
     prompts = PromptEncoder(prompt_prior_path or DEFAULT_PRIOR_PATH, cache_dir=prompt_cache_dir)
     if backend == "onnx":
-        return Bundle(OnnxBackend(onnx_dir, providers=providers, intra_op_threads=intra_op_threads), prompts)
+        return Bundle(OnnxBackend(onnx_dir, providers=providers, intra_op_threads=intra_op_threads,
+                                  step_graph=step_graph), prompts)
     default_ae, default_dn = default_model_paths()
     return Bundle(TorchBackend.from_files(autoencoder_path or default_ae, denoiser_path or default_dn), prompts)
 
@@ -202,26 +204,63 @@ def _check(bundle: Bundle, request: GenerateRequest) -> None:
         raise ValueError(f"stereo width must be within [0, 1], got {request.stereo_width}")
 
 
-def make_guided_denoiser(bundle: Bundle, context: np.ndarray, style: np.ndarray | None, instrument: str,
-                         cfg_context: float, cfg_style: float, *, use_context: bool = True):
-    """``denoise(x, sigma)`` for one request: the guidance passes run as one batch through the backend.
+@dataclass(frozen=True)
+class GuidancePasses:
+    """The guidance passes of one request, batched on axis 0, and the scales that combine them."""
+
+    passes: tuple[str, ...]  # in order, a subset of none, context, full (context + style)
+    context_mask: np.ndarray  # (passes,) 1 = the context is given to that pass
+    style_mask: np.ndarray  # (passes,)
+    style: np.ndarray  # (style_dim,), zeros without a style
+    instrument: int  # index into the contract's instruments
+    cfg_context: float
+    cfg_style: float
+
+    @property
+    def pass_index(self) -> np.ndarray:
+        """(3,) int64: the rows of none, context and full; a pass not run points at the one that stands in
+        for it (full is context without a style; with one pass every row is it), as ``guided`` reads them."""
+        full = self.passes.index("full") if "full" in self.passes else self.passes.index("context")
+        context = self.passes.index("context") if "context" in self.passes else full
+        none = self.passes.index("none") if "none" in self.passes else context
+        return np.array([none, context, full], np.int64)
+
+    @property
+    def rescale(self) -> float:
+        return 0.0 if self.passes == ("full",) else GUIDANCE_RESCALE  # one pass is the prediction as it is
+
+
+def guidance_passes(contract: ModelContract, style: np.ndarray | None, instrument: str, cfg_context: float,
+                    cfg_style: float, *, use_context: bool = True) -> GuidancePasses:
+    """Which passes a request needs: a scale of 1 needs no pass for its condition's absence.
 
     ``use_context=False`` generates without the context (the condition dropped, as in training's
     dropout): for a silent region, where conditioning on the silence would ask for silence.
     """
-    contract = bundle.contract
     if not use_context:
         cfg_context = 1.0
     # pass order: none, context, full (context + style). Without a style, full == context.
-    passes = ["full"] if cfg_context == 1 and (cfg_style == 1 or style is None) else (
-        ["none", "context"] if style is None else ["none", "context", "full"])
+    passes = ("full",) if cfg_context == 1 and (cfg_style == 1 or style is None) else (
+        ("none", "context") if style is None else ("none", "context", "full"))
+    return GuidancePasses(
+        passes=passes,
+        context_mask=np.array([0.0 if p == "none" or not use_context else 1.0 for p in passes], np.float32),
+        style_mask=np.array([1.0 if p == "full" and style is not None else 0.0 for p in passes], np.float32),
+        style=np.asarray(style if style is not None else np.zeros(contract.style_dim), np.float32),
+        instrument=contract.instruments.index(instrument), cfg_context=cfg_context, cfg_style=cfg_style)
+
+
+def make_guided_denoiser(bundle: Bundle, context: np.ndarray, style: np.ndarray | None, instrument: str,
+                         cfg_context: float, cfg_style: float, *, use_context: bool = True):
+    """``denoise(x, sigma)`` for one request: the guidance passes run as one batch through the backend
+    (``guidance_passes`` says which; ``use_context=False`` drops the context)."""
+    guidance = guidance_passes(bundle.contract, style, instrument, cfg_context, cfg_style, use_context=use_context)
+    passes, cfg_context, cfg_style = list(guidance.passes), guidance.cfg_context, guidance.cfg_style
     batch = len(passes)
-    context_mask = np.array([0.0 if p == "none" or not use_context else 1.0 for p in passes], np.float32)
-    style_mask = np.array([1.0 if p == "full" and style is not None else 0.0 for p in passes], np.float32)
-    style_vector = style if style is not None else np.zeros(contract.style_dim, np.float32)
+    context_mask, style_mask = guidance.context_mask, guidance.style_mask
     contexts = np.repeat(context[None].astype(np.float32), batch, axis=0)
-    styles = np.repeat(style_vector[None].astype(np.float32), batch, axis=0)
-    instruments = np.full(batch, contract.instruments.index(instrument), np.int64)
+    styles = np.repeat(guidance.style[None], batch, axis=0)
+    instruments = np.full(batch, guidance.instrument, np.int64)
 
     def denoise(x: np.ndarray, sigma: float) -> np.ndarray:
         xs = np.repeat(x.astype(np.float32), batch, axis=0)
@@ -234,6 +273,25 @@ def make_guided_denoiser(bundle: Bundle, context: np.ndarray, style: np.ndarray 
         return guided(predictions, cfg_context=cfg_context, cfg_style=cfg_style)
 
     return denoise
+
+
+def step_constants(guidance: GuidancePasses, context: np.ndarray, *, known: np.ndarray | None = None,
+                   keep: np.ndarray | None = None, loop_period: int | None = None) -> dict[str, np.ndarray]:
+    """A request's unchanging inputs of ``guided_step.onnx`` (``runtime.STEP_INPUTS``): the conditions,
+    the guidance, and the controls as known regions: inpainting's ``known`` latents (1, C, n) where
+    ``keep`` (n,) is 1, the loop's period in frames. A control left out is an input that changes nothing."""
+    frames = context.shape[-1]
+    index = np.arange(frames) % (loop_period or frames)
+    return {
+        "context": context[None].astype(np.float32), "context_mask": guidance.context_mask,
+        "style": guidance.style[None], "style_mask": guidance.style_mask,
+        "instrument": np.array([guidance.instrument], np.int64),
+        "guidance": np.array([guidance.cfg_context, guidance.cfg_style, guidance.rescale], np.float32),
+        "pass_index": guidance.pass_index,
+        "known": np.zeros((1, *context.shape), np.float32) if known is None else known.astype(np.float32),
+        "keep": np.zeros(frames, np.float32) if keep is None else keep.astype(np.float32),
+        "loop_index": index.astype(np.int64), "loop_counts": np.bincount(index).astype(np.float32),
+    }
 
 
 def _level(stem: np.ndarray, context: np.ndarray) -> np.ndarray:
@@ -279,16 +337,19 @@ def generate(bundle: Bundle, request: GenerateRequest, *, progress: Progress | N
     rng = np.random.default_rng(request.seed)
     noise = rng.standard_normal((1, *context_latents.shape)).astype(np.float32)
     silent_context = float(np.sqrt(np.mean(mono.astype(np.float64) ** 2))) < SILENT_CONTEXT_RMS
+    guidance = guidance_passes(contract, style, request.instrument, request.cfg_context, request.cfg_style,
+                               use_context=not silent_context)
     denoise = make_guided_denoiser(bundle, context_latents, style, request.instrument,
                                    request.cfg_context, request.cfg_style, use_context=not silent_context)
     info_controls: dict = {"context": "none (silent region)"} if silent_context else {}
+    period, release, keep = None, float("inf"), None
     if request.loop_seconds is not None:
         period = controls.loop_period_frames(request.loop_seconds, contract.latent_rate_hz, num_latent_frames)
         noise = noise[..., np.arange(num_latent_frames) % period]  # the same start noise in every repeat
-        denoise = controls.looping(denoise, period, controls.release_sigma(sigmas, request.loop_strength))
+        release = controls.release_sigma(sigmas, request.loop_strength)
+        denoise = controls.looping(denoise, period, release)
         info_controls["loop_seconds"] = period / contract.latent_rate_hz
         info_controls["loop_strength"] = request.loop_strength
-    keep = None
     x = noise * sigmas[0]
     if request.regenerate_seconds is not None:
         start_seconds, end_seconds = request.regenerate_seconds
@@ -302,11 +363,22 @@ def generate(bundle: Bundle, request: GenerateRequest, *, progress: Progress | N
         x, sigmas = controls.variation_start(known[0], request.variation_strength, sigmas, rng)
         x = x[None]
         info_controls["variation_strength"] = request.variation_strength
+    # One graph run per evaluation where the backend has the step graph (the controls travel as its
+    # inputs), else the pure numpy sampler over ``denoise``: the same sample within float32 rounding.
+    inpainted = known if keep is not None else None
+    step_sampler = bundle.backend.step_sampler(step_constants(guidance, context_latents, known=inpainted, keep=keep,
+                                                              loop_period=period))
+
+    def sample(x: np.ndarray, sigmas: np.ndarray, callback=None) -> np.ndarray:
+        if len(sigmas) < 2:
+            return x
+        if step_sampler is not None:
+            return step_sampler(x, sigmas, request.sampler, release_sigma=release, callback=callback)
+        return get_sampler(request.sampler)(denoise, x, sigmas, callback=callback)
 
     callback = (lambda i, total, _x, _x0: progress(i + 1, total)) if progress else None
     sample_started = time.perf_counter()
-    sampler = get_sampler(request.sampler)
-    latents = sampler(denoise, x, sigmas, callback=callback) if len(sigmas) > 1 else x
+    latents = sample(x, sigmas, callback)
     timings["sample_seconds"] = time.perf_counter() - sample_started
 
     decode_started = time.perf_counter()
@@ -327,7 +399,7 @@ def generate(bundle: Bundle, request: GenerateRequest, *, progress: Progress | N
         out = keep_samples * stem_audio + (1.0 - keep_samples) * raw
     if request.stereo_width > 0:
         right_x, right_sigmas = controls.variation_start(latents[0], controls.STEREO_VARIATION_STRENGTH, schedule, rng)
-        right = to_host(sampler(denoise, right_x[None], right_sigmas))
+        right = to_host(sample(right_x[None], right_sigmas))
         reference = to_host(latents) if raw is None else raw  # the right channel gets the left's gain
         gain = float(np.sqrt(np.mean(to_mono(out)[0] ** 2)) / max(float(np.sqrt(np.mean(reference ** 2))), 1e-8))
         out = controls.pseudo_stereo(to_mono(out)[0], right * gain, request.stereo_width)
@@ -337,7 +409,7 @@ def generate(bundle: Bundle, request: GenerateRequest, *, progress: Progress | N
     info = {"seed": request.seed, "instrument": request.instrument, "steps": request.steps,
             "sampler": request.sampler, "cfg_context": request.cfg_context, "cfg_style": request.cfg_style,
             "style": _style_kind(request), "models": bundle.versions,
-            "backend": bundle.backend.name, "controls": info_controls,
+            "backend": bundle.backend.name, "step_graph": step_sampler is not None, "controls": info_controls,
             "timings": {k: round(v, 3) for k, v in timings.items()}}
     return GenerateResult(np.ascontiguousarray(out, dtype=np.float32), request.sample_rate, info)
 

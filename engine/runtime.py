@@ -13,7 +13,11 @@ without extras can generate with exported models. Its three graphs and the spect
 
 * ``autoencoder_encoder.onnx``: STFT spectrum (real, imag) -> scaled latents;
 * ``autoencoder_decoder.onnx``: scaled latents -> STFT spectrum (real, imag);
-* ``denoiser.onnx``: the EDM-preconditioned denoiser, dynamic batch and frame axes.
+* ``denoiser.onnx``: the EDM-preconditioned denoiser, dynamic batch and frame axes;
+* ``guided_step.onnx``: one sampler evaluation whole: the guidance passes batched through the same
+  denoiser, their combination (with the rescale that guards against over-saturation), the controls'
+  per-step work (inpainting's known region, loop tying) and the solver's update, so a step is one
+  ``run`` whose state (x, the previous estimate) can stay on the device (``StepGraphSampler``).
 
 The STFT and the inverse STFT (Hann window, "same" padding, overlap-add normalised by the summed
 squared window, as ``models.autoencoder`` computes them) run here in numpy rather than inside the
@@ -34,9 +38,24 @@ from typing import Protocol
 import numpy as np
 
 ONNX_FILES = {"encoder": "autoencoder_encoder.onnx", "decoder": "autoencoder_decoder.onnx",
-              "denoiser": "denoiser.onnx"}
+              "denoiser": "denoiser.onnx", "step": "guided_step.onnx"}
+GRAPH_NAMES = {"encoder": "encoder", "decoder": "decoder", "denoiser": "denoiser", "step": "guided_step"}
 ONNX_CONTRACT_VERSION = "1"
 DENOISER_INPUTS = ("x", "sigma", "context", "context_mask", "style", "style_mask", "instrument")
+# guided_step.onnx, for P guidance passes over n latent frames (x and the states batch 1):
+#   x (1, C, n), sigma (1,)                       where the denoiser is evaluated
+#   context (1, C, n), context_mask (P,), style (1, style_dim), style_mask (P,), instrument (1,) int64
+#   guidance (3,) = cfg_context, cfg_style, rescale; pass_index (3,) int64 = the rows of the passes
+#                   none, context, full (a pass not run points at the one standing in for it)
+#   known (1, C, n), keep (n,)                    inpainting: the estimate is ``known`` where keep is 1
+#   loop_index (n,) int64, loop_counts (period,)  loops: frame -> place in the period, repeats per place
+#   tie (1,)                                      1: the estimate is tied to the period at this evaluation
+#   coefficients (4,), previous_x0 (1, C, n), step_start (1, C, n)   the solver (``sampling.solver_plan``)
+# -> x_next (1, C, n), denoised (1, C, n)
+STEP_INPUTS = ("x", "sigma", "context", "context_mask", "style", "style_mask", "instrument", "guidance", "pass_index",
+               "known", "keep", "loop_index", "loop_counts", "tie", "coefficients", "previous_x0", "step_start")
+STEP_OUTPUTS = ("x_next", "denoised")
+STEP_INT_INPUTS = ("instrument", "pass_index", "loop_index")
 
 
 def default_onnx_dir() -> Path:
@@ -90,6 +109,8 @@ class Backend(Protocol):
     def decode(self, latents: np.ndarray) -> np.ndarray: ...
 
     def denoise(self, x, sigma, context, context_mask, style, style_mask, instrument) -> np.ndarray: ...
+
+    def step_sampler(self, constants: dict[str, np.ndarray]) -> "StepGraphSampler | None": ...
 
 
 # -- the STFT pair of models.autoencoder, in numpy ----------------------------------------------------------
@@ -202,13 +223,70 @@ def _number(metadata: dict, key: str, path: Path):
         raise RuntimeModelError(f"{path}: metadata has no valid {key!r}") from None
 
 
+class StepGraphSampler:
+    """Runs a sampler as ``guided_step.onnx`` evaluations, one ``run`` each, with the state kept on the device.
+
+    ``constants`` holds the request's inputs that do not change between steps (the conditions, the
+    guidance, the controls' known regions: every name of ``STEP_INPUTS`` but x, sigma, tie,
+    coefficients, previous_x0 and step_start); they are copied to the device once. Through I/O
+    binding each evaluation's outputs stay where the provider put them (GPU memory on CUDA) and are
+    bound as the next evaluation's inputs; only the final latents come back to the host.
+    """
+
+    def __init__(self, session, constants: dict[str, np.ndarray], device: str = "cpu"):
+        import onnxruntime as ort
+
+        self.session, self.device = session, device
+        self._value = lambda array, dtype=np.float32: ort.OrtValue.ortvalue_from_numpy(
+            np.ascontiguousarray(array, dtype), device, 0)
+        self.binding = session.io_binding()
+        self._constants = {}  # the OrtValues must outlive the binding
+        for name, array in constants.items():
+            self._constants[name] = self._value(array, np.int64 if name in STEP_INT_INPUTS else np.float32)
+            self.binding.bind_ortvalue_input(name, self._constants[name])
+
+    def __call__(self, x: np.ndarray, sigmas: np.ndarray, sampler: str, *, release_sigma: float = float("inf"),
+                 callback=None) -> np.ndarray:
+        """The sample ``SAMPLERS[sampler](denoise, x, sigmas)`` gives, ``denoise`` being the graph's
+        guided denoiser with its controls; the loop tie holds while ``sigma > release_sigma``.
+        ``callback(step, total, None, None)``: the states stay on the device."""
+        from backline.engine.sampling import solver_plan
+
+        plan = solver_plan(sampler, sigmas)
+        if not plan:
+            return x
+        scalars = [{"sigma": self._value([e.sigma]), "tie": self._value([1.0 if e.sigma > release_sigma else 0.0]),
+                    "coefficients": self._value(e.coefficients)} for e in plan]
+        state = self._value(x)
+        previous_x0, step_start = self._value(np.zeros_like(x)), state
+        total, step = sum(e.ends_step for e in plan), 0
+        for evaluation, values in zip(plan, scalars):
+            for name, value in (("x", state), ("previous_x0", previous_x0), ("step_start", step_start), *values.items()):
+                self.binding.bind_ortvalue_input(name, value)
+            for name in STEP_OUTPUTS:
+                self.binding.bind_output(name, self.device, 0)
+            self.session.run_with_iobinding(self.binding)
+            state, previous_x0 = self.binding.get_outputs()
+            if evaluation.ends_step:
+                step_start = state
+                if callback:
+                    callback(step, total, None, None)
+                step += 1
+        return state.numpy()
+
+
 class OnnxBackend:
-    """The three exported graphs under onnxruntime; numpy in and out, no torch."""
+    """The exported graphs under onnxruntime; numpy in and out, no torch.
+
+    ``step_graph`` (default True) samples through ``guided_step.onnx`` (``step_sampler``), one run per
+    evaluation; False runs the pure numpy samplers over ``denoise`` (one ``denoiser.onnx`` call per
+    evaluation, guidance and update in numpy).
+    """
 
     name = "onnx"
 
     def __init__(self, onnx_dir: str | Path | None = None, *, providers: list[str] | None = None,
-                 intra_op_threads: int | None = None):
+                 intra_op_threads: int | None = None, step_graph: bool = True):
         import onnxruntime as ort
 
         self.onnx_dir = Path(onnx_dir) if onnx_dir is not None else default_onnx_dir()
@@ -226,19 +304,25 @@ class OnnxBackend:
                 options.intra_op_num_threads = int(intra_op_threads)
             # The autoencoder runs once per request on the whole region: an arena would keep its peak
             # (about 400 MiB more at 120 s); the denoiser runs every step at one shape and keeps it.
-            options.enable_cpu_mem_arena = part == "denoiser"
+            options.enable_cpu_mem_arena = part in ("denoiser", "step")
             self.sessions[part] = ort.InferenceSession(str(path), options, providers=self.providers)
         self.metadata = {part: dict(s.get_modelmeta().custom_metadata_map) for part, s in self.sessions.items()}
         self.contract = self._contract(paths)
+        self.step_graph = bool(step_graph)
+        self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
 
     def _contract(self, paths: dict[str, Path]) -> ModelContract:
         for part, meta in self.metadata.items():
-            if meta.get("backline_onnx_contract") != ONNX_CONTRACT_VERSION or meta.get("backline_graph") != part:
-                raise RuntimeModelError(f"{paths[part]}: not a Backline {part} graph "
+            graph = GRAPH_NAMES[part]
+            if meta.get("backline_onnx_contract") != ONNX_CONTRACT_VERSION or meta.get("backline_graph") != graph:
+                raise RuntimeModelError(f"{paths[part]}: not a Backline {graph} graph "
                                         f"(contract {meta.get('backline_onnx_contract')!r}, graph {meta.get('backline_graph')!r})")
         encoder, decoder, denoiser = (self.metadata[p] for p in ("encoder", "decoder", "denoiser"))
         if encoder.get("config") != decoder.get("config"):
             raise RuntimeModelError(f"{paths['encoder']} and {paths['decoder']} come from different autoencoders")
+        if (self.metadata["step"].get("config"), self.metadata["step"].get("backline_version")) != (
+                denoiser.get("config"), denoiser.get("backline_version")):
+            raise RuntimeModelError(f"{paths['step']} and {paths['denoiser']} come from different denoisers")
         ae = json.loads(encoder["config"])
         dn = json.loads(denoiser["config"])
         if dn["latent_channels"] != ae["latent_channels"]:
@@ -275,6 +359,10 @@ class OnnxBackend:
         feeds = {name: np.ascontiguousarray(v, np.float32) for name, v in zip(DENOISER_INPUTS, values)}
         feeds["instrument"] = np.ascontiguousarray(instrument, np.int64)
         return self.sessions["denoiser"].run(None, feeds)[0]
+
+    def step_sampler(self, constants: dict[str, np.ndarray]) -> StepGraphSampler | None:
+        """A ``StepGraphSampler`` over this request's ``constants``, or None when ``step_graph`` is off."""
+        return StepGraphSampler(self.sessions["step"], constants, self.device) if self.step_graph else None
 
 
 # -- torch ------------------------------------------------------------------------------------------------
@@ -320,6 +408,9 @@ class TorchBackend:
 
         with torch.inference_mode():
             return self.autoencoder.decode(torch.from_numpy(np.ascontiguousarray(latents, np.float32))).numpy()
+
+    def step_sampler(self, constants: dict[str, np.ndarray]) -> None:
+        return None  # torch runs the numpy samplers over ``denoise``
 
     def denoise(self, x, sigma, context, context_mask, style, style_mask, instrument) -> np.ndarray:
         import torch

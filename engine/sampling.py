@@ -9,6 +9,7 @@ NumPy keeps the runtime free of torch; a torch or onnxruntime denoiser is wrappe
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -89,6 +90,94 @@ def sample_dpmpp_2m(denoise: Denoise, x: np.ndarray, sigmas: np.ndarray, *, call
 SAMPLERS = {"euler": sample_euler, "heun": sample_heun, "dpmpp_2m": sample_dpmpp_2m}
 
 
+# -- the same solvers as linear updates, for a denoiser and its update compiled into one graph ---------------
+@dataclass(frozen=True)
+class Evaluation:
+    """One network evaluation of a solver and the update that follows it.
+
+    The denoiser runs at ``(x, sigma)`` and estimates ``x0``; the solver's next point is
+    ``a x + b x0 + c previous_x0 + e step_start`` with ``(a, b, c, e) = coefficients``, where
+    ``previous_x0`` is the previous evaluation's estimate and ``step_start`` the point the current step
+    started from. ``ends_step`` marks the last evaluation of a step (where progress is reported).
+    """
+
+    sigma: float
+    coefficients: tuple[float, float, float, float]
+    ends_step: bool = True
+
+
+def _euler_evaluation(sigma: float, sigma_next: float) -> Evaluation:
+    ratio = sigma_next / sigma  # x + (x - x0) / sigma * (sigma_next - sigma)
+    return Evaluation(sigma, (ratio, 1.0 - ratio, 0.0, 0.0))
+
+
+def _plan_euler(sigmas: np.ndarray) -> list[Evaluation]:
+    return [_euler_evaluation(float(sigmas[i]), float(sigmas[i + 1])) for i in range(len(sigmas) - 1)]
+
+
+def _plan_heun(sigmas: np.ndarray) -> list[Evaluation]:
+    plan = []
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
+        if sigma_next == 0:
+            plan.append(_euler_evaluation(sigma, sigma_next))
+            continue
+        # x_s + (sigma_next - sigma) / 2 * ((x_s - x0_1) / sigma + (x_euler - x0_2) / sigma_next), evaluated at x_euler
+        half = 0.5 * (sigma_next - sigma)
+        plan.append(replace(_euler_evaluation(sigma, sigma_next), ends_step=False))
+        plan.append(Evaluation(sigma_next, (half / sigma_next, -half / sigma_next, -half / sigma, 1.0 + half / sigma)))
+    return plan
+
+
+def _plan_dpmpp_2m(sigmas: np.ndarray) -> list[Evaluation]:
+    plan = []
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
+        if sigma_next == 0:
+            plan.append(Evaluation(sigma, (0.0, 1.0, 0.0, 0.0)))
+            continue
+        h = np.log(sigma) - np.log(sigma_next)
+        growth = -float(np.expm1(-h))
+        if i == 0:
+            plan.append(Evaluation(sigma, (sigma_next / sigma, growth, 0.0, 0.0)))
+        else:
+            half_inverse_r = 0.5 * h / (np.log(sigmas[i - 1]) - np.log(sigma))  # 1 / (2 r)
+            plan.append(Evaluation(sigma, (sigma_next / sigma, growth * (1 + half_inverse_r), -growth * half_inverse_r, 0.0)))
+    return plan
+
+
+SOLVER_PLANS = {"euler": _plan_euler, "heun": _plan_heun, "dpmpp_2m": _plan_dpmpp_2m}
+
+
+def solver_plan(name: str, sigmas: np.ndarray) -> list[Evaluation]:
+    """The evaluations and linear updates that sampler ``name`` performs over ``sigmas``.
+
+    Each sampler here updates linearly in the evaluation point, its estimate, the previous estimate and
+    the step's start, with coefficients that depend on the schedule only; so a graph that runs the
+    guided denoiser and that update runs every sampler, one call per network evaluation, and
+    ``sample_plan`` with these gives what ``SAMPLERS[name]`` gives.
+    """
+    get_sampler(name)
+    return SOLVER_PLANS[name](np.asarray(sigmas, np.float64))
+
+
+def sample_plan(denoise: Denoise, x: np.ndarray, plan: list[Evaluation], *, callback: Callback | None = None) -> np.ndarray:
+    """Run ``plan`` (from ``solver_plan``) with ``denoise``: the reference for a compiled step graph."""
+    total = sum(e.ends_step for e in plan)
+    previous_x0, step_start, step = np.zeros_like(x), x, 0
+    for evaluation in plan:
+        x0 = denoise(x, evaluation.sigma)
+        a, b, c, e = evaluation.coefficients
+        x = a * x + b * x0 + c * previous_x0 + e * step_start
+        previous_x0 = x0
+        if evaluation.ends_step:
+            step_start = x
+            if callback:
+                callback(step, total, x, x0)
+            step += 1
+    return x
+
+
 def get_sampler(name: str):
     try:
         return SAMPLERS[name]
@@ -96,8 +185,11 @@ def get_sampler(name: str):
         raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}") from None
 
 
+GUIDANCE_RESCALE = 0.7  # how far a guided prediction's spread is pulled back to the conditional one's
+
+
 def guided(
-    predictions: dict[str, np.ndarray], *, cfg_context: float, cfg_style: float, rescale: float = 0.7
+    predictions: dict[str, np.ndarray], *, cfg_context: float, cfg_style: float, rescale: float = GUIDANCE_RESCALE
 ) -> np.ndarray:
     """Combine denoised predictions with one guidance scale per condition (Diff-A-Riff's nesting).
 

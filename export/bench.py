@@ -1,8 +1,10 @@
 """Generation speed and memory for each runtime backend: ``backline bench generate`` (or ``python -m backline.export.bench``).
 
-For every backend (torch, onnx) and region length it starts a fresh process that loads the models
-and generates one stem with the request's defaults (30 steps, DPM-Solver++(2M), both guidance scales
-with a style reference, so three guidance passes per step), then reports:
+For every backend and region length it starts a fresh process that loads the models and generates
+one stem with the request's defaults (30 steps, DPM-Solver++(2M), both guidance scales with a style
+reference, so three guidance passes per step). The backends: ``torch``; ``onnx``, the engine's
+default (the sampler step as one ``guided_step.onnx`` run, state kept in onnxruntime through I/O
+binding); ``onnx-calls`` (one ``denoiser.onnx`` call per step, guidance and update in numpy). Reported:
 
     process seconds      the child's whole life: interpreter, imports, model load, generation (and
                          the denoiser timing loop)
@@ -11,9 +13,12 @@ with a style reference, so three guidance passes per step), then reports:
     step_ms              sampling time per diffusion step (denoiser call + guidance + solver update)
     denoiser_call_ms     median of five warm batched denoiser calls at the region's latent length
 
-and, with both backends loaded in one process and called alternately (so both see the same machine
-load), the median batched denoiser call of each and the median encode and decode of the region.
     peak_rss_mib         the child's peak resident memory (ru_maxrss)
+
+and, with the backends loaded in one process and called alternately (so all see the same machine
+load), the median batched denoiser call of torch and onnxruntime, the median encode and decode of
+the region, and the median time per step of a whole 30-step sampling through the step graph and
+through the per-call path.
 
 The onnx child runs with ``import torch`` blocked, as on an install without the train extra. Model
 files: the ones given, else the shipped ones, else random weights of ``--config`` (timing does not
@@ -32,6 +37,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+
+ONNX_BACKENDS = {"onnx": True, "onnx-calls": False}  # name -> samples through the step graph
 
 
 def _song(sample_rate: int, seconds: float, channels: int = 2, seed: int = 0):
@@ -60,7 +68,8 @@ def _child(spec: dict) -> dict:
     import numpy as np
 
     started = time.perf_counter()
-    if spec["backend"] == "onnx":
+    onnx = spec["backend"] in ONNX_BACKENDS
+    if onnx:
         sys.modules["torch"] = None  # the runtime install has no torch: prove it and measure without it
     elif spec.get("threads"):
         import torch
@@ -68,8 +77,9 @@ def _child(spec: dict) -> dict:
         torch.set_num_threads(spec["threads"])
     from backline.engine.pipeline import GenerateRequest, generate, load_bundle, make_guided_denoiser
 
-    if spec["backend"] == "onnx":
-        bundle = load_bundle(backend="onnx", onnx_dir=spec["onnx_dir"], intra_op_threads=spec.get("threads"))
+    if onnx:
+        bundle = load_bundle(backend="onnx", onnx_dir=spec["onnx_dir"], intra_op_threads=spec.get("threads"),
+                             step_graph=ONNX_BACKENDS[spec["backend"]])
     else:
         bundle = load_bundle(spec["autoencoder"], spec["denoiser"], backend="torch")
     load_seconds = time.perf_counter() - started
@@ -97,7 +107,8 @@ def _child(spec: dict) -> dict:
     return {
         "backend": spec["backend"], "seconds": spec["seconds"], "steps": spec["steps"],
         "guidance_passes": 2 if spec["no_style"] else 3, "latent_frames": frames,
-        "providers": list(bundle.backend.providers) if spec["backend"] == "onnx" else ["torch-cpu"],
+        "providers": list(bundle.backend.providers) if onnx else ["torch-cpu"],
+        "step_graph": result.info["step_graph"],
         "threads": spec.get("threads"), "load_seconds": round(load_seconds, 3),
         "generate_seconds": round(generate_seconds, 3),
         "realtime_factor": round(spec["seconds"] / generate_seconds, 2),
@@ -157,6 +168,40 @@ def _interleaved(ae_path: Path, dn_path: Path, onnx_dir: Path, seconds: float, t
             "autoencoder_median_ms": {k: round(float(np.median(v)), 1) for k, v in codec.items()}}
 
 
+def _interleaved_sampling(onnx_dir: Path, seconds: float, steps: int, threads: int | None, no_style: bool,
+                          repeats: int = 3) -> dict:
+    """Median time per step of whole samplings through the step graph and through the per-call path,
+    alternating in one process, with the pipeline's guidance (the model's default scales)."""
+    import numpy as np
+
+    from backline.engine.pipeline import guidance_passes, load_bundle, make_guided_denoiser, step_constants
+    from backline.engine.sampling import get_sampler, get_sigmas_karras
+
+    bundle = load_bundle(backend="onnx", onnx_dir=onnx_dir, intra_op_threads=threads)
+    contract = bundle.contract
+    frames = -(-int(contract.sample_rate * seconds) // contract.hop_length)
+    rng = np.random.default_rng(0)
+    context = rng.standard_normal((contract.latent_channels, frames)).astype(np.float32)
+    style = None if no_style else rng.standard_normal(contract.style_dim).astype(np.float32)
+    cfg = contract.guidance["cfg_context"], contract.guidance["cfg_style"]
+    x = (rng.standard_normal((1, contract.latent_channels, frames)) * contract.sigma_max).astype(np.float32)
+    step_sampler = bundle.backend.step_sampler(step_constants(guidance_passes(contract, style, "bass", *cfg), context))
+    denoise = make_guided_denoiser(bundle, context, style, "bass", *cfg)
+    paths = {"step_graph": lambda sigmas: step_sampler(x, sigmas, "dpmpp_2m"),
+             "per_call": lambda sigmas: get_sampler("dpmpp_2m")(denoise, x, sigmas)}
+    sigmas = get_sigmas_karras(steps, contract.sigma_min, contract.sigma_max)
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for repeat in range(repeats + 1):
+        for name, sample in paths.items():
+            started = time.perf_counter()
+            sample(sigmas if repeat else sigmas[-3:])  # the first round warms up, two steps
+            if repeat:
+                times[name].append(1000 * (time.perf_counter() - started) / steps)
+    medians = {name: round(float(np.median(t)), 2) for name, t in times.items()}
+    return {"seconds": seconds, "latent_frames": frames, "steps": steps, "median_step_ms": medians,
+            "step_graph_speedup": round(medians["per_call"] / medians["step_graph"], 3)}
+
+
 def _model_files(args, work: Path) -> tuple[Path, Path, str]:
     from backline.engine.pipeline import default_model_paths
 
@@ -190,7 +235,7 @@ def run(args: argparse.Namespace) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     ae_path, dn_path, source = _model_files(args, work)
     export_started = time.perf_counter()
-    export = export_models(ae_path, dn_path, work / "onnx", threads=args.threads)
+    export = export_models(ae_path, dn_path, work / "onnx", threads=args.threads, seed=0)  # the shipped check's inputs
     export_seconds = time.perf_counter() - export_started
     results = []
     for seconds in args.seconds:
@@ -208,12 +253,15 @@ def run(args: argparse.Namespace) -> dict:
             results.append(result)
             print(_row(result), file=sys.stderr, flush=True)
     interleaved = [_interleaved(ae_path, dn_path, work / "onnx", seconds, args.threads, args.no_style)
-                   for seconds in args.seconds] if set(args.backends) == {"torch", "onnx"} else []
+                   for seconds in args.seconds] if {"torch", "onnx"} <= set(args.backends) else []
+    sampling = [_interleaved_sampling(work / "onnx", seconds, args.steps, args.threads, args.no_style)
+                for seconds in args.seconds] if {"onnx", "onnx-calls"} <= set(args.backends) else []
     return {
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "settings": {"steps": args.steps, "sampler": "dpmpp_2m", "threads": args.threads,
                      "style_reference": not args.no_style},
         "interleaved_denoiser": interleaved,
+        "interleaved_sampling": sampling,
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2)},
         "models": {"autoencoder": str(ae_path), "denoiser": str(dn_path), "source": source},
@@ -223,12 +271,12 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
-HEADER = (f"{'backend':8} {'audio s':>7} {'passes':>6} {'frames':>6} {'step ms':>8} {'call ms':>8} "
+HEADER = (f"{'backend':10} {'audio s':>7} {'passes':>6} {'frames':>6} {'step ms':>8} {'call ms':>8} "
           f"{'generate s':>10} {'RTF':>6} {'process s':>9} {'peak MiB':>8}")
 
 
 def _row(r: dict) -> str:
-    return (f"{r['backend']:8} {r['seconds']:7g} {r['guidance_passes']:6d} {r['latent_frames']:6d} {r['step_ms']:8.1f} "
+    return (f"{r['backend']:10} {r['seconds']:7g} {r['guidance_passes']:6d} {r['latent_frames']:6d} {r['step_ms']:8.1f} "
             f"{r['denoiser_call_ms']:8.1f} {r['generate_seconds']:10.2f} {r['realtime_factor']:6.1f} "
             f"{r['wall_seconds_with_interpreter']:9.2f} {r['peak_rss_mib']:8.0f}")
 
@@ -246,6 +294,11 @@ def table(report: dict) -> str:
             lines.append(f"  autoencoder, same way: encode torch {codec['torch_encode']:.0f} ms, onnx {codec['onnx_encode']:.0f} ms "
                          f"(STFT included); decode torch {codec['torch_decode']:.0f} ms, onnx {codec['onnx_decode']:.0f} ms "
                          f"(inverse STFT included)")
+    for r in report.get("interleaved_sampling", []):
+        ms = r["median_step_ms"]
+        lines.append(f"sampling, {r['seconds']:g} s ({r['latent_frames']} frames, {r['steps']} steps), alternating in one "
+                     f"process: step graph {ms['step_graph']:.1f} ms/step, per-call {ms['per_call']:.1f} ms/step "
+                     f"(step graph {r['step_graph_speedup']:.2f}x)")
     lines.append("RTF = seconds of audio per second of generate(); process s = whole child process "
                  "(interpreter, imports, model load, generation, the denoiser timing loop)")
     return "\n".join(lines)
@@ -258,7 +311,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="config of the random-weight models used when files are missing (default: default)")
     p.add_argument("--seconds", type=float, nargs="+", default=[60.0], help="region lengths (default: 60)")
     p.add_argument("--steps", type=int, default=30, help="diffusion steps (default 30)")
-    p.add_argument("--backends", nargs="+", default=["torch", "onnx"], choices=("torch", "onnx"))
+    p.add_argument("--backends", nargs="+", default=["torch", "onnx", "onnx-calls"], choices=("torch", *ONNX_BACKENDS),
+                   help="torch; onnx (the engine's default: the step graph); onnx-calls (one denoiser call per step)")
     p.add_argument("--threads", type=int, help="intra-op threads for both backends (default: their own)")
     p.add_argument("--no-style", action="store_true", help="no style reference: two guidance passes, not three")
     p.add_argument("--work", type=Path, help="folder for the exported graphs and random models (default: a temp dir)")

@@ -13,12 +13,14 @@ from pathlib import Path
 EXPORT_HELP = """\
 Export the autoencoder and the denoiser to ONNX for the onnxruntime engine, and check them.
 
-Writes three files to OUT: autoencoder_encoder.onnx, autoencoder_decoder.onnx and denoiser.onnx,
-each carrying its model's contract (kind, version, config, sample rate, latent rate, channels,
-latent scale; sigma range and instruments for the denoiser) in its ONNX metadata. Batch and length
-axes are dynamic. Before writing, every graph is run in onnxruntime and compared with torch on fresh
-random inputs of several lengths; if any differs beyond the tolerance nothing is written and the
-command fails with the errors. The STFT and inverse STFT run in numpy beside the graphs (exact and
+Writes four files to OUT: autoencoder_encoder.onnx, autoencoder_decoder.onnx, denoiser.onnx and
+guided_step.onnx (one sampler evaluation whole: the guidance passes batched through the denoiser,
+their combination, inpainting and loop tying, and the solver's update), each carrying its model's
+contract (kind, version, config, sample rate, latent rate, channels, latent scale; sigma range and
+instruments for the denoiser) in its ONNX metadata. Batch and length axes are dynamic. Before
+writing, every graph is run in onnxruntime and compared with torch (the step graph with torch's
+denoiser and the engine's numpy guidance, controls and update) on fresh random inputs of several
+lengths; if any differs beyond the tolerance nothing is written and the command fails with the errors. The STFT and inverse STFT run in numpy beside the graphs (exact and
 faster than a DFT inside them); there is no style encoder to export yet.
 
 The engine picks the files up with `load_bundle(backend="onnx", onnx_dir=OUT)`, or by default from
@@ -31,7 +33,8 @@ examples:
 """
 
 BENCH_HELP = """\
-Measure generation speed and peak memory for the torch and onnxruntime backends.
+Measure generation speed and peak memory for the torch and onnxruntime backends (onnxruntime with
+the step graph, the engine's default, and with one denoiser call per step: onnx-calls).
 
 Each backend and region length runs in a fresh process that loads the models and generates one stem
 with the default settings (30 steps, three guidance passes), reporting per-step latency, the
@@ -40,7 +43,7 @@ The onnxruntime process runs with torch blocked. Without model files it uses the
 random weights of --config (speed does not depend on the weights).
 
 examples:
-  backline bench generate                                   60 s, both backends, a table on stdout
+  backline bench generate                                   60 s, every backend, a table on stdout
   backline bench generate --seconds 10 30 120 --json bench.json
   backline bench generate --config tiny --seconds 5 --steps 4   a quick smoke run
 """
@@ -51,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=EXPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--autoencoder", required=True, type=Path, help="autoencoder .safetensors file")
     p.add_argument("--denoiser", required=True, type=Path, help="denoiser .safetensors file")
-    p.add_argument("--out", required=True, type=Path, help="folder for the three .onnx files")
+    p.add_argument("--out", required=True, type=Path, help="folder for the four .onnx files")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--tolerance", type=float, default=1e-4,
                    help="largest error relative to the output's peak (default 1e-4; torch float32's own error "

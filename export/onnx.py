@@ -8,6 +8,9 @@
     denoiser.onnx              x, sigma, context, context_mask, style, style_mask, instrument -> denoised
                                (the EDM-preconditioned denoiser; batch and frame axes dynamic, so the
                                engine's one to three guidance passes run as one call)
+    guided_step.onnx           one sampler evaluation: the same denoiser over the guidance passes, their
+                               combination, inpainting and loop tying, and the solver's linear update
+                               (inputs ``runtime.STEP_INPUTS``) -> x_next, denoised; passes and frames dynamic
 
 The STFT and inverse STFT stay outside the graphs, in numpy (see ``engine/runtime.py`` for why).
 Each file carries the safetensors metadata of the model it came from, unchanged (``backline_kind``,
@@ -36,7 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-from backline.engine.runtime import DENOISER_INPUTS, ONNX_CONTRACT_VERSION, ONNX_FILES, istft, stft
+from backline.engine.runtime import (DENOISER_INPUTS, GRAPH_NAMES, ONNX_CONTRACT_VERSION, ONNX_FILES, STEP_INPUTS,
+                                     STEP_OUTPUTS, istft, stft)
+from backline.engine.sampling import GUIDANCE_RESCALE
 
 OPSET = 17
 # Largest |onnx - exact| relative to the exact output's peak, "exact" being torch in float64. A graph
@@ -103,6 +108,74 @@ def _graphs():
             return magnitude * torch.cos(phase), magnitude * torch.sin(phase)
 
     return EncoderGraph, DecoderGraph
+
+
+def _step_graph():
+    """The torch module exported as ``guided_step.onnx`` (built lazily: torch).
+
+    It mirrors, op for op, what the engine's numpy path does around ``denoiser.onnx`` (``check_step``
+    compares the two through ``step_reference``):
+    ``pipeline.make_guided_denoiser`` (the passes batched), ``sampling.guided`` (the combination and
+    its rescale), ``controls.looping`` then ``controls.inpainting``, and the linear update of
+    ``sampling.solver_plan``. Inputs that switch a control off make it exact identity (keep 0,
+    tie 0, rescale 0 with one pass), so one graph serves every request.
+    """
+    import torch
+    from torch import nn
+
+    def spread(v):  # numpy's std over all but the batch axis (population)
+        centred = v - v.mean(dim=(1, 2), keepdim=True)
+        return (centred * centred).mean(dim=(1, 2), keepdim=True).sqrt()
+
+    class GuidedStepGraph(nn.Module):
+        def __init__(self, denoiser):
+            super().__init__()
+            self.denoiser = denoiser
+
+        def forward(self, x, sigma, context, context_mask, style, style_mask, instrument, guidance, pass_index,
+                    known, keep, loop_index, loop_counts, tie, coefficients, previous_x0, step_start):
+            ones = torch.ones_like(context_mask)  # one row per guidance pass; broadcasting copies exactly
+            rows = ones[:, None, None]
+            out = self.denoiser(x * rows, sigma * ones, context * rows, context_mask, style * ones[:, None],
+                                style_mask, instrument.expand_as(context_mask))
+            none, conditional, full = (out.index_select(0, pass_index[k:k + 1]) for k in range(3))
+            cfg_context, cfg_style, rescale = guidance[0], guidance[1], guidance[2]
+            estimate = none + cfg_context * (conditional - none) + cfg_style * (full - conditional)
+            ratio = spread(full) / torch.clamp(spread(estimate), min=1e-8)
+            estimate = rescale * (estimate * ratio) + (1 - rescale) * estimate
+            index = loop_index.expand_as(estimate)
+            sums = (torch.zeros_like(estimate[..., :1]) * loop_counts).scatter_add(2, index, estimate)
+            tied = (sums / loop_counts).gather(2, index)
+            estimate = torch.where(tie > 0, tied, estimate)
+            estimate = keep * known + (1 - keep) * estimate
+            a, b, c, e = coefficients[0], coefficients[1], coefficients[2], coefficients[3]
+            return a * x + b * estimate + c * previous_x0 + e * step_start, estimate
+
+    return GuidedStepGraph
+
+
+def step_inputs(config, passes: int, frames: int, rng: np.random.Generator, *, period: int | None = None,
+                inpaint: bool = True, tie: bool = True) -> dict[str, np.ndarray]:
+    """Random ``guided_step.onnx`` inputs: ``passes`` guidance rows over ``frames`` latent frames."""
+    sigma = float(np.exp(rng.uniform(np.log(config.sigma_min), np.log(config.sigma_max))))
+    latents = lambda scale=1.0: (rng.standard_normal((1, config.latent_channels, frames)) * scale).astype(np.float32)
+    period = period or max(1, frames // 3)
+    index = np.arange(frames) % period
+    rows = {1: [0, 0, 0], 2: [0, 1, 1], 3: [0, 1, 2]}[passes]
+    return {
+        "x": latents(sigma), "sigma": np.array([sigma], np.float32), "context": latents(),
+        "context_mask": rng.integers(0, 2, passes).astype(np.float32),
+        "style": rng.standard_normal((1, config.style_dim)).astype(np.float32),
+        "style_mask": rng.integers(0, 2, passes).astype(np.float32),
+        "instrument": rng.integers(0, 2, 1).astype(np.int64),
+        "guidance": np.array([rng.uniform(0, 8), rng.uniform(0, 8), 0.0 if passes == 1 else GUIDANCE_RESCALE], np.float32),
+        "pass_index": np.array(rows, np.int64),
+        "known": latents(), "keep": (rng.uniform(0, 1, frames) if inpaint else np.zeros(frames)).astype(np.float32),
+        "loop_index": index.astype(np.int64), "loop_counts": np.bincount(index, minlength=period).astype(np.float32),
+        "tie": np.array([1.0 if tie else 0.0], np.float32),
+        "coefficients": rng.uniform(-1.5, 1.5, 4).astype(np.float32),
+        "previous_x0": latents(), "step_start": latents(sigma),
+    }
 
 
 def raw_metadata(path: str | Path) -> dict[str, str]:
@@ -285,6 +358,67 @@ def check_denoiser(denoiser, path: Path, *, rng: np.random.Generator, tolerance:
     return _summary(cases, tolerance)
 
 
+def step_reference(denoiser, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """What the engine's numpy path computes for one ``guided_step.onnx`` evaluation, around ``denoiser``
+    (a torch module, float32 or float64): the passes batched, ``sampling.guided``, ``controls.tie``,
+    the inpainting blend and the linear update. Returns (x_next, denoised) in the module's precision."""
+    import torch
+
+    from backline.engine.controls import tie
+    from backline.engine.sampling import guided
+
+    dtype = next(denoiser.parameters()).dtype
+    passes = len(feeds["context_mask"])
+    as_torch = lambda name, rows: torch.from_numpy(np.repeat(feeds[name], rows, axis=0)).to(dtype)
+    with torch.inference_mode():
+        out = denoiser(as_torch("x", passes), as_torch("sigma", passes), as_torch("context", passes),
+                       torch.from_numpy(feeds["context_mask"]).to(dtype), as_torch("style", passes),
+                       torch.from_numpy(feeds["style_mask"]).to(dtype),
+                       torch.from_numpy(np.repeat(feeds["instrument"], passes))).numpy()
+    none, context, full = (out[i][None] for i in feeds["pass_index"])
+    cfg_context, cfg_style, rescale = (float(v) for v in feeds["guidance"])
+    estimate = full if passes == 1 else guided({"none": none, "context": context, "full": full},
+                                               cfg_context=cfg_context, cfg_style=cfg_style, rescale=rescale)
+    if feeds["tie"][0] > 0:
+        estimate = tie(estimate, len(feeds["loop_counts"]))
+    keep = feeds["keep"].astype(out.dtype)
+    estimate = keep * feeds["known"].astype(out.dtype) + (1 - keep) * estimate
+    a, b, c, e = (float(v) for v in feeds["coefficients"])
+    x_next = a * feeds["x"] + b * estimate + c * feeds["previous_x0"] + e * feeds["step_start"]
+    return x_next.astype(out.dtype), estimate
+
+
+def check_step(denoiser, path: Path, *, rng: np.random.Generator, tolerance: float = TOLERANCE,
+               threads: int | None = None) -> dict:
+    """Compare ``guided_step.onnx`` with ``step_reference`` (the torch denoiser and the engine's numpy
+    guidance, controls and update) on random inputs: one to three passes, one frame to long, controls
+    on and off. Both outputs are compared (x_next and the estimate)."""
+    exact_model = _float64(denoiser)
+    session = _session(path, threads)
+    cases = []
+    for passes, frames, controls in ((1, 1, False), (2, 7, True), (3, 2 * denoiser.config.downsampling + 3, False),
+                                     (3, 61, True)):
+        feeds = step_inputs(denoiser.config, passes, frames, rng, inpaint=controls, tie=controls)
+        torch32, exact = step_reference(denoiser, feeds), step_reference(exact_model, feeds)
+        got = session.run(list(STEP_OUTPUTS), feeds)
+        for output, g, t32, ex in zip(STEP_OUTPUTS, got, torch32, exact):
+            cases.append(_case(g, t32, ex, tolerance, output=output, passes=passes, latent_frames=frames,
+                               controls=controls))
+    return _summary(cases, tolerance)
+
+
+def step_metadata(safetensors_metadata: dict[str, str], config) -> dict[str, str]:
+    """The denoiser's metadata, plus what the step graph computes and takes."""
+    solver = {"update": "x_next = a * x + b * denoised + c * previous_x0 + e * step_start",
+              "coefficients": "backline.engine.sampling.solver_plan (euler, heun, dpmpp_2m)",
+              "guidance": "D_none + cfg_context (D_context - D_none) + cfg_style (D_full - D_context), "
+                          "std rescaled towards D_full by rescale",
+              "controls": "tie: the estimate averaged over loop_index places; then keep * known + (1 - keep) * estimate"}
+    return {**denoiser_metadata(safetensors_metadata, config), "backline_graph": GRAPH_NAMES["step"],
+            "inputs": json.dumps(list(STEP_INPUTS)), "outputs": json.dumps(list(STEP_OUTPUTS)),
+            "step": json.dumps(solver, sort_keys=True)}
+
+
 def autoencoder_metadata(safetensors_metadata: dict[str, str], config, graph: str) -> dict[str, str]:
     frontend = {"transform": "stft", "n_fft": config.n_fft, "hop_length": config.stft_hop_length,
                 "window": "hann_periodic", "padding": "same", "normalisation": "overlap_add_window_squared",
@@ -305,7 +439,7 @@ def denoiser_metadata(safetensors_metadata: dict[str, str], config) -> dict[str,
 def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_dir: str | Path, *,
                   opset: int = OPSET, tolerance: float = TOLERANCE, seed: int | None = None,
                   threads: int | None = None) -> ExportReport:
-    """Export, check and (only if every graph passes) write the three graphs to ``out_dir``."""
+    """Export, check and (only if every graph passes) write the four graphs to ``out_dir``."""
     import torch
 
     from backline.models.autoencoder import load_autoencoder
@@ -346,12 +480,21 @@ def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_d
         _torch_export(denoiser, tuple(torch.from_numpy(example[n]) for n in DENOISER_INPUTS), temporary["denoiser"],
                       list(DENOISER_INPUTS), ["denoised"], dynamic, opset)
         _write_metadata(temporary["denoiser"], denoiser_metadata(raw_metadata(denoiser_path), d))
+        step = step_inputs(d, 3, 2 * d.downsampling + 1, np.random.default_rng(0))
+        step_dynamic = {name: {2: "latent_frames"} for name in ("x", "context", "known", "previous_x0", "step_start",
+                                                                "x_next", "denoised")} | {
+            "context_mask": {0: "passes"}, "style_mask": {0: "passes"}, "keep": {0: "latent_frames"},
+            "loop_index": {0: "latent_frames"}, "loop_counts": {0: "loop_period"}}
+        _torch_export(_step_graph()(denoiser).eval(), tuple(torch.from_numpy(step[n]) for n in STEP_INPUTS),
+                      temporary["step"], list(STEP_INPUTS), list(STEP_OUTPUTS), step_dynamic, opset)
+        _write_metadata(temporary["step"], step_metadata(raw_metadata(denoiser_path), d))
 
         rng = np.random.default_rng(seed)
         report.checks.update(check_autoencoder(autoencoder, temporary["encoder"], temporary["decoder"], rng=rng,
                                                tolerance=tolerance, threads=threads))
         report.checks["denoiser"] = check_denoiser(denoiser, temporary["denoiser"], rng=rng, tolerance=tolerance,
                                                    threads=threads)
+        report.checks["step"] = check_step(denoiser, temporary["step"], rng=rng, tolerance=tolerance, threads=threads)
         failed = [part for part, check in report.checks.items() if not check["passed"]]
         if failed:
             details = ", ".join(f"{part}: max relative error {report.checks[part]['max_rel_error']:.3g}" for part in failed)

@@ -19,9 +19,9 @@ def test_export_command_writes_checked_files_and_a_report(tmp_path, capsys):
                   "--seed", "4", "--threads", "1", "--json", str(tmp_path / "report.json")])
     assert args.func(args) == 0
     out = capsys.readouterr().out
-    assert out.count(" ok\n") == 3 and "check inputs seed 4" in out
+    assert out.count(" ok\n") == 4 and "check inputs seed 4" in out
     assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == [
-        "autoencoder_decoder.onnx", "autoencoder_encoder.onnx", "denoiser.onnx"]
+        "autoencoder_decoder.onnx", "autoencoder_encoder.onnx", "denoiser.onnx", "guided_step.onnx"]
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["seed"] == 4 and all(check["passed"] for check in report["checks"].values())
 

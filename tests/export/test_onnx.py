@@ -5,7 +5,8 @@ import numpy as np
 import onnx
 import pytest
 
-from backline.engine.runtime import ONNX_FILES, OnnxBackend, RuntimeModelError, TorchBackend, read_metadata
+from backline.engine.runtime import (GRAPH_NAMES, ONNX_FILES, STEP_INPUTS, OnnxBackend, RuntimeModelError,
+                                     TorchBackend, read_metadata)
 from backline.export import onnx as onnx_export
 from backline.export.debug_models import write_debug_models
 from backline.export.onnx import ExportError, export_models, raw_metadata
@@ -32,10 +33,12 @@ def assert_close(got, want, rel=2e-5):
     assert float(np.abs(got - want).max()) <= rel * scale, float(np.abs(got - want).max()) / scale
 
 
-def test_export_writes_three_checked_graphs(exported):
+def test_export_writes_four_checked_graphs(exported):
     _, _, onnx_dir, report = exported
     assert sorted(p.name for p in onnx_dir.iterdir()) == sorted(ONNX_FILES.values())
-    assert set(report.checks) == {"encoder", "decoder", "denoiser"}
+    assert set(report.checks) == {"encoder", "decoder", "denoiser", "step"}
+    assert {(c["output"], c["passes"], c["controls"]) for c in report.checks["step"]["cases"]} >= {
+        ("x_next", 1, False), ("denoised", 3, True)}
     for check in report.checks.values():
         assert check["passed"] and check["max_rel_error"] < 1e-4
         assert all(c["rel_difference_to_torch_float32"] < 1e-4 for c in check["cases"])
@@ -75,11 +78,14 @@ def test_denoiser_matches_torch_with_any_batch_and_length(backends, batch, frame
 def test_metadata_carries_the_safetensors_contract(exported, backends):
     ae_path, dn_path, onnx_dir, _ = exported
     torch_backend, onnx_backend = backends
-    for part, source in (("encoder", ae_path), ("decoder", ae_path), ("denoiser", dn_path)):
+    for part, source in (("encoder", ae_path), ("decoder", ae_path), ("denoiser", dn_path), ("step", dn_path)):
         metadata = read_metadata(onnx_dir / ONNX_FILES[part])
         stored = raw_metadata(source)
         assert {key: metadata[key] for key in stored} == stored
-        assert metadata["backline_graph"] == part and metadata["backline_onnx_contract"] == "1"
+        assert metadata["backline_graph"] == GRAPH_NAMES[part] and metadata["backline_onnx_contract"] == "1"
+    step = read_metadata(onnx_dir / ONNX_FILES["step"])
+    assert json.loads(step["inputs"]) == list(STEP_INPUTS) and json.loads(step["outputs"]) == ["x_next", "denoised"]
+    assert "a * x + b * denoised" in json.loads(step["step"])["update"]
     denoiser = read_metadata(onnx_dir / ONNX_FILES["denoiser"])
     config = torch_backend.denoiser.config
     assert (json.loads(denoiser["sigma_min"]), json.loads(denoiser["sigma_max"])) == (config.sigma_min, config.sigma_max)
@@ -111,10 +117,41 @@ def test_an_export_that_differs_from_torch_is_refused_and_nothing_is_written(exp
     with pytest.raises(ExportError, match=r"ONNX export refused, the graphs differ from torch beyond 0.0001 \(encoder: max relative error") as caught:
         export_models(ae_path, dn_path, out, seed=2, threads=1)
     checks = caught.value.report["checks"]
-    assert {part: check["passed"] for part, check in checks.items()} == {"encoder": False, "decoder": True, "denoiser": True}
+    assert {part: check["passed"] for part, check in checks.items()} == {"encoder": False, "decoder": True, "denoiser": True,
+                                                                         "step": True}
     assert checks["encoder"]["max_rel_error"] > 1e-3 > checks["encoder"]["torch_float32_rel_error"]
     assert sorted(p.name for p in out.iterdir()) == ["denoiser.onnx"]
     assert (out / "denoiser.onnx").read_bytes() == b"an older export"
+
+
+def test_a_step_graph_that_differs_from_torch_is_refused(exported, tmp_path, monkeypatch):
+    ae_path, dn_path, _, _ = exported
+    step_graph = onnx_export._step_graph
+
+    def tampered():
+        class OffStep(step_graph()):
+            def forward(self, *inputs):
+                x_next, denoised = super().forward(*inputs)
+                return x_next, denoised * 1.01
+
+        return OffStep
+
+    monkeypatch.setattr(onnx_export, "_step_graph", tampered)
+    with pytest.raises(ExportError, match=r"\(step: max relative error") as caught:
+        export_models(ae_path, dn_path, tmp_path / "onnx", seed=3, threads=1)
+    assert not caught.value.report["checks"]["step"]["passed"]
+    assert list((tmp_path / "onnx").iterdir()) == []
+
+
+def test_runtime_refuses_a_step_graph_of_another_denoiser(exported, tmp_path):
+    _, _, onnx_dir, _ = exported
+    other_ae, other_dn = write_debug_models(tmp_path, "tiny", seed=9)
+    export_models(other_ae, other_dn, tmp_path / "other", seed=0, threads=1)
+    for name in ONNX_FILES.values():
+        shutil.copy(onnx_dir / name, tmp_path / name)
+    shutil.copy(tmp_path / "other" / ONNX_FILES["step"], tmp_path / ONNX_FILES["step"])
+    with pytest.raises(RuntimeModelError, match="guided_step.onnx and .*denoiser.onnx come from different denoisers"):
+        OnnxBackend(tmp_path)
 
 
 def test_runtime_refuses_mismatched_or_missing_files(exported, tmp_path):
