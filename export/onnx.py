@@ -84,13 +84,7 @@ def _graphs():
             self.ae = autoencoder
 
         def forward(self, spec_real, spec_imag):
-            ae = self.ae
-            magnitude = torch.sqrt(spec_real * spec_real + spec_imag * spec_imag)
-            factor = (magnitude + 1e-7).pow(-0.7)  # magnitude^0.3 with the phase kept, as encode_raw
-            features = torch.cat([torch.log(magnitude + 1e-5), spec_real * factor, spec_imag * factor], dim=1)
-            x = ae.enc_frame_norm(ae.enc_frame(ae.enc_in(features)))
-            x = ae.enc_latent(ae.enc_down(x))
-            return ae.enc_out(x) * ae.config.latent_scale
+            return self.ae.encode_spectrum(spec_real, spec_imag) * self.ae.config.latent_scale
 
     class DecoderGraph(nn.Module):
         """``Autoencoder.decode`` up to its inverse STFT: scaled latents -> spectrum."""
@@ -100,12 +94,7 @@ def _graphs():
             self.ae = autoencoder
 
         def forward(self, latents):
-            ae = self.ae
-            x = ae.dec_latent_norm(ae.dec_latent(ae.dec_in(latents / ae.config.latent_scale)))
-            x = ae.dec_frame_norm(ae.dec_frame(ae.dec_up(x)))
-            log_magnitude, phase = ae.dec_head(x).chunk(2, dim=1)
-            magnitude = torch.exp(log_magnitude.clamp(max=7.0))
-            return magnitude * torch.cos(phase), magnitude * torch.sin(phase)
+            return self.ae.decode_spectrum(latents / self.ae.config.latent_scale)
 
     return EncoderGraph, DecoderGraph
 

@@ -9,6 +9,11 @@ chosen for speed on a CPU:
 * **Decoder** (after Vocos, Siuzdak 2023, arXiv 2306.00582): ConvNeXt blocks at the latent rate, a
   transposed convolution up to the STFT frame rate, more blocks, then a linear head predicting
   log magnitude and phase, and an inverse STFT. One pass, no iterative decoding.
+* ``phase="advance"`` (the ``pitch`` config, an experiment): the head predicts, per bin, the phase
+  *advance* from the previous frame (its deviation from the bin's nominal advance: instantaneous
+  frequency, as in GANSynth), summed over frames into the phase, and the encoder sees the measured
+  advance. A steady partial is then coherent across frames by construction, which is what carries a
+  bass note's pitch: at a 2048-point STFT low semitones are a fraction of a bin apart.
 
 Length contract (``hop_length`` samples per latent frame):
 
@@ -44,6 +49,9 @@ KIND = "autoencoder"
 DEFAULT_MODEL_PATH = Path(__file__).parent / "autoencoder" / "default.safetensors"
 
 
+PHASE_MODES = ("absolute", "advance")
+
+
 @dataclass(frozen=True)
 class AutoencoderConfig:
     """Everything needed to build an autoencoder; travels inside the weights file.
@@ -70,10 +78,18 @@ class AutoencoderConfig:
     mlp_ratio: float = 3.0
     kernel_size: int = 7
     latent_scale: float = 1.0
+    # "absolute": the decoder predicts each STFT frame's phase; "advance": it predicts each bin's phase
+    # advance from the previous frame and sums them (and the encoder sees the measured advance).
+    phase: str = "absolute"
     train_latent_noise_std: float = 0.02
     train_latent_penalty: float = 1e-4
+    train_frequency_weight: float = 0.0  # the instantaneous-frequency loss (training/autoencoder.py)
+    train_stft_resolutions: tuple[int, ...] = (256, 512, 1024, 2048)  # n_fft of the spectral losses
 
     def __post_init__(self) -> None:
+        if self.phase not in PHASE_MODES:
+            raise ValueError(f"phase must be one of {', '.join(PHASE_MODES)}, got {self.phase!r}")
+        object.__setattr__(self, "train_stft_resolutions", tuple(int(n) for n in self.train_stft_resolutions))
         if self.hop_length % self.stft_hop_length:
             raise ValueError(
                 f"hop_length {self.hop_length} must be a multiple of stft_hop_length {self.stft_hop_length}"
@@ -98,6 +114,7 @@ class AutoencoderConfig:
     def to_dict(self) -> dict:
         """The config as a JSON-able dict, with the derived latent rate added for readers."""
         data = dataclasses.asdict(self)
+        data["train_stft_resolutions"] = list(self.train_stft_resolutions)
         data["latent_rate_hz"] = self.latent_rate_hz
         return data
 
@@ -132,6 +149,11 @@ CONFIGS: dict[str, AutoencoderConfig] = {
     # 21.5 latent frames/s x 32 channels: 64x fewer numbers than the waveform.
     "default": AutoencoderConfig(),
 }
+# The same sizes with the phase built from predicted advances, and the losses that resolve bass pitch
+# (an experiment: see models/autoencoder/MODEL_CARD.md and NOTES.md, issue 3).
+_PITCH = dict(phase="advance", train_frequency_weight=5.0, train_stft_resolutions=(256, 512, 1024, 2048, 4096, 8192))
+CONFIGS["tiny-advance"] = dataclasses.replace(CONFIGS["tiny"], name="tiny-advance", **_PITCH)
+CONFIGS["pitch"] = dataclasses.replace(CONFIGS["default"], name="pitch", **_PITCH)
 
 
 def resolve_config(name_or_path: str) -> AutoencoderConfig:
@@ -187,8 +209,12 @@ class Autoencoder(nn.Module):
         c = config
         bins = c.n_fft // 2 + 1
         self.register_buffer("window", torch.hann_window(c.n_fft), persistent=False)
+        # Each bin's nominal phase advance per STFT hop, 2 pi k hop / n_fft, taken modulo 2 pi exactly.
+        nominal = 2 * math.pi * ((torch.arange(bins) * c.stft_hop_length) % c.n_fft) / c.n_fft
+        self.register_buffer("nominal_cos", torch.cos(nominal)[None, :, None], persistent=False)
+        self.register_buffer("nominal_sin", torch.sin(nominal)[None, :, None], persistent=False)
         # Encoder.
-        self.enc_in = nn.Conv1d(3 * bins, c.encoder_frame_dim, 1)
+        self.enc_in = nn.Conv1d((5 if c.phase == "advance" else 3) * bins, c.encoder_frame_dim, 1)
         self.enc_frame = _stack(c.encoder_frame_dim, c.encoder_frame_blocks, c)
         self.enc_frame_norm = ChannelNorm(c.encoder_frame_dim)
         self.enc_down = nn.Conv1d(
@@ -206,6 +232,76 @@ class Autoencoder(nn.Module):
         self.dec_frame = _stack(c.decoder_frame_dim, c.decoder_frame_blocks, c)
         self.dec_frame_norm = ChannelNorm(c.decoder_frame_dim)
         self.dec_head = nn.Conv1d(c.decoder_frame_dim, 2 * bins, 1)
+
+    # -- the spectral features and the spectral head, on real and imaginary parts (the ONNX graphs' I/O) --
+    def encode_spectrum(self, real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
+        """Unscaled latents from an STFT given as real and imaginary parts (batch, bins, frames).
+
+        Features per bin and frame: log magnitude; the spectrum compressed to magnitude^0.3 with its
+        phase kept; with ``phase="advance"`` also the phase advance since the previous frame relative
+        to the bin's nominal advance, as a unit vector scaled by magnitude^0.3.
+        """
+        magnitude = torch.sqrt(real * real + imag * imag)
+        factor = (magnitude + 1e-7).pow(-0.7)
+        features = [torch.log(magnitude + 1e-5), real * factor, imag * factor]
+        if self.config.phase == "advance":
+            # S_t * conj(S_{t-1}) * exp(-i nominal): its angle is the deviation of the phase advance.
+            prev_real, prev_imag = F.pad(real[..., :-1], (1, 0)), F.pad(imag[..., :-1], (1, 0))
+            adv_real = real * prev_real + imag * prev_imag
+            adv_imag = imag * prev_real - real * prev_imag
+            dev_real = adv_real * self.nominal_cos + adv_imag * self.nominal_sin
+            dev_imag = adv_imag * self.nominal_cos - adv_real * self.nominal_sin
+            dev_scale = magnitude.pow(0.3) / (torch.sqrt(dev_real * dev_real + dev_imag * dev_imag) + 1e-7)
+            features += [dev_real * dev_scale, dev_imag * dev_scale]
+        features = torch.cat(features, dim=1)
+        x = self.enc_frame_norm(self.enc_frame(self.enc_in(features)))
+        x = self.enc_latent(self.enc_down(x))
+        return self.enc_out(x)
+
+    def decode_head(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unscaled latents (batch, C, n) -> log magnitude and phase (``phase="absolute"``) or phase-advance
+        deviation (``"advance"``), each (batch, bins, n * frames_per_latent)."""
+        if latents.dim() != 3 or latents.shape[1] != self.config.latent_channels:
+            raise ValueError(
+                f"decode expects latents shaped (batch, {self.config.latent_channels}, n), got {tuple(latents.shape)}"
+            )
+        x = self.dec_latent_norm(self.dec_latent(self.dec_in(latents)))
+        x = self.dec_frame_norm(self.dec_frame(self.dec_up(x)))
+        log_magnitude, deviation = self.dec_head(x).chunk(2, dim=1)
+        return log_magnitude, deviation
+
+    def head_to_spectrum(self, log_magnitude: torch.Tensor, deviation: torch.Tensor, *,
+                         phase_gradient: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """STFT real and imaginary parts from the head's output.
+
+        With ``phase="absolute"`` the head's second half is the phase. With ``"advance"``, the phase
+        of bin k at frame t is the sum over frames up to t of its nominal advance
+        (2 pi k stft_hop / n_fft, an exact integer product modulo n_fft) plus the predicted deviation
+        (radians, unbounded: the phase is periodic, so nothing saturates). The sum runs in float64
+        and is wrapped before the cast: over a 5-minute region (26k frames) a float32 running sum
+        would drift by milliradians and differ between torch and onnxruntime.
+
+        ``phase_gradient=False`` (training only; the values are the same) keeps a loss from reaching
+        the deviations: a loss on the absolute phase (waveform L1, complex spectra) cannot be met by
+        a running sum started at an arbitrary phase, and its gradients, summed over every later
+        frame, drown the frequency signal. With it the phase is learnt from its derivative only.
+        """
+        c = self.config
+        magnitude = torch.exp(log_magnitude.clamp(max=7.0))
+        if c.phase == "absolute":
+            return magnitude * torch.cos(deviation), magnitude * torch.sin(deviation)
+        bins, frames = log_magnitude.shape[1], log_magnitude.shape[2]
+        cycles = (torch.arange(bins, device=deviation.device)[:, None]
+                  * torch.arange(frames, device=deviation.device)[None, :] * c.stft_hop_length) % c.n_fft
+        if not phase_gradient:
+            deviation = deviation.detach()
+        phase = (2 * math.pi / c.n_fft) * cycles.double() + torch.cumsum(deviation.double(), dim=2)
+        phase = (phase - (2 * math.pi) * torch.floor(phase / (2 * math.pi))).to(deviation.dtype)
+        return magnitude * torch.cos(phase), magnitude * torch.sin(phase)
+
+    def decode_spectrum(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unscaled latents (batch, C, n) -> STFT real and imaginary parts (batch, bins, n * frames_per_latent)."""
+        return self.head_to_spectrum(*self.decode_head(latents))
 
     # -- STFT with "same" padding: frames = samples / stft_hop_length exactly -----------------------
     def _stft(self, audio: torch.Tensor) -> torch.Tensor:
@@ -241,25 +337,12 @@ class Autoencoder(nn.Module):
         if audio.dim() != 2:
             raise ValueError(f"encode expects audio shaped (batch, frames), got {tuple(audio.shape)}")
         spec = self._stft(self._pad_to_hop(audio))
-        magnitude = spec.abs()
-        compressed = spec * (magnitude + 1e-7).pow(-0.7)  # magnitude^0.3 with the phase kept
-        features = torch.cat([torch.log(magnitude + 1e-5), compressed.real, compressed.imag], dim=1)
-        x = self.enc_frame_norm(self.enc_frame(self.enc_in(features)))
-        x = self.enc_latent(self.enc_down(x))
-        return self.enc_out(x)
+        return self.encode_spectrum(spec.real.contiguous(), spec.imag.contiguous())
 
     def decode_raw(self, latents: torch.Tensor) -> torch.Tensor:
         """Audio from unscaled latents: (batch, C, n) -> (batch, n * hop_length)."""
-        if latents.dim() != 3 or latents.shape[1] != self.config.latent_channels:
-            raise ValueError(
-                f"decode expects latents shaped (batch, {self.config.latent_channels}, n), got {tuple(latents.shape)}"
-            )
-        x = self.dec_latent_norm(self.dec_latent(self.dec_in(latents)))
-        x = self.dec_frame_norm(self.dec_frame(self.dec_up(x)))
-        log_magnitude, phase = self.dec_head(x).chunk(2, dim=1)
-        magnitude = torch.exp(log_magnitude.clamp(max=7.0))
-        spec = torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
-        return self._istft(spec)
+        real, imag = self.decode_spectrum(latents)
+        return self._istft(torch.complex(real, imag))
 
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
         """(batch, frames) at ``sample_rate`` -> latents (batch, C, ceil(frames / hop_length)), unit-variance scaled."""

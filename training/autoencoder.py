@@ -2,10 +2,18 @@
 
 The recipe follows the bass-accompaniment paper (Pasini, Grachten, Lattner; arXiv 2402.01412):
 the autoencoder is trained end to end with an L1 waveform loss plus multi-resolution STFT losses on
-magnitude and phase. Here, per STFT resolution: spectral convergence and log-magnitude L1 for the
-magnitude, and an L1 distance between magnitude-compressed complex spectra (|S|^0.3 e^{i phase})
-for the phase, which weights phase errors by how loud the bin is and has no wrap-around. No
+magnitude and phase. Here, per STFT resolution (256 to 8192 points): spectral convergence and
+log-magnitude L1 for the magnitude; for the phase, an instantaneous-frequency term (the error of each
+bin's phase advance from one frame to the next, weighted by loudness), and an L1 distance between
+magnitude-compressed complex spectra (|S|^0.3 e^{i phase}). The decoder builds its phase as a running
+sum of predicted advances (``models.autoencoder``), so the absolute-phase terms (waveform L1 and the
+complex spectra) train only the magnitudes: a running sum started at an arbitrary phase cannot meet
+them, and their gradients, summed over every later frame, drown the frequency signal. The 4096- and
+8192-point magnitudes resolve bass semitones, which only a coherent phase reproduces. No
 adversarial loss yet: on a CPU budget it does not pay for itself.
+
+Validation also reports ``pitch_similarity`` on longer bass crops: how much of the bass's
+pitch-class content the round trip keeps (the measure the harmonic fit is built on).
 
 A run directory holds:
 
@@ -41,32 +49,52 @@ from backline.models.autoencoder import (
     save_autoencoder,
 )
 
-STFT_RESOLUTIONS = (256, 512, 1024, 2048)  # n_fft; hop = n_fft / 4
+FREQUENCY_MAX_FFT = 4096  # the frequency term is measured at resolutions up to this n_fft (hop = n_fft / 4)
+PITCH_CROP_SECONDS = 3.0  # validation bass crops for pitch_similarity (30 chroma frames)
 SILENCE_RMS = 10 ** (-50 / 20)  # crops quieter than -50 dBFS RMS are skipped
-LOSS_NAMES = ("loss", "waveform_l1", "stft_convergence", "stft_log_magnitude", "stft_phase", "latent_penalty")
+LOSS_NAMES = ("loss", "waveform_l1", "stft_convergence", "stft_log_magnitude", "stft_phase",
+              "stft_frequency", "latent_penalty")
 
 
 # -- losses --------------------------------------------------------------------------------------
 def _spectrogram(audio: torch.Tensor, n_fft: int) -> torch.Tensor:
     window = torch.hann_window(n_fft, device=audio.device)
-    return torch.stft(audio, n_fft, n_fft // 4, window=window, return_complex=True)
+    return torch.stft(audio, n_fft, n_fft // 4, window=window, pad_mode="constant", return_complex=True)
+
+
+def _unit(z: torch.Tensor) -> torch.Tensor:
+    return z / (z.abs() + 1e-7)
 
 
 def stft_distances(
-    prediction: torch.Tensor, target: torch.Tensor, resolutions=STFT_RESOLUTIONS
+    prediction: torch.Tensor, target: torch.Tensor, resolutions=(256, 512, 1024, 2048), *,
+    phase_prediction: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Multi-resolution STFT distances between (batch, samples) signals, averaged over resolutions.
 
     Returns ``stft_convergence`` (Frobenius norm of the magnitude error over that of the target),
-    ``stft_log_magnitude`` (mean |log magnitude difference|) and ``stft_phase`` (mean L1 between
-    complex spectra compressed to magnitude^0.3, which carries the phase).
+    ``stft_log_magnitude`` (mean |log magnitude difference|), ``stft_frequency`` (the
+    instantaneous-frequency error: distance between the unit phase advances from one frame to the
+    next, weighted by the target's magnitude^0.3, so loud partials must keep their frequency) and
+    ``stft_phase`` (mean L1 between complex spectra compressed to magnitude^0.3, which carries the
+    absolute phase), the last measured on ``phase_prediction`` when given (the same audio with
+    another gradient path). The 4096- and 8192-point magnitudes resolve bass semitones, which only
+    a phase coherent across the decoder's 512-sample frames reproduces.
     """
-    convergence, log_magnitude, phase = [], [], []
+    convergence, log_magnitude, phase, frequency = [], [], [], []
     for n_fft in resolutions:
         s_pred, s_true = _spectrogram(prediction, n_fft), _spectrogram(target, n_fft)
         m_pred, m_true = s_pred.abs(), s_true.abs()
         convergence.append(torch.linalg.norm(m_true - m_pred) / (torch.linalg.norm(m_true) + 1e-7))
         log_magnitude.append((torch.log(m_pred + 1e-5) - torch.log(m_true + 1e-5)).abs().mean())
+        if n_fft <= FREQUENCY_MAX_FFT:
+            advance_pred = _unit(s_pred[..., 1:] * s_pred[..., :-1].conj())
+            advance_true = _unit(s_true[..., 1:] * s_true[..., :-1].conj())
+            weight = (m_true[..., 1:] * m_true[..., :-1]).pow(0.15)
+            frequency.append((weight * (advance_pred - advance_true).abs()).sum() / (weight.sum() + 1e-7))
+        if phase_prediction is not None:
+            s_pred = _spectrogram(phase_prediction, n_fft)
+            m_pred = s_pred.abs()
         c_pred = s_pred * (m_pred + 1e-7).pow(-0.7)
         c_true = s_true * (m_true + 1e-7).pow(-0.7)
         phase.append(torch.view_as_real(c_pred - c_true).abs().mean())
@@ -74,6 +102,7 @@ def stft_distances(
         "stft_convergence": torch.stack(convergence).mean(),
         "stft_log_magnitude": torch.stack(log_magnitude).mean(),
         "stft_phase": torch.stack(phase).mean(),
+        "stft_frequency": torch.stack(frequency).mean(),
     }
 
 
@@ -92,15 +121,24 @@ def autoencoder_losses(
     if generator is not None and config.train_latent_noise_std > 0:
         noise = torch.randn(latents.shape, generator=generator, device=latents.device)
         latents = latents + config.train_latent_noise_std * noise
-    reconstruction = model.decode_raw(latents)[..., : audio.shape[-1]]
-    losses = {"waveform_l1": F.l1_loss(reconstruction, audio)}
-    losses.update(stft_distances(reconstruction, audio))
+    # One decoder pass, two gradient paths to the same audio: the spectral magnitude and frequency
+    # terms train the phase advances; the absolute-phase terms (waveform L1, complex spectra) train
+    # the magnitudes only (see Autoencoder.head_to_spectrum).
+    head = model.decode_head(latents)
+    frames = audio.shape[-1]
+    reconstruction = model._istft(torch.complex(*model.head_to_spectrum(*head)))[..., :frames]
+    absolute = reconstruction
+    if config.phase == "advance":
+        absolute = model._istft(torch.complex(*model.head_to_spectrum(*head, phase_gradient=False)))[..., :frames]
+    losses = {"waveform_l1": F.l1_loss(absolute, audio)}
+    losses.update(stft_distances(reconstruction, audio, config.train_stft_resolutions, phase_prediction=absolute))
     losses["latent_penalty"] = penalty
     losses["loss"] = (
         losses["waveform_l1"]
         + losses["stft_convergence"]
         + losses["stft_log_magnitude"]
         + losses["stft_phase"]
+        + config.train_frequency_weight * losses["stft_frequency"]
         + config.train_latent_penalty * penalty
     )
     return losses
@@ -178,6 +216,7 @@ class TrainSettings:
     validate_every: int = 250
     checkpoint_every: int = 250
     validation_crops: int = 32
+    pitch_crops: int = 8
     time_limit_minutes: float | None = None
 
 
@@ -211,11 +250,12 @@ def plot_curves(run_dir: str | Path) -> Path:
 
     run_dir = Path(run_dir)
     train, validation = _read_csv(run_dir / "train.csv"), _read_csv(run_dir / "validation.csv")
-    names = ("loss", "waveform_l1", "stft_log_magnitude", "stft_phase")
-    figure = Figure(figsize=(10, 6), dpi=80)
+    names = ("loss", "waveform_l1", "stft_log_magnitude", "stft_phase", "stft_frequency", "pitch_similarity")
+    figure = Figure(figsize=(12, 6), dpi=80)
     for i, name in enumerate(names):
-        axis = figure.add_subplot(2, 2, i + 1)
+        axis = figure.add_subplot(2, 3, i + 1)
         for rows, label in ((train, "train"), (validation, "validation")):
+            rows = [r for r in rows if r.get(name) not in (None, "")]
             if rows:
                 axis.plot([int(r["step"]) for r in rows], [float(r[name]) for r in rows], label=label)
         axis.set_title(name)
@@ -253,9 +293,32 @@ def read_run_config(run_dir: str | Path) -> tuple[AutoencoderConfig, dict]:
     return AutoencoderConfig.from_dict(data["model"]), data["training"]
 
 
+def pitch_similarity(reconstruction: np.ndarray, original: np.ndarray, sample_rate: int) -> float:
+    """How much of the original's pitch-class content the reconstruction keeps (0..1).
+
+    The energy-weighted mean over 100 ms frames of the cosine similarity between the two
+    chromagrams of ``fit_metrics.chroma`` (spectral peaks, 30 Hz..2 kHz): the measure the harmonic
+    fit is built on, so a bass that keeps its notes scores near 1 and one that loses them far less.
+    """
+    from backline.training.fit_metrics import chroma
+
+    a, b = chroma(reconstruction, sample_rate), chroma(original, sample_rate)
+    frames = min(len(a), len(b))
+    a, b = a[:frames], b[:frames]
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    weight = np.linalg.norm(b, axis=1)
+    valid = norms > 0
+    if not valid.any():
+        return float("nan")
+    cosine = (a * b).sum(axis=1)[valid] / norms[valid]
+    return float((cosine * weight[valid]).sum() / weight[valid].sum())
+
+
 @torch.no_grad()
-def validate(model: Autoencoder, crops: torch.Tensor, batch_size: int) -> dict[str, float]:
-    """Mean of every loss over fixed validation crops (no latent noise)."""
+def validate(model: Autoencoder, crops: torch.Tensor, batch_size: int,
+             pitch_crops: torch.Tensor | None = None) -> dict[str, float]:
+    """Mean of every loss over fixed validation crops (no latent noise), and the mean
+    ``pitch_similarity`` over ``pitch_crops`` (longer bass crops) when given."""
     model.eval()
     totals = {name: 0.0 for name in LOSS_NAMES}
     for start in range(0, crops.shape[0], batch_size):
@@ -263,8 +326,18 @@ def validate(model: Autoencoder, crops: torch.Tensor, batch_size: int) -> dict[s
         losses = autoencoder_losses(model, batch)
         for name in LOSS_NAMES:
             totals[name] += float(losses[name]) * batch.shape[0]
+    result = {name: value / crops.shape[0] for name, value in totals.items()}
+    if pitch_crops is not None:
+        scores = [pitch_similarity(model(crop[None])[0].numpy(), crop.numpy(), model.config.sample_rate)
+                  for crop in pitch_crops]
+        result["pitch_similarity"] = float(np.nanmean(scores)) if not np.isnan(scores).all() else float("nan")
     model.train()
-    return {name: value / crops.shape[0] for name, value in totals.items()}
+    return result
+
+
+def bass_files(files: list[Path]) -> list[Path]:
+    """The bass stems among a split's files (``stems/bass.flac`` in a data build)."""
+    return [path for path in files if path.parent.name == "stems" and path.stem == "bass"]
 
 
 def train(
@@ -300,6 +373,13 @@ def train(
     validation_crops = CropSampler(validation_files, segment_frames, sample_rate=config.sample_rate).batch(
         settings.validation_crops, validation_rng
     )
+    validation_basses = bass_files(validation_files)
+    pitch_crops = None
+    if validation_basses and settings.pitch_crops:
+        pitch_frames = int(round(PITCH_CROP_SECONDS * config.sample_rate))
+        pitch_crops = CropSampler(validation_basses, pitch_frames, sample_rate=config.sample_rate).batch(
+            settings.pitch_crops, validation_rng
+        )
 
     torch_generator = torch.Generator().manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
@@ -342,7 +422,8 @@ def train(
         last = {name: float(value.detach()) for name, value in losses.items()}
         bar.update(1)
         bar.set_postfix(loss=f"{last['loss']:.3f}", l1=f"{last['waveform_l1']:.4f}",
-                        logmag=f"{last['stft_log_magnitude']:.3f}", phase=f"{last['stft_phase']:.3f}")
+                        logmag=f"{last['stft_log_magnitude']:.3f}", phase=f"{last['stft_phase']:.3f}",
+                        freq=f"{last['stft_frequency']:.3f}")
         elapsed = elapsed_before + time.monotonic() - started
         out_of_time = settings.time_limit_minutes is not None and (time.monotonic() - started) > 60 * settings.time_limit_minutes
         final = step >= settings.steps or out_of_time
@@ -355,11 +436,13 @@ def train(
             if len(train_files) != len(sampler.files):
                 bar.write(f"step {step}: training on {len(train_files)} files (was {len(sampler.files)})")
                 sampler.files = train_files
-            validation = validate(model, validation_crops, settings.batch_size)
+            validation = validate(model, validation_crops, settings.batch_size, pitch_crops)
             _append_csv(run_dir / "validation.csv", {"step": step, "elapsed_seconds": round(elapsed, 1),
                                                      "train_files": len(sampler.files), **validation})
             bar.write(f"step {step}: validation loss {validation['loss']:.4f} "
-                      f"(log-magnitude {validation['stft_log_magnitude']:.3f}, phase {validation['stft_phase']:.3f})")
+                      f"(log-magnitude {validation['stft_log_magnitude']:.3f}, phase {validation['stft_phase']:.3f}, "
+                      f"frequency {validation['stft_frequency']:.3f}, "
+                      f"bass pitch similarity {validation.get('pitch_similarity', float('nan')):.3f})")
             plot_curves(run_dir)
         if step % settings.checkpoint_every == 0 or final:
             save_checkpoint()

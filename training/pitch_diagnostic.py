@@ -46,14 +46,15 @@ def phase_vocoder_phase(magnitude: np.ndarray, n_fft: int = N_FFT, hop: int = HO
     return phase
 
 
-def run(build_dir: Path, *, split: str = "validation", count: int = 8, seconds: float = 10.0, seed: int = 0) -> dict:
+def run(build_dir: Path, *, split: str = "validation", count: int = 8, seconds: float = 10.0, seed: int = 0,
+        autoencoder_path: Path | None = None) -> dict:
     from backline.data.dataset import read_manifest
     from backline.engine.audio import read_audio
     from backline.engine.pipeline import load_bundle
     from backline.engine.runtime import istft, stft
     from backline.training import fit_metrics
 
-    engine = load_bundle(backend="torch")
+    engine = load_bundle(autoencoder_path, backend="torch")
     rng = np.random.default_rng(seed)
     pairs = []
     for record in [r for r in read_manifest(build_dir, split=split) if "bass" in r["pairs"]][:count]:
@@ -96,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, type=Path, help="data build directory")
     parser.add_argument("--split", default="validation", choices=("train", "validation", "test"))
     parser.add_argument("--count", type=int, default=8, help="bass pairs (default 8)")
+    parser.add_argument("--autoencoder", type=Path, help="autoencoder model file (default: the shipped one)")
     args = parser.parse_args(argv)
-    report = run(args.data, split=args.split, count=args.count)
+    report = run(args.data, split=args.split, count=args.count, autoencoder_path=args.autoencoder)
     print(f"{report['pairs']} bass pairs of the {report['split']} split, first {report['seconds']:g} s, "
           f"models {report['models']}")
     for name, value in report["harmonic_fit"].items():

@@ -101,6 +101,28 @@ def test_stft_and_inverse_stft_are_exact_inverses(model):
     torch.testing.assert_close(restored, audio, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("deviation_rad", [0.0, 0.3, -0.5])
+def test_decoder_integrates_the_phase_advance_into_a_steady_partial(deviation_rad):
+    """phase="advance": one bin with a constant predicted advance decodes to one sinusoid at that sub-bin frequency."""
+    torch.manual_seed(0)
+    model = Autoencoder(CONFIGS["tiny-advance"]).eval()
+    c = model.config
+    bins, k = c.n_fft // 2 + 1, 3
+    with torch.no_grad():
+        model.dec_head.weight.zero_()
+        model.dec_head.bias.fill_(-30.0)  # log magnitude: silence everywhere ...
+        model.dec_head.bias[k] = 0.0  # ... except bin k
+        model.dec_head.bias[bins:] = deviation_rad  # the advance's deviation from the bin's nominal one
+        audio = model.decode_raw(torch.zeros(1, c.latent_channels, 64))[0].numpy()
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
+    peak_hz = np.argmax(spectrum) * c.sample_rate / len(audio)
+    expected_hz = (k / c.n_fft + deviation_rad / (2 * np.pi * c.stft_hop_length)) * c.sample_rate
+    assert abs(peak_hz - expected_hz) <= c.sample_rate / len(audio)
+    # A steady partial: the level is constant once past the first frame (no beating from incoherent frames).
+    envelope = np.abs(audio[c.n_fft:-c.n_fft]).reshape(-1, c.hop_length).max(axis=1)
+    assert envelope.std() / envelope.mean() < 0.02
+
+
 def test_latent_scale_is_applied_inside_encode_and_decode():
     model = tiny_model()
     scaled = tiny_model()

@@ -54,6 +54,26 @@ def test_loss_decreases_on_a_fixed_signal():
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
 
 
+@pytest.mark.parametrize("name", ["tiny", "tiny-advance"])
+def test_absolute_phase_losses_reach_the_phase_head_only_when_the_phase_is_absolute(name):
+    """With phase="advance" the waveform L1 and complex-spectrum terms train the magnitudes only; the
+    frequency and magnitude terms still reach the advances."""
+    torch.manual_seed(0)
+    model = Autoencoder(CONFIGS[name])
+    bins = model.config.n_fft // 2 + 1
+    audio = torch.randn(2, 4 * model.config.hop_length) * 0.1
+    gradients = {}
+    for term in ("waveform_l1", "stft_phase", "stft_log_magnitude"):
+        model.zero_grad()
+        autoencoder_losses(model, audio)[term].backward()
+        gradients[term] = float(model.dec_head.weight.grad[bins:].abs().sum())
+    assert gradients["stft_log_magnitude"] > 0
+    if name == "tiny-advance":
+        assert gradients["waveform_l1"] == 0 and gradients["stft_phase"] == 0
+    else:
+        assert gradients["waveform_l1"] > 0 and gradients["stft_phase"] > 0
+
+
 def test_losses_are_zero_for_a_perfect_reconstruction():
     audio = torch.randn(2, 4096) * 0.1
     from backline.training.autoencoder import stft_distances
