@@ -5,7 +5,10 @@ so everything measured is transport: upload (submit + chunks + acks), queueing, 
 the engine's folder, and the download. For each region length a fresh server runs ``jobs`` jobs in a
 row: it reports the wall time of each part for the first job (a just-started server and client), the
 median of the later jobs (an engine that has been running, as a plugin's is), the throughput, and the
-server process's peak resident memory over all jobs (VmHWM) against its idle baseline.
+server process's peak resident memory over all jobs (VmHWM) against its idle baseline. Every download goes
+into a new array, as ``BridgeClient.fetch`` returns by default. The client connects as it would by default
+(the server's Unix domain socket where it has one) or, with ``--transport tcp``, over loopback TCP as the
+plugin does.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ with the server's peak memory. Writes a JSON report with --json.
 examples:
   backline bench bridge                                  4 min 48 kHz stereo, 5 jobs on one server
   backline bench bridge --minutes 1 4 10 --json plugin_bridge/benchmarks/bridge.json
+  backline bench bridge --transport tcp                  over loopback TCP, as the plugin connects
 """
 
 
@@ -57,7 +61,8 @@ def _peak_rss_mb(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-def run(minutes: list[float], sample_rate: int = 48_000, channels: int = 2, jobs: int = 5) -> dict:
+def run(minutes: list[float], sample_rate: int = 48_000, channels: int = 2, jobs: int = 5,
+        transport: str = "auto") -> dict:
     from backline.plugin_bridge.client import BridgeClient
 
     results = []
@@ -73,8 +78,9 @@ def run(minutes: list[float], sample_rate: int = 48_000, channels: int = 2, jobs
                 frames = int(length * 60 * sample_rate)
                 audio = (0.1 * np.random.default_rng(0).standard_normal((channels, frames))).astype(np.float32)
                 timings = []  # (upload, queue and store, download) seconds per job
-                with BridgeClient(connection, timeout_seconds=60, silence_seconds=60) as client:
+                with BridgeClient(connection, timeout_seconds=60, silence_seconds=60, transport=transport) as client:
                     client.hello()
+                    endpoint = client.endpoint.partition("://")[0]
                     for job in range(jobs):
                         started = time.perf_counter()
                         client.submit(f"bench-{job}", {}, audio, sample_rate)
@@ -93,7 +99,7 @@ def run(minutes: list[float], sample_rate: int = 48_000, channels: int = 2, jobs
         megabytes = audio.nbytes / 2**20
         (upload, store, download), later = timings[0], timings[1:]
         overhead = upload + download
-        result = {"minutes": length, "sample_rate": sample_rate, "channels": channels,
+        result = {"minutes": length, "transport": endpoint, "sample_rate": sample_rate, "channels": channels,
                   "region_mb": round(megabytes, 1), "upload_seconds": round(upload, 3),
                   "queue_and_store_seconds": round(store, 3), "download_seconds": round(download, 3),
                   "overhead_seconds": round(overhead, 3),
@@ -118,6 +124,9 @@ def register_bench(bench_models: argparse._SubParsersAction) -> None:
     p.add_argument("--channels", type=int, default=2)
     p.add_argument("--jobs", type=int, default=5,
                    help="jobs in a row on each server (default 5): the first, then the median of the rest")
+    p.add_argument("--transport", choices=["auto", "tcp"], default="auto",
+                   help="auto (default): the server's Unix domain socket, as the Python client prefers; tcp: loopback "
+                        "TCP, as the plugin connects")
     p.add_argument("--json", type=Path, help="also write the report here")
     p.set_defaults(func=_main)
 
@@ -125,7 +134,8 @@ def register_bench(bench_models: argparse._SubParsersAction) -> None:
 def _main(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise SystemExit("backline bench bridge: --jobs must be at least 1")
-    report = run(args.minutes, args.sample_rate, args.channels, args.jobs)
+    report = run(args.minutes, args.sample_rate, args.channels, args.jobs, args.transport)
+    print(f"transport: {report['results'][0]['transport']}")
     print(f"{'minutes':>7} {'MB':>7} {'upload s':>9} {'store s':>8} {'download s':>10} {'overhead s':>10} "
           f"{'later s':>8} {'MB/s':>7} {'idle MB':>8} {'peak MB':>8}")
     for r in report["results"]:

@@ -9,10 +9,11 @@ from pathlib import Path
 SERVE_DESCRIPTION = """\
 Run the Backline engine in the foreground until Ctrl-C or SIGTERM. Plugin instances connect over
 ZeroMQ (audio and jobs); small control messages (/backline/ping, /backline/cancel JOB_ID TOKEN) may
-be sent over OSC (UDP). Both listen on 127.0.0.1 unless --host says otherwise.
+be sent over OSC (UDP). Both listen on 127.0.0.1 unless --host says otherwise. Clients on this
+machine may also use a Unix domain socket in RUNTIME_DIR (faster; the Python client prefers it).
 
-On start the server writes RUNTIME_DIR/engine.json, readable by you only, holding the ports and a
-secret token that clients must present; it is removed on shutdown. Finished results are kept in
+On start the server writes RUNTIME_DIR/engine.json, readable by you only, holding the ports, the
+socket and a secret token that clients must present; it is removed on shutdown. Finished results are kept in
 RESULTS_DIR (newest --retention results, at most --retention-days old) so a plugin that reconnects
 after a crash or a project reload can fetch them again. Logs go to stderr.
 

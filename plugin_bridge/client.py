@@ -40,7 +40,7 @@ class BridgeTimeout(BridgeError):
 
 
 def read_connection_file(path: str | Path) -> dict:
-    """The server's connection info: host, port, osc_port, token."""
+    """The server's connection info: host, port, osc_port, token, and ``ipc_endpoint`` where it has one."""
     return json.loads(Path(path).read_text())
 
 
@@ -54,14 +54,22 @@ class BridgeClient:
         token: str | None = None,
         timeout_seconds: float = 10.0,
         silence_seconds: float = 10.0,
+        transport: str = "auto",
     ):
+        """``transport``: ``"auto"`` uses the server's Unix domain socket (``ipc_endpoint`` in the connection file)
+        when it has one, this pyzmq supports it and no ``host``/``port`` is given, else tcp; ``"tcp"`` always tcp."""
+        if transport not in ("auto", "tcp"):
+            raise ValueError(f"transport must be 'auto' or 'tcp', not {transport!r}")
+        ipc_endpoint = None
         if connection_file is not None:
             info = read_connection_file(connection_file)
+            if transport == "auto" and host is None and port is None and zmq.has("ipc"):
+                ipc_endpoint = info.get("ipc_endpoint")
             host, port, token = host or info["host"], port or info["port"], token or info["token"]
         if host is None or port is None or token is None:
             raise ValueError("give a connection file, or host, port and token")
         self.token, self.timeout_seconds, self.silence_seconds = token, timeout_seconds, silence_seconds
-        self.endpoint = f"tcp://{host}:{port}"
+        self.endpoint = ipc_endpoint or f"tcp://{host}:{port}"
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
@@ -203,14 +211,24 @@ class BridgeClient:
                 if time.monotonic() - self.last_message_at >= self.silence_seconds:
                     raise BridgeTimeout(f"the engine has been silent for {self.silence_seconds:.1f} s") from None
 
-    def fetch(self, job_id: str) -> tuple[np.ndarray, int, dict]:
-        """Download a finished result in chunks; returns ``(audio (channels, frames) float32, sample_rate, info)``."""
+    def fetch(self, job_id: str, *, out: np.ndarray | None = None) -> tuple[np.ndarray, int, dict]:
+        """Download a finished result in chunks; returns ``(audio (channels, frames) float32, sample_rate, info)``.
+
+        ``audio`` is a new array, or ``out`` when given: a float32 array of at least (channels, frames) that the
+        result is written into from its start (the returned array is its view of exactly (channels, frames)), so a
+        client that fetches job after job can reuse one buffer instead of faulting in fresh memory each time."""
         job = self.status(job_id)
         if job["state"] != P.DONE:
             raise BridgeError.from_error(job.get("error") or {"code": P.Code.NOT_READY,
                                                              "message": f"job {job_id} is {job['state']}"})
         result = job["result"]
-        audio = np.empty((result["channels"], result["frames"]), dtype=np.float32)
+        shape = (result["channels"], result["frames"])
+        if out is None:
+            audio = np.empty(shape, dtype=np.float32)
+        elif out.dtype != np.float32 or out.ndim != 2 or out.shape[0] < shape[0] or out.shape[1] < shape[1]:
+            raise ValueError(f"out must be float32 of at least {shape}, not {out.dtype} {out.shape}")
+        else:
+            audio = out[:shape[0], :shape[1]]
         window = (self.limits or {}).get("upload_window_chunks", 4)
         pending: dict[int, int] = {}  # request id -> chunk index
         next_index = received = 0

@@ -44,6 +44,7 @@ log = logging.getLogger("backline.bridge")
 
 Generate = Callable[..., tuple[np.ndarray, int, dict]]
 CONNECTION_FILE_NAME = "engine.json"
+MAX_SOCKET_PATH_BYTES = 103  # sun_path is 104 bytes on macOS and the BSDs, 108 on Linux, with its NUL
 MAX_WATCHERS_PER_JOB = 8
 MAX_FINAL_JOBS_IN_MEMORY = 1000
 
@@ -83,6 +84,17 @@ def _drop_pages(mapping: mmap.mmap) -> None:
     """Unmap the pages of a read-only file mapping that this process has touched (they stay in the page cache)."""
     if hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):  # not on Windows
         mapping.madvise(mmap.MADV_DONTNEED)
+
+
+def _process_alive(pid: str) -> bool:
+    """Whether a process with this id (a string, as found in a file name) exists; False for a malformed id."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def default_runtime_dir() -> Path:
@@ -168,8 +180,11 @@ class BridgeServer:
         max_results: int = 100,
         max_result_age_seconds: float = 7 * 86400.0,
         models: list[str] | None = None,
+        ipc: bool = True,
     ):
         self.generate, self.host, self.port, self.osc_port = generate, host, port, osc_port
+        self.ipc = ipc
+        self.ipc_endpoint: str | None = None  # set once bound
         self.limits, self.models = limits, models or []
         self.runtime_dir = Path(runtime_dir) if runtime_dir else default_runtime_dir()
         self.store = ResultStore(
@@ -220,6 +235,8 @@ class BridgeServer:
             self._router.bind(f"tcp://{self.host}:{self.port}")
         else:
             self.port = self._router.bind_to_random_port(f"tcp://{self.host}")
+        if self.ipc:
+            self.ipc_endpoint = self._bind_ipc()
         self._events = self._context.socket(zmq.PULL)
         self._events.setsockopt(zmq.LINGER, 0)
         self._events.bind(self._events_address)
@@ -233,15 +250,39 @@ class BridgeServer:
         if self.osc_port is not None:
             self._start_osc()
         write_connection_file(self.connection_file, self.connection_info())
-        log.info("serving on tcp://%s:%d (OSC udp %s), connection file %s",
-                 self.host, self.port, self.osc_port, self.connection_file)
+        log.info("serving on tcp://%s:%d%s (OSC udp %s), connection file %s", self.host, self.port,
+                 f" and {self.ipc_endpoint}" if self.ipc_endpoint else "", self.osc_port, self.connection_file)
         return self
+
+    def _bind_ipc(self) -> str | None:
+        """Bind the ROUTER also to a Unix domain socket in the private runtime folder and return its endpoint, or None
+        where ZeroMQ has no ipc transport or the path is too long for a socket address (clients then use tcp).
+
+        Same-machine clients reach the engine through it at about three times loopback TCP's throughput (no TCP
+        segmentation and acknowledgements). The folder is 0700 and the socket 0600, so only this user can connect,
+        and every message still needs the token. The name carries the pid, so a second server on the same folder
+        never removes this one's socket; sockets left by killed servers are removed here."""
+        if not zmq.has("ipc"):
+            return None
+        self.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for stale in self.runtime_dir.glob("engine-*.sock"):
+            if not _process_alive(stale.stem.split("-")[1]):
+                stale.unlink(missing_ok=True)
+        path = self.runtime_dir.resolve() / f"engine-{os.getpid()}-{secrets.token_hex(3)}.sock"
+        if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
+            log.info("no ipc endpoint: the runtime folder's path is too long for a socket (%s)", path)
+            return None
+        endpoint = f"ipc://{path}"
+        self._router.bind(endpoint)
+        os.chmod(path, 0o600)
+        return endpoint
 
     def connection_info(self) -> dict:
         return {
             "protocol_version": P.PROTOCOL_VERSION, "transport": "tcp", "host": self.host, "port": self.port,
             "osc_port": self.osc_port, "token": self.token, "pid": os.getpid(),
             "results_dir": str(self.store.root),
+            **({"ipc_endpoint": self.ipc_endpoint} if self.ipc_endpoint else {}),
         }
 
     def stop(self) -> None:
@@ -267,6 +308,8 @@ class BridgeServer:
                 self.connection_file.unlink()
         except (OSError, ValueError):
             pass
+        if self.ipc_endpoint:  # this server's own name: no other server's socket is ever removed here
+            Path(self.ipc_endpoint[len("ipc://"):]).unlink(missing_ok=True)
         if stuck:  # a generator that ignores cancel: leave its sockets to process exit rather than hang
             log.warning("threads still running at shutdown: %s", ", ".join(stuck))
         else:

@@ -17,13 +17,15 @@ FAST_LIMITS = dict(heartbeat_interval_seconds=0.1, progress_interval_seconds=0.1
 
 @pytest.fixture
 def start_server(tmp_path):
-    """start_server(generate=demo_generate, **limits) -> a running BridgeServer; stopped after the test."""
+    """start_server(generate=demo_generate, **limits) -> a running BridgeServer (tcp, and ipc unless ``ipc=False``);
+    stopped after the test."""
     servers = []
 
-    def start(generate=demo_generate, *, results_dir=None, max_results=100, **limits):
+    def start(generate=demo_generate, *, results_dir=None, max_results=100, runtime_dir=None, ipc=True, **limits):
         server = BridgeServer(
-            generate, runtime_dir=tmp_path / f"run{len(servers)}", results_dir=results_dir or tmp_path / "results",
-            limits=P.Limits(**{**FAST_LIMITS, **limits}), max_results=max_results,
+            generate, runtime_dir=runtime_dir or tmp_path / f"run{len(servers)}",
+            results_dir=results_dir or tmp_path / "results",
+            limits=P.Limits(**{**FAST_LIMITS, **limits}), max_results=max_results, ipc=ipc,
         )
         servers.append(server.start())
         return server
@@ -49,14 +51,14 @@ def connect():
 
 
 class RawPeer:
-    """A bare DEALER socket for sending hand-made (often malformed) frames."""
+    """A bare DEALER socket for sending hand-made (often malformed) frames; over tcp unless given an endpoint."""
 
-    def __init__(self, server):
+    def __init__(self, server, endpoint=None):
         self.token = server.token
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.connect(f"tcp://127.0.0.1:{server.port}")
+        self.socket.connect(endpoint or f"tcp://127.0.0.1:{server.port}")
 
     def send(self, frames):
         self.socket.send_multipart(frames)
@@ -83,8 +85,8 @@ class RawPeer:
 def raw_peer():
     peers = []
 
-    def make(server):
-        peers.append(RawPeer(server))
+    def make(server, endpoint=None):
+        peers.append(RawPeer(server, endpoint))
         return peers[-1]
 
     yield make
