@@ -84,6 +84,7 @@ class AutoencoderConfig:
     train_latent_noise_std: float = 0.02
     train_latent_penalty: float = 1e-4
     train_frequency_weight: float = 0.0  # the instantaneous-frequency loss (training/autoencoder.py)
+    train_frequency_loudness: float = 0.3  # its bins weighted by the target's magnitude to this power
     train_stft_resolutions: tuple[int, ...] = (256, 512, 1024, 2048)  # n_fft of the spectral losses
 
     def __post_init__(self) -> None:

@@ -68,14 +68,15 @@ def _unit(z: torch.Tensor) -> torch.Tensor:
 
 def stft_distances(
     prediction: torch.Tensor, target: torch.Tensor, resolutions=(256, 512, 1024, 2048), *,
-    phase_prediction: torch.Tensor | None = None,
+    phase_prediction: torch.Tensor | None = None, frequency_loudness: float = 0.3,
 ) -> dict[str, torch.Tensor]:
     """Multi-resolution STFT distances between (batch, samples) signals, averaged over resolutions.
 
     Returns ``stft_convergence`` (Frobenius norm of the magnitude error over that of the target),
     ``stft_log_magnitude`` (mean |log magnitude difference|), ``stft_frequency`` (the
     instantaneous-frequency error: distance between the unit phase advances from one frame to the
-    next, weighted by the target's magnitude^0.3, so loud partials must keep their frequency) and
+    next, weighted by the target's magnitude^``frequency_loudness``, so loud partials must keep their
+    frequency) and
     ``stft_phase`` (mean L1 between complex spectra compressed to magnitude^0.3, which carries the
     absolute phase), the last measured on ``phase_prediction`` when given (the same audio with
     another gradient path). The 4096- and 8192-point magnitudes resolve bass semitones, which only
@@ -90,7 +91,7 @@ def stft_distances(
         if n_fft <= FREQUENCY_MAX_FFT:
             advance_pred = _unit(s_pred[..., 1:] * s_pred[..., :-1].conj())
             advance_true = _unit(s_true[..., 1:] * s_true[..., :-1].conj())
-            weight = (m_true[..., 1:] * m_true[..., :-1]).pow(0.15)
+            weight = (m_true[..., 1:] * m_true[..., :-1]).pow(frequency_loudness / 2)
             frequency.append((weight * (advance_pred - advance_true).abs()).sum() / (weight.sum() + 1e-7))
         if phase_prediction is not None:
             s_pred = _spectrogram(phase_prediction, n_fft)
@@ -131,7 +132,8 @@ def autoencoder_losses(
     if config.phase == "advance":
         absolute = model._istft(torch.complex(*model.head_to_spectrum(*head, phase_gradient=False)))[..., :frames]
     losses = {"waveform_l1": F.l1_loss(absolute, audio)}
-    losses.update(stft_distances(reconstruction, audio, config.train_stft_resolutions, phase_prediction=absolute))
+    losses.update(stft_distances(reconstruction, audio, config.train_stft_resolutions, phase_prediction=absolute,
+                                 frequency_loudness=config.train_frequency_loudness))
     losses["latent_penalty"] = penalty
     losses["loss"] = (
         losses["waveform_l1"]
