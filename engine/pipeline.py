@@ -28,7 +28,7 @@ import numpy as np
 from backline.engine import controls
 from backline.engine.audio import AudioError, resample, to_mono, validate_audio
 from backline.engine.runtime import (ONNX_FILES, Backend, ModelContract, OnnxBackend, TorchBackend,
-                                     default_onnx_dir)
+                                     default_onnx_dir, guidance_for)
 from backline.engine.sampling import GUIDANCE_RESCALE, get_sampler, get_sigmas_karras, guided
 from backline.engine.style import DEFAULT_PRIOR_PATH, PromptEncoder, interpolate, latent_statistics
 
@@ -313,7 +313,8 @@ def generate(bundle: Bundle, request: GenerateRequest, *, progress: Progress | N
     timings = {}
     started = time.perf_counter()
     _check(bundle, request)
-    request = replace(request, **{k: v for k, v in bundle.contract.guidance.items() if getattr(request, k) is None})
+    defaults = guidance_for(bundle.contract.guidance, request.instrument)
+    request = replace(request, **{k: v for k, v in defaults.items() if getattr(request, k) is None})
     context_audio = validate_audio(request.context, request.sample_rate,
                                    max_duration_seconds=request.max_duration_seconds, what="context")
     channels, frames = context_audio.shape

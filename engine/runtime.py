@@ -95,9 +95,22 @@ DEFAULT_GUIDANCE = {"cfg_context": 1.25, "cfg_style": 1.25}  # Diff-A-Riff's, fo
 
 
 def guidance_of(denoiser_config: dict) -> dict:
-    """The default guidance scales a denoiser file records (``config.provenance.guidance``), else Diff-A-Riff's."""
+    """The default guidance scales a denoiser file records (``config.provenance.guidance``), else Diff-A-Riff's.
+
+    ``{"cfg_context": c, "cfg_style": s, "instruments": {"drums": {"cfg_context": c2}, ...}}``: the
+    scales for every instrument, and those an instrument overrides (``guidance_for`` merges them).
+    """
     recorded = (denoiser_config.get("provenance") or {}).get("guidance") or {}
-    return {key: float(recorded.get(key, value)) for key, value in DEFAULT_GUIDANCE.items()}
+    guidance = {key: float(recorded.get(key, value)) for key, value in DEFAULT_GUIDANCE.items()}
+    guidance["instruments"] = {name: {key: float(value) for key, value in scales.items() if key in DEFAULT_GUIDANCE}
+                               for name, scales in (recorded.get("instruments") or {}).items()}
+    return guidance
+
+
+def guidance_for(guidance: dict, instrument: str) -> dict[str, float]:
+    """``{"cfg_context", "cfg_style"}`` for ``instrument`` from a ``guidance_of`` dict."""
+    scales = {key: float(guidance.get(key, value)) for key, value in DEFAULT_GUIDANCE.items()}
+    return scales | (guidance.get("instruments") or {}).get(instrument, {})
 
 
 class Backend(Protocol):

@@ -175,6 +175,7 @@ def _interleaved_sampling(onnx_dir: Path, seconds: float, steps: int, threads: i
     import numpy as np
 
     from backline.engine.pipeline import guidance_passes, load_bundle, make_guided_denoiser, step_constants
+    from backline.engine.runtime import guidance_for
     from backline.engine.sampling import get_sampler, get_sigmas_karras
 
     bundle = load_bundle(backend="onnx", onnx_dir=onnx_dir, intra_op_threads=threads)
@@ -183,7 +184,7 @@ def _interleaved_sampling(onnx_dir: Path, seconds: float, steps: int, threads: i
     rng = np.random.default_rng(0)
     context = rng.standard_normal((contract.latent_channels, frames)).astype(np.float32)
     style = None if no_style else rng.standard_normal(contract.style_dim).astype(np.float32)
-    cfg = contract.guidance["cfg_context"], contract.guidance["cfg_style"]
+    cfg = tuple(guidance_for(contract.guidance, "bass").values())
     x = (rng.standard_normal((1, contract.latent_channels, frames)) * contract.sigma_max).astype(np.float32)
     step_sampler = bundle.backend.step_sampler(step_constants(guidance_passes(contract, style, "bass", *cfg), context))
     denoise = make_guided_denoiser(bundle, context, style, "bass", *cfg)

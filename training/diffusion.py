@@ -252,6 +252,36 @@ def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, o
             "validation_pairs": len(validation_pairs)}
 
 
+def _guidance_record(guidance: dict) -> dict:
+    """``{"cfg_context": c, "cfg_style": s, "instruments": {name: {...}}}`` with floats, empty parts left out."""
+    record = {k: float(v) for k, v in guidance.items() if k in ("cfg_context", "cfg_style")}
+    instruments = {name: {k: float(v) for k, v in scales.items()} for name, scales in
+                   (guidance.get("instruments") or {}).items() if scales}
+    return record | ({"instruments": instruments} if instruments else {})
+
+
+def set_guidance(path: str | Path, guidance: dict) -> Path:
+    """Record new default guidance scales in an existing denoiser file (same weights, same version).
+
+    The scales are measured after training (see the model card), so they can change without
+    retraining; ``guidance`` is merged into what the file records, per instrument too.
+    """
+    from backline.models.contract import load_model, save_model
+    from backline.models.diffusion import KIND
+
+    state_dict, metadata = load_model(path, kind=KIND)
+    config = dict(metadata["config"])
+    provenance = dict(config.get("provenance") or {})
+    recorded = dict(provenance.get("guidance") or {})
+    instruments = {name: dict(scales) for name, scales in (recorded.get("instruments") or {}).items()}
+    for name, scales in (guidance.get("instruments") or {}).items():
+        instruments.setdefault(name, {}).update(scales)
+    recorded.update({k: v for k, v in guidance.items() if k != "instruments"})
+    provenance["guidance"] = _guidance_record(recorded | {"instruments": instruments})
+    config["provenance"] = provenance
+    return save_model(path, state_dict, config, kind=KIND, version=metadata["backline_version"], dtype=None)
+
+
 def ship(run_dir: str | Path, to: str | Path, *, version: str, latent_dir: str | Path | None = None,
          guidance: dict | None = None) -> Path:
     """Write the run's EMA weights as an fp16 model file, recording the autoencoder it was trained on and
@@ -263,7 +293,7 @@ def ship(run_dir: str | Path, to: str | Path, *, version: str, latent_dir: str |
     model.load_state_dict(state["ema"])
     extra = {"steps": int(state["step"])}
     if guidance:
-        extra["guidance"] = {k: float(v) for k, v in guidance.items()}
+        extra["guidance"] = _guidance_record(guidance)
     if latent_dir is not None and (Path(latent_dir) / "autoencoder.json").is_file():
         extra["autoencoder"] = json.loads((Path(latent_dir) / "autoencoder.json").read_text())
     return save_denoiser(to, model, version=version, extra=extra)

@@ -60,12 +60,15 @@ def register_train(train_models: argparse._SubParsersAction, formatter) -> None:
 
 def register_ship(ship_models: argparse._SubParsersAction) -> None:
     p = ship_models.add_parser("diffusion", help="ship the denoiser's EMA weights (fp16)")
-    p.add_argument("--run", required=True, type=Path)
+    p.add_argument("--run", type=Path, help="training run to ship; without it, --to is an existing file whose "
+                   "recorded default guidance is updated (same weights, same version)")
     p.add_argument("--to", required=True, type=Path)
-    p.add_argument("--version", required=True, help="model version string stored in the file")
+    p.add_argument("--version", help="model version string stored in the file (with --run)")
     p.add_argument("--latents", type=Path, help="latent directory, to record which autoencoder was used")
     p.add_argument("--cfg-context", type=float, help="default context guidance the engine uses with this model")
     p.add_argument("--cfg-style", type=float, help="default style guidance the engine uses with this model")
+    p.add_argument("--instrument-cfg", action="append", default=[], metavar="INSTRUMENT:NAME=VALUE",
+                   help="a default for one instrument only, e.g. drums:cfg_context=9 (repeatable)")
     p.set_defaults(func=_ship)
 
 
@@ -107,9 +110,35 @@ def _diffusion(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ship(args: argparse.Namespace) -> int:
-    from backline.training.diffusion import ship
+def parse_guidance(cfg_context: float | None, cfg_style: float | None, per_instrument: list[str]) -> dict:
+    """The guidance record from the command line; ``per_instrument`` items read ``drums:cfg_context=9``."""
+    from backline.models.diffusion import INSTRUMENTS
 
-    guidance = {k: v for k, v in (("cfg_context", args.cfg_context), ("cfg_style", args.cfg_style)) if v is not None}
+    guidance: dict = {k: v for k, v in (("cfg_context", cfg_context), ("cfg_style", cfg_style)) if v is not None}
+    for item in per_instrument:
+        try:
+            instrument, assignment = item.split(":", 1)
+            name, value = assignment.split("=", 1)
+            value = float(value)
+        except ValueError:
+            raise SystemExit(f"--instrument-cfg {item!r}: expected INSTRUMENT:NAME=VALUE, e.g. drums:cfg_context=9")
+        if instrument not in INSTRUMENTS or name not in ("cfg_context", "cfg_style"):
+            raise SystemExit(f"--instrument-cfg {item!r}: the instrument is one of {', '.join(INSTRUMENTS)}, "
+                             "the name cfg_context or cfg_style")
+        guidance.setdefault("instruments", {}).setdefault(instrument, {})[name] = value
+    return guidance
+
+
+def _ship(args: argparse.Namespace) -> int:
+    from backline.training.diffusion import set_guidance, ship
+
+    guidance = parse_guidance(args.cfg_context, args.cfg_style, args.instrument_cfg)
+    if args.run is None:
+        if not guidance:
+            raise SystemExit("without --run, give the guidance to record: --cfg-context, --cfg-style or --instrument-cfg")
+        print(set_guidance(args.to, guidance))
+        return 0
+    if args.version is None:
+        raise SystemExit("--version is required with --run")
     print(ship(args.run, args.to, version=args.version, latent_dir=args.latents, guidance=guidance or None))
     return 0

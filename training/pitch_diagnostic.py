@@ -7,7 +7,8 @@ magnitude with a phase-vocoder phase (peaks tracked across frames, identity phas
 autoencoder's round trip; and the round trip's magnitude with the phase-vocoder phase. Harmonic fit
 is normalised per set as in ``backline eval accompaniment`` (real 1, a stem of another piece 0). If
 the true magnitude with a made-up coherent phase scores near 1 while the decoder's magnitude does not,
-the decoder's magnitude, not only its phase, has lost the pitch.
+the decoder's magnitude, not only its phase, has lost the pitch. Also printed: the round trip's
+``pitch_similarity`` (the measure autoencoder training validates with) and that of another piece's bass.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def run(build_dir: Path, *, split: str = "validation", count: int = 8, seconds: 
     from backline.engine.pipeline import load_bundle
     from backline.engine.runtime import istft, stft
     from backline.training import fit_metrics
+    from backline.training.autoencoder import pitch_similarity
 
     engine = load_bundle(autoencoder_path, backend="torch")
     rng = np.random.default_rng(seed)
@@ -69,6 +71,7 @@ def run(build_dir: Path, *, split: str = "validation", count: int = 8, seconds: 
     scores: dict[str, list[float]] = {name: [] for name in (
         "real", "another piece's bass", "true magnitude, random phase", "true magnitude, phase-vocoder phase",
         "autoencoder round trip", "round-trip magnitude, phase-vocoder phase")}
+    similarity: dict[str, list[float]] = {"autoencoder round trip": [], "another piece's bass": []}
     for index, (context, target, rate) in enumerate(pairs):
         real, imag = stft(target[None], N_FFT, HOP)
         magnitude = np.hypot(real, imag)[0]
@@ -84,11 +87,14 @@ def run(build_dir: Path, *, split: str = "validation", count: int = 8, seconds: 
         }
         for name, audio in candidates.items():
             scores[name].append(fit_metrics.harmonic_fit(audio, context, rate))
+        similarity["autoencoder round trip"].append(pitch_similarity(decoded, target, rate))
+        similarity["another piece's bass"].append(pitch_similarity(candidates["another piece's bass"], target, rate))
     means = {name: float(np.nanmean(values)) for name, values in scores.items()}
     real, other = means["real"], means["another piece's bass"]
     return {"pairs": len(pairs), "split": split, "seconds": seconds, "models": engine.versions,
             "harmonic_fit": means,
-            "normalised": {name: (value - other) / (real - other) for name, value in means.items()}}
+            "normalised": {name: (value - other) / (real - other) for name, value in means.items()},
+            "pitch_similarity": {name: float(np.nanmean(values)) for name, values in similarity.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
           f"models {report['models']}")
     for name, value in report["harmonic_fit"].items():
         print(f"  {name:42} harmonic fit {value:.3f}   normalised {report['normalised'][name]:.2f}")
+    print("pitch similarity to the real bass (training.autoencoder.pitch_similarity; the real bass itself: 1):")
+    for name, value in report["pitch_similarity"].items():
+        print(f"  {name:42} {value:.3f}")
     return 0
 
 

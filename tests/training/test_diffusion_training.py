@@ -2,8 +2,10 @@ import csv
 import json
 
 import numpy as np
+import pytest
 import torch
 
+from backline.cli import main
 from backline.engine.pipeline import GenerateRequest, generate, load_bundle
 from backline.models.autoencoder import CONFIGS as AE_CONFIGS, Autoencoder, save_autoencoder
 from backline.models.diffusion import CONFIGS, load_denoiser, resolve_config
@@ -53,12 +55,26 @@ def test_latents_train_resume_ship_and_generate_end_to_end(synthetic_build, tmp_
     # guidance measured for a model travels in its file, to both backends, and is the engine's default
     tuned = ship(run, tmp_path / "tuned.safetensors", version="tiny-tuned", latent_dir=latents,
                  guidance={"cfg_context": 2.5, "cfg_style": 1.5})
+    # scales measured later are recorded in the same file (same weights and version), per instrument too
+    before = load_denoiser(tuned)[0].state_dict()
+    assert main(["ship", "diffusion", "--to", str(tuned), "--instrument-cfg", "drums:cfg_context=3.5"]) == 0
+    after, after_meta = load_denoiser(tuned)
+    assert after_meta["backline_version"] == "tiny-tuned"
+    assert all(torch.equal(before[k], v) for k, v in after.state_dict().items())
     from backline.export.onnx import export_models
 
     export_models(ae_path, tuned, tmp_path / "onnx", seed=0)
     for engine in (load_bundle(ae_path, tuned), load_bundle(backend="onnx", onnx_dir=tmp_path / "onnx")):
-        assert engine.contract.guidance == {"cfg_context": 2.5, "cfg_style": 1.5}
+        assert engine.contract.guidance == {"cfg_context": 2.5, "cfg_style": 1.5,
+                                            "instruments": {"drums": {"cfg_context": 3.5}}}
         info = generate(engine, GenerateRequest(context=context, sample_rate=48000, steps=2, seed=5)).info
         assert (info["cfg_context"], info["cfg_style"]) == (2.5, 1.5)
+        info = generate(engine, GenerateRequest(context=context, sample_rate=48000, steps=2, seed=5,
+                                                instrument="drums")).info
+        assert (info["cfg_context"], info["cfg_style"]) == (3.5, 1.5)  # the drums' own default
         info = generate(engine, GenerateRequest(context=context, sample_rate=48000, steps=2, cfg_context=1.0)).info
         assert (info["cfg_context"], info["cfg_style"]) == (1.0, 1.5)  # a request's own scale wins
+    with pytest.raises(SystemExit, match="INSTRUMENT:NAME=VALUE"):
+        main(["ship", "diffusion", "--to", str(tuned), "--instrument-cfg", "drums=3"])
+    with pytest.raises(SystemExit, match="one of bass, drums"):
+        main(["ship", "diffusion", "--to", str(tuned), "--instrument-cfg", "tuba:cfg_context=3"])
