@@ -86,6 +86,9 @@ class AutoencoderConfig:
     train_frequency_weight: float = 0.0  # the instantaneous-frequency loss (training/autoencoder.py)
     train_frequency_loudness: float = 0.3  # its bins weighted by the target's magnitude to this power
     train_stft_resolutions: tuple[int, ...] = (256, 512, 1024, 2048)  # n_fft of the spectral losses
+    # > 0: a small head predicts the input's pitch classes from the latents in training (unused at
+    # inference), so the latents must keep the notes, which reconstruction losses alone let them drop
+    train_pitch_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.phase not in PHASE_MODES:
@@ -152,7 +155,8 @@ CONFIGS: dict[str, AutoencoderConfig] = {
 }
 # The same sizes with the phase built from predicted advances, and the losses that resolve bass pitch
 # (an experiment: see models/autoencoder/MODEL_CARD.md and NOTES.md, issue 3).
-_PITCH = dict(phase="advance", train_frequency_weight=5.0, train_stft_resolutions=(256, 512, 1024, 2048, 4096, 8192))
+_PITCH = dict(phase="advance", train_frequency_weight=5.0, train_stft_resolutions=(256, 512, 1024, 2048, 4096, 8192),
+              train_pitch_weight=1.0)
 CONFIGS["tiny-advance"] = dataclasses.replace(CONFIGS["tiny"], name="tiny-advance", **_PITCH)
 CONFIGS["pitch"] = dataclasses.replace(CONFIGS["default"], name="pitch", **_PITCH)
 
@@ -233,6 +237,8 @@ class Autoencoder(nn.Module):
         self.dec_frame = _stack(c.decoder_frame_dim, c.decoder_frame_blocks, c)
         self.dec_frame_norm = ChannelNorm(c.decoder_frame_dim)
         self.dec_head = nn.Conv1d(c.decoder_frame_dim, 2 * bins, 1)
+        if c.train_pitch_weight > 0:  # training aid (see the config); 12 pitch classes per latent frame
+            self.pitch_head = nn.Conv1d(c.latent_channels, 12, 3, padding=1)
 
     # -- the spectral features and the spectral head, on real and imaginary parts (the ONNX graphs' I/O) --
     def encode_spectrum(self, real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:

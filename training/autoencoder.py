@@ -53,7 +53,9 @@ FREQUENCY_MAX_FFT = 4096  # the frequency term is measured at resolutions up to 
 PITCH_CROP_SECONDS = 3.0  # validation bass crops for pitch_similarity (30 chroma frames)
 SILENCE_RMS = 10 ** (-50 / 20)  # crops quieter than -50 dBFS RMS are skipped
 LOSS_NAMES = ("loss", "waveform_l1", "stft_convergence", "stft_log_magnitude", "stft_phase",
-              "stft_frequency", "latent_penalty")
+              "stft_frequency", "latent_pitch", "latent_penalty")
+PITCH_FFT = 8192  # 5.4 Hz bins at 44.1 kHz: bass semitones are 2-3 Hz apart around 40 Hz, 5 Hz at 80 Hz
+PITCH_BAND_HZ = (30.0, 2000.0)
 
 
 # -- losses --------------------------------------------------------------------------------------
@@ -107,6 +109,32 @@ def stft_distances(
     }
 
 
+def chroma_frames(audio: torch.Tensor, sample_rate: int, hop_length: int) -> torch.Tensor:
+    """Pitch-class energy of (batch, samples) audio every ``hop_length`` samples: (batch, 12, frames).
+
+    Power of an 8192-point STFT between 30 Hz and 2 kHz, each bin added to its nearest pitch class
+    (C = 0); frame i is centred on sample i * hop_length.
+    """
+    window = torch.hann_window(PITCH_FFT, device=audio.device)
+    power = torch.stft(audio, PITCH_FFT, hop_length, window=window, pad_mode="constant", return_complex=True).abs() ** 2
+    freqs = torch.arange(PITCH_FFT // 2 + 1, device=audio.device) * sample_rate / PITCH_FFT
+    band = (freqs >= PITCH_BAND_HZ[0]) & (freqs <= PITCH_BAND_HZ[1])
+    pitch_class = (torch.round(12 * torch.log2(freqs.clamp_min(1.0) / 440.0)) + 69).long() % 12
+    folding = F.one_hot(pitch_class, 12).T.to(power.dtype) * band.to(power.dtype)  # (12, bins)
+    return torch.einsum("cb,nbt->nct", folding, power)
+
+
+def pitch_loss(model: Autoencoder, latents: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    """1 - cosine between the pitch head's classes and the input's, per latent frame, weighted by the
+    frame's share of the crop's pitched energy (silent frames count for nothing)."""
+    predicted = model.pitch_head(latents)
+    target = chroma_frames(audio, model.config.sample_rate, model.config.hop_length)[..., : latents.shape[-1]]
+    energy = target.sum(dim=1)
+    cosine = F.cosine_similarity(predicted, target, dim=1, eps=1e-8)
+    weight = energy / (energy.sum(dim=-1, keepdim=True) + 1e-12)
+    return ((1 - cosine) * weight).sum(dim=-1).mean()
+
+
 def autoencoder_losses(
     model: Autoencoder, audio: torch.Tensor, *, generator: torch.Generator | None = None
 ) -> dict[str, torch.Tensor]:
@@ -119,6 +147,7 @@ def autoencoder_losses(
     config = model.config
     latents = model.encode_raw(audio)
     penalty = latents.pow(2).mean()
+    pitch = pitch_loss(model, latents, audio) if config.train_pitch_weight > 0 else latents.new_zeros(())
     if generator is not None and config.train_latent_noise_std > 0:
         noise = torch.randn(latents.shape, generator=generator, device=latents.device)
         latents = latents + config.train_latent_noise_std * noise
@@ -135,12 +164,14 @@ def autoencoder_losses(
     losses.update(stft_distances(reconstruction, audio, config.train_stft_resolutions, phase_prediction=absolute,
                                  frequency_loudness=config.train_frequency_loudness))
     losses["latent_penalty"] = penalty
+    losses["latent_pitch"] = pitch
     losses["loss"] = (
         losses["waveform_l1"]
         + losses["stft_convergence"]
         + losses["stft_log_magnitude"]
         + losses["stft_phase"]
         + config.train_frequency_weight * losses["stft_frequency"]
+        + config.train_pitch_weight * pitch
         + config.train_latent_penalty * penalty
     )
     return losses
@@ -252,10 +283,11 @@ def plot_curves(run_dir: str | Path) -> Path:
 
     run_dir = Path(run_dir)
     train, validation = _read_csv(run_dir / "train.csv"), _read_csv(run_dir / "validation.csv")
-    names = ("loss", "waveform_l1", "stft_log_magnitude", "stft_phase", "stft_frequency", "pitch_similarity")
-    figure = Figure(figsize=(12, 6), dpi=80)
+    names = ("loss", "waveform_l1", "stft_log_magnitude", "stft_phase", "stft_frequency", "latent_pitch",
+             "pitch_similarity", "latent_penalty")
+    figure = Figure(figsize=(16, 6), dpi=80)
     for i, name in enumerate(names):
-        axis = figure.add_subplot(2, 3, i + 1)
+        axis = figure.add_subplot(2, 4, i + 1)
         for rows, label in ((train, "train"), (validation, "validation")):
             rows = [r for r in rows if r.get(name) not in (None, "")]
             if rows:

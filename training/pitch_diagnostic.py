@@ -1,6 +1,7 @@
 """Where the autoencoder loses the bass's pitch: harmonic fit of real bass stems rebuilt four ways.
 
     python -m backline.training.pitch_diagnostic --data $BACKLINE_DATA/full40 [--split validation] [--count 8]
+        [--latent-probe]
 
 For each pair (first 10 s): the real stem; the true STFT magnitude with random phase; the true
 magnitude with a phase-vocoder phase (peaks tracked across frames, identity phase locking); the
@@ -97,6 +98,66 @@ def run(build_dir: Path, *, split: str = "validation", count: int = 8, seconds: 
             "pitch_similarity": {name: float(np.nanmean(values)) for name, values in similarity.items()}}
 
 
+def latent_probe(build_dir: Path, *, train_files: int = 60, validation_files: int = 15, seconds: float = 30.0,
+                 context_frames: int = 2, ridge: float = 10.0, autoencoder_path: Path | None = None) -> dict:
+    """Do the latents still know the bass's notes? A ridge-regression probe from latents to pitch class.
+
+    For bass stems of the build (first ``seconds`` of each), the target is the stem's chroma every
+    100 ms (``fit_metrics.chroma``, unit norm), the input the latent frames around that time
+    (+-``context_frames``). Fitted on train stems, scored on validation stems: the mean cosine of the
+    predicted and true chroma, and how often the strongest pitch class is right (chance 1/12). The
+    same probe on the log spectrum below 500 Hz (8192-point STFT at 11.025 kHz), which does hold the
+    notes, and the mean training chroma as a constant guess, say what the numbers mean.
+    """
+    from backline.engine.audio import read_audio
+    from backline.models.autoencoder import DEFAULT_MODEL_PATH
+    from backline.training import fit_metrics
+    from backline.training.autoencoder import bass_files, split_files
+
+    from backline.models.autoencoder import encode_audio, load_autoencoder
+
+    model, _ = load_autoencoder(autoencoder_path or DEFAULT_MODEL_PATH)
+    hop = model.config.hop_length
+
+    def features(split: str, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        latents, spectra, targets = [], [], []
+        for path in bass_files(split_files(build_dir, split))[:count]:
+            audio, rate = read_audio(path)
+            mono = audio[0, : int(seconds * rate)]
+            z = encode_audio(model, mono, rate)[0].numpy().T  # (latent frames, channels)
+            target = fit_metrics.chroma(mono, rate)
+            frame = np.minimum((np.arange(len(target)) * 0.1 * rate / hop).astype(int), len(z) - 1)
+            stacked = np.concatenate([z[np.clip(frame + d, 0, len(z) - 1)]
+                                      for d in range(-context_frames, context_frames + 1)], axis=1)
+            low = fit_metrics._resample(mono, rate, fit_metrics.CHROMA_RATE)
+            power = fit_metrics.stft_power(low, fit_metrics.CHROMA_FFT, int(0.1 * fit_metrics.CHROMA_RATE))
+            band = np.fft.rfftfreq(fit_metrics.CHROMA_FFT, 1 / fit_metrics.CHROMA_RATE) < 500.0
+            spectrum = np.log(power[: len(target), band] + 1e-8)
+            keep = target.sum(axis=1) > 0
+            latents.append(stacked[keep])
+            spectra.append(spectrum[keep])
+            targets.append(target[keep] / np.linalg.norm(target[keep], axis=1, keepdims=True))
+        return np.concatenate(latents), np.concatenate(spectra), np.concatenate(targets)
+
+    def fit_and_score(x_train, y_train, x_val, y_val) -> dict:
+        mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 1e-6
+        a = np.c_[(x_train - mean) / std, np.ones(len(x_train))]
+        weights = np.linalg.solve(a.T @ a + ridge * np.eye(a.shape[1]), a.T @ y_train)
+        predicted = np.c_[(x_val - mean) / std, np.ones(len(x_val))] @ weights
+        cosine = (predicted * y_val).sum(axis=1) / (np.linalg.norm(predicted, axis=1) + 1e-9)
+        return {"chroma_cosine": float(cosine.mean()),
+                "pitch_class_accuracy": float((predicted.argmax(axis=1) == y_val.argmax(axis=1)).mean())}
+
+    z_train, s_train, y_train = features("train", train_files)
+    z_val, s_val, y_val = features("validation", validation_files)
+    constant = y_train.mean(axis=0)
+    return {"frames": {"train": len(y_train), "validation": len(y_val)},
+            "latents": fit_and_score(z_train, y_train, z_val, y_val),
+            "log spectrum below 500 Hz": fit_and_score(s_train, y_train, s_val, y_val),
+            "constant guess": {"chroma_cosine": float((y_val @ constant).mean() / np.linalg.norm(constant)),
+                               "pitch_class_accuracy": float((y_val.argmax(axis=1) == constant.argmax()).mean())}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backline.training.pitch_diagnostic", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -104,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="validation", choices=("train", "validation", "test"))
     parser.add_argument("--count", type=int, default=8, help="bass pairs (default 8)")
     parser.add_argument("--autoencoder", type=Path, help="autoencoder model file (default: the shipped one)")
+    parser.add_argument("--latent-probe", action="store_true",
+                        help="also probe whether the latents still hold the bass's pitch class (see latent_probe)")
     args = parser.parse_args(argv)
     report = run(args.data, split=args.split, count=args.count, autoencoder_path=args.autoencoder)
     print(f"{report['pairs']} bass pairs of the {report['split']} split, first {report['seconds']:g} s, "
@@ -113,6 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     print("pitch similarity to the real bass (training.autoencoder.pitch_similarity; the real bass itself: 1):")
     for name, value in report["pitch_similarity"].items():
         print(f"  {name:42} {value:.3f}")
+    if args.latent_probe:
+        probe = latent_probe(args.data, autoencoder_path=args.autoencoder)
+        print(f"pitch-class probe (ridge regression, {probe['frames']['train']} train / "
+              f"{probe['frames']['validation']} validation chroma frames of bass stems; chance accuracy 0.083):")
+        for name in ("latents", "log spectrum below 500 Hz", "constant guess"):
+            print(f"  {name:42} chroma cosine {probe[name]['chroma_cosine']:.3f}   "
+                  f"pitch-class accuracy {probe[name]['pitch_class_accuracy']:.3f}")
     return 0
 
 

@@ -74,6 +74,28 @@ def test_absolute_phase_losses_reach_the_phase_head_only_when_the_phase_is_absol
         assert gradients["waveform_l1"] > 0 and gradients["stft_phase"] > 0
 
 
+@pytest.mark.parametrize("frequency_hz, pitch_class", [(55.0, 9), (65.41, 0), (82.41, 4), (98.0, 7), (146.83, 2)])
+def test_chroma_frames_name_a_bass_note(frequency_hz, pitch_class):
+    from backline.training.autoencoder import chroma_frames
+
+    t = torch.arange(2 * SAMPLE_RATE) / SAMPLE_RATE
+    chroma = chroma_frames(0.3 * torch.sin(2 * torch.pi * frequency_hz * t)[None], SAMPLE_RATE, 2048)[0]
+    assert chroma.shape == (12, 2 * SAMPLE_RATE // 2048 + 1)
+    assert int(chroma[:, 5:-5].sum(dim=1).argmax()) == pitch_class
+
+
+def test_the_pitch_head_trains_the_encoder_only_when_asked():
+    torch.manual_seed(0)
+    audio = torch.randn(2, 4 * 256) * 0.1
+    plain = Autoencoder(CONFIGS["tiny"])
+    assert not hasattr(plain, "pitch_head") and float(autoencoder_losses(plain, audio)["latent_pitch"]) == 0
+    model = Autoencoder(CONFIGS["tiny-advance"])
+    losses = autoencoder_losses(model, audio)
+    assert 0 < float(losses["latent_pitch"]) <= 2
+    losses["latent_pitch"].backward()
+    assert float(model.enc_out[1].weight.grad.abs().sum()) > 0 and model.dec_head.weight.grad is None
+
+
 def test_losses_are_zero_for_a_perfect_reconstruction():
     audio = torch.randn(2, 4096) * 0.1
     from backline.training.autoencoder import stft_distances
