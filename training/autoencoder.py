@@ -250,6 +250,9 @@ class TrainSettings:
     checkpoint_every: int = 250
     validation_crops: int = 32
     pitch_crops: int = 8
+    init_from: str | None = None  # a model file to start from (its config is the run's)
+    freeze_encoder: bool = False  # train the decoder only (the latent space stays the init's)
+    quiet_share: float = 0.0  # share of crops turned down by 20-80 dB
     time_limit_minutes: float | None = None
 
 
@@ -420,7 +423,16 @@ def train(
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
         torch.manual_seed(settings.seed)
         model = Autoencoder(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, betas=(0.8, 0.99), weight_decay=0.01)
+    if settings.init_from:
+        from backline.models.autoencoder import load_autoencoder
+
+        model.load_state_dict(load_autoencoder(settings.init_from)[0].state_dict())
+    if settings.freeze_encoder:
+        for name, parameter in model.named_parameters():
+            if name.startswith(("enc_", "pitch_head")):
+                parameter.requires_grad_(False)
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, betas=(0.8, 0.99), weight_decay=0.01)
     step, elapsed_before = 0, 0.0
     if resume:
         state = load_checkpoint(run_dir)
@@ -447,10 +459,14 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate
         batch = sampler.batch(settings.batch_size, rng)
+        if settings.quiet_share > 0:
+            quiet = torch.from_numpy(rng.random(settings.batch_size) < settings.quiet_share)
+            gain_db = torch.from_numpy(rng.uniform(-80.0, -20.0, settings.batch_size)).float()
+            batch = batch * torch.where(quiet, 10 ** (gain_db / 20), torch.ones(()))[:, None]
         losses = autoencoder_losses(model, batch, generator=torch_generator)
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         step += 1
         last = {name: float(value.detach()) for name, value in losses.items()}
@@ -517,7 +533,7 @@ def ship(run_dir: str | Path, to: str | Path, *, build_dir: str | Path | None = 
     """Write the run's latest checkpoint as an fp16 model file with a measured ``latent_scale``.
 
     The scale is 1 / (std of raw latents over ``crops`` random training crops), so the shipped model's
-    latents have unit variance. Returns what was written (path, step, latent std, file size).
+    latents have unit variance; a run that froze the encoder keeps its init's scale. Returns what was written (path, step, latent std, file size).
     """
     config, training = read_run_config(run_dir)
     state = load_checkpoint(run_dir)
@@ -528,7 +544,10 @@ def ship(run_dir: str | Path, to: str | Path, *, build_dir: str | Path | None = 
         build_dir = json.loads((Path(run_dir) / "config.json").read_text())["data"]
     segment_frames = int(round(training["segment_seconds"] * config.sample_rate))
     sampler = CropSampler(split_files(build_dir, "train"), segment_frames, sample_rate=config.sample_rate)
-    latent_std = measure_latent_std(model, sampler, crops=crops, seed=seed)
+    if training.get("freeze_encoder"):  # the init's encoder, hence its latent space and scale, unchanged
+        latent_std = 1.0 / config.latent_scale
+    else:
+        latent_std = measure_latent_std(model, sampler, crops=crops, seed=seed)
     model.config = dataclasses.replace(config, latent_scale=1.0 / latent_std)
     step = int(state["step"])
     from backline import __version__

@@ -71,6 +71,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="stop (with a checkpoint) after this much wall time in this invocation")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="start from this model file (its config replaces --config; its latent scale is kept)")
+    p.add_argument("--freeze-encoder", action="store_true",
+                   help="train the decoder only: the latents stay exactly those of --init-from, so a denoiser "
+                        "trained on them stays valid")
+    p.add_argument("--quiet-share", type=float, default=0.0,
+                   help="share of crops turned down by 20-80 dB, so the decoder learns quiet passages and "
+                        "silence (default 0)")
     p.set_defaults(func=_train_autoencoder)
     diffusion_cli.register_train(train_models, formatter)
     from backline.training import style_cli
@@ -135,11 +143,20 @@ def _train_autoencoder(args: argparse.Namespace) -> int:
     from backline.training.autoencoder import TrainSettings, train
 
     _set_threads(args.threads)
-    config = resolve_config(args.config)
+    if args.freeze_encoder and args.init_from is None:
+        raise SystemExit("--freeze-encoder needs --init-from: the model whose encoder to keep")
+    if args.init_from is not None:
+        from backline.models.autoencoder import load_autoencoder
+
+        config = load_autoencoder(args.init_from)[0].config
+    else:
+        config = resolve_config(args.config)
     settings = TrainSettings(
         steps=args.steps, batch_size=args.batch_size, segment_seconds=args.segment_seconds,
         learning_rate=args.learning_rate, seed=args.seed, validate_every=args.validate_every,
         checkpoint_every=args.checkpoint_every, time_limit_minutes=args.time_limit_minutes,
+        init_from=str(args.init_from) if args.init_from else None, freeze_encoder=args.freeze_encoder,
+        quiet_share=args.quiet_share,
     )
     summary = train(config, args.data, args.run, settings, resume=args.resume, progress=not args.quiet)
     print(json.dumps(summary, indent=2))

@@ -128,6 +128,30 @@ def test_train_cli_runs_and_resumes_exactly(synthetic_build, tmp_path):
         torch.testing.assert_close(resumed["model"][name], tensor, atol=1e-6, rtol=1e-5)
 
 
+def test_decoder_only_training_keeps_the_latent_space(synthetic_build, tmp_path):
+    """--init-from FILE --freeze-encoder: the shipped result encodes exactly as FILE does (same encoder
+    weights, same latent scale), while the decoder has moved."""
+    first = tmp_path / "first"
+    assert main(_train_args(synthetic_build, first, 3)) == 0
+    assert main(["ship", "autoencoder", "--run", str(first), "--to", str(tmp_path / "a.safetensors"),
+                 "--crops", "4"]) == 0
+    tuned = tmp_path / "tuned"
+    assert main(["train", "autoencoder", "--init-from", str(tmp_path / "a.safetensors"), "--freeze-encoder",
+                 "--quiet-share", "0.5", "--data", str(synthetic_build), "--run", str(tuned), "--steps", "3",
+                 "--batch-size", "2", "--segment-seconds", "0.25", "--quiet"]) == 0
+    assert main(["ship", "autoencoder", "--run", str(tuned), "--to", str(tmp_path / "b.safetensors"),
+                 "--crops", "4"]) == 0
+    a, _ = load_autoencoder(tmp_path / "a.safetensors")
+    b, _ = load_autoencoder(tmp_path / "b.safetensors")
+    assert a.config == b.config
+    audio = torch.randn(1, 3 * a.config.hop_length) * 0.1
+    with torch.no_grad():
+        torch.testing.assert_close(a.encode(audio), b.encode(audio), rtol=0, atol=0)
+        assert not torch.equal(a.dec_head.weight, b.dec_head.weight)
+    with pytest.raises(SystemExit, match="needs --init-from"):
+        main(["train", "autoencoder", "--freeze-encoder", "--data", str(synthetic_build), "--run", str(tmp_path / "x")])
+
+
 def test_resume_refuses_another_config(synthetic_build, tmp_path):
     run = tmp_path / "run"
     assert main(_train_args(synthetic_build, run, 3)) == 0
