@@ -307,6 +307,16 @@ def _level(stem: np.ndarray, context: np.ndarray) -> np.ndarray:
     return (stem * gain).astype(np.float32)
 
 
+def _match_level(decoded: np.ndarray, reference: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
+    """``decoded`` scaled so its RMS (weighted by ``weight`` per sample) equals ``reference``'s there: the
+    autoencoder's round trip need not keep the level, a variation or a regenerated range must."""
+    weight = np.ones_like(decoded) if weight is None else weight
+    decoded_power = float(np.sum(weight * decoded**2))
+    if decoded_power < 1e-12:
+        return decoded
+    return (decoded * np.sqrt(float(np.sum(weight * reference**2)) / decoded_power)).astype(np.float32)
+
+
 def generate(bundle: Bundle, request: GenerateRequest, *, progress: Progress | None = None) -> GenerateResult:
     """Generate a stem for ``request.context``; the result has the context's rate and length, and its
     channel count (or 2 with ``stereo_width`` > 0)."""
@@ -393,10 +403,11 @@ def generate(bundle: Bundle, request: GenerateRequest, *, progress: Progress | N
         out = stem_audio  # strength 0 is the input itself, not its trip through the autoencoder
     elif stem_audio is None:  # a fresh stem: levelled to sit with the context
         out = np.repeat(_level(raw, to_mono(context_audio)[0])[None], channels, axis=0)
-    elif keep is None:
-        out = np.repeat(raw[None], stem_audio.shape[0], axis=0)  # a variation keeps the input's level
+    elif keep is None:  # a variation keeps the input's level, whatever level the decoder gives back
+        out = np.repeat(_match_level(raw, to_mono(stem_audio)[0])[None], stem_audio.shape[0], axis=0)
     else:  # the input's own samples outside the range, crossfaded into the new ones inside it
         keep_samples = controls.keep_mask(frames, request.sample_rate, start_seconds, end_seconds, crossfade_seconds)
+        raw = _match_level(raw, to_mono(stem_audio)[0], weight=keep_samples)  # at the input's level where both exist
         out = keep_samples * stem_audio + (1.0 - keep_samples) * raw
     if request.stereo_width > 0:
         right_x, right_sigmas = controls.variation_start(latents[0], controls.STEREO_VARIATION_STRENGTH, schedule, rng)

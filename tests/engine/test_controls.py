@@ -6,7 +6,8 @@ import pytest
 
 from backline.engine import controls
 from backline.engine.audio import AudioError, resample
-from backline.engine.pipeline import GenerateRequest, arrange, generate, make_guided_denoiser, request_from_params
+from backline.engine.pipeline import (GenerateRequest, _match_level, arrange, generate, make_guided_denoiser,
+                                      request_from_params)
 from backline.engine.sampling import get_sampler, get_sigmas_karras
 from tiny_bundle import make_bundle, song
 
@@ -122,10 +123,14 @@ def test_variation_strength_zero_is_the_input_and_more_strength_strays_further(b
     low = generate(bundle, GenerateRequest(**request, variation_strength=0.2)).audio
     high = generate(bundle, GenerateRequest(**request, variation_strength=1.0)).audio
     assert low.shape == high.shape == stem.shape
-    # measured against the stem's trip through the (random) autoencoder, the variations' own path
+    # a variation keeps the input's level, whatever level the (random) autoencoder gives back
+    for variation in (low, high):
+        np.testing.assert_allclose(np.sqrt(np.mean(variation**2)), np.sqrt(np.mean(stem**2)), rtol=1e-4)
+    # measured against the stem's trip through the autoencoder at the stem's level, the variations' own path
     model_rate = bundle.sample_rate
     latents = bundle.backend.encode(resample(stem, RATE, model_rate))
     round_trip = resample(bundle.backend.decode(latents)[:, :int(stem.shape[1] * model_rate / RATE)], model_rate, RATE)
+    round_trip = _match_level(round_trip[0], stem[0])[None]
     frames = min(round_trip.shape[1], stem.shape[1]) - 2000
     low_error, high_error = (np.abs(v[:, 2000:frames] - round_trip[:, 2000:frames]).mean() for v in (low, high))
     assert low_error < 0.5 * high_error
