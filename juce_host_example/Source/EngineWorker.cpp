@@ -192,7 +192,11 @@ void EngineWorker::runJob (void* contextPointer)
         if (port <= 0 || token.isEmpty())
             throw JobFailure (Status::engineNotRunning, "The engine's connection file " + file.getFullPathName()
                                                             + " is unreadable. " + startHint);
-        const auto where = "tcp://" + (host.contains (":") ? "[" + host + "]" : host) + ":" + juce::String (port);
+        // The engine's Unix socket when it advertises one (same machine, about three times loopback TCP's
+        // throughput; PROTOCOL.md), else TCP. It only advertises a socket it has bound.
+        const auto ipc = info.getProperty ("ipc_endpoint", {}).toString();
+        const auto where = ipc.startsWith ("ipc://") ? ipc
+                                                     : "tcp://" + (host.contains (":") ? "[" + host + "]" : host) + ":" + juce::String (port);
         Connection connection (context, *this, where, token);
 
         juce::var lastJob;

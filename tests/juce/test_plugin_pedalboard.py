@@ -135,6 +135,29 @@ def test_full_exchange_in_pedalboard_plays_the_demo_stem_from_the_region_start(f
     np.testing.assert_allclose(wav[:, 0], expected, atol=1e-6, rtol=0)
 
 
+def test_the_plugin_reaches_the_engine_over_its_unix_socket(free_running, engine, plugin_env):
+    """The engine advertises its Unix socket; the plugin uses it, so a job completes even when the
+    connection file's TCP port leads nowhere."""
+    import socket
+
+    plugin = free_running
+    runtime, _ = plugin_env
+    connection = runtime / "engine.json"
+    info = json.loads(connection.read_text())
+    assert info.get("ipc_endpoint", "").startswith("ipc://"), info
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        info["port"] = probe.getsockname()[1]   # nothing listens there once the probe closes
+    connection.write_text(json.dumps(info))
+    plugin.steps = 2
+    plugin.process(make_signal(SAMPLE_RATE // 2, SAMPLE_RATE), SAMPLE_RATE, buffer_size=512)
+    plugin.record = False
+    plugin.generate = True
+    plugin.process(np.zeros((2, 256), np.float32), SAMPLE_RATE)
+    state = wait_for_status(plugin, {"ready", "error", "engine not running"}, timeout_seconds=60)
+    assert state["status"] == "ready", state
+
+
 def test_a_closed_pass_is_kept_until_record_is_switched_off_and_on(free_running, engine):
     """Playing again from the start (pedalboard resets positions each call) closes the pass and keeps it."""
     plugin = free_running
@@ -160,7 +183,6 @@ def test_a_closed_pass_is_kept_until_record_is_switched_off_and_on(free_running,
 
 def test_job_cancelled_at_the_engine_is_reported_and_audio_keeps_passing(free_running, engine, plugin_env, monkeypatch):
     """While the offline render waits for a slow job, the job is cancelled over OSC (as `backline` tools can)."""
-    import json
     import threading
 
     runtime, _ = plugin_env
