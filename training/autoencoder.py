@@ -291,14 +291,17 @@ def plot_curves(run_dir: str | Path) -> Path:
     figure = Figure(figsize=(16, 6), dpi=80)
     for i, name in enumerate(names):
         axis = figure.add_subplot(2, 4, i + 1)
+        plotted = False
         for rows, label in ((train, "train"), (validation, "validation")):
-            rows = [r for r in rows if r.get(name) not in (None, "")]
+            rows = [r for r in rows if r.get(name) not in (None, "") and float(r[name]) > 0]  # 0: term not in use
             if rows:
                 axis.plot([int(r["step"]) for r in rows], [float(r[name]) for r in rows], label=label)
+                plotted = True
         axis.set_title(name)
         axis.set_xlabel("step")
-        axis.set_yscale("log")
-        axis.legend()
+        if plotted:
+            axis.set_yscale("log")
+            axis.legend()
     figure.tight_layout()
     path = run_dir / "curves.png"
     figure.savefig(path)
