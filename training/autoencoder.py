@@ -70,13 +70,13 @@ def _unit(z: torch.Tensor) -> torch.Tensor:
 
 def stft_distances(
     prediction: torch.Tensor, target: torch.Tensor, resolutions=(256, 512, 1024, 2048), *,
-    phase_prediction: torch.Tensor | None = None, frequency_loudness: float = 0.3,
+    phase_prediction: torch.Tensor | None = None, frequency: bool = False, frequency_loudness: float = 0.3,
 ) -> dict[str, torch.Tensor]:
     """Multi-resolution STFT distances between (batch, samples) signals, averaged over resolutions.
 
     Returns ``stft_convergence`` (Frobenius norm of the magnitude error over that of the target),
-    ``stft_log_magnitude`` (mean |log magnitude difference|), ``stft_frequency`` (the
-    instantaneous-frequency error: distance between the unit phase advances from one frame to the
+    ``stft_log_magnitude`` (mean |log magnitude difference|), ``stft_frequency`` (with ``frequency``,
+    else 0: the instantaneous-frequency error: distance between the unit phase advances from one frame to the
     next, weighted by the target's magnitude^``frequency_loudness``, so loud partials must keep their
     frequency) and
     ``stft_phase`` (mean L1 between complex spectra compressed to magnitude^0.3, which carries the
@@ -84,17 +84,17 @@ def stft_distances(
     another gradient path). The 4096- and 8192-point magnitudes resolve bass semitones, which only
     a phase coherent across the decoder's 512-sample frames reproduces.
     """
-    convergence, log_magnitude, phase, frequency = [], [], [], []
+    convergence, log_magnitude, phase, frequency_terms = [], [], [], []
     for n_fft in resolutions:
         s_pred, s_true = _spectrogram(prediction, n_fft), _spectrogram(target, n_fft)
         m_pred, m_true = s_pred.abs(), s_true.abs()
         convergence.append(torch.linalg.norm(m_true - m_pred) / (torch.linalg.norm(m_true) + 1e-7))
         log_magnitude.append((torch.log(m_pred + 1e-5) - torch.log(m_true + 1e-5)).abs().mean())
-        if n_fft <= FREQUENCY_MAX_FFT:
+        if frequency and n_fft <= FREQUENCY_MAX_FFT:
             advance_pred = _unit(s_pred[..., 1:] * s_pred[..., :-1].conj())
             advance_true = _unit(s_true[..., 1:] * s_true[..., :-1].conj())
             weight = (m_true[..., 1:] * m_true[..., :-1]).pow(frequency_loudness / 2)
-            frequency.append((weight * (advance_pred - advance_true).abs()).sum() / (weight.sum() + 1e-7))
+            frequency_terms.append((weight * (advance_pred - advance_true).abs()).sum() / (weight.sum() + 1e-7))
         if phase_prediction is not None:
             s_pred = _spectrogram(phase_prediction, n_fft)
             m_pred = s_pred.abs()
@@ -105,7 +105,7 @@ def stft_distances(
         "stft_convergence": torch.stack(convergence).mean(),
         "stft_log_magnitude": torch.stack(log_magnitude).mean(),
         "stft_phase": torch.stack(phase).mean(),
-        "stft_frequency": torch.stack(frequency).mean(),
+        "stft_frequency": torch.stack(frequency_terms).mean() if frequency_terms else s_true.real.new_zeros(()),
     }
 
 
@@ -157,11 +157,12 @@ def autoencoder_losses(
     head = model.decode_head(latents)
     frames = audio.shape[-1]
     reconstruction = model._istft(torch.complex(*model.head_to_spectrum(*head)))[..., :frames]
-    absolute = reconstruction
+    absolute = None  # the same audio for every term when the phase is absolute
     if config.phase == "advance":
         absolute = model._istft(torch.complex(*model.head_to_spectrum(*head, phase_gradient=False)))[..., :frames]
-    losses = {"waveform_l1": F.l1_loss(absolute, audio)}
+    losses = {"waveform_l1": F.l1_loss(reconstruction if absolute is None else absolute, audio)}
     losses.update(stft_distances(reconstruction, audio, config.train_stft_resolutions, phase_prediction=absolute,
+                                 frequency=config.train_frequency_weight > 0,
                                  frequency_loudness=config.train_frequency_loudness))
     losses["latent_penalty"] = penalty
     losses["latent_pitch"] = pitch

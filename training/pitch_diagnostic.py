@@ -110,11 +110,9 @@ def latent_probe(build_dir: Path, *, train_files: int = 60, validation_files: in
     notes, and the mean training chroma as a constant guess, say what the numbers mean.
     """
     from backline.engine.audio import read_audio
-    from backline.models.autoencoder import DEFAULT_MODEL_PATH
+    from backline.models.autoencoder import DEFAULT_MODEL_PATH, encode_audio, load_autoencoder
     from backline.training import fit_metrics
     from backline.training.autoencoder import bass_files, split_files
-
-    from backline.models.autoencoder import encode_audio, load_autoencoder
 
     model, _ = load_autoencoder(autoencoder_path or DEFAULT_MODEL_PATH)
     hop = model.config.hop_length
@@ -126,11 +124,13 @@ def latent_probe(build_dir: Path, *, train_files: int = 60, validation_files: in
             mono = audio[0, : int(seconds * rate)]
             z = encode_audio(model, mono, rate)[0].numpy().T  # (latent frames, channels)
             target = fit_metrics.chroma(mono, rate)
-            frame = np.minimum((np.arange(len(target)) * 0.1 * rate / hop).astype(int), len(z) - 1)
+            frame = np.minimum((np.arange(len(target)) * fit_metrics.CHROMA_HOP_SECONDS * rate / hop).astype(int),
+                               len(z) - 1)
             stacked = np.concatenate([z[np.clip(frame + d, 0, len(z) - 1)]
                                       for d in range(-context_frames, context_frames + 1)], axis=1)
             low = fit_metrics._resample(mono, rate, fit_metrics.CHROMA_RATE)
-            power = fit_metrics.stft_power(low, fit_metrics.CHROMA_FFT, int(0.1 * fit_metrics.CHROMA_RATE))
+            power = fit_metrics.stft_power(low, fit_metrics.CHROMA_FFT,
+                                           int(round(fit_metrics.CHROMA_HOP_SECONDS * fit_metrics.CHROMA_RATE)))
             band = np.fft.rfftfreq(fit_metrics.CHROMA_FFT, 1 / fit_metrics.CHROMA_RATE) < 500.0
             spectrum = np.log(power[: len(target), band] + 1e-8)
             keep = target.sum(axis=1) > 0

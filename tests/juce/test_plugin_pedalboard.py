@@ -150,12 +150,7 @@ def test_the_plugin_reaches_the_engine_over_its_unix_socket(free_running, engine
         info["port"] = probe.getsockname()[1]   # nothing listens there once the probe closes
     connection.write_text(json.dumps(info))
     plugin.steps = 2
-    plugin.process(make_signal(SAMPLE_RATE // 2, SAMPLE_RATE), SAMPLE_RATE, buffer_size=512)
-    plugin.record = False
-    plugin.generate = True
-    plugin.process(np.zeros((2, 256), np.float32), SAMPLE_RATE)
-    state = wait_for_status(plugin, {"ready", "error", "engine not running"}, timeout_seconds=60)
-    assert state["status"] == "ready", state
+    _generate_and_wait(plugin, make_signal(SAMPLE_RATE // 2, SAMPLE_RATE), "")   # asserts the job is ready
 
 
 def test_a_closed_pass_is_kept_until_record_is_switched_off_and_on(free_running, engine):
@@ -223,12 +218,7 @@ def test_the_style_prompt_is_restored_with_the_project_and_sent_with_the_job(fre
     plugin.raw_state = with_state(plugin.raw_state, prompt="slap bass")
     assert parse_state(plugin.raw_state)["prompt"] == "slap bass"
     plugin.steps = 2
-    plugin.process(make_signal(SAMPLE_RATE // 2, SAMPLE_RATE), SAMPLE_RATE, buffer_size=512)
-    plugin.record = False
-    plugin.generate = True
-    plugin.process(np.zeros((2, 256), np.float32), SAMPLE_RATE)
-    state = wait_for_status(plugin, {"ready", "error", "engine not running"}, timeout_seconds=60)
-    assert state["status"] == "ready", state
+    _generate_and_wait(plugin, make_signal(SAMPLE_RATE // 2, SAMPLE_RATE), "")   # asserts the job is ready
     sent = [json.loads(meta.read_text())["info"]["params"] for meta in (tmp_path / "results").glob("*/meta.json")]
     assert [params.get("style_prompt") for params in sent] == ["slap bass"]
     assert "tempo_bpm" not in sent[0]  # pedalboard gives no tempo: none is sent
