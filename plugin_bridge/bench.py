@@ -5,10 +5,12 @@ so everything measured is transport: upload (submit + chunks + acks), queueing, 
 the engine's folder, and the download. For each region length a fresh server runs ``jobs`` jobs in a
 row: it reports the wall time of each part for the first job (a just-started server and client), the
 median of the later jobs (an engine that has been running, as a plugin's is), the throughput, and the
-server process's peak resident memory over all jobs (VmHWM) against its idle baseline. Every download goes
-into a new array, as ``BridgeClient.fetch`` returns by default. The client connects as it would by default
-(the server's Unix domain socket where it has one) or, with ``--transport tcp``, over loopback TCP as the
-plugin does.
+server process's peak resident memory over all jobs (VmHWM) against its idle baseline. By default every download
+goes into a new array, as ``BridgeClient.fetch`` returns by default; with ``into="buffer"`` into one buffer the
+client allocated and filled before the first job (``fetch(out=...)``), as the region it uploads was: then neither
+end of the transfer is fresh memory of the client's, and what is timed is the bridge. The client connects as it
+would by default (the server's Unix domain socket where it has one, as the plugin does too) or, with
+``--transport tcp``, over loopback TCP (remote clients, and where there is no Unix socket).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ with the server's peak memory. Writes a JSON report with --json.
 examples:
   backline bench bridge                                  4 min 48 kHz stereo, 5 jobs on one server
   backline bench bridge --minutes 1 4 10 --json plugin_bridge/benchmarks/bridge.json
-  backline bench bridge --transport tcp                  over loopback TCP, as the plugin connects
+  backline bench bridge --transport tcp                  over loopback TCP
+  backline bench bridge --into buffer                    downloads into a buffer the client keeps (fetch out=)
 """
 
 
@@ -62,7 +65,7 @@ def _peak_rss_mb(pid: int) -> tuple[float, float]:
 
 
 def run(minutes: list[float], sample_rate: int = 48_000, channels: int = 2, jobs: int = 5,
-        transport: str = "auto") -> dict:
+        transport: str = "auto", into: str = "new") -> dict:
     from backline.plugin_bridge.client import BridgeClient
 
     results = []
@@ -77,6 +80,10 @@ def run(minutes: list[float], sample_rate: int = 48_000, channels: int = 2, jobs
                 idle_mb, _ = _peak_rss_mb(process.pid)
                 frames = int(length * 60 * sample_rate)
                 audio = (0.1 * np.random.default_rng(0).standard_normal((channels, frames))).astype(np.float32)
+                buffer = None
+                if into == "buffer":  # allocated and written before timing, as the region was
+                    buffer = np.empty_like(audio)
+                    buffer.fill(1.0)
                 timings = []  # (upload, queue and store, download) seconds per job
                 with BridgeClient(connection, timeout_seconds=60, silence_seconds=60, transport=transport) as client:
                     client.hello()
@@ -87,11 +94,13 @@ def run(minutes: list[float], sample_rate: int = 48_000, channels: int = 2, jobs
                         uploaded = time.perf_counter()
                         client.wait(f"bench-{job}", timeout_seconds=600)
                         finished = time.perf_counter()
-                        stem, _, _ = client.fetch(f"bench-{job}")
+                        stem, _, _ = client.fetch(f"bench-{job}", out=buffer)
                         fetched = time.perf_counter()
                         assert stem.shape == audio.shape and np.array_equal(stem, audio), "the echo came back changed"
                         timings.append((uploaded - started, finished - uploaded, fetched - finished))
                         del stem
+                        if buffer is not None:
+                            buffer.fill(1.0)  # the next job's check cannot pass on what this one left
                 _, peak_mb = _peak_rss_mb(process.pid)
             finally:
                 process.kill()
@@ -99,7 +108,8 @@ def run(minutes: list[float], sample_rate: int = 48_000, channels: int = 2, jobs
         megabytes = audio.nbytes / 2**20
         (upload, store, download), later = timings[0], timings[1:]
         overhead = upload + download
-        result = {"minutes": length, "transport": endpoint, "sample_rate": sample_rate, "channels": channels,
+        result = {"minutes": length, "transport": endpoint, "download_into": into,
+                  "sample_rate": sample_rate, "channels": channels,
                   "region_mb": round(megabytes, 1), "upload_seconds": round(upload, 3),
                   "queue_and_store_seconds": round(store, 3), "download_seconds": round(download, 3),
                   "overhead_seconds": round(overhead, 3),
@@ -125,8 +135,11 @@ def register_bench(bench_models: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, default=5,
                    help="jobs in a row on each server (default 5): the first, then the median of the rest")
     p.add_argument("--transport", choices=["auto", "tcp"], default="auto",
-                   help="auto (default): the server's Unix domain socket, as the Python client prefers; tcp: loopback "
-                        "TCP, as the plugin connects")
+                   help="auto (default): the server's Unix domain socket, as the Python client and the plugin prefer; "
+                        "tcp: loopback TCP")
+    p.add_argument("--into", choices=["new", "buffer"], default="new",
+                   help="new (default): each download into a new array, as fetch() returns; buffer: into one buffer "
+                        "allocated and filled before the first job, as the uploaded region was (fetch(out=...))")
     p.add_argument("--json", type=Path, help="also write the report here")
     p.set_defaults(func=_main)
 
@@ -134,8 +147,9 @@ def register_bench(bench_models: argparse._SubParsersAction) -> None:
 def _main(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise SystemExit("backline bench bridge: --jobs must be at least 1")
-    report = run(args.minutes, args.sample_rate, args.channels, args.jobs, args.transport)
-    print(f"transport: {report['results'][0]['transport']}")
+    report = run(args.minutes, args.sample_rate, args.channels, args.jobs, args.transport, args.into)
+    print(f"transport: {report['results'][0]['transport']}, downloads into: "
+          f"{'a new array each' if args.into == 'new' else 'a buffer the client keeps'}")
     print(f"{'minutes':>7} {'MB':>7} {'upload s':>9} {'store s':>8} {'download s':>10} {'overhead s':>10} "
           f"{'later s':>8} {'MB/s':>7} {'idle MB':>8} {'peak MB':>8}")
     for r in report["results"]:

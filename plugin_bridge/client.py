@@ -80,6 +80,7 @@ class BridgeClient:
         self.progress: dict[str, collections.deque] = collections.defaultdict(lambda: collections.deque(maxlen=1000))
         self.last_heartbeat: dict | None = None
         self.last_message_at = time.monotonic()
+        self._upload_pool: np.ndarray | None = None  # the upload's interleaving buffers, one per chunk in flight
 
     def close(self) -> None:
         self._socket.close(linger=0)
@@ -93,10 +94,11 @@ class BridgeClient:
 
     # ---- plumbing --------------------------------------------------------------------------------
 
-    def send(self, header: dict, blobs: list | tuple = ()) -> None:
+    def send(self, header: dict, blobs: list | tuple = (), *, copy: bool = True) -> None:
         """Send one message with the token added (no reply awaited). Blobs are bytes-like (an interleaved array
-        works); ZeroMQ copies them, so a blob's buffer may be reused once this returns."""
-        self._socket.send_multipart(P.encode({**header, "token": self.token}, blobs))
+        works); ZeroMQ copies them, so a blob's buffer may be reused once this returns. With ``copy=False`` it
+        sends them from the caller's buffers instead, which must then stay unchanged until the server has them."""
+        self._socket.send_multipart(P.encode({**header, "token": self.token}, blobs), copy=copy)
 
     def receive(self, timeout_seconds: float) -> tuple[dict, list[memoryview]]:
         """The next message from the server (its audio frames as memoryviews), recorded if unsolicited; raises
@@ -162,8 +164,11 @@ class BridgeClient:
         """Send chunks with at most ``upload_window_chunks`` unacknowledged; stop on an error or a final state."""
         frames = audio.shape[1]
         starts = list(range(first_frame, frames, chunk_frames))
-        interleaved = np.empty((chunk_frames, audio.shape[0]), dtype="<f4")  # reused: send() copies it
         window = self.limits["upload_window_chunks"]
+        # One interleaving buffer per chunk in flight, sent as it is (no copy into a ZeroMQ message). Chunk i's
+        # buffer is refilled for chunk i + window, which is sent only once chunk i is acknowledged: by then the
+        # server has received all of it, so ZeroMQ no longer reads the buffer.
+        buffers = self._upload_buffers(window, chunk_frames, audio.shape[0])
         sent = acked = 0
         deadline = time.monotonic() + self.timeout_seconds
         while acked < len(starts):
@@ -172,7 +177,7 @@ class BridgeClient:
                 piece = audio[:, start:start + chunk_frames]
                 self.send({"type": "chunk", "job_id": job_id, "index": first_index + sent, "start_frame": start,
                            "frames": piece.shape[1], "req": f"chunk-{first_index + sent}"},
-                          [P.interleave(piece, out=interleaved[:piece.shape[1]])])
+                          [P.interleave(piece, out=buffers[sent % len(buffers)][:piece.shape[1]])], copy=False)
                 sent += 1
             reply, _ = self.receive(max(0.0, deadline - time.monotonic()))
             if reply.get("type") == "error" and str(reply.get("req", "")).startswith("chunk-"):
@@ -183,6 +188,14 @@ class BridgeClient:
                     raise BridgeError.from_error(error)
                 acked = max(acked, reply["next_index"] - first_index)
                 deadline = time.monotonic() + self.timeout_seconds
+
+    def _upload_buffers(self, window: int, chunk_frames: int, channels: int) -> list[np.ndarray]:
+        """``window`` interleaving buffers of ``chunk_frames`` x ``channels``, kept for the next upload of that shape
+        (a client uploads region after region; fresh buffers would fault in new memory each time)."""
+        shape = (window, chunk_frames, channels)
+        if self._upload_pool is None or self._upload_pool.shape != shape:
+            self._upload_pool = np.empty(shape, dtype="<f4")
+        return list(self._upload_pool)
 
     def wait(self, job_id: str, *, on_progress: Callable[[dict], None] | None = None,
              timeout_seconds: float = 60.0) -> dict:

@@ -73,9 +73,9 @@ class Limits:
     min_sample_rate: int = MIN_SAMPLE_RATE
     max_sample_rate: int = 192_000
     max_channels: int = MAX_CHANNELS
-    max_chunk_frames: int = 65_536
+    max_chunk_frames: int = 131_072
     upload_window_chunks: int = 4  # unacknowledged chunks a client may have in flight
-    result_chunk_frames: int = 65_536
+    result_chunk_frames: int = 131_072
     max_uploads: int = 16  # jobs uploading at once, all clients together
     max_queued_jobs: int = 64
     upload_timeout_seconds: float = 120.0  # an upload idle this long is dropped

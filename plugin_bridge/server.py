@@ -16,6 +16,7 @@ the job with its message and the server keeps serving.
 
 from __future__ import annotations
 
+import errno
 import hmac
 import json
 import logging
@@ -78,6 +79,28 @@ def keep_chunk_memory_in_process() -> bool:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
     return bool(mallopt(m_mmap_threshold, 4 << 20)) and bool(mallopt(m_trim_threshold, 64 << 20))
+
+
+def _create_upload_file(path: Path, length: int) -> None:
+    """Create an upload file (0600) with its disk space reserved for the whole region where the system can: the
+    chunks then overwrite allocated blocks, which on ext4 made writing them a third faster, and a full disk is
+    refused at submit rather than halfway through the upload."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        if hasattr(os, "posix_fallocate"):  # not on macOS or Windows: the file then grows as chunks arrive
+            try:
+                os.posix_fallocate(fd, 0, length)
+            except OSError as error:
+                if error.errno == errno.ENOSPC:
+                    os.close(fd)
+                    fd = -1
+                    path.unlink(missing_ok=True)
+                    raise ProtocolError(Code.BUSY, "the engine's disk is full: there is no room for this region "
+                                        "until space is freed", retry=True) from None
+                # EOPNOTSUPP, EINVAL (a file system without it): the file grows as chunks arrive, as before
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def _drop_pages(mapping: mmap.mmap) -> None:
@@ -420,7 +443,7 @@ class BridgeServer:
             raise ProtocolError(Code.BUSY, "the engine's queue is full; try again later", retry=True)
         job = Job(job_id, digest, params, sample_rate, channels, frames)
         job.upload_path = self.upload_dir / f"{uuid.uuid4().hex}.f32"
-        job.upload_path.touch(mode=0o600)
+        _create_upload_file(job.upload_path, frames * channels * P.BYTES_PER_SAMPLE)
         job.watch(identity)
         self.jobs[job_id] = job
         self.counters["jobs"] += 1

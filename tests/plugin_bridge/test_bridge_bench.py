@@ -19,3 +19,8 @@ def test_bridge_bench_reports_the_first_job_and_the_median_of_the_later_ones():
     each = result["overhead_seconds_each"]
     assert len(each) == 3 and each[0] == result["overhead_seconds"]
     assert abs(result["later_overhead_seconds"] - statistics.median(each[1:])) < 0.002
+
+
+def test_bridge_bench_can_download_into_a_buffer_the_client_keeps():
+    (result,) = run([0.02], sample_rate=48_000, channels=2, jobs=2, into="buffer")["results"]
+    assert result["download_into"] == "buffer" and len(result["overhead_seconds_each"]) == 2

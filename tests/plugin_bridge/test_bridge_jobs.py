@@ -208,3 +208,49 @@ def test_the_upload_chunk_size_does_not_change_the_result(start_server, connect,
     audio, sample_rate, _ = client.fetch(f"chunks-{chunk_frames}")
     assert sample_rate == 48_000
     assert np.array_equal(audio, demo_reference({"steps": 2}, region[:, :9_000], 48_000)[0])
+
+
+def _echo(params, context, sample_rate, progress, cancelled):
+    progress(1, 1)
+    return context, sample_rate, {}
+
+
+def test_region_after_region_arrives_intact_through_the_clients_reused_upload_buffers(start_server, connect, region):
+    # The client sends each chunk from one of upload_window_chunks buffers it keeps (no copy: chunks of 64 KiB and
+    # more) and refills a buffer once its chunk is acknowledged: several chunks per buffer, an upload refused
+    # halfway, and a change of chunk size.
+    client = connect(start_server(_echo, upload_window_chunks=3))
+    first = region.copy()
+    client.submit("reuse-a", {}, first, 44_100, chunk_frames=10_000)  # 7 chunks of 80 KB through 3 buffers
+    broken = region.copy()
+    broken[0, 45_678] = np.inf  # chunk 4 of 7: the chunks after it may still be in flight from the buffers
+    with pytest.raises(BridgeError) as error:
+        client.submit("reuse-b", {}, broken, 44_100, chunk_frames=10_000)
+    assert error.value.code == P.Code.BAD_AUDIO
+    second = -region
+    client.submit("reuse-c", {}, second, 44_100, chunk_frames=10_000)
+    third = region[:, ::-1]
+    client.submit("reuse-d", {}, third, 44_100, chunk_frames=16_384)
+    for job_id, sent in (("reuse-a", first), ("reuse-c", second), ("reuse-d", third)):
+        assert client.wait(job_id, timeout_seconds=5)["state"] == P.DONE
+        assert np.array_equal(client.fetch(job_id)[0], sent), job_id
+
+
+def test_a_full_disk_is_refused_at_submit_and_leaves_nothing(start_server, connect, region, monkeypatch):
+    import errno
+    import os
+
+    server = start_server()
+    client = connect(server)
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space, raising=False)
+    with pytest.raises(BridgeError) as error:
+        client.submit("no-room", {"steps": 1}, region, 44_100)
+    assert error.value.code == P.Code.BUSY and error.value.retry and "disk is full" in error.value.message
+    assert list(server.upload_dir.iterdir()) == [] and "no-room" not in server.jobs
+    monkeypatch.undo()
+    client.submit("room-again", {"steps": 1}, region, 44_100)
+    assert client.wait("room-again", timeout_seconds=5)["state"] == P.DONE
