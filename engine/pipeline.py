@@ -30,7 +30,7 @@ from backline.engine.audio import AudioError, resample, to_mono, validate_audio
 from backline.engine.runtime import (ONNX_FILES, Backend, ModelContract, OnnxBackend, TorchBackend,
                                      default_onnx_dir, guidance_for)
 from backline.engine.sampling import GUIDANCE_RESCALE, get_sampler, get_sigmas_karras, guided
-from backline.engine.style import DEFAULT_PRIOR_PATH, PromptEncoder, interpolate, latent_statistics
+from backline.engine.style import DEFAULT_PRIOR_PATH, PromptEncoder, audio_style, interpolate, latent_statistics
 
 MAX_DURATION_SECONDS = 600.0
 MAX_CACHED_REFERENCES = 32
@@ -83,6 +83,7 @@ class Bundle:
     backend: Backend
     prompts: PromptEncoder | None = None  # text prompt -> style embedding; loads its models on first use
     references: dict = field(default_factory=dict, compare=False)  # reference embeddings by content hash
+    audio_style: Callable[[np.ndarray], np.ndarray] = latent_statistics  # latents -> the denoiser's style space
 
     def reference_embedding(self, audio: np.ndarray, sample_rate: int, what: str, max_seconds: float) -> np.ndarray:
         """The style embedding of a reference recording, computed once per content (and rate)."""
@@ -92,7 +93,7 @@ class Bundle:
             if len(self.references) >= MAX_CACHED_REFERENCES:
                 self.references.pop(next(iter(self.references)))  # the oldest
             mono = resample(to_mono(audio), sample_rate, self.sample_rate)[0]
-            self.references[key] = latent_statistics(_encode(self, mono))
+            self.references[key] = self.audio_style(_encode(self, mono))
         return self.references[key]
 
     @property
@@ -136,12 +137,15 @@ def load_bundle(autoencoder_path: str | Path | None = None, denoiser_path: str |
         shipped_onnx = all((default_onnx_dir() / name).is_file() for name in ONNX_FILES.values())
         use_onnx = onnx_dir is not None or (shipped_onnx and not (autoencoder_path or denoiser_path))
         backend = "onnx" if use_onnx else "torch"
-    prompts = PromptEncoder(prompt_prior_path or DEFAULT_PRIOR_PATH, cache_dir=prompt_cache_dir)
     if backend == "onnx":
-        return Bundle(OnnxBackend(onnx_dir, providers=providers, intra_op_threads=intra_op_threads,
-                                  step_graph=step_graph), prompts)
-    default_ae, default_dn = default_model_paths()
-    return Bundle(TorchBackend.from_files(autoencoder_path or default_ae, denoiser_path or default_dn), prompts)
+        runtime = OnnxBackend(onnx_dir, providers=providers, intra_op_threads=intra_op_threads, step_graph=step_graph)
+    else:
+        default_ae, default_dn = default_model_paths()
+        runtime = TorchBackend.from_files(autoencoder_path or default_ae, denoiser_path or default_dn)
+    style_path = prompt_prior_path or DEFAULT_PRIOR_PATH
+    space = runtime.contract.style_space
+    return Bundle(runtime, PromptEncoder(style_path, cache_dir=prompt_cache_dir, style_space=space),
+                  audio_style=audio_style(space, style_path))
 
 
 def _encode(bundle: Bundle, mono: np.ndarray) -> np.ndarray:

@@ -89,6 +89,7 @@ class ModelContract:
     stft_hop_length: int
     versions: dict = field(default_factory=dict)
     guidance: dict = field(default_factory=lambda: dict(DEFAULT_GUIDANCE))  # the denoiser's default scales
+    style_space: str = "latent-statistics"  # what the denoiser's style embeddings are (engine/style.py)
 
 
 DEFAULT_GUIDANCE = {"cfg_context": 1.25, "cfg_style": 1.25}  # Diff-A-Riff's, for files that name none
@@ -356,6 +357,7 @@ class OnnxBackend:
             stft_hop_length=int(ae["stft_hop_length"]),
             versions={"autoencoder": encoder.get("backline_version"), "denoiser": denoiser.get("backline_version")},
             guidance=guidance_of(dn),
+            style_space=str(dn.get("style_space", "latent-statistics")),
         )
 
     def encode(self, audio: np.ndarray) -> np.ndarray:
@@ -397,7 +399,7 @@ class TorchBackend:
             latent_rate_hz=a.latent_rate_hz, latent_scale=a.latent_scale, style_dim=d.style_dim,
             sigma_min=d.sigma_min, sigma_max=d.sigma_max, sigma_data=d.sigma_data, instruments=tuple(INSTRUMENTS),
             n_fft=a.n_fft, stft_hop_length=a.stft_hop_length, versions=dict(versions or {}),
-            guidance=dict(guidance or DEFAULT_GUIDANCE))
+            guidance=dict(guidance or DEFAULT_GUIDANCE), style_space=d.style_space)
 
     @classmethod
     def from_files(cls, autoencoder_path: str | Path, denoiser_path: str | Path) -> "TorchBackend":

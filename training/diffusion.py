@@ -13,6 +13,7 @@ Two steps, both resumable and both writing outside the repository:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from backline.data.dataset import read_manifest
 from backline.engine.audio import read_audio
 from backline.engine.style import latent_statistics
 from backline.models.autoencoder import encode_audio, load_autoencoder
-from backline.models.diffusion import INSTRUMENTS, EDMPrecond, DenoiserConfig, save_denoiser
+from backline.models.diffusion import INSTRUMENTS, EDMPrecond, DenoiserConfig, load_denoiser, save_denoiser
 
 STYLE_MIN_FRAMES = 16
 
@@ -90,8 +91,9 @@ class LatentPairs:
     def __len__(self) -> int:
         return len(self.target)
 
-    def batch(self, rng: np.random.Generator, batch_size: int, frames: int) -> dict[str, torch.Tensor]:
-        """Random crops; each style embedding comes from a random sub-segment of the same target."""
+    def batch(self, rng: np.random.Generator, batch_size: int, frames: int, embed=latent_statistics) -> dict[str, torch.Tensor]:
+        """Random crops; each style embedding (``embed``: latents -> embedding) comes from a random
+        sub-segment of the same target."""
         picks = rng.integers(0, len(self), batch_size)
         context, target, style = [], [], []
         for i in picks:
@@ -101,7 +103,7 @@ class LatentPairs:
             target.append(self.target[i][:, start : start + frames])
             length = int(rng.integers(STYLE_MIN_FRAMES, min(total, 4 * STYLE_MIN_FRAMES) + 1))
             style_start = int(rng.integers(0, total - length + 1))
-            style.append(latent_statistics(self.target[i][:, style_start : style_start + length]))
+            style.append(embed(self.target[i][:, style_start : style_start + length]))
         return {
             "context": torch.from_numpy(np.stack(context)),
             "target": torch.from_numpy(np.stack(target)),
@@ -122,6 +124,8 @@ class TrainOptions:
     seed: int = 0
     time_limit_minutes: float | None = None
     instruments: tuple[str, ...] = INSTRUMENTS
+    style_file: str | None = None  # a style file whose audio tower gives the style embeddings (else latent statistics)
+    init_from: str | None = None  # a denoiser file to start from (a fresh run only)
 
 
 def _plot(run_dir: Path) -> None:
@@ -147,11 +151,12 @@ def _plot(run_dir: Path) -> None:
 
 
 @torch.no_grad()
-def validation_loss(model: EDMPrecond, pairs: LatentPairs, frames: int, *, batches: int = 8, seed: int = 1234) -> float:
+def validation_loss(model: EDMPrecond, pairs: LatentPairs, frames: int, *, batches: int = 8, seed: int = 1234,
+                    embed=latent_statistics) -> float:
     """Mean EDM loss on fixed crops, noise and dropout (the same every call, so curves compare)."""
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
-    losses = [model.loss(**pairs.batch(rng, 16, frames), generator=generator).item() for _ in range(batches)]
+    losses = [model.loss(**pairs.batch(rng, 16, frames, embed), generator=generator).item() for _ in range(batches)]
     return float(np.mean(losses))
 
 
@@ -167,13 +172,26 @@ def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, o
         raise ValueError(f"{latent_dir}: no training pairs with at least {frames} latent frames")
     if not len(validation_pairs):
         validation_pairs = train_pairs
+    embed = latent_statistics
+    if options.style_file:
+        from backline.engine.style import PromptPrior
+
+        style = PromptPrior.load(options.style_file)
+        config = dataclasses.replace(config, style_space=style.audio_space)
+        embed = style.audio_embedding
     first = train_pairs.target[0]
-    if first.shape[0] != config.latent_channels or 2 * first.shape[0] != config.style_dim:
-        raise ValueError(f"latents have {first.shape[0]} channels; config expects latent_channels="
-                         f"{config.latent_channels} and style_dim={config.style_dim} (2 x channels)")
+    style_dim = len(embed(first[:, :STYLE_MIN_FRAMES]))
+    if first.shape[0] != config.latent_channels or style_dim != config.style_dim:
+        raise ValueError(f"latents have {first.shape[0]} channels and make {style_dim}-number style embeddings; config "
+                         f"expects latent_channels={config.latent_channels} and style_dim={config.style_dim}")
 
     torch.manual_seed(options.seed)
     model = EDMPrecond(config)
+    if options.init_from and not (resume and (run_dir / "checkpoint.pt").is_file()):
+        start_from, _ = load_denoiser(options.init_from)
+        if dataclasses.replace(start_from.config, style_space=config.style_space) != config:
+            raise ValueError(f"{options.init_from}: its config differs from this run's beyond the style space")
+        model.load_state_dict(start_from.state_dict())
     ema = EDMPrecond(config)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
@@ -215,7 +233,7 @@ def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, o
             learning_rate = options.learning_rate * min(1.0, (step + 1) / options.warmup_steps)
             for group in optimiser.param_groups:
                 group["lr"] = learning_rate
-            loss = model.loss(**train_pairs.batch(rng, options.batch_size, frames), generator=generator)
+            loss = model.loss(**train_pairs.batch(rng, options.batch_size, frames, embed), generator=generator)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -234,8 +252,8 @@ def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, o
                 train_log.flush()
             if step % options.validate_every == 0 or step == options.steps:
                 model.eval()
-                validation_log.write(f"{step},{validation_loss(model, validation_pairs, frames):.5f},"
-                                     f"{validation_loss(ema, validation_pairs, frames):.5f}\n")
+                validation_log.write(f"{step},{validation_loss(model, validation_pairs, frames, embed=embed):.5f},"
+                                     f"{validation_loss(ema, validation_pairs, frames, embed=embed):.5f}\n")
                 validation_log.flush()
                 model.train()
                 _plot(run_dir)

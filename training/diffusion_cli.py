@@ -48,6 +48,9 @@ def register_train(train_models: argparse._SubParsersAction, formatter) -> None:
     p.add_argument("--learning-rate", type=float, default=5e-4)
     p.add_argument("--instrument", action="append", dest="instruments", choices=("bass", "drums"),
                    help="train on this instrument only (repeatable; default both)")
+    p.add_argument("--style", type=Path, default=None, help="style file (`backline train style`) whose audio tower "
+                   "makes the style embeddings; without it, latent statistics")
+    p.add_argument("--init-from", type=Path, default=None, help="start from this denoiser file's weights (same config)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--validate-every", type=int, default=250)
@@ -103,7 +106,9 @@ def _diffusion(args: argparse.Namespace) -> int:
     options = TrainOptions(steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                            validate_every=args.validate_every, checkpoint_every=args.checkpoint_every, seed=args.seed,
                            time_limit_minutes=args.time_limit_minutes,
-                           instruments=tuple(args.instruments) if args.instruments else INSTRUMENTS)
+                           instruments=tuple(args.instruments) if args.instruments else INSTRUMENTS,
+                           style_file=str(args.style) if args.style else None,
+                           init_from=str(args.init_from) if args.init_from else None)
     summary = train(resolve_config(args.config), args.latents, args.run, options, resume=args.resume,
                     progress=not args.quiet)
     print(json.dumps(summary))

@@ -89,6 +89,7 @@ def register_eval(eval_models: argparse._SubParsersAction, formatter=argparse.Ra
     p.add_argument("--cfg-style", type=float, help="--generate: style guidance scale (default: the model's)")
     p.add_argument("--autoencoder", type=Path, default=None, help="--generate: autoencoder file (default: shipped)")
     p.add_argument("--denoiser", type=Path, default=None, help="--generate: denoiser file (default: shipped)")
+    p.add_argument("--style", type=Path, default=None, help="style file the denoiser was trained with (default: the shipped one)")
     p.add_argument("--max-seconds", type=float, default=60.0,
                    help="without --generated: seconds of each pair to score (default 60)")
     p.add_argument("--instrument", action="append", dest="instruments", choices=("bass", "drums"),
@@ -102,6 +103,7 @@ def register_eval(eval_models: argparse._SubParsersAction, formatter=argparse.Ra
     p.add_argument("--out", required=True, type=Path, help="report directory")
     p.add_argument("--autoencoder", type=Path, default=None, help="autoencoder file (default: the shipped one)")
     p.add_argument("--denoiser", type=Path, default=None, help="denoiser file (default: the shipped one)")
+    p.add_argument("--style", type=Path, default=None, help="style file the denoiser was trained with (default: the shipped one)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_eval_controls)
@@ -116,6 +118,9 @@ def register_eval(eval_models: argparse._SubParsersAction, formatter=argparse.Ra
     p.add_argument("--split", default="test", choices=("train", "validation", "test"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cfg-style", type=float, help="style guidance scale (default: the model's)")
+    p.add_argument("--autoencoder", type=Path, default=None, help="autoencoder file (default: the shipped one)")
+    p.add_argument("--denoiser", type=Path, default=None, help="denoiser file (default: the shipped one)")
+    p.add_argument("--style", type=Path, default=None, help="style file the denoiser was trained with (default: the shipped one)")
     p.set_defaults(func=_eval_style)
 
 
@@ -123,7 +128,7 @@ def _eval_controls(args: argparse.Namespace) -> int:
     from backline.engine.pipeline import load_bundle
     from backline.training.controls_report import run
 
-    bundle = load_bundle(args.autoencoder, args.denoiser)
+    bundle = load_bundle(args.autoencoder, args.denoiser, prompt_prior_path=args.style)
     run(bundle, args.out, steps=args.steps, seed=args.seed)
     print((args.out / "report.md").read_text())
     return 0
@@ -131,10 +136,12 @@ def _eval_controls(args: argparse.Namespace) -> int:
 
 def _eval_style(args: argparse.Namespace) -> int:
     from backline.engine.pipeline import load_bundle
+    from backline.engine.style import DEFAULT_PRIOR_PATH, PromptPrior
     from backline.training.style_eval import run
 
-    run(load_bundle(), args.data, args.out, count=args.count, seconds=args.seconds, steps=args.steps,
-        split=args.split, seed=args.seed, cfg_style=args.cfg_style)
+    bundle = load_bundle(args.autoencoder, args.denoiser, prompt_prior_path=args.style)
+    run(bundle, args.data, args.out, count=args.count, seconds=args.seconds, steps=args.steps,
+        split=args.split, seed=args.seed, cfg_style=args.cfg_style, prior=PromptPrior.load(args.style or DEFAULT_PRIOR_PATH))
     print((args.out / "report.md").read_text())
     return 0
 
@@ -169,7 +176,7 @@ def _eval_accompaniment(args: argparse.Namespace) -> int:
             return 2
         from backline.engine.pipeline import load_bundle
 
-        bundle = load_bundle(args.autoencoder, args.denoiser)
+        bundle = load_bundle(args.autoencoder, args.denoiser, prompt_prior_path=args.style)
         generate_stems(args.data, args.generated, bundle, count=args.count, seconds=args.seconds,
                        offset_seconds=args.offset_seconds, instruments=instruments, steps=args.steps,
                        seed=args.seed, split=args.split, cfg_context=args.cfg_context, cfg_style=args.cfg_style,
@@ -179,7 +186,7 @@ def _eval_accompaniment(args: argparse.Namespace) -> int:
         from backline.engine.audio import resample
         from backline.engine.pipeline import load_bundle
 
-        engine = load_bundle(args.autoencoder, args.denoiser)
+        engine = load_bundle(args.autoencoder, args.denoiser, prompt_prior_path=args.style)
 
         def round_trip(audio, rate):
             mono = resample(audio[None], rate, engine.sample_rate)

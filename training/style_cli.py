@@ -9,8 +9,12 @@ import sys
 from pathlib import Path
 
 STYLE_HELP = """\
-Train the prompt prior (text -> the denoiser's audio style space) on the target stems of a latent
-directory, with descriptions of each stem's GM program or drum kit from the data build's manifest.
+Train the style encoder on the target stems of a latent directory, with descriptions of each stem's
+GM program or drum kit (and effects) from the data build's manifest: first the audio tower (CLAP-style,
+contrastive against the descriptions and against other segments of the same stem), then the prompt
+prior (text -> the tower's space, the modality-gap mapper). `--audio-space statistics` skips the tower
+and maps prompts to the fixed latent statistics instead. A denoiser trained on the tower's space
+(`backline train diffusion --style FILE`) must ship with this file.
 Measures prompt-to-family and audio-to-audio retrieval on the test split and writes OUT (the
 .safetensors file) with report.json and report.md beside it. The text tower (all-MiniLM-L6-v2) needs
 the `style` extra.
@@ -27,7 +31,9 @@ def register_train(train_models: argparse._SubParsersAction, formatter) -> None:
     p.add_argument("--latents", required=True, type=Path, help="latent directory from `backline train latents`")
     p.add_argument("--data", required=True, type=Path, help="the data build the latents came from")
     p.add_argument("--out", required=True, type=Path, help="prior file to write (.safetensors)")
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--steps", type=int, default=3000, help="prompt prior steps")
+    p.add_argument("--tower-steps", type=int, default=2000, help="audio tower steps")
+    p.add_argument("--audio-space", choices=("tower", "statistics"), default="tower")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.set_defaults(func=_train_style)
@@ -40,7 +46,8 @@ def _train_style(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = train(args.latents, args.data, args.out, steps=args.steps, seed=args.seed,
+    report = train(args.latents, args.data, args.out, steps=args.steps, seed=args.seed, audio_space=args.audio_space,
+                   tower_steps=args.tower_steps,
                    log=lambda message: print(message, file=sys.stderr))
     report["command"] = "backline " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     (args.out.parent / "report.json").write_text(json.dumps(report, indent=2) + "\n")

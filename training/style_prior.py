@@ -1,11 +1,21 @@
-"""Training and measuring the prompt prior (``engine/style.py``): text -> the denoiser's audio style space.
+"""Training and measuring the style encoder (``engine/style.py``): the audio tower and the prompt prior.
 
 Data: the target stems of a latent directory (``backline train latents``). Each stem gives segments
-of 2-8 s whose latent statistics are the audio embeddings (exactly what the denoiser is trained on);
-its text is drawn from descriptions of its GM program or drum kit, which the data engine recorded
-(``programs`` in the manifest), e.g. "slap bass", "brushed jazz drum kit".
+of 2-8 s; its text is drawn from descriptions of its GM program or drum kit, which the data engine
+recorded (``programs`` in the manifest), e.g. "slap bass", "brushed jazz drum kit", and of the
+effects its variant was rendered with (reverb, chorus).
 
-Loss: mean squared error to the standardised audio embedding plus a symmetric InfoNCE term between
+**Audio tower** (``audio_space="tower"``, the default): trained first, CLAP-style. A batch holds
+two segments of each of 64 different stems and one description of each; the loss is a symmetric
+InfoNCE between the segments' embeddings and the descriptions' (the frozen text tower followed by a
+learned projection; stems of the same family are not each other's negatives) plus half a symmetric
+InfoNCE between the two segments of each stem (a segment must find its own stem). Temperature 0.1.
+Only the tower ships; the projection was there to shape the space. ``audio_space="statistics"``
+keeps the fixed latent statistics instead.
+
+**Prompt prior** (the modality-gap mapper), trained after the tower in its space:
+
+mean squared error to the standardised audio embedding plus a symmetric InfoNCE term between
 the mapped prompts and the audio embeddings of a batch (temperature 0.1), so prompts land both near
 their own sound and away from others. The text tower stays frozen; only the prior (an MLP) learns.
 
@@ -26,7 +36,8 @@ import torch
 from torch import nn
 
 from backline.data.dataset import read_manifest
-from backline.engine.style import PRIOR_KIND, TEXT_MODEL, PromptPrior, TextTower, latent_statistics, prior_forward
+from backline.engine.style import (PRIOR_KIND, STATISTICS_SPACE, TEXT_MODEL, TOWER_CONTEXT_FRAMES, PromptPrior,
+                                   TextTower, latent_statistics, prior_forward)
 
 # Families named by the GM programs the data engine draws (bass 32-39, drum kits).
 BASS_FAMILIES = {
@@ -78,20 +89,94 @@ def load_stems(latent_dir: Path, data_dir: Path) -> list[Stem]:
             continue
         name, texts = named
         target = np.load(latent_dir / entry["file"])["target"].astype(np.float32)
-        stems.append(Stem(target, entry["instrument"], name, (name, *texts), entry["split"],
-                          f"{entry['variant_id']}__{entry['instrument']}"))
+        stems.append(Stem(target, entry["instrument"], name, (name, *texts, *effect_texts(name, record.get("effects", {}))),
+                          entry["split"], f"{entry['variant_id']}__{entry['instrument']}"))
     return stems
 
 
-def segments(stem: Stem, count: int, rng: np.random.Generator, rate_hz: float) -> np.ndarray:
-    """(count, style_dim) latent statistics of random 2-8 s segments."""
+def effect_texts(name: str, effects: dict) -> tuple[str, ...]:
+    """Descriptions of a family with the effects its variant was rendered with."""
+    texts = [f"{name} with reverb", f"{name}, wet and roomy"] if effects.get("reverb") else [f"dry {name}", f"{name}, close and dry"]
+    if effects.get("chorus"):
+        texts.append(f"{name} with chorus")
+    return tuple(texts)
+
+
+def segments(stem: Stem, count: int, rng: np.random.Generator, rate_hz: float, embed=latent_statistics) -> np.ndarray:
+    """(count, style_dim) embeddings (``embed``: latent statistics, or a tower) of random 2-8 s segments."""
     frames = stem.latents.shape[1]
     out = []
     for _ in range(count):
         length = min(frames, int(rng.uniform(2.0, 8.0) * rate_hz))
         start = int(rng.integers(0, frames - length + 1))
-        out.append(latent_statistics(stem.latents[:, start:start + length]))
+        out.append(embed(stem.latents[:, start:start + length]))
     return np.stack(out)
+
+
+class AudioTower(nn.Module):
+    """The audio tower in torch (training); ``engine.style.tower_forward`` is the same in NumPy."""
+
+    def __init__(self, latent_channels: int, dim: int = 64, hidden: int = 192):
+        super().__init__()
+        self.frame = nn.ModuleList([nn.Linear(latent_channels * TOWER_CONTEXT_FRAMES, hidden), nn.Linear(hidden, hidden)])
+        self.head = nn.ModuleList([nn.Linear(2 * hidden, hidden), nn.Linear(hidden, dim)])
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        """(n, channels, frames) -> (n, dim) of norm sqrt(dim)."""
+        padded = torch.cat([latents[..., :1], latents, latents[..., -1:]], dim=-1)
+        frames = latents.shape[-1]
+        h = torch.cat([padded[..., i:i + frames] for i in range(TOWER_CONTEXT_FRAMES)], dim=-2).transpose(-1, -2)
+        for layer in self.frame:
+            h = nn.functional.gelu(layer(h), approximate="tanh")
+        h = torch.cat([h.mean(dim=-2), h.std(dim=-2, unbiased=False)], dim=-1)
+        out = self.head[1](nn.functional.gelu(self.head[0](h), approximate="tanh"))
+        return nn.functional.normalize(out, dim=-1) * out.shape[-1] ** 0.5
+
+
+def _crops(stems: list[Stem], picks: np.ndarray, length: int, rng: np.random.Generator) -> torch.Tensor:
+    out = []
+    for i in picks:
+        start = int(rng.integers(0, stems[i].latents.shape[1] - length + 1))
+        out.append(stems[i].latents[:, start:start + length])
+    return torch.from_numpy(np.stack(out))
+
+
+def _info_nce(logits: torch.Tensor, not_negative: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE over a square logit matrix whose diagonal holds the positives."""
+    if not_negative is not None:
+        logits = logits.masked_fill(not_negative & ~torch.eye(len(logits), dtype=torch.bool), -1e4)
+    labels = torch.arange(len(logits))
+    return 0.5 * (nn.functional.cross_entropy(logits, labels) + nn.functional.cross_entropy(logits.T, labels))
+
+
+def train_tower(stems: list[Stem], text_vectors: dict[str, np.ndarray], rng: np.random.Generator, rate_hz: float, *,
+                steps: int, batch_size: int = 64, learning_rate: float = 2e-3, dim: int = 64,
+                temperature: float = 0.1, log=print) -> AudioTower:
+    """The audio tower, trained contrastively against descriptions and against the same stem (see above)."""
+    tower = AudioTower(stems[0].latents.shape[0], dim)
+    text_dim = len(next(iter(text_vectors.values())))
+    projection = nn.Sequential(nn.Linear(text_dim, 256), nn.GELU(approximate="tanh"), nn.Linear(256, dim))
+    optimiser = torch.optim.AdamW([*tower.parameters(), *projection.parameters()], lr=learning_rate, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
+    shortest = min(s.latents.shape[1] for s in stems)
+    batch_size = min(batch_size, len(stems))
+    for step in range(steps):
+        picks = rng.choice(len(stems), batch_size, replace=False)
+        first, second = (_crops(stems, picks, min(shortest, int(rng.uniform(2.0, 8.0) * rate_hz)), rng) for _ in range(2))
+        audio, other = nn.functional.normalize(tower(first), dim=1), nn.functional.normalize(tower(second), dim=1)
+        text = torch.from_numpy(np.stack([text_vectors[stems[i].texts[rng.integers(len(stems[i].texts))]] for i in picks]))
+        text = nn.functional.normalize(projection(text), dim=1)
+        same_family = torch.from_numpy(np.array([[stems[i].family == stems[j].family for j in picks] for i in picks]))
+        nce_text = _info_nce(audio @ text.T / temperature, same_family)
+        nce_audio = _info_nce(audio @ other.T / temperature)
+        loss = nce_text + 0.5 * nce_audio
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        if step % 500 == 0 or step == steps - 1:
+            log(f"tower step {step}: text nce {nce_text.item():.4f} audio nce {nce_audio.item():.4f}")
+    return tower.eval()
 
 
 class Prior(nn.Module):
@@ -121,8 +206,8 @@ def recall_at(similarity: np.ndarray, correct: np.ndarray, k: int) -> float:
 
 
 def evaluate(weights: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, stems: list[Stem], tower: TextTower,
-             rate_hz: float, seed: int = 1) -> dict:
-    """Prompt-to-family and audio-to-audio retrieval on ``stems`` (the held-out split)."""
+             rate_hz: float, seed: int = 1, embed=latent_statistics) -> dict:
+    """Prompt-to-family and audio-to-audio retrieval on ``stems`` (the held-out split), audio embedded by ``embed``."""
     rng = np.random.default_rng(seed)
     report: dict = {}
     for instrument in ("bass", "drums"):
@@ -132,7 +217,7 @@ def evaluate(weights: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, 
         families = sorted({s.family for s in group} | {name for name, _ in
                            (BASS_FAMILIES if instrument == "bass" else DRUM_FAMILIES).values()})
         prompts = (prior_forward(weights, tower.embed(families)))  # standardised space
-        audio = [(segments(s, 4, rng, rate_hz) - mean) / std for s in group]
+        audio = [(segments(s, 4, rng, rate_hz, embed) - mean) / std for s in group]
         queries = np.concatenate(audio)
         truth = np.concatenate([[families.index(s.family)] * 4 for s in group])
         sim = _similarity(queries, prompts)
@@ -150,8 +235,12 @@ def evaluate(weights: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, 
 
 
 def train(latent_dir: Path, data_dir: Path, out: Path, *, steps: int = 3000, batch_size: int = 256,
-          learning_rate: float = 2e-3, seed: int = 0, rate_hz: float | None = None, log=print) -> dict:
-    """Train the prior; writes ``out`` (.safetensors with config + standardisation) and returns the report."""
+          learning_rate: float = 2e-3, seed: int = 0, rate_hz: float | None = None, audio_space: str = "tower",
+          tower_steps: int = 2000, tower_dim: int = 64, log=print) -> dict:
+    """Train the audio tower (``audio_space="tower"``) then the prior; writes ``out`` (.safetensors with the
+    tower, the prior, the config and the standardisation) and returns the report."""
+    if audio_space not in ("tower", "statistics"):
+        raise ValueError(f"audio_space must be 'tower' or 'statistics', got {audio_space!r}")
     started = time.perf_counter()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -164,7 +253,17 @@ def train(latent_dir: Path, data_dir: Path, out: Path, *, steps: int = 3000, bat
     tower = TextTower()
     texts = sorted({t for s in train_stems for t in s.texts})
     text_vectors = dict(zip(texts, tower.embed(texts)))
-    pool = np.concatenate([segments(s, 16, rng, rate_hz) for s in train_stems])
+    audio_tower, embed = None, latent_statistics
+    if audio_space == "tower":
+        audio_tower = train_tower(train_stems, text_vectors, rng, rate_hz, steps=tower_steps, dim=tower_dim, log=log)
+        tower_weights = {f"tower.{k}": v.detach().half().float().numpy() for k, v in audio_tower.state_dict().items()}
+
+        def embed(latents):  # as the engine will: NumPy, from the fp16 weights that ship
+            from backline.engine.style import tower_forward
+
+            return tower_forward(tower_weights, latents)
+    bank = np.stack([segments(s, 32, rng, rate_hz, embed) for s in train_stems])  # 32 segments per stem, embedded once
+    pool = bank.reshape(-1, bank.shape[-1])
     mean, std = pool.mean(axis=0), pool.std(axis=0) + 1e-4
     model = Prior(len(next(iter(text_vectors.values()))), pool.shape[1])
     optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
@@ -173,7 +272,7 @@ def train(latent_dir: Path, data_dir: Path, out: Path, *, steps: int = 3000, bat
         picks = rng.integers(0, len(train_stems), batch_size)
         text = torch.from_numpy(np.stack([text_vectors[train_stems[i].texts[rng.integers(len(train_stems[i].texts))]]
                                           for i in picks]))
-        target = torch.from_numpy(np.stack([(segments(train_stems[i], 1, rng, rate_hz)[0] - mean) / std for i in picks]))
+        target = torch.from_numpy((bank[picks, rng.integers(0, bank.shape[1], batch_size)] - mean) / std)
         predicted = model(text)
         mse = ((predicted - target) ** 2).mean()
         p, t = nn.functional.normalize(predicted, dim=1), nn.functional.normalize(target, dim=1)
@@ -190,25 +289,32 @@ def train(latent_dir: Path, data_dir: Path, out: Path, *, steps: int = 3000, bat
         if step % 500 == 0 or step == steps - 1:
             log(f"step {step}: mse {mse.item():.4f} nce {nce.item():.4f}")
     config = {"text_model": TEXT_MODEL, "text_dim": int(model.layers[0].in_features), "hidden": 256,
-              "style_dim": int(pool.shape[1]), "style_space": "latent mean and std of the shipped autoencoder",
+              "style_dim": int(pool.shape[1]),
+              "audio_tower": {"kind": "frames x3 -> 192 -> 192, mean+std pool -> 192 -> 64, norm sqrt(64)",
+                              "steps": tower_steps} if audio_tower is not None else None,
               "style_mean": mean.tolist(), "style_std": std.tolist(), "latent_rate_hz": rate_hz,
               "training": {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
                            "stems": len(train_stems)}}
-    save_prior(out, model, config, version=f"0.1.0+{steps}steps")
+    version = f"0.2.0+{tower_steps}+{steps}steps" if audio_tower is not None else f"0.1.0+{steps}steps"
+    save_prior(out, model, config, version=version, audio_tower=audio_tower)
     shipped = PromptPrior.load(out)  # measured as shipped: fp16 weights
     return {"train_stems": len(train_stems), "held_out_stems": len(held_out), "steps": steps,
+            "tower_steps": tower_steps if audio_tower is not None else 0, "audio_space": shipped.audio_space,
             "wall_seconds": round(time.perf_counter() - started, 1),
-            "held_out": evaluate(shipped.weights, mean, std, held_out, tower, rate_hz)}
+            "held_out": evaluate(shipped.weights, mean, std, held_out, tower, rate_hz, embed=shipped.audio_embedding)}
 
 
-def save_prior(path: Path, model: Prior, config: dict, *, version: str) -> Path:
-    """Write the prior as fp16 safetensors with its config (and the audio space's standardisation)."""
+def save_prior(path: Path, model: Prior, config: dict, *, version: str, audio_tower: AudioTower | None = None) -> Path:
+    """Write the prior (and the audio tower, as ``tower.*``) as fp16 safetensors with its config (and the
+    audio space's standardisation)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}, str(path),
-              metadata={"kind": PRIOR_KIND, "version": version, "config": json.dumps(config)})
+    tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    if audio_tower is not None:
+        tensors |= {f"tower.{k}": v.detach().to(torch.float16).contiguous() for k, v in audio_tower.state_dict().items()}
+    save_file(tensors, str(path), metadata={"kind": PRIOR_KIND, "version": version, "config": json.dumps(config)})
     return path
 
 
@@ -221,9 +327,11 @@ def _latent_rate(latent_dir: Path) -> float:
 
 
 def render_report(report: dict) -> str:
-    lines = ["# Prompt prior: retrieval on held-out stems", "",
+    space = report.get("audio_space", STATISTICS_SPACE)
+    lines = ["# Style encoder: retrieval on held-out stems", "",
              f"{report['train_stems']} training stems, {report['held_out_stems']} held-out (test split) stems, "
-             f"{report['steps']} steps, {report['wall_seconds']} s.", "",
+             f"audio space `{space}` ({report.get('tower_steps', 0)} tower steps), prompt prior {report['steps']} steps, "
+             f"{report['wall_seconds']} s.", "",
              "Prompt: for each held-out segment (4 per stem, 2-8 s), the family prompts ranked by similarity to it. "
              "Audio: a segment's nearest among one other segment of every held-out stem.", "",
              "| instrument | stems | families | prompt R@1 (chance) | prompt R@5 (chance) | audio R@1 (chance) | audio R@5 (chance) |",

@@ -47,7 +47,10 @@ def make_synthetic_build(build_dir: Path, *, pieces: int = 4, duration_seconds: 
         mix = stems["bass"] + stems["drums"]
         (folder / "stems").mkdir(parents=True, exist_ok=True)
         record = {"variant_id": variant_id, "split": "validation" if index == pieces - 1 else "train",
-                  "mix": f"audio/{variant_id}/mix.flac", "stems": {}, "pairs": {}}
+                  "mix": f"audio/{variant_id}/mix.flac", "stems": {}, "pairs": {},
+                  # GM programs and effects, as the data engine records them (the style encoder's descriptions)
+                  "programs": {"bass": (33, 38)[index % 2], "drum_kit": (0, 25)[index % 2]},
+                  "effects": {"reverb": index % 2 == 1, "chorus": False}}
         sf.write(folder / "mix.flac", mix, SAMPLE_RATE)
         for name, audio in stems.items():
             sf.write(folder / "stems" / f"{name}.flac", audio, SAMPLE_RATE)
