@@ -27,10 +27,11 @@ import numpy as np
 
 from backline.engine import controls
 from backline.engine.audio import AudioError, resample, to_mono, validate_audio
-from backline.engine.runtime import (ONNX_FILES, Backend, ModelContract, OnnxBackend, TorchBackend,
-                                     default_onnx_dir, guidance_for)
+from backline.engine.runtime import (ONNX_FILES, STYLE_ENCODER_FILE, Backend, ModelContract, OnnxBackend,
+                                     TorchBackend, default_onnx_dir, guidance_for, onnx_audio_style)
 from backline.engine.sampling import GUIDANCE_RESCALE, get_sampler, get_sigmas_karras, guided
-from backline.engine.style import DEFAULT_PRIOR_PATH, PromptEncoder, audio_style, interpolate, latent_statistics
+from backline.engine.style import (DEFAULT_PRIOR_PATH, STATISTICS_SPACE, PromptEncoder, audio_style, interpolate,
+                                   latent_statistics)
 
 MAX_DURATION_SECONDS = 600.0
 MAX_CACHED_REFERENCES = 32
@@ -144,8 +145,13 @@ def load_bundle(autoencoder_path: str | Path | None = None, denoiser_path: str |
         runtime = TorchBackend.from_files(autoencoder_path or default_ae, denoiser_path or default_dn)
     style_path = prompt_prior_path or DEFAULT_PRIOR_PATH
     space = runtime.contract.style_space
+    style_graph = runtime.onnx_dir / STYLE_ENCODER_FILE if backend == "onnx" else None
+    if space != STATISTICS_SPACE and style_graph is not None and style_graph.is_file():
+        references = onnx_audio_style(style_graph, space, providers=providers, intra_op_threads=intra_op_threads)
+    else:
+        references = audio_style(space, style_path)
     return Bundle(runtime, PromptEncoder(style_path, cache_dir=prompt_cache_dir, style_space=space),
-                  audio_style=audio_style(space, style_path))
+                  audio_style=references)
 
 
 def _encode(bundle: Bundle, mono: np.ndarray) -> np.ndarray:

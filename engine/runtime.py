@@ -381,6 +381,32 @@ class OnnxBackend:
 
 
 # -- torch ------------------------------------------------------------------------------------------------
+STYLE_ENCODER_FILE = "style_encoder.onnx"  # written by `backline export` for a denoiser on a style tower
+
+
+def onnx_audio_style(path: str | Path, style_space: str, *, providers: list[str] | None = None,
+                     intra_op_threads: int | None = None):
+    """``latents (C, frames) -> (style_dim,)`` through ``style_encoder.onnx``, which must make ``style_space``."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if intra_op_threads:
+        options.intra_op_num_threads = int(intra_op_threads)
+    session = ort.InferenceSession(str(path), options, providers=choose_providers(providers))
+    made = session.get_modelmeta().custom_metadata_map.get("style_space")
+    if made != style_space:
+        raise RuntimeModelError(f"{path} makes the style space {made!r}, the denoiser was trained on {style_space!r}; "
+                                "export them together")
+
+    def embed(latents: np.ndarray) -> np.ndarray:
+        latents = np.asarray(latents, np.float32)
+        if latents.ndim != 2 or latents.shape[1] == 0:
+            raise ValueError(f"expected (channels, frames) latents with frames > 0, got shape {latents.shape}")
+        return session.run(None, {"latents": latents[None]})[0][0]
+
+    return embed
+
+
 class TorchBackend:
     """Today's torch modules behind the same interface (development, training checks, the export reference)."""
 

@@ -62,6 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="seed of the random check inputs (default: fresh, reported)")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads for the check")
     p.add_argument("--json", type=Path, help="also write the check report here")
+    p.add_argument("--style", type=Path, default=None, help="style file whose tower the denoiser was trained on "
+                   "(default: the shipped one; only for a denoiser on a style tower)")
     p.set_defaults(func=_export)
 
 
@@ -81,7 +83,7 @@ def _export(args: argparse.Namespace) -> int:
 
     try:
         report = export_models(args.autoencoder, args.denoiser, args.out, opset=args.opset,
-                               tolerance=args.tolerance, seed=args.seed, threads=args.threads)
+                               tolerance=args.tolerance, seed=args.seed, threads=args.threads, style_path=args.style)
         data = report.to_dict()
         status = 0
     except ExportError as error:
@@ -91,7 +93,7 @@ def _export(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for part, check in data["checks"].items():
-        print(f"{part:9} max abs error {check['max_abs_error']:.3g}  max rel error {check['max_rel_error']:.3g}  "
+        print(f"{part:13} max abs error {check['max_abs_error']:.3g}  max rel error {check['max_rel_error']:.3g}  "
               f"(torch float32: {check['torch_float32_rel_error']:.3g})  {'ok' if check['passed'] else 'FAILED'}")
     for path in data.get("files", {}).values():
         print(f"wrote {path}")

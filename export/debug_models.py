@@ -10,13 +10,14 @@ from pathlib import Path
 
 
 def write_debug_models(directory: str | Path, config: str = "tiny", *, seed: int = 0,
-                       autoencoder_config: str | None = None) -> tuple[Path, Path]:
+                       autoencoder_config: str | None = None, style_space: str | None = None) -> tuple[Path, Path]:
     """Write a random autoencoder and denoiser of the named configs; returns their two paths.
 
     Weights are drawn from a generator seeded with ``seed`` (the same files for the same seed). The
     denoiser's zero-initialised layers (output and residual convolutions) get small random weights,
     so its output depends on every input, as a trained one's does. Weights are stored as
-    float32, so an export compares against exactly what was saved.
+    float32, so an export compares against exactly what was saved. ``style_space`` records the style
+    space the denoiser claims (default: its config's, latent statistics).
     """
     import dataclasses
 
@@ -29,6 +30,8 @@ def write_debug_models(directory: str | Path, config: str = "tiny", *, seed: int
     ae_config = AE_CONFIGS[autoencoder_config or config]
     dn_config = dataclasses.replace(DN_CONFIGS[config], latent_channels=ae_config.latent_channels,
                                     sample_rate=ae_config.sample_rate, latent_rate_hz=ae_config.latent_rate_hz)
+    if style_space is not None:
+        dn_config = dataclasses.replace(dn_config, style_space=style_space)
     autoencoder = Autoencoder(ae_config).eval()
     denoiser = EDMPrecond(dn_config).eval()
     with torch.no_grad():

@@ -25,8 +25,17 @@ largest absolute error, that error relative to the reference's peak, torch float
 error and the difference between onnxruntime and torch float32 (see ``TOLERANCE``). If any graph fails the tolerance, no file is written (the temporary files are
 deleted) and ``ExportError`` carries the report; files already in ``out_dir`` are left as they were.
 
-There is no style encoder to export yet: the style embedding is ``engine/style.py``'s latent
-statistics, computed in numpy from the encoder's output.
+When the denoiser was trained on a learned style tower (``style_space`` ``style-tower:...``), the
+style file that holds it is exported too (``style_path``; it must be that very tower):
+
+    style_encoder.onnx         latents (batch, C, frames) -> style (batch, style_dim): the audio tower
+    prompt_prior.onnx          text (batch, text_dim) -> style (batch, style_dim): the prompt prior with the
+                               audio space's standardisation folded in (the text embedding itself comes
+                               from all-MiniLM-L6-v2, which is not exported)
+
+checked against the engine's NumPy forward (``engine/style.py``) on fresh inputs, with metadata
+``backline_kind`` (``style``), ``backline_version``, ``style_space``, ``style_dim``, ``latent_channels``
+and ``text_model``. A denoiser on latent statistics needs no style graph.
 """
 
 from __future__ import annotations
@@ -425,10 +434,92 @@ def denoiser_metadata(safetensors_metadata: dict[str, str], config) -> dict[str,
             "instruments": json.dumps(list(INSTRUMENTS)), "inputs": json.dumps(list(DENOISER_INPUTS))}
 
 
+STYLE_FILES = {"style_encoder": "style_encoder.onnx", "prompt_prior": "prompt_prior.onnx"}
+
+
+def _style_graphs(prior):
+    """Torch modules of a style file's tower and prior (with its standardisation), from its weights."""
+    import torch
+
+    from backline.training.style_prior import AudioTower, Prior
+
+    w = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in prior.weights.items()}
+    tower = AudioTower(w["tower.frame.0.weight"].shape[1] // 3, w["tower.head.1.weight"].shape[0],
+                       w["tower.frame.0.weight"].shape[0])
+    tower.load_state_dict({k[len("tower."):]: v for k, v in w.items() if k.startswith("tower.")})
+    mapping = Prior(w["layers.0.weight"].shape[1], w["layers.2.weight"].shape[0], w["layers.0.weight"].shape[0])
+    mapping.load_state_dict({k: v for k, v in w.items() if k.startswith("layers.")})
+
+    class PriorGraph(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.prior = mapping
+            self.register_buffer("mean", torch.from_numpy(prior.mean))
+            self.register_buffer("std", torch.from_numpy(prior.std))
+
+        def forward(self, text):
+            return self.prior(text) * self.std + self.mean
+
+    return tower.eval(), PriorGraph().eval()
+
+
+def check_style(prior, encoder_path: Path, prior_path: Path, *, rng: np.random.Generator, tolerance: float = TOLERANCE,
+                threads: int | None = None) -> dict[str, dict]:
+    """The style graphs against the engine's NumPy forward (float32: the reference here), at 1, odd and long
+    frame counts."""
+    from backline.engine.style import prior_forward, tower_forward
+
+    channels = prior.weights["tower.frame.0.weight"].shape[1] // 3
+    encoder, mapping = _session(encoder_path, threads), _session(prior_path, threads)
+    cases_encoder, cases_prior = [], []
+    for batch, frames in ((1, 1), (2, 37), (1, 400)):
+        latents = rng.standard_normal((batch, channels, frames)).astype(np.float32)
+        want = tower_forward(prior.weights, latents).astype(np.float64)
+        got = encoder.run(None, {"latents": latents})[0]
+        cases_encoder.append(_case(got, want.astype(np.float32), want, tolerance, batch=batch, frames=frames))
+    for batch in (1, 5):
+        text = rng.standard_normal((batch, prior.weights["layers.0.weight"].shape[1])).astype(np.float32)
+        text /= np.linalg.norm(text, axis=1, keepdims=True)
+        want = (prior_forward(prior.weights, text) * prior.std + prior.mean).astype(np.float64)
+        got = mapping.run(None, {"text": text})[0]
+        cases_prior.append(_case(got, want.astype(np.float32), want, tolerance, batch=batch))
+    return {"style_encoder": _summary(cases_encoder, tolerance), "prompt_prior": _summary(cases_prior, tolerance)}
+
+
+def _export_style(style_path: Path, temporary: dict[str, Path], latent_channels: int, style_space: str,
+                  opset: int) -> object:
+    """Write the style graphs of ``style_path`` (whose tower must be ``style_space``) to ``temporary``."""
+    import torch
+
+    from backline.engine.style import TEXT_MODEL, PromptPrior
+
+    prior = PromptPrior.load(style_path)
+    if prior.audio_space != style_space:
+        raise ValueError(f"{style_path}: its audio tower ({prior.audio_space}) is not the one the denoiser was trained "
+                         f"with ({style_space})")
+    tower, mapping = _style_graphs(prior)
+    if tower.frame[0].in_features != 3 * latent_channels:
+        raise ValueError(f"{style_path}: its tower reads {tower.frame[0].in_features // 3} latent channels, "
+                         f"the autoencoder makes {latent_channels}")
+    _torch_export(tower, (torch.randn(2, latent_channels, 9),), temporary["style_encoder"], ["latents"], ["style"],
+                  {"latents": {0: "batch", 2: "latent_frames"}, "style": {0: "batch"}}, opset)
+    _torch_export(mapping, (torch.randn(2, mapping.prior.layers[0].in_features),), temporary["prompt_prior"],
+                  ["text"], ["style"], {"text": {0: "batch"}, "style": {0: "batch"}}, opset)
+    common = {"backline_kind": "style", "backline_version": str(prior.metadata.get("version")),
+              "backline_onnx_contract": ONNX_CONTRACT_VERSION, "style_space": style_space,
+              "style_dim": json.dumps(prior.style_dim), "latent_channels": json.dumps(latent_channels),
+              "text_model": prior.metadata.get("text_model", TEXT_MODEL)}
+    _write_metadata(temporary["style_encoder"], common | {"backline_graph": "style_encoder"})
+    _write_metadata(temporary["prompt_prior"], common | {"backline_graph": "prompt_prior"})
+    return prior
+
+
 def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_dir: str | Path, *,
                   opset: int = OPSET, tolerance: float = TOLERANCE, seed: int | None = None,
-                  threads: int | None = None) -> ExportReport:
-    """Export, check and (only if every graph passes) write the four graphs to ``out_dir``."""
+                  threads: int | None = None, style_path: str | Path | None = None) -> ExportReport:
+    """Export, check and (only if every graph passes) write the four graphs to ``out_dir``, and the two
+    style graphs when the denoiser was trained on a style tower (from ``style_path``, default the
+    shipped style file)."""
     import torch
 
     from backline.models.autoencoder import load_autoencoder
@@ -443,7 +534,13 @@ def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_d
     out_dir.mkdir(parents=True, exist_ok=True)
     seed = secrets.randbits(32) if seed is None else seed
     report = ExportReport(out_dir, seed=seed)
-    temporary = {part: out_dir / f".{name}.partial" for part, name in ONNX_FILES.items()}
+    from backline.engine.style import DEFAULT_PRIOR_PATH, STATISTICS_SPACE
+
+    files = dict(ONNX_FILES)
+    with_style = denoiser.config.style_space != STATISTICS_SPACE
+    if with_style:
+        files |= STYLE_FILES
+    temporary = {part: out_dir / f".{name}.partial" for part, name in files.items()}
     try:
         c = autoencoder.config
         EncoderGraph, DecoderGraph = _graphs()
@@ -477,6 +574,9 @@ def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_d
         _torch_export(_step_graph()(denoiser).eval(), tuple(torch.from_numpy(step[n]) for n in STEP_INPUTS),
                       temporary["step"], list(STEP_INPUTS), list(STEP_OUTPUTS), step_dynamic, opset)
         _write_metadata(temporary["step"], step_metadata(raw_metadata(denoiser_path), d))
+        if with_style:
+            style = _export_style(Path(style_path or DEFAULT_PRIOR_PATH), temporary, c.latent_channels,
+                                  d.style_space, opset)
 
         rng = np.random.default_rng(seed)
         report.checks.update(check_autoencoder(autoencoder, temporary["encoder"], temporary["decoder"], rng=rng,
@@ -484,14 +584,20 @@ def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_d
         report.checks["denoiser"] = check_denoiser(denoiser, temporary["denoiser"], rng=rng, tolerance=tolerance,
                                                    threads=threads)
         report.checks["step"] = check_step(denoiser, temporary["step"], rng=rng, tolerance=tolerance, threads=threads)
+        if with_style:
+            report.checks.update(check_style(style, temporary["style_encoder"], temporary["prompt_prior"], rng=rng,
+                                             tolerance=tolerance, threads=threads))
         failed = [part for part, check in report.checks.items() if not check["passed"]]
         if failed:
             details = ", ".join(f"{part}: max relative error {report.checks[part]['max_rel_error']:.3g}" for part in failed)
             raise ExportError(f"ONNX export refused, the graphs differ from torch beyond {tolerance:g} ({details}); "
                               f"nothing was written to {out_dir}", report.to_dict())
-        for part, name in ONNX_FILES.items():
+        for part, name in files.items():
             temporary[part].replace(out_dir / name)
             report.files[part] = out_dir / name
+        if not with_style:  # graphs of an earlier style tower would not belong to this denoiser
+            for name in STYLE_FILES.values():
+                (out_dir / name).unlink(missing_ok=True)
         return report
     finally:
         for path in temporary.values():
