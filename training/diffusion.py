@@ -28,7 +28,7 @@ from backline.engine.style import latent_statistics
 from backline.models.autoencoder import encode_audio, load_autoencoder
 from backline.models.diffusion import INSTRUMENTS, EDMPrecond, DenoiserConfig, load_denoiser, save_denoiser
 
-STYLE_MIN_FRAMES = 16
+STYLE_FRAMES = (16, 64)  # default length range of the style sub-segment, latent frames (0.75-3 s at 21.5/s)
 
 
 def encode_build(autoencoder_path: str | Path, build_dir: str | Path, out_dir: str | Path, *,
@@ -91,9 +91,10 @@ class LatentPairs:
     def __len__(self) -> int:
         return len(self.target)
 
-    def batch(self, rng: np.random.Generator, batch_size: int, frames: int, embed=latent_statistics) -> dict[str, torch.Tensor]:
+    def batch(self, rng: np.random.Generator, batch_size: int, frames: int, embed=latent_statistics,
+              style_frames: tuple[int, int] = STYLE_FRAMES) -> dict[str, torch.Tensor]:
         """Random crops; each style embedding (``embed``: latents -> embedding) comes from a random
-        sub-segment of the same target."""
+        sub-segment of the same target, ``style_frames`` (shortest, longest) latent frames long."""
         picks = rng.integers(0, len(self), batch_size)
         context, target, style = [], [], []
         for i in picks:
@@ -101,7 +102,7 @@ class LatentPairs:
             start = int(rng.integers(0, total - frames + 1))
             context.append(self.context[i][:, start : start + frames])
             target.append(self.target[i][:, start : start + frames])
-            length = int(rng.integers(STYLE_MIN_FRAMES, min(total, 4 * STYLE_MIN_FRAMES) + 1))
+            length = int(rng.integers(min(style_frames[0], total), min(total, style_frames[1]) + 1))
             style_start = int(rng.integers(0, total - length + 1))
             style.append(embed(self.target[i][:, style_start : style_start + length]))
         return {
@@ -126,6 +127,7 @@ class TrainOptions:
     instruments: tuple[str, ...] = INSTRUMENTS
     style_file: str | None = None  # a style file whose audio tower gives the style embeddings (else latent statistics)
     init_from: str | None = None  # a denoiser file to start from (a fresh run only)
+    style_frames: tuple[int, int] = STYLE_FRAMES  # style sub-segment length range, latent frames
 
 
 def _plot(run_dir: Path) -> None:
@@ -152,11 +154,12 @@ def _plot(run_dir: Path) -> None:
 
 @torch.no_grad()
 def validation_loss(model: EDMPrecond, pairs: LatentPairs, frames: int, *, batches: int = 8, seed: int = 1234,
-                    embed=latent_statistics) -> float:
+                    embed=latent_statistics, style_frames: tuple[int, int] = STYLE_FRAMES) -> float:
     """Mean EDM loss on fixed crops, noise and dropout (the same every call, so curves compare)."""
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
-    losses = [model.loss(**pairs.batch(rng, 16, frames, embed), generator=generator).item() for _ in range(batches)]
+    losses = [model.loss(**pairs.batch(rng, 16, frames, embed, style_frames), generator=generator).item()
+              for _ in range(batches)]
     return float(np.mean(losses))
 
 
@@ -180,7 +183,7 @@ def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, o
         config = dataclasses.replace(config, style_space=style.audio_space)
         embed = style.audio_embedding
     first = train_pairs.target[0]
-    style_dim = len(embed(first[:, :STYLE_MIN_FRAMES]))
+    style_dim = len(embed(first[:, :options.style_frames[0]]))
     if first.shape[0] != config.latent_channels or style_dim != config.style_dim:
         raise ValueError(f"latents have {first.shape[0]} channels and make {style_dim}-number style embeddings; config "
                          f"expects latent_channels={config.latent_channels} and style_dim={config.style_dim}")
@@ -233,7 +236,8 @@ def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, o
             learning_rate = options.learning_rate * min(1.0, (step + 1) / options.warmup_steps)
             for group in optimiser.param_groups:
                 group["lr"] = learning_rate
-            loss = model.loss(**train_pairs.batch(rng, options.batch_size, frames, embed), generator=generator)
+            loss = model.loss(**train_pairs.batch(rng, options.batch_size, frames, embed, options.style_frames),
+                              generator=generator)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -252,8 +256,9 @@ def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, o
                 train_log.flush()
             if step % options.validate_every == 0 or step == options.steps:
                 model.eval()
-                validation_log.write(f"{step},{validation_loss(model, validation_pairs, frames, embed=embed):.5f},"
-                                     f"{validation_loss(ema, validation_pairs, frames, embed=embed):.5f}\n")
+                losses = [validation_loss(m, validation_pairs, frames, embed=embed, style_frames=options.style_frames)
+                          for m in (model, ema)]
+                validation_log.write(f"{step},{losses[0]:.5f},{losses[1]:.5f}\n")
                 validation_log.flush()
                 model.train()
                 _plot(run_dir)

@@ -51,6 +51,8 @@ def register_train(train_models: argparse._SubParsersAction, formatter) -> None:
     p.add_argument("--style", type=Path, default=None, help="style file (`backline train style`) whose audio tower "
                    "makes the style embeddings; without it, latent statistics")
     p.add_argument("--init-from", type=Path, default=None, help="start from this denoiser file's weights (same config)")
+    p.add_argument("--style-seconds", type=float, nargs=2, default=None, metavar=("SHORTEST", "LONGEST"),
+                   help="length range of the target's sub-segment the style embedding comes from (default 0.75 3)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--validate-every", type=int, default=250)
@@ -108,11 +110,21 @@ def _diffusion(args: argparse.Namespace) -> int:
                            time_limit_minutes=args.time_limit_minutes,
                            instruments=tuple(args.instruments) if args.instruments else INSTRUMENTS,
                            style_file=str(args.style) if args.style else None,
-                           init_from=str(args.init_from) if args.init_from else None)
+                           init_from=str(args.init_from) if args.init_from else None,
+                           **_style_frames(args.style_seconds, resolve_config(args.config).latent_rate_hz))
     summary = train(resolve_config(args.config), args.latents, args.run, options, resume=args.resume,
                     progress=not args.quiet)
     print(json.dumps(summary))
     return 0
+
+
+def _style_frames(seconds: list[float] | None, latent_rate_hz: float) -> dict:
+    if seconds is None:
+        return {}
+    shortest, longest = (max(1, int(round(s * latent_rate_hz))) for s in seconds)
+    if shortest > longest:
+        raise SystemExit(f"--style-seconds {seconds[0]} {seconds[1]}: the shortest is longer than the longest")
+    return {"style_frames": (shortest, longest)}
 
 
 def parse_guidance(cfg_context: float | None, cfg_style: float | None, per_instrument: list[str]) -> dict:

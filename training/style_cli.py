@@ -10,10 +10,11 @@ from pathlib import Path
 
 STYLE_HELP = """\
 Train the style encoder on the target stems of a latent directory, with descriptions of each stem's
-GM program or drum kit (and effects) from the data build's manifest: first the audio tower (CLAP-style,
-contrastive against the descriptions and against other segments of the same stem), then the prompt
-prior (text -> the tower's space, the modality-gap mapper). `--audio-space statistics` skips the tower
-and maps prompts to the fixed latent statistics instead. A denoiser trained on the tower's space
+GM program or drum kit (and effects) from the data build's manifest: the prompt prior (text -> the
+audio style space, the modality-gap mapper), into the fixed latent statistics the shipped denoiser
+uses (the default), or, with `--audio-space tower`, first a learned audio tower (CLAP-style,
+contrastive against the descriptions and against other segments of the same stem) and then the prior
+into its space. A denoiser trained on the tower's space
 (`backline train diffusion --style FILE`) must ship with this file.
 Measures prompt-to-family and audio-to-audio retrieval on the test split and writes OUT (the
 .safetensors file) with report.json and report.md beside it. The text tower (all-MiniLM-L6-v2) needs
@@ -33,7 +34,8 @@ def register_train(train_models: argparse._SubParsersAction, formatter) -> None:
     p.add_argument("--out", required=True, type=Path, help="prior file to write (.safetensors)")
     p.add_argument("--steps", type=int, default=3000, help="prompt prior steps")
     p.add_argument("--tower-steps", type=int, default=2000, help="audio tower steps")
-    p.add_argument("--audio-space", choices=("tower", "statistics"), default="tower")
+    p.add_argument("--audio-space", choices=("tower", "statistics"), default="statistics",
+                   help="the audio space: the fixed latent statistics (default: what the shipped denoiser uses) or a learned tower")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.set_defaults(func=_train_style)

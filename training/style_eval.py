@@ -11,8 +11,8 @@ to their own reference than to another's.
 - **prompt**: the same contexts, generated with a prompt naming the stem's GM family (e.g. "slap
   bass"); R is the prompt's embedding in the style space, R' another family's.
 
-Two embeddings: the style space the denoiser is conditioned on (latent statistics, standardised by
-the prompt prior's statistics) and, as an independent view, a fixed log-mel embedding (``fit_metrics``;
+Two embeddings: the style space the denoiser is conditioned on (the style file's audio tower, or latent
+statistics for a denoiser trained on them; standardised by the prompt prior's statistics) and, as an independent view, a fixed log-mel embedding (``fit_metrics``;
 reference adherence only, since a prompt has no audio).
 """
 
@@ -43,13 +43,28 @@ def apa(candidates: np.ndarray, references: np.ndarray, shuffle: np.ndarray) -> 
     return float(np.clip(0.5 + (other - own) / (2 * spread), 0.0, 1.0))
 
 
+SILENT_DBFS = -50.0  # a reference (or context) quieter than this is not a style: the pair is skipped
+
+
+def _rms_dbfs(audio: np.ndarray) -> float:
+    return float(10 * np.log10(max(float(np.mean(np.square(audio, dtype=np.float64))), 1e-20)))
+
+
 def _pairs(build_dir: Path, instrument: str, split: str, seconds: float, count: int) -> list[dict]:
-    """Pairs long enough for a context segment and a separate reference segment, with a named family."""
+    """The first ``count`` pairs long enough for a context segment and a separate reference segment, with a
+    named family and neither segment silent (a stem may rest for a while); the segments are loaded."""
     chosen = []
     for record in read_manifest(build_dir, split=split):
         named = family(instrument, record.get("programs", {}))
-        if instrument in record["pairs"] and named and record["duration_seconds"] >= 2 * seconds + 1:
-            chosen.append({"record": record, "family": named[0]})
+        if instrument not in record["pairs"] or not named or record["duration_seconds"] < 2 * seconds + 1:
+            continue
+        context, rate = read_audio(build_dir / record["pairs"][instrument]["context"])
+        target, _ = read_audio(build_dir / record["pairs"][instrument]["target"])
+        frames = int(seconds * rate)
+        context, reference = context[:, :frames], target[:, frames:2 * frames]  # the reference: later, never the same
+        if min(_rms_dbfs(context), _rms_dbfs(reference)) < SILENT_DBFS:
+            continue
+        chosen.append({"record": record, "family": named[0], "context": context, "reference": reference, "rate": rate})
         if len(chosen) == count:
             break
     return chosen
@@ -72,11 +87,7 @@ def run(bundle: Bundle, build_dir: Path, out: Path, *, count: int = 6, seconds: 
             continue
         rows = {"ref_style": [], "ref_mel": [], "gen_style": [], "gen_mel": [], "prompt_style": [], "gen_prompt_style": []}
         for index, pair in enumerate(pairs):
-            record = pair["record"]
-            context, rate = read_audio(build_dir / record["pairs"][instrument]["context"])
-            target, _ = read_audio(build_dir / record["pairs"][instrument]["target"])
-            frames = int(seconds * rate)
-            context, reference = context[:, :frames], target[:, frames:2 * frames]  # the reference: later, never the same
+            context, reference, rate = pair["context"], pair["reference"], pair["rate"]
             common = dict(context=context, sample_rate=rate, instrument=instrument, steps=steps, seed=seed + index,
                           cfg_style=cfg_style)
             by_reference = generate(bundle, GenerateRequest(**common, style_audio=reference)).audio

@@ -5,13 +5,13 @@ of 2-8 s; its text is drawn from descriptions of its GM program or drum kit, whi
 recorded (``programs`` in the manifest), e.g. "slap bass", "brushed jazz drum kit", and of the
 effects its variant was rendered with (reverb, chorus).
 
-**Audio tower** (``audio_space="tower"``, the default): trained first, CLAP-style. A batch holds
+**Audio tower** (``audio_space="tower"``; the default is ``"statistics"``, the fixed latent statistics the
+shipped denoiser is conditioned on): trained first, CLAP-style. A batch holds
 two segments of each of 64 different stems and one description of each; the loss is a symmetric
 InfoNCE between the segments' embeddings and the descriptions' (the frozen text tower followed by a
 learned projection; stems of the same family are not each other's negatives) plus half a symmetric
 InfoNCE between the two segments of each stem (a segment must find its own stem). Temperature 0.1.
-Only the tower ships; the projection was there to shape the space. ``audio_space="statistics"``
-keeps the fixed latent statistics instead.
+Only the tower is saved; the projection was there to shape the space.
 
 **Prompt prior** (the modality-gap mapper), trained after the tower in its space:
 
@@ -235,7 +235,7 @@ def evaluate(weights: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, 
 
 
 def train(latent_dir: Path, data_dir: Path, out: Path, *, steps: int = 3000, batch_size: int = 256,
-          learning_rate: float = 2e-3, seed: int = 0, rate_hz: float | None = None, audio_space: str = "tower",
+          learning_rate: float = 2e-3, seed: int = 0, rate_hz: float | None = None, audio_space: str = "statistics",
           tower_steps: int = 2000, tower_dim: int = 64, log=print) -> dict:
     """Train the audio tower (``audio_space="tower"``) then the prior; writes ``out`` (.safetensors with the
     tower, the prior, the config and the standardisation) and returns the report."""
@@ -295,7 +295,7 @@ def train(latent_dir: Path, data_dir: Path, out: Path, *, steps: int = 3000, bat
               "style_mean": mean.tolist(), "style_std": std.tolist(), "latent_rate_hz": rate_hz,
               "training": {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
                            "stems": len(train_stems)}}
-    version = f"0.2.0+{tower_steps}+{steps}steps" if audio_tower is not None else f"0.1.0+{steps}steps"
+    version = f"0.2.0+{tower_steps}+{steps}steps" if audio_tower is not None else f"0.1.1+{steps}steps"
     save_prior(out, model, config, version=version, audio_tower=audio_tower)
     shipped = PromptPrior.load(out)  # measured as shipped: fp16 weights
     return {"train_stems": len(train_stems), "held_out_stems": len(held_out), "steps": steps,

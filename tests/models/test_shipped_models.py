@@ -99,8 +99,10 @@ def test_shipped_prompt_prior_maps_prompts_into_the_denoisers_style_space():
     from backline.engine.style import DEFAULT_PRIOR_PATH, PromptEncoder, PromptPrior
 
     prior = PromptPrior.load(DEFAULT_PRIOR_PATH)
-    assert prior.style_dim == 2 * ae.load_autoencoder()[0].config.latent_channels
-    encode = PromptEncoder()
+    denoiser_config = diffusion.load_denoiser()[0].config
+    assert prior.audio_space == denoiser_config.style_space == "latent-statistics"
+    assert prior.style_dim == denoiser_config.style_dim
+    encode = PromptEncoder(style_space=denoiser_config.style_space)
     slap, funky, orchestra = (encode(p) for p in ("slap bass", "funky slap bass", "orchestral percussion"))
     np.testing.assert_array_equal(slap, encode("slap bass"))  # deterministic
     assert slap.shape == (prior.style_dim,) and np.isfinite(slap).all()
@@ -122,3 +124,22 @@ def test_shipped_onnx_graphs_are_the_shipped_weights_and_agree_with_torch(exampl
     request = GenerateRequest(context=audio[: 3 * sample_rate], sample_rate=sample_rate, steps=4, seed=2)
     a, b = generate(onnx_bundle, request).audio, generate(torch_bundle, request).audio
     assert np.abs(a - b).max() <= 1e-3 * max(np.abs(b).max(), 1e-3)
+
+
+def test_shipped_reference_embeddings_agree_across_backends_and_tell_stems_apart(example):
+    """Both backends embed a style reference in the denoiser's space alike; a stem sits nearer another
+    stretch of itself than a very different sound does."""
+    from backline.engine.pipeline import load_bundle
+
+    audio, sample_rate = example
+    onnx_bundle, torch_bundle = load_bundle(backend="onnx", intra_op_threads=1), load_bundle(backend="torch")
+    first, second = audio[None, : 4 * sample_rate], audio[None, 4 * sample_rate: 8 * sample_rate]
+    a = onnx_bundle.reference_embedding(first, sample_rate, "reference", 60.0)
+    b = torch_bundle.reference_embedding(first, sample_rate, "reference", 60.0)
+    assert a.shape == (torch_bundle.contract.style_dim,)
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
+    later = torch_bundle.reference_embedding(second, sample_rate, "reference", 60.0)
+    t = np.arange(4 * sample_rate) / sample_rate
+    tone = (0.3 * np.sign(np.sin(2 * np.pi * 1760 * t)))[None].astype(np.float32)  # a shrill square wave
+    other = torch_bundle.reference_embedding(tone, sample_rate, "reference", 60.0)
+    assert np.linalg.norm(b - later) < np.linalg.norm(b - other)

@@ -65,7 +65,7 @@ def test_tower_style_encoder_then_a_denoiser_on_its_space_end_to_end(synthetic_b
     encode_build(ae_path, synthetic_build, latents)
     style_path = tmp_path / "style.safetensors"
     # the tiny denoiser's style_dim is 16; the tower's default is 64, so the tiny config asks for 16 below
-    report = train_style(latents, synthetic_build, style_path, steps=20, batch_size=8, tower_steps=20,
+    report = train_style(latents, synthetic_build, style_path, steps=20, batch_size=8, audio_space="tower", tower_steps=20,
                          tower_dim=16, rate_hz=AE_CONFIGS["tiny"].latent_rate_hz, log=lambda message: None)
     style = PromptPrior.load(style_path)
     assert report["audio_space"] == style.audio_space and style.audio_space.startswith("style-tower:")
@@ -100,3 +100,23 @@ def test_tower_style_encoder_then_a_denoiser_on_its_space_end_to_end(synthetic_b
                version="x", audio_tower=AudioTower(8, dim=16))
     with pytest.raises(ValueError, match="not the one the denoiser was trained with"):
         load_bundle(ae_path, denoiser_path, prompt_prior_path=other)
+
+
+def test_style_segments_take_the_asked_length_range(synthetic_build, tmp_path):
+    from backline.training.diffusion import LatentPairs
+    from backline.training.diffusion_cli import _style_frames
+
+    torch.manual_seed(0)
+    ae_path = save_autoencoder(tmp_path / "ae.safetensors", Autoencoder(AE_CONFIGS["tiny"]).eval(), version="t")
+    encode_build(ae_path, synthetic_build, tmp_path / "latents")
+    pairs = LatentPairs.load(tmp_path / "latents", "train", ("bass", "drums"), 16)
+    lengths = []
+    embed = lambda latents: lengths.append(latents.shape[1]) or np.zeros(16, np.float32)
+    pairs.batch(np.random.default_rng(0), 64, 16, embed, (20, 30))
+    assert min(lengths) >= 20 and max(lengths) <= 30 and len(set(lengths)) > 3
+    lengths.clear()
+    pairs.batch(np.random.default_rng(0), 8, 16, embed, (10_000, 20_000))  # longer than the stems: the whole stem
+    assert set(lengths) == {pairs.target[0].shape[1]}
+    assert _style_frames([2.0, 8.0], 21.5) == {"style_frames": (43, 172)} and _style_frames(None, 21.5) == {}
+    with pytest.raises(SystemExit, match="shortest is longer"):
+        _style_frames([8.0, 2.0], 21.5)
