@@ -5,6 +5,8 @@ its config) and the engine embeds references in that one:
 
 - ``latent-statistics``: per-channel mean and standard deviation over time of the stem's autoencoder
   latents (``2 * latent_channels`` numbers), a fixed encoder that carries timbre and level.
+- ``style-tower+statistics:<hash>``: the tower's numbers followed by the latent statistics (what a sound
+  is, and its level and spectral balance), ``dim + 2 * latent_channels`` numbers.
 - ``style-tower:<hash>``: a learned audio tower over the latents (frames with their neighbours, two
   layers, mean and std pooling, two layers, unit norm times sqrt(dim)), trained CLAP-style: contrastively
   against the frozen text tower's embeddings of descriptions of the training stems and against other
@@ -48,6 +50,7 @@ def latent_statistics(latents: np.ndarray) -> np.ndarray:
 
 STATISTICS_SPACE = "latent-statistics"
 TOWER_SPACE_PREFIX = "style-tower:"
+HYBRID_SPACE_PREFIX = "style-tower+statistics:"
 TOWER_CONTEXT_FRAMES = 3  # each frame is seen with its neighbours: a 3-frame (about 0.14 s) window
 
 
@@ -81,12 +84,17 @@ def tower_forward(weights: dict[str, np.ndarray], latents: np.ndarray) -> np.nda
     return (out / norm * np.sqrt(out.shape[-1])).astype(np.float32)
 
 
-def tower_space(weights: dict[str, np.ndarray]) -> str:
-    """The name of the space a tower's weights make: ``style-tower:`` and a hash of the fp16 weights."""
+def tower_space(weights: dict[str, np.ndarray], prefix: str = TOWER_SPACE_PREFIX) -> str:
+    """The name of the space a tower's weights make: ``prefix`` and a hash of the fp16 weights."""
     digest = hashlib.sha256()
     for name in sorted(n for n in weights if n.startswith("tower.")):
         digest.update(name.encode() + np.ascontiguousarray(weights[name], np.float16).tobytes())
-    return TOWER_SPACE_PREFIX + digest.hexdigest()[:16]
+    return prefix + digest.hexdigest()[:16]
+
+
+def hybrid_embedding(weights: dict[str, np.ndarray], latents: np.ndarray) -> np.ndarray:
+    """(channels, frames) -> the tower's numbers, then the latent statistics."""
+    return np.concatenate([tower_forward(weights, latents), latent_statistics(latents)]).astype(np.float32)
 
 
 def interpolate(first: np.ndarray, second: np.ndarray, ratio: float) -> np.ndarray:
@@ -152,13 +160,20 @@ class PromptPrior:
 
     @property
     def audio_space(self) -> str:
-        """The audio space the prior maps into: the tower's (named by its weights) or latent statistics."""
-        return tower_space(self.weights) if any(n.startswith("tower.") for n in self.weights) else STATISTICS_SPACE
+        """The audio space the prior maps into: the tower's (named by its weights), the tower's with the
+        latent statistics, or latent statistics."""
+        if not any(n.startswith("tower.") for n in self.weights):
+            return STATISTICS_SPACE
+        hybrid = self.metadata.get("audio_space_kind") == "tower+statistics"
+        return tower_space(self.weights, HYBRID_SPACE_PREFIX if hybrid else TOWER_SPACE_PREFIX)
 
     def audio_embedding(self, latents: np.ndarray) -> np.ndarray:
         """A reference's (channels, frames) latents -> its embedding in ``audio_space``."""
-        if self.audio_space == STATISTICS_SPACE:
+        space = self.audio_space
+        if space == STATISTICS_SPACE:
             return latent_statistics(latents)
+        if space.startswith(HYBRID_SPACE_PREFIX):
+            return hybrid_embedding(self.weights, latents)
         return tower_forward(self.weights, latents)
 
     def embed(self, text_embeddings: np.ndarray) -> np.ndarray:
@@ -216,9 +231,9 @@ def audio_style(style_space: str, prior_path: str | Path = DEFAULT_PRIOR_PATH):
     the style file at ``prior_path``, which must be the very tower that space names."""
     if style_space == STATISTICS_SPACE:
         return latent_statistics
-    if not style_space.startswith(TOWER_SPACE_PREFIX):
-        raise ValueError(f"unknown style space {style_space!r} (this engine knows {STATISTICS_SPACE!r} and "
-                         f"{TOWER_SPACE_PREFIX}...)")
+    if not style_space.startswith((TOWER_SPACE_PREFIX, HYBRID_SPACE_PREFIX)):
+        raise ValueError(f"unknown style space {style_space!r} (this engine knows {STATISTICS_SPACE!r}, "
+                         f"{TOWER_SPACE_PREFIX}... and {HYBRID_SPACE_PREFIX}...)")
     prior = PromptPrior.load(prior_path)
     if prior.audio_space != style_space:
         raise ValueError(f"{prior_path}: its audio tower ({prior.audio_space}) is not the one the denoiser was "

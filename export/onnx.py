@@ -447,6 +447,18 @@ def _style_graphs(prior):
     tower = AudioTower(w["tower.frame.0.weight"].shape[1] // 3, w["tower.head.1.weight"].shape[0],
                        w["tower.frame.0.weight"].shape[0])
     tower.load_state_dict({k[len("tower."):]: v for k, v in w.items() if k.startswith("tower.")})
+    from backline.engine.style import HYBRID_SPACE_PREFIX
+
+    class HybridGraph(torch.nn.Module):  # the tower's numbers, then the latents' mean and std over time
+        def __init__(self):
+            super().__init__()
+            self.tower = tower
+
+        def forward(self, latents):
+            return torch.cat([self.tower(latents), latents.mean(dim=-1), latents.std(dim=-1, unbiased=False)], dim=-1)
+
+    if prior.audio_space.startswith(HYBRID_SPACE_PREFIX):
+        tower = HybridGraph()
     mapping = Prior(w["layers.0.weight"].shape[1], w["layers.2.weight"].shape[0], w["layers.0.weight"].shape[0])
     mapping.load_state_dict({k: v for k, v in w.items() if k.startswith("layers.")})
 
@@ -467,14 +479,14 @@ def check_style(prior, encoder_path: Path, prior_path: Path, *, rng: np.random.G
                 threads: int | None = None) -> dict[str, dict]:
     """The style graphs against the engine's NumPy forward (float32: the reference here), at 1, odd and long
     frame counts."""
-    from backline.engine.style import prior_forward, tower_forward
+    from backline.engine.style import prior_forward
 
     channels = prior.weights["tower.frame.0.weight"].shape[1] // 3
     encoder, mapping = _session(encoder_path, threads), _session(prior_path, threads)
     cases_encoder, cases_prior = [], []
     for batch, frames in ((1, 1), (2, 37), (1, 400)):
         latents = rng.standard_normal((batch, channels, frames)).astype(np.float32)
-        want = tower_forward(prior.weights, latents).astype(np.float64)
+        want = np.stack([prior.audio_embedding(item) for item in latents]).astype(np.float64)
         got = encoder.run(None, {"latents": latents})[0]
         cases_encoder.append(_case(got, want.astype(np.float32), want, tolerance, batch=batch, frames=frames))
     for batch in (1, 5):
@@ -498,9 +510,9 @@ def _export_style(style_path: Path, temporary: dict[str, Path], latent_channels:
         raise ValueError(f"{style_path}: its audio tower ({prior.audio_space}) is not the one the denoiser was trained "
                          f"with ({style_space})")
     tower, mapping = _style_graphs(prior)
-    if tower.frame[0].in_features != 3 * latent_channels:
-        raise ValueError(f"{style_path}: its tower reads {tower.frame[0].in_features // 3} latent channels, "
-                         f"the autoencoder makes {latent_channels}")
+    reads = prior.weights["tower.frame.0.weight"].shape[1] // 3
+    if reads != latent_channels:
+        raise ValueError(f"{style_path}: its tower reads {reads} latent channels, the autoencoder makes {latent_channels}")
     _torch_export(tower, (torch.randn(2, latent_channels, 9),), temporary["style_encoder"], ["latents"], ["style"],
                   {"latents": {0: "batch", 2: "latent_frames"}, "style": {0: "batch"}}, opset)
     _torch_export(mapping, (torch.randn(2, mapping.prior.layers[0].in_features),), temporary["prompt_prior"],

@@ -180,7 +180,7 @@ def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, o
         from backline.engine.style import PromptPrior
 
         style = PromptPrior.load(options.style_file)
-        config = dataclasses.replace(config, style_space=style.audio_space)
+        config = dataclasses.replace(config, style_space=style.audio_space, style_dim=style.style_dim)
         embed = style.audio_embedding
     first = train_pairs.target[0]
     style_dim = len(embed(first[:, :options.style_frames[0]]))
@@ -192,9 +192,12 @@ def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, o
     model = EDMPrecond(config)
     if options.init_from and not (resume and (run_dir / "checkpoint.pt").is_file()):
         start_from, _ = load_denoiser(options.init_from)
-        if dataclasses.replace(start_from.config, style_space=config.style_space) != config:
+        if dataclasses.replace(start_from.config, style_space=config.style_space, style_dim=config.style_dim) != config:
             raise ValueError(f"{options.init_from}: its config differs from this run's beyond the style space")
-        model.load_state_dict(start_from.state_dict())
+        own = model.state_dict()
+        # a new style space of another size: the style projection starts afresh, everything else carries over
+        kept = {k: v for k, v in start_from.state_dict().items() if own[k].shape == v.shape}
+        model.load_state_dict(kept, strict=False)
     ema = EDMPrecond(config)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)

@@ -34,8 +34,10 @@ def register_train(train_models: argparse._SubParsersAction, formatter) -> None:
     p.add_argument("--out", required=True, type=Path, help="prior file to write (.safetensors)")
     p.add_argument("--steps", type=int, default=3000, help="prompt prior steps")
     p.add_argument("--tower-steps", type=int, default=2000, help="audio tower steps")
-    p.add_argument("--audio-space", choices=("tower", "statistics"), default="statistics",
-                   help="the audio space: the fixed latent statistics (default: what the shipped denoiser uses) or a learned tower")
+    p.add_argument("--audio-space", choices=("statistics", "tower", "tower+statistics"), default="statistics",
+                   help="the audio space: the fixed latent statistics (default: what the shipped denoiser uses), a "
+                        "learned tower, or the tower's numbers followed by the statistics")
+    p.add_argument("--tower-from", type=Path, default=None, help="keep the audio tower of this style file (no tower training)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.set_defaults(func=_train_style)
@@ -49,7 +51,7 @@ def _train_style(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     report = train(args.latents, args.data, args.out, steps=args.steps, seed=args.seed, audio_space=args.audio_space,
-                   tower_steps=args.tower_steps,
+                   tower_steps=args.tower_steps, tower_from=args.tower_from,
                    log=lambda message: print(message, file=sys.stderr))
     report["command"] = "backline " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     (args.out.parent / "report.json").write_text(json.dumps(report, indent=2) + "\n")

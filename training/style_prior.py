@@ -133,6 +133,23 @@ class AudioTower(nn.Module):
         return nn.functional.normalize(out, dim=-1) * out.shape[-1] ** 0.5
 
 
+AUDIO_SPACES = ("statistics", "tower", "tower+statistics")
+
+
+def load_tower(path: Path) -> AudioTower:
+    """The audio tower of a style file (its ``tower.*`` weights)."""
+    from backline.engine.style import PromptPrior
+
+    weights = {k[len("tower."):]: torch.from_numpy(np.asarray(v, np.float32))
+               for k, v in PromptPrior.load(path).weights.items() if k.startswith("tower.")}
+    if not weights:
+        raise ValueError(f"{path}: no audio tower in this style file")
+    tower = AudioTower(weights["frame.0.weight"].shape[1] // TOWER_CONTEXT_FRAMES, weights["head.1.weight"].shape[0],
+                       weights["frame.0.weight"].shape[0])
+    tower.load_state_dict(weights)
+    return tower.eval()
+
+
 def _crops(stems: list[Stem], picks: np.ndarray, length: int, rng: np.random.Generator) -> torch.Tensor:
     out = []
     for i in picks:
@@ -236,11 +253,11 @@ def evaluate(weights: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, 
 
 def train(latent_dir: Path, data_dir: Path, out: Path, *, steps: int = 3000, batch_size: int = 256,
           learning_rate: float = 2e-3, seed: int = 0, rate_hz: float | None = None, audio_space: str = "statistics",
-          tower_steps: int = 2000, tower_dim: int = 64, log=print) -> dict:
+          tower_steps: int = 2000, tower_dim: int = 64, tower_from: Path | None = None, log=print) -> dict:
     """Train the audio tower (``audio_space="tower"``) then the prior; writes ``out`` (.safetensors with the
     tower, the prior, the config and the standardisation) and returns the report."""
-    if audio_space not in ("tower", "statistics"):
-        raise ValueError(f"audio_space must be 'tower' or 'statistics', got {audio_space!r}")
+    if audio_space not in AUDIO_SPACES:
+        raise ValueError(f"audio_space must be one of {', '.join(AUDIO_SPACES)}, got {audio_space!r}")
     started = time.perf_counter()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -254,14 +271,18 @@ def train(latent_dir: Path, data_dir: Path, out: Path, *, steps: int = 3000, bat
     texts = sorted({t for s in train_stems for t in s.texts})
     text_vectors = dict(zip(texts, tower.embed(texts)))
     audio_tower, embed = None, latent_statistics
-    if audio_space == "tower":
-        audio_tower = train_tower(train_stems, text_vectors, rng, rate_hz, steps=tower_steps, dim=tower_dim, log=log)
+    if audio_space != "statistics":
+        if tower_from is not None:  # the tower of an earlier style file, kept as it is
+            audio_tower = load_tower(tower_from)
+            tower_steps = 0
+        else:
+            audio_tower = train_tower(train_stems, text_vectors, rng, rate_hz, steps=tower_steps, dim=tower_dim, log=log)
         tower_weights = {f"tower.{k}": v.detach().half().float().numpy() for k, v in audio_tower.state_dict().items()}
 
         def embed(latents):  # as the engine will: NumPy, from the fp16 weights that ship
-            from backline.engine.style import tower_forward
+            from backline.engine.style import hybrid_embedding, tower_forward
 
-            return tower_forward(tower_weights, latents)
+            return (hybrid_embedding if audio_space == "tower+statistics" else tower_forward)(tower_weights, latents)
     bank = np.stack([segments(s, 32, rng, rate_hz, embed) for s in train_stems])  # 32 segments per stem, embedded once
     pool = bank.reshape(-1, bank.shape[-1])
     mean, std = pool.mean(axis=0), pool.std(axis=0) + 1e-4
@@ -291,7 +312,9 @@ def train(latent_dir: Path, data_dir: Path, out: Path, *, steps: int = 3000, bat
     config = {"text_model": TEXT_MODEL, "text_dim": int(model.layers[0].in_features), "hidden": 256,
               "style_dim": int(pool.shape[1]),
               "audio_tower": {"kind": "frames x3 -> 192 -> 192, mean+std pool -> 192 -> 64, norm sqrt(64)",
-                              "steps": tower_steps} if audio_tower is not None else None,
+                              "steps": tower_steps, "from": str(tower_from) if tower_from else None}
+              if audio_tower is not None else None,
+              "audio_space_kind": audio_space,
               "style_mean": mean.tolist(), "style_std": std.tolist(), "latent_rate_hz": rate_hz,
               "training": {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
                            "stems": len(train_stems)}}

@@ -120,3 +120,40 @@ def test_style_segments_take_the_asked_length_range(synthetic_build, tmp_path):
     assert _style_frames([2.0, 8.0], 21.5) == {"style_frames": (43, 172)} and _style_frames(None, 21.5) == {}
     with pytest.raises(SystemExit, match="shortest is longer"):
         _style_frames([8.0, 2.0], 21.5)
+
+
+def test_hybrid_space_is_the_tower_then_the_statistics_and_exports(tmp_path):
+    from backline.engine.style import HYBRID_SPACE_PREFIX, latent_statistics
+    from backline.export.debug_models import write_debug_models
+    from backline.export.onnx import STYLE_FILES, export_models
+    from backline.training.style_prior import load_tower
+
+    torch.manual_seed(0)
+    tower = AudioTower(8, dim=16, hidden=12)
+    config = {"style_mean": [0.0] * 32, "style_std": [1.0] * 32, "text_dim": 384, "audio_space_kind": "tower+statistics"}
+    path = save_prior(tmp_path / "hybrid.safetensors", Prior(384, 32, hidden=8), config, version="h", audio_tower=tower)
+    hybrid = PromptPrior.load(path)
+    assert hybrid.audio_space.startswith(HYBRID_SPACE_PREFIX)
+    assert hybrid.audio_space[len(HYBRID_SPACE_PREFIX):] == tower_space(hybrid.weights)[len("style-tower:"):]
+    latents = np.random.default_rng(0).standard_normal((8, 25)).astype(np.float32)
+    embedding = hybrid.audio_embedding(latents)
+    np.testing.assert_allclose(embedding[:16], tower_forward(hybrid.weights, latents), atol=1e-6)
+    np.testing.assert_allclose(embedding[16:], latent_statistics(latents), atol=1e-6)
+    np.testing.assert_array_equal(audio_style(hybrid.audio_space, path)(latents), embedding)
+    reloaded = load_tower(path)  # --tower-from: the same tower, hence the same hash
+    with torch.no_grad():
+        np.testing.assert_allclose(reloaded(torch.from_numpy(latents[None]))[0].numpy(), embedding[:16], atol=1e-3)
+
+    ae_path, dn_path = write_debug_models(tmp_path, "tiny", seed=0, style_space=hybrid.audio_space)
+    import dataclasses
+
+    from backline.models.diffusion import EDMPrecond, load_denoiser, save_denoiser
+
+    model, _ = load_denoiser(dn_path)  # the tiny denoiser takes 16 numbers; the hybrid space has 32
+    wide = EDMPrecond(dataclasses.replace(model.config, style_dim=32)).eval()
+    dn_path = save_denoiser(tmp_path / "wide.safetensors", wide, version="wide", dtype=torch.float32)
+    report = export_models(ae_path, dn_path, tmp_path / "onnx", seed=1, threads=1, style_path=path)
+    assert report.checks["style_encoder"]["passed"] and report.checks["style_encoder"]["max_rel_error"] < 1e-4
+    bundle = load_bundle(onnx_dir=tmp_path / "onnx", prompt_prior_path=path, intra_op_threads=1)
+    np.testing.assert_allclose(bundle.audio_style(latents), embedding, rtol=1e-4, atol=1e-4)
+    assert all((tmp_path / "onnx" / name).is_file() for name in STYLE_FILES.values())
