@@ -146,7 +146,8 @@ def _plot(run_dir: Path) -> None:
     axis.set_xlabel("step")
     axis.set_ylabel("EDM loss")
     axis.set_yscale("log")
-    axis.legend()
+    if axis.lines:
+        axis.legend()
     figure.tight_layout()
     figure.savefig(run_dir / "curves.png", dpi=80)
     plt.close(figure)

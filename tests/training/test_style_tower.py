@@ -157,3 +157,27 @@ def test_hybrid_space_is_the_tower_then_the_statistics_and_exports(tmp_path):
     bundle = load_bundle(onnx_dir=tmp_path / "onnx", prompt_prior_path=path, intra_op_threads=1)
     np.testing.assert_allclose(bundle.audio_style(latents), embedding, rtol=1e-4, atol=1e-4)
     assert all((tmp_path / "onnx" / name).is_file() for name in STYLE_FILES.values())
+
+
+def test_a_denoiser_moves_to_a_style_space_of_another_size_keeping_the_rest(synthetic_build, tmp_path):
+    torch.manual_seed(0)
+    ae_path = save_autoencoder(tmp_path / "ae.safetensors", Autoencoder(AE_CONFIGS["tiny"]).eval(), version="t")
+    latents = tmp_path / "latents"
+    encode_build(ae_path, synthetic_build, latents)
+    options = TrainOptions(steps=3, batch_size=4, warmup_steps=1, validate_every=3, checkpoint_every=3)
+    train(resolve_config("tiny"), latents, tmp_path / "plain", options, progress=False)
+    plain = ship(tmp_path / "plain", tmp_path / "plain.safetensors", version="plain")  # latent statistics, 16 numbers
+    config = {"style_mean": [0.0] * 24, "style_std": [1.0] * 24, "text_dim": 384, "audio_space_kind": "tower+statistics"}
+    hybrid = save_prior(tmp_path / "hybrid.safetensors", Prior(384, 24, hidden=8), config, version="h",
+                        audio_tower=AudioTower(8, dim=8, hidden=12))
+    run = tmp_path / "hybrid-run"
+    train(resolve_config("tiny"), latents, run, TrainOptions(**{**options.__dict__, "steps": 0, "style_file": str(hybrid),
+                                                               "init_from": str(plain)}), progress=False)
+    moved = ship(run, tmp_path / "moved.safetensors", version="moved")
+    before, after = load_denoiser(plain)[0], load_denoiser(moved)[0]
+    assert after.config.style_dim == 24 and after.config.style_space == PromptPrior.load(hybrid).audio_space
+    for name, value in before.state_dict().items():
+        if value.shape == after.state_dict()[name].shape:
+            torch.testing.assert_close(after.state_dict()[name], value)  # carried over as it was (no step taken)
+        else:
+            assert "style" in name, name  # only the style projection starts afresh
