@@ -380,7 +380,6 @@ class OnnxBackend:
         return StepGraphSampler(self.sessions["step"], constants, self.device) if self.step_graph else None
 
 
-# -- torch ------------------------------------------------------------------------------------------------
 STYLE_ENCODER_FILE = "style_encoder.onnx"  # written by `backline export` for a denoiser on a style tower
 
 
@@ -407,6 +406,7 @@ def onnx_audio_style(path: str | Path, style_space: str, *, providers: list[str]
     return embed
 
 
+# -- torch ------------------------------------------------------------------------------------------------
 class TorchBackend:
     """Today's torch modules behind the same interface (development, training checks, the export reference)."""
 

@@ -1,6 +1,6 @@
 """Style embeddings the denoiser is conditioned on: from a reference recording, a text prompt, or both.
 
-**Audio**, in one of two spaces; a denoiser records which one it was trained in (``style_space`` in
+**Audio**, in one of three spaces; a denoiser records which one it was trained in (``style_space`` in
 its config) and the engine embeds references in that one:
 
 - ``latent-statistics``: per-channel mean and standard deviation over time of the stem's autoencoder
@@ -28,6 +28,7 @@ Blending two embeddings (two references, or a reference and a prompt) is ``inter
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -158,10 +159,10 @@ class PromptPrior:
     def style_dim(self) -> int:
         return len(self.mean)
 
-    @property
+    @functools.cached_property
     def audio_space(self) -> str:
         """The audio space the prior maps into: the tower's (named by its weights), the tower's with the
-        latent statistics, or latent statistics."""
+        latent statistics, or latent statistics (computed once: it hashes the tower's weights)."""
         if not any(n.startswith("tower.") for n in self.weights):
             return STATISTICS_SPACE
         hybrid = self.metadata.get("audio_space_kind") == "tower+statistics"
