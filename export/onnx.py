@@ -441,12 +441,10 @@ def _style_graphs(prior):
     """Torch modules of a style file's tower and prior (with its standardisation), from its weights."""
     import torch
 
-    from backline.training.style_prior import AudioTower, Prior
+    from backline.training.style_prior import Prior, tower_from_weights
 
     w = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in prior.weights.items()}
-    tower = AudioTower(w["tower.frame.0.weight"].shape[1] // 3, w["tower.head.1.weight"].shape[0],
-                       w["tower.frame.0.weight"].shape[0])
-    tower.load_state_dict({k[len("tower."):]: v for k, v in w.items() if k.startswith("tower.")})
+    tower = tower_from_weights(prior.weights)
     from backline.engine.style import HYBRID_SPACE_PREFIX
 
     class HybridGraph(torch.nn.Module):  # the tower's numbers, then the latents' mean and std over time

@@ -136,18 +136,24 @@ class AudioTower(nn.Module):
 AUDIO_SPACES = ("statistics", "tower", "tower+statistics")
 
 
+def tower_from_weights(weights: dict[str, np.ndarray]) -> AudioTower:
+    """The torch audio tower of a style file's ``tower.*`` weights (sizes read from their shapes)."""
+    state = {k[len("tower."):]: torch.from_numpy(np.asarray(v, np.float32)) for k, v in weights.items()
+             if k.startswith("tower.")}
+    tower = AudioTower(state["frame.0.weight"].shape[1] // TOWER_CONTEXT_FRAMES, state["head.1.weight"].shape[0],
+                       state["frame.0.weight"].shape[0])
+    tower.load_state_dict(state)
+    return tower.eval()
+
+
 def load_tower(path: Path) -> AudioTower:
-    """The audio tower of a style file (its ``tower.*`` weights)."""
+    """The audio tower of a style file."""
     from backline.engine.style import PromptPrior
 
-    weights = {k[len("tower."):]: torch.from_numpy(np.asarray(v, np.float32))
-               for k, v in PromptPrior.load(path).weights.items() if k.startswith("tower.")}
-    if not weights:
+    weights = PromptPrior.load(path).weights
+    if not any(k.startswith("tower.") for k in weights):
         raise ValueError(f"{path}: no audio tower in this style file")
-    tower = AudioTower(weights["frame.0.weight"].shape[1] // TOWER_CONTEXT_FRAMES, weights["head.1.weight"].shape[0],
-                       weights["frame.0.weight"].shape[0])
-    tower.load_state_dict(weights)
-    return tower.eval()
+    return tower_from_weights(weights)
 
 
 def _crops(stems: list[Stem], picks: np.ndarray, length: int, rng: np.random.Generator) -> torch.Tensor:
@@ -156,6 +162,18 @@ def _crops(stems: list[Stem], picks: np.ndarray, length: int, rng: np.random.Gen
         start = int(rng.integers(0, stems[i].latents.shape[1] - length + 1))
         out.append(stems[i].latents[:, start:start + length])
     return torch.from_numpy(np.stack(out))
+
+
+def _same_family(stems: list[Stem], picks: np.ndarray) -> torch.Tensor:
+    """(batch, batch) bool: the picked stems that share a family (not each other's negatives)."""
+    return torch.from_numpy(np.array([[stems[i].family == stems[j].family for j in picks] for i in picks]))
+
+
+def _optimise(optimiser, schedule, loss: torch.Tensor) -> None:
+    optimiser.zero_grad()
+    loss.backward()
+    optimiser.step()
+    schedule.step()
 
 
 def _info_nce(logits: torch.Tensor, not_negative: torch.Tensor | None = None) -> torch.Tensor:
@@ -183,14 +201,9 @@ def train_tower(stems: list[Stem], text_vectors: dict[str, np.ndarray], rng: np.
         audio, other = nn.functional.normalize(tower(first), dim=1), nn.functional.normalize(tower(second), dim=1)
         text = torch.from_numpy(np.stack([text_vectors[stems[i].texts[rng.integers(len(stems[i].texts))]] for i in picks]))
         text = nn.functional.normalize(projection(text), dim=1)
-        same_family = torch.from_numpy(np.array([[stems[i].family == stems[j].family for j in picks] for i in picks]))
-        nce_text = _info_nce(audio @ text.T / temperature, same_family)
+        nce_text = _info_nce(audio @ text.T / temperature, _same_family(stems, picks))
         nce_audio = _info_nce(audio @ other.T / temperature)
-        loss = nce_text + 0.5 * nce_audio
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        schedule.step()
+        _optimise(optimiser, schedule, nce_text + 0.5 * nce_audio)
         if step % 500 == 0 or step == steps - 1:
             log(f"tower step {step}: text nce {nce_text.item():.4f} audio nce {nce_audio.item():.4f}")
     return tower.eval()
@@ -297,16 +310,8 @@ def train(latent_dir: Path, data_dir: Path, out: Path, *, steps: int = 3000, bat
         predicted = model(text)
         mse = ((predicted - target) ** 2).mean()
         p, t = nn.functional.normalize(predicted, dim=1), nn.functional.normalize(target, dim=1)
-        logits = p @ t.T / 0.1
-        same = torch.from_numpy(np.array([[train_stems[i].family == train_stems[j].family for j in picks] for i in picks]))
-        logits = logits.masked_fill(same & ~torch.eye(batch_size, dtype=torch.bool), -1e4)  # same family: not a negative
-        labels = torch.arange(batch_size)
-        nce = 0.5 * (nn.functional.cross_entropy(logits, labels) + nn.functional.cross_entropy(logits.T, labels))
-        loss = mse + 0.1 * nce
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        schedule.step()
+        nce = _info_nce(p @ t.T / 0.1, _same_family(train_stems, picks))
+        _optimise(optimiser, schedule, mse + 0.1 * nce)
         if step % 500 == 0 or step == steps - 1:
             log(f"step {step}: mse {mse.item():.4f} nce {nce.item():.4f}")
     config = {"text_model": TEXT_MODEL, "text_dim": int(model.layers[0].in_features), "hidden": 256,
