@@ -352,7 +352,7 @@ def _nanmean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
-def _fit_table(rows: dict[str, list[dict]], instrument: str) -> dict:
+def fit_table(rows: dict[str, list[dict]], instrument: str) -> dict:
     """Mean of each fit score per candidate set (pairs where it is undefined, e.g. a silent stem, left
     out), and the normalised version against real and shuffled. Drums have no harmonic fit: they are
     unpitched, and real and shuffled drum stems score the same, so normalising would divide by noise."""
@@ -453,7 +453,7 @@ def evaluate_accompaniment(build_dir: str | Path, *, generated_dir: str | Path |
                 reference, np.concatenate([fm.embed(v, sample_rate) for v in validation]))
         summary["instruments"][instrument] = {
             "pairs": len(chosen), "seconds": round(sum(len(c) for c in contexts) / sample_rate, 1),
-            "fit": _fit_table(fit_rows, instrument),
+            "fit": fit_table(fit_rows, instrument),
             "sanity": {name: fm.sanity_shares(rows) for name, rows in sanity_rows.items()},
             "realism": realism,
             "per_pair": [{"variant_id": r["variant_id"], **{name: fit_rows[name][i] for name in candidates}}

@@ -64,7 +64,8 @@ def _pairs(build_dir: Path, instrument: str, split: str, seconds: float, count: 
         context, reference = context[:, :frames], target[:, frames:2 * frames]  # the reference: later, never the same
         if min(_rms_dbfs(context), _rms_dbfs(reference)) < SILENT_DBFS:
             continue
-        chosen.append({"record": record, "family": named[0], "context": context, "reference": reference, "rate": rate})
+        chosen.append({"record": record, "family": named[0], "context": context, "reference": reference,
+                       "real": target[:, :frames], "rate": rate})
         if len(chosen) == count:
             break
     return chosen
@@ -86,6 +87,7 @@ def run(bundle: Bundle, build_dir: Path, out: Path, *, count: int = 6, seconds: 
         if len(pairs) < 3:
             continue
         rows = {"ref_style": [], "ref_mel": [], "gen_style": [], "gen_mel": [], "prompt_style": [], "gen_prompt_style": []}
+        stems = {"real": [], "reference": [], "prompt": []}  # for coherence with the context
         for index, pair in enumerate(pairs):
             context, reference, rate = pair["context"], pair["reference"], pair["rate"]
             common = dict(context=context, sample_rate=rate, instrument=instrument, steps=steps, seed=seed + index,
@@ -99,6 +101,9 @@ def run(bundle: Bundle, build_dir: Path, out: Path, *, count: int = 6, seconds: 
             rows["gen_mel"].append(mel(by_reference, rate))
             rows["prompt_style"].append((bundle.prompts(prompt) - prior.mean) / prior.std)
             rows["gen_prompt_style"].append(style(by_prompt, rate))
+            stems["real"].append(pair["real"])
+            stems["reference"].append(by_reference)
+            stems["prompt"].append(by_prompt)
         rows = {k: np.stack(v) for k, v in rows.items()}
         shuffle = derangement([p["record"]["piece_id"] for p in pairs], rng)
         families = [p["family"] for p in pairs]
@@ -109,12 +114,29 @@ def run(bundle: Bundle, build_dir: Path, out: Path, *, count: int = 6, seconds: 
             "reference_apa_style_space": apa(rows["gen_style"], rows["ref_style"], shuffle),
             "reference_apa_log_mel": apa(rows["gen_mel"], rows["ref_mel"], shuffle),
             "prompt_apa_style_space": apa(rows["gen_prompt_style"], rows["prompt_style"], other_family),
+            "coherence": coherence([p["context"] for p in pairs], stems, shuffle, pairs[0]["rate"], instrument),
         }
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(render(report))
     return report
+
+
+def coherence(contexts: list[np.ndarray], stems: dict[str, list[np.ndarray]], shuffle: np.ndarray,
+              sample_rate: int, instrument: str) -> dict:
+    """How well the steered stems fit their contexts, as ``backline eval accompaniment`` measures it:
+    harmonic (bass only) and rhythmic fit normalised so the real stems score 1 and the real stems of
+    other pieces (``shuffle``) 0. Style guidance that wins adherence by losing the context shows here."""
+    from backline.training.eval_suite import fit_table
+
+    features = [fit_metrics.context_features(c, sample_rate) for c in contexts]
+    candidates = {**stems, "shuffled": [stems["real"][j] for j in shuffle]}
+    rows = {name: [fit_metrics.fit_scores(fit_metrics.stem_features(stem, sample_rate), features[i])
+                   for i, stem in enumerate(audio)] for name, audio in candidates.items()}
+    table = fit_table(rows, instrument)
+    return {name: {k: table[name][f"{k}_normalised"] for k in ("harmonic_fit", "rhythmic_fit")}
+            for name in ("reference", "prompt")}
 
 
 def render(report: dict) -> str:
@@ -132,5 +154,14 @@ def render(report: dict) -> str:
             r = report[instrument]
             lines.append(f"| {instrument} | {r['pairs']} | {r['reference_apa_style_space']:.2f} | "
                          f"{r['reference_apa_log_mel']:.2f} | {r['prompt_apa_style_space']:.2f} |")
+    lines += ["", "Coherence of the same stems with their contexts, as `backline eval accompaniment` normalises it (the "
+              "real stems 1, another piece's real stems 0; drums have no harmonic fit):", "",
+              "| instrument | harmonic fit, by reference | rhythmic fit, by reference | harmonic fit, by prompt | "
+              "rhythmic fit, by prompt |", "|---|---|---|---|---|"]
+    for instrument in ("bass", "drums"):
+        if instrument in report and "coherence" in report[instrument]:
+            c = report[instrument]["coherence"]
+            cells = [c[way][k] for way in ("reference", "prompt") for k in ("harmonic_fit", "rhythmic_fit")]
+            lines.append(f"| {instrument} | " + " | ".join("n/a" if not np.isfinite(v) else f"{v:.2f}" for v in cells) + " |")
     lines += ["", f"Wall time {report['wall_seconds']} s.", ""]
     return "\n".join(lines)

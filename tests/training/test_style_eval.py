@@ -7,7 +7,7 @@ import numpy as np
 import soundfile as sf
 
 from backline.engine.style import PromptPrior
-from backline.training.style_eval import apa, run
+from backline.training.style_eval import apa, coherence, run
 from backline.training.style_prior import Prior, save_prior
 from tiny_bundle import make_bundle, song
 
@@ -45,3 +45,18 @@ def test_style_eval_runs_over_a_build_and_writes_its_report(tmp_path):
     for key in ("reference_apa_style_space", "reference_apa_log_mel", "prompt_apa_style_space"):
         assert 0.0 <= report["bass"][key] <= 1.0, key  # NaN fails too
     assert "| bass | 3 |" in (tmp_path / "out" / "report.md").read_text()
+    assert set(report["bass"]["coherence"]) == {"reference", "prompt"}
+    assert "rhythmic fit, by reference" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_coherence_scores_the_real_stems_one_and_other_pieces_stems_zero():
+    rate = 22_050
+    contexts = [song(rate, 4.0, 1, seed=seed) for seed in range(3)]
+    real = [0.5 * c for c in contexts]  # each stem is its own context's: the best fit there is
+    shuffle = np.array([1, 2, 0])
+    scores = coherence(contexts, {"real": real, "reference": list(real), "prompt": [real[j] for j in shuffle]},
+                       shuffle, rate, "bass")
+    for key in ("harmonic_fit", "rhythmic_fit"):
+        assert abs(scores["reference"][key] - 1.0) < 1e-9 and abs(scores["prompt"][key]) < 1e-9, key
+    drums = coherence(contexts, {"real": real, "reference": list(real), "prompt": list(real)}, shuffle, rate, "drums")
+    assert np.isnan(drums["reference"]["harmonic_fit"]) and abs(drums["prompt"]["rhythmic_fit"] - 1.0) < 1e-9
