@@ -62,6 +62,9 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for the models")
     p.add_argument("--provider", choices=sorted(PROVIDERS),
                    help="onnxruntime provider (default: cuda when onnxruntime-gpu offers it, else cpu)")
+    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                   help="onnx on a CPU: int8 runs the denoiser's int8 graphs (`backline export --int8`), faster per "
+                        "step but measured to cost quality with the shipped models (export/benchmarks/README.md)")
     p.add_argument("--no-step-graph", action="store_true",
                    help="onnx: sample with one denoiser call per step and the update in numpy, not the step graph")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -125,7 +128,7 @@ def _load(args: argparse.Namespace):
     backend = "onnx" if args.onnx_dir else args.backend
     return load_bundle(args.autoencoder, args.denoiser, backend=backend, onnx_dir=args.onnx_dir,
                        intra_op_threads=args.threads, providers=[PROVIDERS[args.provider]] if args.provider else None,
-                       step_graph=not args.no_step_graph)
+                       step_graph=not args.no_step_graph, precision=args.precision)
 
 
 def _progress_bar(args: argparse.Namespace, total: int, label: str):

@@ -121,14 +121,15 @@ BACKENDS = ("auto", "onnx", "torch")
 
 def load_bundle(autoencoder_path: str | Path | None = None, denoiser_path: str | Path | None = None, *,
                 backend: str = "auto", onnx_dir: str | Path | None = None, providers: list[str] | None = None,
-                intra_op_threads: int | None = None, step_graph: bool = True,
+                intra_op_threads: int | None = None, step_graph: bool = True, precision: str = "fp32",
                 prompt_prior_path: str | Path | None = None, prompt_cache_dir: Path | None = None) -> Bundle:
     """Load the autoencoder and the denoiser once, behind a runtime backend.
 
     ``backend="onnx"`` runs the graphs in ``onnx_dir`` (default ``runtime.default_onnx_dir()``) with
     onnxruntime, on ``providers`` (default CUDA when available, else CPU) and ``intra_op_threads``;
     it needs no torch; ``step_graph`` (default) samples one ``guided_step.onnx`` run per evaluation,
-    False one ``denoiser.onnx`` call with the guidance and the update in numpy. ``backend="torch"`` loads the safetensors files (the shipped defaults unless
+    False one ``denoiser.onnx`` call with the guidance and the update in numpy; ``precision="int8"`` runs the
+    denoiser's int8 graphs (``backline export --int8``; CPU only). ``backend="torch"`` loads the safetensors files (the shipped defaults unless
     paths are given). ``"auto"`` takes onnx when ``onnx_dir`` is given, or when no safetensors path
     is given and the default ONNX files exist; torch otherwise.
     """
@@ -138,8 +139,12 @@ def load_bundle(autoencoder_path: str | Path | None = None, denoiser_path: str |
         shipped_onnx = all((default_onnx_dir() / name).is_file() for name in ONNX_FILES.values())
         use_onnx = onnx_dir is not None or (shipped_onnx and not (autoencoder_path or denoiser_path))
         backend = "onnx" if use_onnx else "torch"
+    if precision != "fp32" and backend == "torch":
+        raise ValueError(f"precision {precision} runs exported graphs: it needs the onnx backend (with --onnx-dir "
+                         "where model files are given), not torch")
     if backend == "onnx":
-        runtime = OnnxBackend(onnx_dir, providers=providers, intra_op_threads=intra_op_threads, step_graph=step_graph)
+        runtime = OnnxBackend(onnx_dir, providers=providers, intra_op_threads=intra_op_threads, step_graph=step_graph,
+                              precision=precision)
     else:
         default_ae, default_dn = default_model_paths()
         runtime = TorchBackend.from_files(autoencoder_path or default_ae, denoiser_path or default_dn)

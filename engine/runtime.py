@@ -40,6 +40,19 @@ import numpy as np
 ONNX_FILES = {"encoder": "autoencoder_encoder.onnx", "decoder": "autoencoder_decoder.onnx",
               "denoiser": "denoiser.onnx", "step": "guided_step.onnx"}
 GRAPH_NAMES = {"encoder": "encoder", "decoder": "decoder", "denoiser": "denoiser", "step": "guided_step"}
+# Reduced precision, CPU only: the denoiser and the step graph with int8 weights and dynamically quantised
+# activations (``backline export --int8`` writes them beside the float graphs; the autoencoder stays float).
+PRECISIONS = ("fp32", "int8")
+INT8_FILES = {"denoiser": "denoiser.int8.onnx", "step": "guided_step.int8.onnx"}
+
+
+def onnx_files(precision: str = "fp32") -> dict[str, str]:
+    """The graph file of each part for ``precision``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return {**ONNX_FILES, **(INT8_FILES if precision == "int8" else {})}
+
+
 ONNX_CONTRACT_VERSION = "1"
 DENOISER_INPUTS = ("x", "sigma", "context", "context_mask", "style", "style_mask", "instrument")
 # guided_step.onnx, for P guidance passes over n latent frames (x and the states batch 1):
@@ -300,15 +313,20 @@ class OnnxBackend:
     name = "onnx"
 
     def __init__(self, onnx_dir: str | Path | None = None, *, providers: list[str] | None = None,
-                 intra_op_threads: int | None = None, step_graph: bool = True):
+                 intra_op_threads: int | None = None, step_graph: bool = True, precision: str = "fp32"):
         import onnxruntime as ort
 
         self.onnx_dir = Path(onnx_dir) if onnx_dir is not None else default_onnx_dir()
-        paths = {part: self.onnx_dir / filename for part, filename in ONNX_FILES.items()}
+        self.precision = precision
+        paths = {part: self.onnx_dir / filename for part, filename in onnx_files(precision).items()}
         missing = [str(p) for p in paths.values() if not p.is_file()]
         if missing:
-            raise RuntimeModelError(f"missing ONNX model files: {', '.join(missing)} "
-                                    "(make them with `backline export`)")
+            raise RuntimeModelError(f"missing ONNX model files: {', '.join(missing)} (make them with `backline "
+                                    f"export{' --int8' if precision == 'int8' else ''}`)")
+        if precision == "int8":  # its integer convolutions are CPU kernels: on CUDA they would run on the host
+            if providers and "CUDAExecutionProvider" in providers:
+                raise RuntimeModelError("int8 graphs run on the CPU provider only; use fp32 on CUDA")
+            providers = providers or ["CPUExecutionProvider"]
         self.providers = choose_providers(providers)
         self.sessions = {}
         for part, path in paths.items():
@@ -331,6 +349,10 @@ class OnnxBackend:
             if meta.get("backline_onnx_contract") != ONNX_CONTRACT_VERSION or meta.get("backline_graph") != graph:
                 raise RuntimeModelError(f"{paths[part]}: not a Backline {graph} graph "
                                         f"(contract {meta.get('backline_onnx_contract')!r}, graph {meta.get('backline_graph')!r})")
+            precision = self.precision if part in INT8_FILES else "fp32"
+            if meta.get("backline_precision", "fp32") != precision:
+                raise RuntimeModelError(f"{paths[part]}: a {meta.get('backline_precision', 'fp32')} graph where "
+                                        f"{precision} was asked for")
         encoder, decoder, denoiser = (self.metadata[p] for p in ("encoder", "decoder", "denoiser"))
         if encoder.get("config") != decoder.get("config"):
             raise RuntimeModelError(f"{paths['encoder']} and {paths['decoder']} come from different autoencoders")

@@ -39,7 +39,9 @@ import time
 from pathlib import Path
 
 
-ONNX_BACKENDS = {"onnx": True, "onnx-calls": False}  # name -> samples through the step graph
+# name -> how it samples: through the step graph or one denoiser call per step, and at which precision
+ONNX_BACKENDS = {"onnx": {"step_graph": True}, "onnx-calls": {"step_graph": False},
+                 "onnx-int8": {"step_graph": True, "precision": "int8"}}
 
 
 def _song(sample_rate: int, seconds: float, channels: int = 2, seed: int = 0):
@@ -79,7 +81,7 @@ def _child(spec: dict) -> dict:
 
     if onnx:
         bundle = load_bundle(backend="onnx", onnx_dir=spec["onnx_dir"], intra_op_threads=spec.get("threads"),
-                             step_graph=ONNX_BACKENDS[spec["backend"]])
+                             **ONNX_BACKENDS[spec["backend"]])
     else:
         bundle = load_bundle(spec["autoencoder"], spec["denoiser"], backend="torch")
     load_seconds = time.perf_counter() - started
@@ -203,6 +205,43 @@ def _interleaved_sampling(onnx_dir: Path, seconds: float, steps: int, threads: i
             "step_graph_speedup": round(medians["per_call"] / medians["step_graph"], 3)}
 
 
+def _interleaved_precision(onnx_dir: Path, seconds: float, steps: int, threads: int | None, no_style: bool,
+                           repeats: int = 3) -> dict:
+    """Median time per step of whole samplings through the float and the int8 step graphs, alternating in one
+    process, with the pipeline's guidance, and how far the int8 sampling ends from the float one."""
+    import numpy as np
+
+    from backline.engine.pipeline import guidance_passes, load_bundle, step_constants
+    from backline.engine.runtime import guidance_for
+    from backline.engine.sampling import get_sigmas_karras
+
+    bundles = {precision: load_bundle(backend="onnx", onnx_dir=onnx_dir, intra_op_threads=threads, precision=precision)
+               for precision in ("fp32", "int8")}
+    contract = bundles["fp32"].contract
+    frames = -(-int(contract.sample_rate * seconds) // contract.hop_length)
+    rng = np.random.default_rng(0)
+    context = rng.standard_normal((contract.latent_channels, frames)).astype(np.float32)
+    style = None if no_style else rng.standard_normal(contract.style_dim).astype(np.float32)
+    cfg = tuple(guidance_for(contract.guidance, "bass").values())
+    x = (rng.standard_normal((1, contract.latent_channels, frames)) * contract.sigma_max).astype(np.float32)
+    constants = step_constants(guidance_passes(contract, style, "bass", *cfg), context)
+    samplers = {name: bundle.backend.step_sampler(constants) for name, bundle in bundles.items()}
+    sigmas = get_sigmas_karras(steps, contract.sigma_min, contract.sigma_max)
+    times: dict[str, list[float]] = {name: [] for name in samplers}
+    ends = {}
+    for repeat in range(repeats + 1):
+        for name, sample in samplers.items():
+            started = time.perf_counter()
+            ends[name] = sample(x, sigmas if repeat else sigmas[-3:], "dpmpp_2m")  # the first round warms up
+            if repeat:
+                times[name].append(1000 * (time.perf_counter() - started) / steps)
+    medians = {name: round(float(np.median(t)), 2) for name, t in times.items()}
+    difference = float(np.linalg.norm(ends["int8"] - ends["fp32"]) / np.linalg.norm(ends["fp32"]))
+    return {"seconds": seconds, "latent_frames": frames, "steps": steps, "median_step_ms": medians,
+            "int8_speedup": round(medians["fp32"] / medians["int8"], 3),
+            "int8_latents_rel_l2_difference": round(difference, 4)}
+
+
 def _model_files(args, work: Path) -> tuple[Path, Path, str]:
     from backline.engine.pipeline import default_model_paths
 
@@ -236,7 +275,8 @@ def run(args: argparse.Namespace) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     ae_path, dn_path, source = _model_files(args, work)
     export_started = time.perf_counter()
-    export = export_models(ae_path, dn_path, work / "onnx", threads=args.threads, seed=0)  # the shipped check's inputs
+    export = export_models(ae_path, dn_path, work / "onnx", threads=args.threads, seed=0,  # the shipped check's inputs
+                           int8="onnx-int8" in args.backends)
     export_seconds = time.perf_counter() - export_started
     results = []
     for seconds in args.seconds:
@@ -257,12 +297,15 @@ def run(args: argparse.Namespace) -> dict:
                    for seconds in args.seconds] if {"torch", "onnx"} <= set(args.backends) else []
     sampling = [_interleaved_sampling(work / "onnx", seconds, args.steps, args.threads, args.no_style)
                 for seconds in args.seconds] if {"onnx", "onnx-calls"} <= set(args.backends) else []
+    precision = [_interleaved_precision(work / "onnx", seconds, args.steps, args.threads, args.no_style)
+                 for seconds in args.seconds] if {"onnx", "onnx-int8"} <= set(args.backends) else []
     return {
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "settings": {"steps": args.steps, "sampler": "dpmpp_2m", "threads": args.threads,
                      "style_reference": not args.no_style},
         "interleaved_denoiser": interleaved,
         "interleaved_sampling": sampling,
+        "interleaved_precision": precision,
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2)},
         "models": {"autoencoder": str(ae_path), "denoiser": str(dn_path), "source": source},
@@ -300,6 +343,11 @@ def table(report: dict) -> str:
         lines.append(f"sampling, {r['seconds']:g} s ({r['latent_frames']} frames, {r['steps']} steps), alternating in one "
                      f"process: step graph {ms['step_graph']:.1f} ms/step, per-call {ms['per_call']:.1f} ms/step "
                      f"(step graph {r['step_graph_speedup']:.2f}x)")
+    for r in report.get("interleaved_precision", []):
+        ms = r["median_step_ms"]
+        lines.append(f"precision, {r['seconds']:g} s ({r['latent_frames']} frames, {r['steps']} steps), alternating in "
+                     f"one process: fp32 {ms['fp32']:.1f} ms/step, int8 {ms['int8']:.1f} ms/step (int8 "
+                     f"{r['int8_speedup']:.2f}x; its latents {r['int8_latents_rel_l2_difference']:.3f} away, relative L2)")
     lines.append("RTF = seconds of audio per second of generate(); process s = whole child process "
                  "(interpreter, imports, model load, generation, the denoiser timing loop)")
     return "\n".join(lines)
@@ -313,7 +361,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, nargs="+", default=[60.0], help="region lengths (default: 60)")
     p.add_argument("--steps", type=int, default=30, help="diffusion steps (default 30)")
     p.add_argument("--backends", nargs="+", default=["torch", "onnx", "onnx-calls"], choices=("torch", *ONNX_BACKENDS),
-                   help="torch; onnx (the engine's default: the step graph); onnx-calls (one denoiser call per step)")
+                   help="torch; onnx (the engine's default: the step graph); onnx-calls (one denoiser call per step); "
+                        "onnx-int8 (the step graph with int8 weights, CPU)")
     p.add_argument("--threads", type=int, help="intra-op threads for both backends (default: their own)")
     p.add_argument("--no-style", action="store_true", help="no style reference: two guidance passes, not three")
     p.add_argument("--work", type=Path, help="folder for the exported graphs and random models (default: a temp dir)")

@@ -48,8 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
-from backline.engine.runtime import (DENOISER_INPUTS, GRAPH_NAMES, ONNX_CONTRACT_VERSION, ONNX_FILES, STEP_INPUTS,
-                                     STEP_OUTPUTS, istft, stft)
+from backline.engine.runtime import (DENOISER_INPUTS, GRAPH_NAMES, INT8_FILES, ONNX_CONTRACT_VERSION, ONNX_FILES,
+                                     STEP_INPUTS, STEP_OUTPUTS, istft, stft)
 from backline.engine.sampling import GUIDANCE_RESCALE
 
 OPSET = 17
@@ -58,6 +58,10 @@ OPSET = 17
 # autoencoder's log features sensitive to float32 rounding (about 1e-3 on pure tones), and torch in
 # float32 is no closer to the exact value there than onnxruntime is.
 TOLERANCE = 1e-4
+# The int8 graphs against the float ones (not against torch: int8 is not float32). Weights rounded to 256 levels and
+# activations quantised per call put the denoiser's output a few percent of its peak away; this bound only refuses a
+# broken quantisation. Whether the stems keep their quality is measured by `backline eval` (export/benchmarks).
+INT8_TOLERANCE = 0.1
 
 
 class ExportError(RuntimeError):
@@ -405,6 +409,66 @@ def check_step(denoiser, path: Path, *, rng: np.random.Generator, tolerance: flo
     return _summary(cases, tolerance)
 
 
+def restore_weights_fp32(model) -> int:
+    """Undo ``store_weights_fp16``: each fp16 initializer cast to float32 becomes a float32 initializer again (the
+    quantiser looks for float weights feeding the convolutions). Returns the count."""
+    from onnx import TensorProto, numpy_helper
+
+    graph = model.graph
+    halves = {i.name: i for i in graph.initializer if i.data_type == TensorProto.FLOAT16}
+    casts = [n for n in graph.node if n.op_type == "Cast" and n.input[0] in halves
+             and any(a.name == "to" and a.i == TensorProto.FLOAT for a in n.attribute)]
+    for node in casts:
+        half = halves[node.input[0]]
+        graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(half).astype(np.float32), node.output[0]))
+        graph.node.remove(node)
+        graph.initializer.remove(half)
+    return len(casts)
+
+
+def quantize_int8(float_path: Path, int8_path: Path) -> None:
+    """Write the graph at ``float_path`` with int8 weights and dynamically quantised activations in its
+    convolutions and matrix products (onnxruntime's dynamic quantisation; unsigned 8-bit weights, which ran
+    faster than signed ones on this x86 CPU), keeping its metadata and adding ``backline_precision=int8``."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = onnx.load(str(float_path))
+    metadata = {entry.key: entry.value for entry in model.metadata_props}
+    restore_weights_fp32(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "please run pre-processing": shape inference, which the graphs do not need
+        quantize_dynamic(model, int8_path, op_types_to_quantize=["Conv"],
+                         weight_type=QuantType.QUInt8)
+    quantized = onnx.load(str(int8_path))
+    del quantized.metadata_props[:]
+    for key, value in sorted({**metadata, "backline_precision": "int8"}.items()):
+        entry = quantized.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(quantized, str(int8_path))
+
+
+def check_int8(config, float_paths: dict[str, Path], int8_paths: dict[str, Path], *, rng: np.random.Generator,
+               threads: int | None = None) -> dict[str, dict]:
+    """Compare each int8 graph with its float graph on random inputs of several lengths (``INT8_TOLERANCE``)."""
+    inputs = {"denoiser": [denoiser_inputs(config, batch, frames, rng) for batch, frames in ((1, 7), (3, 61))],
+              "step": [step_inputs(config, passes, frames, rng, inpaint=controls, tie=controls)
+                       for passes, frames, controls in ((2, 7, True), (3, 61, False))]}
+    checks = {}
+    for part, feeds_list in inputs.items():
+        want_session, got_session = _session(float_paths[part], threads), _session(int8_paths[part], threads)
+        cases = []
+        for feeds in feeds_list:
+            for output, got, want in zip([o.name for o in want_session.get_outputs()], got_session.run(None, feeds),
+                                         want_session.run(None, feeds)):
+                cases.append({"output": output, "shape": list(got.shape), "max_rel_error": _relative(got, want),
+                              "rel_l2_error": float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-12))})
+        checks[f"{part}_int8"] = {"against": "the float graph", "tolerance": INT8_TOLERANCE,
+                                  "max_rel_error": max(c["max_rel_error"] for c in cases),
+                                  "passed": all(c["max_rel_error"] <= INT8_TOLERANCE for c in cases), "cases": cases}
+    return checks
+
+
 def step_metadata(safetensors_metadata: dict[str, str], config) -> dict[str, str]:
     """The denoiser's metadata, plus what the step graph computes and takes."""
     solver = {"update": "x_next = a * x + b * denoised + c * previous_x0 + e * step_start",
@@ -526,10 +590,11 @@ def _export_style(style_path: Path, temporary: dict[str, Path], latent_channels:
 
 def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_dir: str | Path, *,
                   opset: int = OPSET, tolerance: float = TOLERANCE, seed: int | None = None,
-                  threads: int | None = None, style_path: str | Path | None = None) -> ExportReport:
+                  threads: int | None = None, style_path: str | Path | None = None, int8: bool = False) -> ExportReport:
     """Export, check and (only if every graph passes) write the four graphs to ``out_dir``, and the two
     style graphs when the denoiser was trained on a style tower (from ``style_path``, default the
-    shipped style file)."""
+    shipped style file); with ``int8``, also the denoiser's and the step graph's int8 versions
+    (``quantize_int8``, checked against the float graphs by ``check_int8``)."""
     import torch
 
     from backline.models.autoencoder import load_autoencoder
@@ -550,6 +615,8 @@ def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_d
     with_style = denoiser.config.style_space != STATISTICS_SPACE
     if with_style:
         files |= STYLE_FILES
+    if int8:
+        files |= {f"{part}_int8": name for part, name in INT8_FILES.items()}
     temporary = {part: out_dir / f".{name}.partial" for part, name in files.items()}
     try:
         c = autoencoder.config
@@ -597,6 +664,11 @@ def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_d
         if with_style:
             report.checks.update(check_style(style, temporary["style_encoder"], temporary["prompt_prior"], rng=rng,
                                              tolerance=tolerance, threads=threads))
+        if int8:
+            for part in INT8_FILES:
+                quantize_int8(temporary[part], temporary[f"{part}_int8"])
+            report.checks.update(check_int8(d, temporary, {part: temporary[f"{part}_int8"] for part in INT8_FILES},
+                                            rng=rng, threads=threads))
         failed = [part for part, check in report.checks.items() if not check["passed"]]
         if failed:
             details = ", ".join(f"{part}: max relative error {report.checks[part]['max_rel_error']:.3g}" for part in failed)
@@ -607,6 +679,9 @@ def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_d
             report.files[part] = out_dir / name
         if not with_style:  # graphs of an earlier style tower would not belong to this denoiser
             for name in STYLE_FILES.values():
+                (out_dir / name).unlink(missing_ok=True)
+        if not int8:  # nor int8 graphs quantised from an earlier denoiser
+            for name in INT8_FILES.values():
                 (out_dir / name).unlink(missing_ok=True)
         return report
     finally:

@@ -90,6 +90,9 @@ def register_eval(eval_models: argparse._SubParsersAction, formatter=argparse.Ra
     p.add_argument("--autoencoder", type=Path, default=None, help="--generate: autoencoder file (default: shipped)")
     p.add_argument("--denoiser", type=Path, default=None, help="--generate: denoiser file (default: shipped)")
     p.add_argument("--style", type=Path, default=None, help="style file the denoiser was trained with (default: the shipped one)")
+    p.add_argument("--onnx-dir", type=Path, default=None, help="--generate: folder of exported graphs (default: shipped)")
+    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                   help="--generate: the denoiser's precision (int8: the graphs `backline export --int8` writes)")
     p.add_argument("--max-seconds", type=float, default=60.0,
                    help="without --generated: seconds of each pair to score (default 60)")
     p.add_argument("--instrument", action="append", dest="instruments", choices=("bass", "drums"),
@@ -176,7 +179,8 @@ def _eval_accompaniment(args: argparse.Namespace) -> int:
             return 2
         from backline.engine.pipeline import load_bundle
 
-        bundle = load_bundle(args.autoencoder, args.denoiser, prompt_prior_path=args.style)
+        bundle = load_bundle(args.autoencoder, args.denoiser, onnx_dir=args.onnx_dir, precision=args.precision,
+                             prompt_prior_path=args.style)
         generate_stems(args.data, args.generated, bundle, count=args.count, seconds=args.seconds,
                        offset_seconds=args.offset_seconds, instruments=instruments, steps=args.steps,
                        seed=args.seed, split=args.split, cfg_context=args.cfg_context, cfg_style=args.cfg_style,
@@ -186,7 +190,7 @@ def _eval_accompaniment(args: argparse.Namespace) -> int:
         from backline.engine.audio import resample
         from backline.engine.pipeline import load_bundle
 
-        engine = load_bundle(args.autoencoder, args.denoiser, prompt_prior_path=args.style)
+        engine = load_bundle(args.autoencoder, args.denoiser, onnx_dir=args.onnx_dir, prompt_prior_path=args.style)
 
         def round_trip(audio, rate):
             mono = resample(audio[None], rate, engine.sample_rate)

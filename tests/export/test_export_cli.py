@@ -26,6 +26,16 @@ def test_export_command_writes_checked_files_and_a_report(tmp_path, capsys):
     assert report["seed"] == 4 and all(check["passed"] for check in report["checks"].values())
 
 
+def test_export_command_with_int8_writes_and_reports_the_int8_graphs(tmp_path, capsys):
+    ae_path, dn_path = write_debug_models(tmp_path, "tiny", seed=1)
+    args = parse(["export", "--autoencoder", str(ae_path), "--denoiser", str(dn_path), "--out", str(tmp_path / "onnx"),
+                  "--seed", "4", "--threads", "1", "--int8"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert out.count(" ok\n") == 6 and "denoiser_int8 max rel error" in out and "against the float graph" in out
+    assert {"denoiser.int8.onnx", "guided_step.int8.onnx"} <= {p.name for p in (tmp_path / "onnx").iterdir()}
+
+
 def test_export_command_reports_a_missing_file(tmp_path, capsys):
     args = parse(["export", "--autoencoder", str(tmp_path / "nope.safetensors"), "--denoiser", str(tmp_path / "x"),
                   "--out", str(tmp_path / "onnx")])
