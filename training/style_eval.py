@@ -87,7 +87,7 @@ def run(bundle: Bundle, build_dir: Path, out: Path, *, count: int = 6, seconds: 
         if len(pairs) < 3:
             continue
         rows = {"ref_style": [], "ref_mel": [], "gen_style": [], "gen_mel": [], "prompt_style": [], "gen_prompt_style": []}
-        stems = {"real": [], "reference": [], "prompt": []}  # for coherence with the context
+        stems = {"real": [], "unsteered": [], "reference": [], "prompt": []}  # for coherence with the context
         for index, pair in enumerate(pairs):
             context, reference, rate = pair["context"], pair["reference"], pair["rate"]
             common = dict(context=context, sample_rate=rate, instrument=instrument, steps=steps, seed=seed + index,
@@ -102,6 +102,7 @@ def run(bundle: Bundle, build_dir: Path, out: Path, *, count: int = 6, seconds: 
             rows["prompt_style"].append((bundle.prompts(prompt) - prior.mean) / prior.std)
             rows["gen_prompt_style"].append(style(by_prompt, rate))
             stems["real"].append(pair["real"])
+            stems["unsteered"].append(generate(bundle, GenerateRequest(**common)).audio)  # the same seed, no style
             stems["reference"].append(by_reference)
             stems["prompt"].append(by_prompt)
         rows = {k: np.stack(v) for k, v in rows.items()}
@@ -127,7 +128,8 @@ def coherence(contexts: list[np.ndarray], stems: dict[str, list[np.ndarray]], sh
               sample_rate: int, instrument: str) -> dict:
     """How well the steered stems fit their contexts, as ``backline eval accompaniment`` measures it:
     harmonic (bass only) and rhythmic fit normalised so the real stems score 1 and the real stems of
-    other pieces (``shuffle``) 0. Style guidance that wins adherence by losing the context shows here."""
+    other pieces (``shuffle``) 0, for each set of ``stems`` but the real one. Style guidance that wins adherence
+    by losing the context shows against the stems generated for the same contexts and seeds without a style."""
     from backline.training.eval_suite import fit_table
 
     features = [fit_metrics.context_features(c, sample_rate) for c in contexts]
@@ -136,7 +138,7 @@ def coherence(contexts: list[np.ndarray], stems: dict[str, list[np.ndarray]], sh
                    for i, stem in enumerate(audio)] for name, audio in candidates.items()}
     table = fit_table(rows, instrument)
     return {name: {k: table[name][f"{k}_normalised"] for k in ("harmonic_fit", "rhythmic_fit")}
-            for name in ("reference", "prompt")}
+            for name in stems if name != "real"}
 
 
 def render(report: dict) -> str:
@@ -155,13 +157,15 @@ def render(report: dict) -> str:
             lines.append(f"| {instrument} | {r['pairs']} | {r['reference_apa_style_space']:.2f} | "
                          f"{r['reference_apa_log_mel']:.2f} | {r['prompt_apa_style_space']:.2f} |")
     lines += ["", "Coherence of the same stems with their contexts, as `backline eval accompaniment` normalises it (the "
-              "real stems 1, another piece's real stems 0; drums have no harmonic fit):", "",
-              "| instrument | harmonic fit, by reference | rhythmic fit, by reference | harmonic fit, by prompt | "
-              "rhythmic fit, by prompt |", "|---|---|---|---|---|"]
+              "real stems 1, another piece's real stems 0; drums have no harmonic fit), beside stems generated for the "
+              "same contexts and seeds with no style:", "",
+              "| instrument | harmonic fit, no style | rhythmic fit, no style | harmonic fit, by reference | "
+              "rhythmic fit, by reference | harmonic fit, by prompt | rhythmic fit, by prompt |",
+              "|---|---|---|---|---|---|---|"]
     for instrument in ("bass", "drums"):
         if instrument in report and "coherence" in report[instrument]:
             c = report[instrument]["coherence"]
-            cells = [c[way][k] for way in ("reference", "prompt") for k in ("harmonic_fit", "rhythmic_fit")]
+            cells = [c[way][k] for way in ("unsteered", "reference", "prompt") for k in ("harmonic_fit", "rhythmic_fit")]
             lines.append(f"| {instrument} | " + " | ".join("n/a" if not np.isfinite(v) else f"{v:.2f}" for v in cells) + " |")
     lines += ["", f"Wall time {report['wall_seconds']} s.", ""]
     return "\n".join(lines)

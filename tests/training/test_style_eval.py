@@ -45,7 +45,7 @@ def test_style_eval_runs_over_a_build_and_writes_its_report(tmp_path):
     for key in ("reference_apa_style_space", "reference_apa_log_mel", "prompt_apa_style_space"):
         assert 0.0 <= report["bass"][key] <= 1.0, key  # NaN fails too
     assert "| bass | 3 |" in (tmp_path / "out" / "report.md").read_text()
-    assert set(report["bass"]["coherence"]) == {"reference", "prompt"}
+    assert set(report["bass"]["coherence"]) == {"unsteered", "reference", "prompt"}
     assert "rhythmic fit, by reference" in (tmp_path / "out" / "report.md").read_text()
 
 
