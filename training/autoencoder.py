@@ -430,7 +430,10 @@ def train(
     if settings.init_from:
         from backline.models.autoencoder import load_autoencoder
 
-        model.load_state_dict(load_autoencoder(settings.init_from)[0].state_dict())
+        missing, unexpected = model.load_state_dict(load_autoencoder(settings.init_from)[0].state_dict(), strict=False)
+        other = [key for key in [*missing, *unexpected] if not key.startswith("pitch_head.")]
+        if other:  # only the training-time pitch head may differ (--pitch-weight); the network itself may not
+            raise ValueError(f"{settings.init_from} does not fit this config: {', '.join(other[:5])}")
     if settings.freeze_encoder:
         for name, parameter in model.named_parameters():
             if name.startswith(("enc_", "pitch_head")):

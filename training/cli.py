@@ -79,6 +79,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet-share", type=float, default=0.0,
                    help="share of crops turned down by 20-80 dB, so the decoder learns quiet passages and "
                         "silence (default 0)")
+    p.add_argument("--pitch-weight", type=float, default=None,
+                   help="weight of the latent pitch head's loss (the config's train_pitch_weight; with --init-from, "
+                        "a fresh pitch head is added to the model it starts from, or its head dropped at 0)")
     p.set_defaults(func=_train_autoencoder)
     diffusion_cli.register_train(train_models, formatter)
     from backline.training import style_cli
@@ -151,6 +154,10 @@ def _train_autoencoder(args: argparse.Namespace) -> int:
         config = load_autoencoder(args.init_from)[0].config
     else:
         config = resolve_config(args.config)
+    if args.pitch_weight is not None:
+        import dataclasses
+
+        config = dataclasses.replace(config, train_pitch_weight=args.pitch_weight)
     settings = TrainSettings(
         steps=args.steps, batch_size=args.batch_size, segment_seconds=args.segment_seconds,
         learning_rate=args.learning_rate, seed=args.seed, validate_every=args.validate_every,

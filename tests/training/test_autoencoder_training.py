@@ -152,6 +152,25 @@ def test_decoder_only_training_keeps_the_latent_space(synthetic_build, tmp_path)
         main(["train", "autoencoder", "--freeze-encoder", "--data", str(synthetic_build), "--run", str(tmp_path / "x")])
 
 
+def test_a_pitch_head_can_be_added_to_a_model_it_starts_from(synthetic_build, tmp_path):
+    """--init-from FILE --pitch-weight W: FILE has no pitch head; the run starts from FILE's weights with a fresh
+    head whose loss reaches the encoder, and the shipped model carries the weight in its config."""
+    first = tmp_path / "first"
+    assert main(_train_args(synthetic_build, first, 2)) == 0
+    assert main(["ship", "autoencoder", "--run", str(first), "--to", str(tmp_path / "a.safetensors"), "--crops", "4"]) == 0
+    pitched = tmp_path / "pitched"
+    assert main(["train", "autoencoder", "--init-from", str(tmp_path / "a.safetensors"), "--pitch-weight", "2",
+                 "--data", str(synthetic_build), "--run", str(pitched), "--steps", "2", "--batch-size", "2",
+                 "--segment-seconds", "0.25", "--quiet"]) == 0
+    assert main(["ship", "autoencoder", "--run", str(pitched), "--to", str(tmp_path / "b.safetensors"),
+                 "--crops", "4"]) == 0
+    a, _ = load_autoencoder(tmp_path / "a.safetensors")
+    b, _ = load_autoencoder(tmp_path / "b.safetensors")
+    assert a.config.train_pitch_weight == 0 and b.config.train_pitch_weight == 2
+    assert not hasattr(a, "pitch_head") and hasattr(b, "pitch_head")
+    assert not torch.equal(a.enc_out[1].weight, b.enc_out[1].weight)  # the encoder trained on from a's weights
+
+
 def test_resume_refuses_another_config(synthetic_build, tmp_path):
     run = tmp_path / "run"
     assert main(_train_args(synthetic_build, run, 3)) == 0
