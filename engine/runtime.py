@@ -44,15 +44,6 @@ GRAPH_NAMES = {"encoder": "encoder", "decoder": "decoder", "denoiser": "denoiser
 # activations (``backline export --int8`` writes them beside the float graphs; the autoencoder stays float).
 PRECISIONS = ("fp32", "int8")
 INT8_FILES = {"denoiser": "denoiser.int8.onnx", "step": "guided_step.int8.onnx"}
-
-
-def onnx_files(precision: str = "fp32") -> dict[str, str]:
-    """The graph file of each part for ``precision``."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return {**ONNX_FILES, **(INT8_FILES if precision == "int8" else {})}
-
-
 ONNX_CONTRACT_VERSION = "1"
 DENOISER_INPUTS = ("x", "sigma", "context", "context_mask", "style", "style_mask", "instrument")
 # guided_step.onnx, for P guidance passes over n latent frames (x and the states batch 1):
@@ -69,6 +60,13 @@ STEP_INPUTS = ("x", "sigma", "context", "context_mask", "style", "style_mask", "
                "known", "keep", "loop_index", "loop_counts", "tie", "coefficients", "previous_x0", "step_start")
 STEP_OUTPUTS = ("x_next", "denoised")
 STEP_INT_INPUTS = ("instrument", "pass_index", "loop_index")
+
+
+def onnx_files(precision: str = "fp32") -> dict[str, str]:
+    """The graph file of each part for ``precision``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return {**ONNX_FILES, **(INT8_FILES if precision == "int8" else {})}
 
 
 def default_onnx_dir() -> Path:
