@@ -37,6 +37,8 @@ from typing import Protocol
 
 import numpy as np
 
+from backline.engine.style import STATISTICS_SPACE
+
 ONNX_FILES = {"encoder": "autoencoder_encoder.onnx", "decoder": "autoencoder_decoder.onnx",
               "denoiser": "denoiser.onnx", "step": "guided_step.onnx"}
 GRAPH_NAMES = {"encoder": "encoder", "decoder": "decoder", "denoiser": "denoiser", "step": "guided_step"}
@@ -100,7 +102,7 @@ class ModelContract:
     stft_hop_length: int
     versions: dict = field(default_factory=dict)
     guidance: dict = field(default_factory=lambda: dict(DEFAULT_GUIDANCE))  # the denoiser's default scales
-    style_space: str = "latent-statistics"  # what the denoiser's style embeddings are (engine/style.py)
+    style_space: str = STATISTICS_SPACE  # what the denoiser's style embeddings are (engine/style.py)
 
 
 DEFAULT_GUIDANCE = {"cfg_context": 1.25, "cfg_style": 1.25}  # Diff-A-Riff's, for files that name none
@@ -377,7 +379,7 @@ class OnnxBackend:
             stft_hop_length=int(ae["stft_hop_length"]),
             versions={"autoencoder": encoder.get("backline_version"), "denoiser": denoiser.get("backline_version")},
             guidance=guidance_of(dn),
-            style_space=str(dn.get("style_space", "latent-statistics")),
+            style_space=str(dn.get("style_space", STATISTICS_SPACE)),
         )
 
     def encode(self, audio: np.ndarray) -> np.ndarray:

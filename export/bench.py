@@ -170,38 +170,55 @@ def _interleaved(ae_path: Path, dn_path: Path, onnx_dir: Path, seconds: float, t
             "autoencoder_median_ms": {k: round(float(np.median(v)), 1) for k, v in codec.items()}}
 
 
-def _interleaved_sampling(onnx_dir: Path, seconds: float, steps: int, threads: int | None, no_style: bool,
-                          repeats: int = 3) -> dict:
-    """Median time per step of whole samplings through the step graph and through the per-call path,
-    alternating in one process, with the pipeline's guidance (the model's default scales)."""
+def _sampling_inputs(contract, seconds: float, no_style: bool) -> dict:
+    """Seeded inputs of one bass sampling over ``seconds``: latent frames, context, style (or None), the model's
+    default guidance and the start x at sigma_max."""
     import numpy as np
 
-    from backline.engine.pipeline import guidance_passes, load_bundle, make_guided_denoiser, step_constants
     from backline.engine.runtime import guidance_for
-    from backline.engine.sampling import get_sampler, get_sigmas_karras
 
-    bundle = load_bundle(backend="onnx", onnx_dir=onnx_dir, intra_op_threads=threads)
-    contract = bundle.contract
     frames = -(-int(contract.sample_rate * seconds) // contract.hop_length)
     rng = np.random.default_rng(0)
     context = rng.standard_normal((contract.latent_channels, frames)).astype(np.float32)
     style = None if no_style else rng.standard_normal(contract.style_dim).astype(np.float32)
     cfg = tuple(guidance_for(contract.guidance, "bass").values())
     x = (rng.standard_normal((1, contract.latent_channels, frames)) * contract.sigma_max).astype(np.float32)
+    return {"frames": frames, "context": context, "style": style, "cfg": cfg, "x": x}
+
+
+def _alternate(paths: dict, sigmas, steps: int, repeats: int) -> tuple[dict[str, float], dict]:
+    """Run each ``paths[name](sigmas)`` in turn, ``repeats`` rounds after a two-step warm-up round; returns the
+    median milliseconds per step of each and its last result."""
+    import numpy as np
+
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    ends = {}
+    for repeat in range(repeats + 1):
+        for name, sample in paths.items():
+            started = time.perf_counter()
+            ends[name] = sample(sigmas if repeat else sigmas[-3:])  # the first round warms up, two steps
+            if repeat:
+                times[name].append(1000 * (time.perf_counter() - started) / steps)
+    return {name: round(float(np.median(t)), 2) for name, t in times.items()}, ends
+
+
+def _interleaved_sampling(onnx_dir: Path, seconds: float, steps: int, threads: int | None, no_style: bool,
+                          repeats: int = 3) -> dict:
+    """Median time per step of whole samplings through the step graph and through the per-call path,
+    alternating in one process, with the pipeline's guidance (the model's default scales)."""
+    from backline.engine.pipeline import guidance_passes, load_bundle, make_guided_denoiser, step_constants
+    from backline.engine.sampling import get_sampler, get_sigmas_karras
+
+    bundle = load_bundle(backend="onnx", onnx_dir=onnx_dir, intra_op_threads=threads)
+    contract = bundle.contract
+    inputs = _sampling_inputs(contract, seconds, no_style)
+    context, style, cfg, x = inputs["context"], inputs["style"], inputs["cfg"], inputs["x"]
     step_sampler = bundle.backend.step_sampler(step_constants(guidance_passes(contract, style, "bass", *cfg), context))
     denoise = make_guided_denoiser(bundle, context, style, "bass", *cfg)
     paths = {"step_graph": lambda sigmas: step_sampler(x, sigmas, "dpmpp_2m"),
              "per_call": lambda sigmas: get_sampler("dpmpp_2m")(denoise, x, sigmas)}
-    sigmas = get_sigmas_karras(steps, contract.sigma_min, contract.sigma_max)
-    times: dict[str, list[float]] = {name: [] for name in paths}
-    for repeat in range(repeats + 1):
-        for name, sample in paths.items():
-            started = time.perf_counter()
-            sample(sigmas if repeat else sigmas[-3:])  # the first round warms up, two steps
-            if repeat:
-                times[name].append(1000 * (time.perf_counter() - started) / steps)
-    medians = {name: round(float(np.median(t)), 2) for name, t in times.items()}
-    return {"seconds": seconds, "latent_frames": frames, "steps": steps, "median_step_ms": medians,
+    medians, _ = _alternate(paths, get_sigmas_karras(steps, contract.sigma_min, contract.sigma_max), steps, repeats)
+    return {"seconds": seconds, "latent_frames": inputs["frames"], "steps": steps, "median_step_ms": medians,
             "step_graph_speedup": round(medians["per_call"] / medians["step_graph"], 3)}
 
 
@@ -212,32 +229,19 @@ def _interleaved_precision(onnx_dir: Path, seconds: float, steps: int, threads: 
     import numpy as np
 
     from backline.engine.pipeline import guidance_passes, load_bundle, step_constants
-    from backline.engine.runtime import guidance_for
     from backline.engine.sampling import get_sigmas_karras
 
     bundles = {precision: load_bundle(backend="onnx", onnx_dir=onnx_dir, intra_op_threads=threads, precision=precision)
                for precision in ("fp32", "int8")}
     contract = bundles["fp32"].contract
-    frames = -(-int(contract.sample_rate * seconds) // contract.hop_length)
-    rng = np.random.default_rng(0)
-    context = rng.standard_normal((contract.latent_channels, frames)).astype(np.float32)
-    style = None if no_style else rng.standard_normal(contract.style_dim).astype(np.float32)
-    cfg = tuple(guidance_for(contract.guidance, "bass").values())
-    x = (rng.standard_normal((1, contract.latent_channels, frames)) * contract.sigma_max).astype(np.float32)
-    constants = step_constants(guidance_passes(contract, style, "bass", *cfg), context)
+    inputs = _sampling_inputs(contract, seconds, no_style)
+    x = inputs["x"]
+    constants = step_constants(guidance_passes(contract, inputs["style"], "bass", *inputs["cfg"]), inputs["context"])
     samplers = {name: bundle.backend.step_sampler(constants) for name, bundle in bundles.items()}
-    sigmas = get_sigmas_karras(steps, contract.sigma_min, contract.sigma_max)
-    times: dict[str, list[float]] = {name: [] for name in samplers}
-    ends = {}
-    for repeat in range(repeats + 1):
-        for name, sample in samplers.items():
-            started = time.perf_counter()
-            ends[name] = sample(x, sigmas if repeat else sigmas[-3:], "dpmpp_2m")  # the first round warms up
-            if repeat:
-                times[name].append(1000 * (time.perf_counter() - started) / steps)
-    medians = {name: round(float(np.median(t)), 2) for name, t in times.items()}
+    paths = {name: (lambda sigmas, sample=sample: sample(x, sigmas, "dpmpp_2m")) for name, sample in samplers.items()}
+    medians, ends = _alternate(paths, get_sigmas_karras(steps, contract.sigma_min, contract.sigma_max), steps, repeats)
     difference = float(np.linalg.norm(ends["int8"] - ends["fp32"]) / np.linalg.norm(ends["fp32"]))
-    return {"seconds": seconds, "latent_frames": frames, "steps": steps, "median_step_ms": medians,
+    return {"seconds": seconds, "latent_frames": inputs["frames"], "steps": steps, "median_step_ms": medians,
             "int8_speedup": round(medians["fp32"] / medians["int8"], 3),
             "int8_latents_rel_l2_difference": round(difference, 4)}
 

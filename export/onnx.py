@@ -428,8 +428,9 @@ def restore_weights_fp32(model) -> int:
 
 def quantize_int8(float_path: Path, int8_path: Path) -> None:
     """Write the graph at ``float_path`` with int8 weights and dynamically quantised activations in its
-    convolutions and matrix products (onnxruntime's dynamic quantisation; unsigned 8-bit weights, which ran
-    faster than signed ones on this x86 CPU), keeping its metadata and adding ``backline_precision=int8``."""
+    convolutions (onnxruntime's dynamic quantisation; unsigned 8-bit weights, which ran faster than signed
+    ones on this x86 CPU; the dense layers stay float), keeping its metadata and adding
+    ``backline_precision=int8``."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -440,12 +441,7 @@ def quantize_int8(float_path: Path, int8_path: Path) -> None:
         warnings.simplefilter("ignore")  # "please run pre-processing": shape inference, which the graphs do not need
         quantize_dynamic(model, int8_path, op_types_to_quantize=["Conv"],
                          weight_type=QuantType.QUInt8)
-    quantized = onnx.load(str(int8_path))
-    del quantized.metadata_props[:]
-    for key, value in sorted({**metadata, "backline_precision": "int8"}.items()):
-        entry = quantized.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(quantized, str(int8_path))
+    _write_metadata(int8_path, {**metadata, "backline_precision": "int8"})
 
 
 def check_int8(config, float_paths: dict[str, Path], int8_paths: dict[str, Path], *, rng: np.random.Generator,
@@ -505,11 +501,11 @@ def _style_graphs(prior):
     """Torch modules of a style file's tower and prior (with its standardisation), from its weights."""
     import torch
 
+    from backline.engine.style import HYBRID_SPACE_PREFIX
     from backline.training.style_prior import Prior, tower_from_weights
 
     w = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in prior.weights.items()}
     tower = tower_from_weights(prior.weights)
-    from backline.engine.style import HYBRID_SPACE_PREFIX
 
     class HybridGraph(torch.nn.Module):  # the tower's numbers, then the latents' mean and std over time
         def __init__(self):

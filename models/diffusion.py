@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from backline.engine.style import STATISTICS_SPACE
 from backline.models.contract import load_model, save_model
 
 KIND = "denoiser"
@@ -52,7 +53,7 @@ class DenoiserConfig:
     drop_context: float = 0.15
     drop_style: float = 0.3
     segment_frames: int = 128  # training crop, about 6 s at 21.5 latent frames/s
-    style_space: str = "latent-statistics"  # the style embeddings it was trained on (engine/style.py)
+    style_space: str = STATISTICS_SPACE  # the style embeddings it was trained on (engine/style.py)
     latent_rate_hz: float = 44_100 / 2048
     sample_rate: int = 44_100
 

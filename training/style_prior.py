@@ -37,7 +37,7 @@ from torch import nn
 
 from backline.data.dataset import read_manifest
 from backline.engine.style import (PRIOR_KIND, STATISTICS_SPACE, TEXT_MODEL, TOWER_CONTEXT_FRAMES, PromptPrior,
-                                   TextTower, latent_statistics, prior_forward)
+                                   TextTower, hybrid_embedding, latent_statistics, prior_forward, tower_forward)
 
 # Families named by the GM programs the data engine draws (bass 32-39, drum kits).
 BASS_FAMILIES = {
@@ -148,8 +148,6 @@ def tower_from_weights(weights: dict[str, np.ndarray]) -> AudioTower:
 
 def load_tower(path: Path) -> AudioTower:
     """The audio tower of a style file."""
-    from backline.engine.style import PromptPrior
-
     weights = PromptPrior.load(path).weights
     if not any(k.startswith("tower.") for k in weights):
         raise ValueError(f"{path}: no audio tower in this style file")
@@ -293,8 +291,6 @@ def train(latent_dir: Path, data_dir: Path, out: Path, *, steps: int = 3000, bat
         tower_weights = {f"tower.{k}": v.detach().half().float().numpy() for k, v in audio_tower.state_dict().items()}
 
         def embed(latents):  # as the engine will: NumPy, from the fp16 weights that ship
-            from backline.engine.style import hybrid_embedding, tower_forward
-
             return (hybrid_embedding if audio_space == "tower+statistics" else tower_forward)(tower_weights, latents)
     bank = np.stack([segments(s, 32, rng, rate_hz, embed) for s in train_stems])  # 32 segments per stem, embedded once
     pool = bank.reshape(-1, bank.shape[-1])
