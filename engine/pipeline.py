@@ -155,8 +155,9 @@ def load_bundle(autoencoder_path: str | Path | None = None, denoiser_path: str |
         references = onnx_audio_style(style_graph, space, providers=providers, intra_op_threads=intra_op_threads)
     else:
         references = audio_style(space, style_path)
-    return Bundle(runtime, PromptEncoder(style_path, cache_dir=prompt_cache_dir, style_space=space),
-                  audio_style=references)
+    prompts = PromptEncoder(style_path, cache_dir=prompt_cache_dir, style_space=space,
+                            latent_space=runtime.contract.latent_space)
+    return Bundle(runtime, prompts, audio_style=references)
 
 
 def _encode(bundle: Bundle, mono: np.ndarray) -> np.ndarray:

@@ -81,7 +81,22 @@ def default_onnx_dir() -> Path:
 
 
 class RuntimeModelError(ValueError):
-    """ONNX model files that are missing, not Backline's, or that disagree with each other."""
+    """Model files that are missing, not Backline's, or that disagree with each other."""
+
+
+def check_latent_space(what: str, recorded: dict | None, latent_space: str | None) -> None:
+    """Refuse a model trained on another latent space than the one the loaded autoencoder makes.
+
+    A denoiser (``config.provenance.autoencoder``) and a prompt prior (``config.autoencoder``) record the
+    autoencoder whose latents they learnt; ``latent_space`` is the loaded autoencoder's (its config's
+    ``latent_space``, else its version: a decoder-only fine-tune keeps its init's). Files that record
+    none (older ones, tests' tiny models) are taken as they are.
+    """
+    recorded = recorded or {}
+    trained_on = recorded.get("latent_space") or recorded.get("version")
+    if trained_on and latent_space and trained_on != latent_space:
+        raise RuntimeModelError(f"{what} was trained on the latents of autoencoder {trained_on}, but the autoencoder "
+                                f"loaded beside it makes those of {latent_space}; ship them together")
 
 
 @dataclass(frozen=True)
@@ -103,6 +118,7 @@ class ModelContract:
     versions: dict = field(default_factory=dict)
     guidance: dict = field(default_factory=lambda: dict(DEFAULT_GUIDANCE))  # the denoiser's default scales
     style_space: str = STATISTICS_SPACE  # what the denoiser's style embeddings are (engine/style.py)
+    latent_space: str | None = None  # which autoencoder's latents (check_latent_space)
 
 
 DEFAULT_GUIDANCE = {"cfg_context": 1.25, "cfg_style": 1.25}  # Diff-A-Riff's, for files that name none
@@ -364,7 +380,7 @@ class OnnxBackend:
         if dn["latent_channels"] != ae["latent_channels"]:
             raise RuntimeModelError(f"the denoiser expects {dn['latent_channels']} latent channels, "
                                     f"the autoencoder makes {ae['latent_channels']}")
-        return ModelContract(
+        contract = ModelContract(
             sample_rate=int(_number(encoder, "sample_rate", paths["encoder"])),
             hop_length=int(ae["hop_length"]),
             latent_channels=int(ae["latent_channels"]),
@@ -380,7 +396,10 @@ class OnnxBackend:
             versions={"autoencoder": encoder.get("backline_version"), "denoiser": denoiser.get("backline_version")},
             guidance=guidance_of(dn),
             style_space=str(dn.get("style_space", STATISTICS_SPACE)),
+            latent_space=ae.get("latent_space") or encoder.get("backline_version"),
         )
+        check_latent_space(str(paths["denoiser"]), (dn.get("provenance") or {}).get("autoencoder"), contract.latent_space)
+        return contract
 
     def encode(self, audio: np.ndarray) -> np.ndarray:
         c = self.contract
@@ -447,7 +466,8 @@ class TorchBackend:
             latent_rate_hz=a.latent_rate_hz, latent_scale=a.latent_scale, style_dim=d.style_dim,
             sigma_min=d.sigma_min, sigma_max=d.sigma_max, sigma_data=d.sigma_data, instruments=tuple(INSTRUMENTS),
             n_fft=a.n_fft, stft_hop_length=a.stft_hop_length, versions=dict(versions or {}),
-            guidance=dict(guidance or DEFAULT_GUIDANCE), style_space=d.style_space)
+            guidance=dict(guidance or DEFAULT_GUIDANCE), style_space=d.style_space,
+            latent_space=a.latent_space or (versions or {}).get("autoencoder"))
 
     @classmethod
     def from_files(cls, autoencoder_path: str | Path, denoiser_path: str | Path) -> "TorchBackend":
@@ -456,9 +476,12 @@ class TorchBackend:
 
         autoencoder, ae_meta = load_autoencoder(autoencoder_path)
         denoiser, dn_meta = load_denoiser(denoiser_path)
-        return cls(autoencoder, denoiser, {"autoencoder": ae_meta.get("backline_version"),
-                                           "denoiser": dn_meta.get("backline_version")},
-                   guidance=guidance_of(dn_meta.get("config", {})))
+        backend = cls(autoencoder, denoiser, {"autoencoder": ae_meta.get("backline_version"),
+                                              "denoiser": dn_meta.get("backline_version")},
+                      guidance=guidance_of(dn_meta.get("config", {})))
+        check_latent_space(str(denoiser_path), (dn_meta["config"].get("provenance") or {}).get("autoencoder"),
+                           backend.contract.latent_space)
+        return backend
 
     def encode(self, audio: np.ndarray) -> np.ndarray:
         import torch

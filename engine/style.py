@@ -245,12 +245,14 @@ def audio_style(style_space: str, prior_path: str | Path = DEFAULT_PRIOR_PATH):
 class PromptEncoder:
     """Prompt -> audio style embedding: the text tower, then the prior. Loads both on first use.
 
-    ``style_space`` (the denoiser's) is checked against the space the prior maps into."""
+    ``style_space`` (the denoiser's) is checked against the space the prior maps into, and
+    ``latent_space`` (the loaded autoencoder's) against the latents the prior learnt."""
 
     def __init__(self, prior_path: str | Path = DEFAULT_PRIOR_PATH, cache_dir: Path | None = None,
-                 style_space: str | None = None):
+                 style_space: str | None = None, latent_space: str | None = None):
         self.prior_path = Path(prior_path)
         self.style_space = style_space
+        self.latent_space = latent_space
         self.text = TextTower(cache_dir)
         self._prior: PromptPrior | None = None
 
@@ -260,5 +262,12 @@ class PromptEncoder:
             if self.style_space is not None and prior.audio_space != self.style_space:
                 raise StyleUnavailable(f"{self.prior_path}: the prompt prior maps into {prior.audio_space}, the "
                                        f"denoiser was trained on {self.style_space}; ship them together")
+            from backline.engine.runtime import check_latent_space  # runtime imports this module
+
+            try:
+                check_latent_space(f"{self.prior_path} (the prompt prior)", prior.metadata.get("autoencoder"),
+                                   self.latent_space)
+            except ValueError as error:
+                raise StyleUnavailable(str(error)) from None
             self._prior = prior
         return self._prior.embed(self.text.embed([prompt]))[0]

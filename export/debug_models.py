@@ -10,14 +10,16 @@ from pathlib import Path
 
 
 def write_debug_models(directory: str | Path, config: str = "tiny", *, seed: int = 0,
-                       autoencoder_config: str | None = None, style_space: str | None = None) -> tuple[Path, Path]:
+                       autoencoder_config: str | None = None, style_space: str | None = None,
+                       trained_on: str | None = None) -> tuple[Path, Path]:
     """Write a random autoencoder and denoiser of the named configs; returns their two paths.
 
     Weights are drawn from a generator seeded with ``seed`` (the same files for the same seed). The
     denoiser's zero-initialised layers (output and residual convolutions) get small random weights,
     so its output depends on every input, as a trained one's does. Weights are stored as
     float32, so an export compares against exactly what was saved. ``style_space`` records the style
-    space the denoiser claims (default: its config's, latent statistics).
+    space the denoiser claims (default: its config's, latent statistics). The denoiser records the
+    autoencoder it was trained on as a trained one does: this one's version, or ``trained_on``.
     """
     import dataclasses
 
@@ -44,8 +46,10 @@ def write_debug_models(directory: str | Path, config: str = "tiny", *, seed: int
                 elif parameter.numel() > 1 and float(parameter.std()) > 0:
                     parameter.copy_(torch.randn(parameter.shape, generator=generator) * float(parameter.std()))
     directory = Path(directory)
+    ae_version = f"debug-{ae_config.name}-{seed}"
     ae_path = save_autoencoder(directory / f"autoencoder_{ae_config.name}.safetensors", autoencoder,
-                               version=f"debug-{ae_config.name}-{seed}", dtype=torch.float32)
+                               version=ae_version, dtype=torch.float32)
     dn_path = save_denoiser(directory / f"denoiser_{dn_config.name}.safetensors", denoiser,
-                            version=f"debug-{dn_config.name}-{seed}", dtype=torch.float32)
+                            version=f"debug-{dn_config.name}-{seed}", dtype=torch.float32,
+                            extra={"autoencoder": {"version": trained_on or ae_version}})
     return ae_path, dn_path

@@ -46,6 +46,8 @@ from backline.models.autoencoder import (
     Autoencoder,
     AutoencoderConfig,
     count_parameters,
+    latent_space_of,
+    load_autoencoder,
     save_autoencoder,
 )
 
@@ -428,8 +430,6 @@ def train(
         torch.manual_seed(settings.seed)
         model = Autoencoder(config)
     if settings.init_from:
-        from backline.models.autoencoder import load_autoencoder
-
         missing, unexpected = model.load_state_dict(load_autoencoder(settings.init_from)[0].state_dict(), strict=False)
         other = [key for key in [*missing, *unexpected] if not key.startswith("pitch_head.")]
         if other:  # only the training-time pitch head may differ (--pitch-weight); the network itself may not
@@ -551,15 +551,18 @@ def ship(run_dir: str | Path, to: str | Path, *, build_dir: str | Path | None = 
         build_dir = json.loads((Path(run_dir) / "config.json").read_text())["data"]
     segment_frames = int(round(training["segment_seconds"] * config.sample_rate))
     sampler = CropSampler(split_files(build_dir, "train"), segment_frames, sample_rate=config.sample_rate)
-    if training.get("freeze_encoder"):  # the init's encoder, hence its latent space and scale, unchanged
-        latent_std = 1.0 / config.latent_scale
-    else:
-        latent_std = measure_latent_std(model, sampler, crops=crops, seed=seed)
-    model.config = dataclasses.replace(config, latent_scale=1.0 / latent_std)
     step = int(state["step"])
     from backline import __version__
 
     version = version or f"{__version__}+step{step}"
+    if training.get("freeze_encoder"):  # the init's encoder, hence its latent space and scale, unchanged
+        latent_std = 1.0 / config.latent_scale
+        init, init_metadata = load_autoencoder(training["init_from"])
+        latent_space = latent_space_of(init.config, init_metadata.get("backline_version"))
+    else:
+        latent_std = measure_latent_std(model, sampler, crops=crops, seed=seed)
+        latent_space = version
+    model.config = dataclasses.replace(config, latent_scale=1.0 / latent_std, latent_space=latent_space)
     path = save_autoencoder(to, model, version=version)
     return {"path": str(path), "step": step, "latent_std": latent_std, "latent_scale": 1.0 / latent_std,
             "version": version, "size_bytes": Path(path).stat().st_size,

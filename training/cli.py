@@ -82,6 +82,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pitch-weight", type=float, default=None,
                    help="weight of the latent pitch head's loss (the config's train_pitch_weight; with --init-from, "
                         "a fresh pitch head is added to the model it starts from, or its head dropped at 0)")
+    p.add_argument("--stft-resolutions", type=int, nargs="+", default=None, metavar="N_FFT",
+                   help="FFT sizes of the multi-resolution STFT loss (the config's train_stft_resolutions; "
+                        "4096 and 8192 resolve bass semitones)")
+    p.add_argument("--frequency-weight", type=float, default=None,
+                   help="weight of the instantaneous-frequency loss (the config's train_frequency_weight)")
     p.set_defaults(func=_train_autoencoder)
     diffusion_cli.register_train(train_models, formatter)
     from backline.training import style_cli
@@ -154,10 +159,13 @@ def _train_autoencoder(args: argparse.Namespace) -> int:
         config = load_autoencoder(args.init_from)[0].config
     else:
         config = resolve_config(args.config)
-    if args.pitch_weight is not None:
+    overrides = {name: value for name, value in (
+        ("train_pitch_weight", args.pitch_weight), ("train_frequency_weight", args.frequency_weight),
+        ("train_stft_resolutions", tuple(args.stft_resolutions) if args.stft_resolutions else None)) if value is not None}
+    if overrides:  # training-only settings: the network, hence --init-from's weights, are unchanged
         import dataclasses
 
-        config = dataclasses.replace(config, train_pitch_weight=args.pitch_weight)
+        config = dataclasses.replace(config, **overrides)
     settings = TrainSettings(
         steps=args.steps, batch_size=args.batch_size, segment_seconds=args.segment_seconds,
         learning_rate=args.learning_rate, seed=args.seed, validate_every=args.validate_every,

@@ -25,7 +25,7 @@ import torch
 from backline.data.dataset import read_manifest
 from backline.engine.audio import read_audio
 from backline.engine.style import latent_statistics
-from backline.models.autoencoder import encode_audio, load_autoencoder
+from backline.models.autoencoder import encode_audio, latent_space_of, load_autoencoder
 from backline.models.diffusion import INSTRUMENTS, EDMPrecond, DenoiserConfig, load_denoiser, save_denoiser
 
 STYLE_FRAMES = (16, 64)  # default length range of the style sub-segment, latent frames (0.75-3 s at 21.5/s)
@@ -62,6 +62,7 @@ def encode_build(autoencoder_path: str | Path, build_dir: str | Path, out_dir: s
     (out_dir / "index.jsonl").write_text("".join(json.dumps(e) + "\n" for e in index))
     (out_dir / "autoencoder.json").write_text(json.dumps(
         {"path": str(autoencoder_path), "version": metadata.get("backline_version"),
+         "latent_space": latent_space_of(autoencoder.config, metadata.get("backline_version")),
          "latent_scale": metadata.get("latent_scale"), "latent_channels": metadata.get("latent_channels")}, indent=1))
     return encoded
 

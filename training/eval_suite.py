@@ -352,18 +352,42 @@ def _nanmean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
-def fit_table(rows: dict[str, list[dict]], instrument: str) -> dict:
+def fit_table(rows: dict[str, list[dict]], instrument: str, *, resamples: int = 1000, seed: int = 0) -> dict:
     """Mean of each fit score per candidate set (pairs where it is undefined, e.g. a silent stem, left
     out), and the normalised version against real and shuffled. Drums have no harmonic fit: they are
-    unpitched, and real and shuffled drum stems score the same, so normalising would divide by noise."""
+    unpitched, and real and shuffled drum stems score the same, so normalising would divide by noise.
+
+    Each normalised score also gets a 90 % bootstrap interval (``<key>_normalised_interval``): the pairs
+    are drawn with replacement ``resamples`` times (the same draw for every set, since each set is
+    normalised by the real and shuffled stems of the same pairs), so a reader sees how far a figure
+    from a few pairs can be trusted.
+    """
     from backline.training.fit_metrics import FIT_KEYS, normalise
 
-    means = {name: {k: _nanmean([r[k] for r in scores]) for k in FIT_KEYS} for name, scores in rows.items()}
+    values = {name: {k: np.array([r[k] for r in scores], float) for k in FIT_KEYS} for name, scores in rows.items()}
+    pairs = len(next(iter(rows.values())))
+    draws = np.random.default_rng(seed).integers(0, pairs, size=(resamples, pairs))
+
+    def means_of(name: str, k: str, index: np.ndarray) -> np.ndarray:
+        v = values[name][k][index]
+        counted = np.isfinite(v).sum(axis=-1)
+        return np.where(counted > 0, np.nansum(v, axis=-1) / np.maximum(counted, 1), np.nan)
+
+    means = {name: {k: _nanmean(list(values[name][k])) for k in FIT_KEYS} for name in rows}
     for name, m in means.items():
         if instrument == "drums":
             m["harmonic_fit"] = float("nan")
         for k in FIT_KEYS:
             m[f"{k}_normalised"] = normalise(m[k], means["real"][k], means["shuffled"][k])
+            if instrument == "drums" and k == "harmonic_fit":
+                m[f"{k}_normalised_interval"] = [float("nan"), float("nan")]
+                continue
+            real, shuffled, own = (means_of(n, k, draws) for n in ("real", "shuffled", name))
+            spread = real - shuffled
+            scores = np.where(np.abs(spread) > 1e-9, (own - shuffled) / np.where(np.abs(spread) > 1e-9, spread, 1), np.nan)
+            scores = scores[np.isfinite(scores)]
+            m[f"{k}_normalised_interval"] = ([float(q) for q in np.percentile(scores, [5, 95])] if len(scores)
+                                             else [float("nan"), float("nan")])
     return means
 
 
@@ -596,6 +620,10 @@ def _fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def _interval(bounds: list[float]) -> str:
+    return "n/a" if not all(np.isfinite(bounds)) else f"{bounds[0]:.2f} to {bounds[1]:.2f}"
+
+
 def accompaniment_markdown(summary: dict, command: str) -> str:
     lines = ["# Accompaniment evaluation", "",
              f"Pairs of the {summary['split']} split of `{summary['build']}` ({summary['manifest_records']} variants "
@@ -610,7 +638,9 @@ def accompaniment_markdown(summary: dict, command: str) -> str:
              "Fit scores (see `backline/training/fit_metrics.py`): harmonic fit = share of the stem's pitched energy "
              "in pitch classes sounding in the context; onset / grid agreement = cosine of the stem's onset envelope "
              "with the context's onsets / eighth-note grid; rhythmic fit = their mean. *norm.* = "
-             "(x - shuffled) / (real - shuffled): 1 as coherent as real pairs, 0 no better than random pairing. "
+             "(x - shuffled) / (real - shuffled): 1 as coherent as real pairs, 0 no better than random pairing; "
+             "*90 % interval*: of the normalised score, over 1,000 bootstrap draws of the pairs (few pairs, wide "
+             "intervals: read a difference between two models only where their intervals part). "
              "Harmonic fit is not given for drums (unpitched). n/a in a pair's row: the stem or its context is silent in that "
              "segment.", "",
              "Read fit and realism together: the rule-based bass plays the context's strongest pitch class on "
@@ -620,12 +650,13 @@ def accompaniment_markdown(summary: dict, command: str) -> str:
              "comparable with published FAD/KID numbers, only across Backline models on these pieces.", ""]
     for instrument, block in summary["instruments"].items():
         lines += [f"## {instrument} ({block['pairs']} pairs, {block['seconds']:.0f} s of context)", "",
-                  "| stems | harmonic fit | norm. | onset agr. | grid agr. | rhythmic fit | norm. |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+                  "| stems | harmonic fit | norm. | 90 % interval | onset agr. | grid agr. | rhythmic fit | norm. | 90 % interval |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for name, m in block["fit"].items():
             lines.append(f"| {name} | {_fmt(m['harmonic_fit'])} | {_fmt(m['harmonic_fit_normalised'], 2)} | "
+                         f"{_interval(m['harmonic_fit_normalised_interval'])} | "
                          f"{_fmt(m['onset_agreement'])} | {_fmt(m['grid_agreement'])} | {_fmt(m['rhythmic_fit'])} | "
-                         f"{_fmt(m['rhythmic_fit_normalised'], 2)} |")
+                         f"{_fmt(m['rhythmic_fit_normalised'], 2)} | {_interval(m['rhythmic_fit_normalised_interval'])} |")
         lines += ["", "| stems vs real stems | Fréchet distance | MMD² (poly) | density | coverage | segments |",
                   "|---|---:|---:|---:|---:|---:|"]
         for name, r in block["realism"].items():

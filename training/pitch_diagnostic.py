@@ -1,11 +1,12 @@
 """Where the autoencoder loses the bass's pitch: harmonic fit of real bass stems rebuilt four ways.
 
     python -m backline.training.pitch_diagnostic --data $BACKLINE_DATA/full40 [--split validation] [--count 8]
-        [--latent-probe]
+        [--latent-probe] [--vocoder-below-hz F]
 
 For each pair (first 10 s): the real stem; the true STFT magnitude with random phase; the true
 magnitude with a phase-vocoder phase (peaks tracked across frames, identity phase locking); the
-autoencoder's round trip; and the round trip's magnitude with the phase-vocoder phase. Harmonic fit
+autoencoder's round trip; and the round trip's magnitude with the phase-vocoder phase (with
+``--vocoder-below-hz``, only below that frequency: the round trip's own phase above it). Harmonic fit
 is normalised per set as in ``backline eval accompaniment`` (real 1, a stem of another piece 0). If
 the true magnitude with a made-up coherent phase scores near 1 while the decoder's magnitude does not,
 the decoder's magnitude, not only its phase, has lost the pitch. Also printed: the round trip's
@@ -49,15 +50,15 @@ def phase_vocoder_phase(magnitude: np.ndarray, n_fft: int = N_FFT, hop: int = HO
 
 
 def run(build_dir: Path, *, split: str = "validation", count: int = 8, seconds: float = 10.0, seed: int = 0,
-        autoencoder_path: Path | None = None) -> dict:
+        autoencoder_path: Path | None = None, vocoder_below_hz: float | None = None) -> dict:
     from backline.data.dataset import read_manifest
     from backline.engine.audio import read_audio
-    from backline.engine.pipeline import load_bundle
     from backline.engine.runtime import istft, stft
+    from backline.models.autoencoder import DEFAULT_MODEL_PATH, load_autoencoder, reconstruct
     from backline.training import fit_metrics
     from backline.training.autoencoder import pitch_similarity
 
-    engine = load_bundle(autoencoder_path, backend="torch")
+    model, metadata = load_autoencoder(autoencoder_path or DEFAULT_MODEL_PATH)  # no denoiser needed
     rng = np.random.default_rng(seed)
     pairs = []
     for record in [r for r in read_manifest(build_dir, split=split) if "bass" in r["pairs"]][:count]:
@@ -76,15 +77,19 @@ def run(build_dir: Path, *, split: str = "validation", count: int = 8, seconds: 
     for index, (context, target, rate) in enumerate(pairs):
         real, imag = stft(target[None], N_FFT, HOP)
         magnitude = np.hypot(real, imag)[0]
-        decoded = engine.backend.decode(engine.backend.encode(target[None]))[0, :len(target)]
+        decoded = reconstruct(model, target, rate)[:len(target)]
         real2, imag2 = stft(decoded[None], N_FFT, HOP)
         decoded_magnitude = np.hypot(real2, imag2)[0]
+        vocoded = phase_vocoder_phase(decoded_magnitude)
+        if vocoder_below_hz is not None:  # the round trip's own phase above the cut-off
+            above = np.fft.rfftfreq(N_FFT, 1 / rate) >= vocoder_below_hz
+            vocoded[above] = np.arctan2(imag2[0], real2[0])[above]
         candidates = {
             "real": target, "another piece's bass": pairs[(index + 1) % len(pairs)][1],
             "true magnitude, random phase": rebuild(magnitude, rng.uniform(-np.pi, np.pi, magnitude.shape)),
             "true magnitude, phase-vocoder phase": rebuild(magnitude, phase_vocoder_phase(magnitude)),
             "autoencoder round trip": decoded,
-            "round-trip magnitude, phase-vocoder phase": rebuild(decoded_magnitude, phase_vocoder_phase(decoded_magnitude)),
+            "round-trip magnitude, phase-vocoder phase": rebuild(decoded_magnitude, vocoded),
         }
         for name, audio in candidates.items():
             scores[name].append(fit_metrics.harmonic_fit(audio, context, rate))
@@ -92,7 +97,8 @@ def run(build_dir: Path, *, split: str = "validation", count: int = 8, seconds: 
         similarity["another piece's bass"].append(pitch_similarity(candidates["another piece's bass"], target, rate))
     means = {name: float(np.nanmean(values)) for name, values in scores.items()}
     real, other = means["real"], means["another piece's bass"]
-    return {"pairs": len(pairs), "split": split, "seconds": seconds, "models": engine.versions,
+    return {"pairs": len(pairs), "split": split, "seconds": seconds, "models": {"autoencoder": metadata.get("backline_version")},
+            "vocoder_below_hz": vocoder_below_hz,
             "harmonic_fit": means,
             "normalised": {name: (value - other) / (real - other) for name, value in means.items()},
             "pitch_similarity": {name: float(np.nanmean(values)) for name, values in similarity.items()}}
@@ -165,12 +171,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="validation", choices=("train", "validation", "test"))
     parser.add_argument("--count", type=int, default=8, help="bass pairs (default 8)")
     parser.add_argument("--autoencoder", type=Path, help="autoencoder model file (default: the shipped one)")
+    parser.add_argument("--vocoder-below-hz", type=float,
+                        help="the phase-vocoder phase only below this frequency (default: the whole band)")
     parser.add_argument("--latent-probe", action="store_true",
                         help="also probe whether the latents still hold the bass's pitch class (see latent_probe)")
     args = parser.parse_args(argv)
-    report = run(args.data, split=args.split, count=args.count, autoencoder_path=args.autoencoder)
+    report = run(args.data, split=args.split, count=args.count, autoencoder_path=args.autoencoder,
+                 vocoder_below_hz=args.vocoder_below_hz)
     print(f"{report['pairs']} bass pairs of the {report['split']} split, first {report['seconds']:g} s, "
-          f"models {report['models']}")
+          f"models {report['models']}"
+          + (f", phase vocoder below {args.vocoder_below_hz:g} Hz" if args.vocoder_below_hz else ""))
     for name, value in report["harmonic_fit"].items():
         print(f"  {name:42} harmonic fit {value:.3f}   normalised {report['normalised'][name]:.2f}")
     print("pitch similarity to the real bass (training.autoencoder.pitch_similarity; the real bass itself: 1):")

@@ -317,6 +317,7 @@ def train(latent_dir: Path, data_dir: Path, out: Path, *, steps: int = 3000, bat
               if audio_tower is not None else None,
               "audio_space_kind": audio_space,
               "style_mean": mean.tolist(), "style_std": std.tolist(), "latent_rate_hz": rate_hz,
+              "autoencoder": _latent_autoencoder(latent_dir),  # whose latents these are: the engine checks it
               "training": {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
                            "stems": len(train_stems)}}
     version = f"0.2.0+{tower_steps}+{steps}steps" if audio_tower is not None else f"0.1.1+{steps}steps"
@@ -342,11 +343,17 @@ def save_prior(path: Path, model: Prior, config: dict, *, version: str, audio_to
     return path
 
 
+def _latent_autoencoder(latent_dir: Path) -> dict | None:
+    """What ``backline train latents`` recorded about the autoencoder that encoded ``latent_dir``."""
+    record = latent_dir / "autoencoder.json"
+    return json.loads(record.read_text()) if record.is_file() else None
+
+
 def _latent_rate(latent_dir: Path) -> float:
     """Latent frames per second of the autoencoder that encoded ``latent_dir``."""
     from backline.models.autoencoder import load_autoencoder
 
-    model, _ = load_autoencoder(json.loads((latent_dir / "autoencoder.json").read_text())["path"])
+    model, _ = load_autoencoder(_latent_autoencoder(latent_dir)["path"])
     return model.config.latent_rate_hz
 
 

@@ -119,6 +119,17 @@ def test_backend_choice(files, monkeypatch, tmp_path):
         load_bundle(backend="tensorrt")
 
 
+def test_a_denoiser_of_another_latent_space_is_refused_by_both_backends(files, tmp_path):
+    ae_path, _, _ = files  # the debug autoencoder of seed 5, which the fixture's denoiser records
+    other_dn = write_debug_models(tmp_path, "tiny", seed=5, trained_on="an-older-autoencoder")[1]
+    with pytest.raises(RuntimeModelError, match="latents of autoencoder an-older-autoencoder, but the autoencoder "
+                                                "loaded beside it makes those of debug-tiny-5"):
+        load_bundle(ae_path, other_dn, backend="torch")
+    export_models(ae_path, other_dn, tmp_path / "onnx", seed=0, threads=1)
+    with pytest.raises(RuntimeModelError, match="an-older-autoencoder"):
+        OnnxBackend(tmp_path / "onnx", intra_op_threads=1)
+
+
 def test_providers_default_to_cuda_then_cpu_and_can_be_overridden(files):
     available = ort.get_available_providers()
     assert choose_providers() == [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]

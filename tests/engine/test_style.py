@@ -18,10 +18,11 @@ def bundle():
     return make_bundle()
 
 
-def tiny_prior(tmp_path, style_dim, text_dim=384):
+def tiny_prior(tmp_path, style_dim, text_dim=384, autoencoder=None):
     torch.manual_seed(0)
     model = Prior(text_dim, style_dim, hidden=16)
-    config = {"style_mean": [0.5] * style_dim, "style_std": [2.0] * style_dim, "text_dim": text_dim}
+    config = {"style_mean": [0.5] * style_dim, "style_std": [2.0] * style_dim, "text_dim": text_dim,
+              "autoencoder": autoencoder}
     return save_prior(tmp_path / "prior.safetensors", model, config, version="test"), model
 
 
@@ -47,6 +48,24 @@ def test_prior_file_errors_are_clear(tmp_path):
     save_file({"w": np.zeros(2, np.float32)}, str(tmp_path / "other.safetensors"), metadata={"kind": "something"})
     with pytest.raises(ValueError, match="not a Backline prompt prior"):
         PromptPrior.load(tmp_path / "other.safetensors")
+
+
+def test_a_prior_of_another_autoencoders_latents_is_refused(tmp_path):
+    path, _ = tiny_prior(tmp_path, 6, autoencoder={"version": "ae-1", "latent_scale": 0.4})
+    text = np.ones((1, 384), np.float32) / np.sqrt(384)
+
+    class Tower:  # the text tower's output, without loading it
+        def embed(self, prompts):
+            return text
+
+    for version, works in (("ae-1", True), (None, True), ("ae-2", False)):
+        encoder = PromptEncoder(path, cache_dir=tmp_path, latent_space=version)
+        encoder.text = Tower()
+        if works:
+            assert encoder("slap bass").shape == (6,)
+        else:
+            with pytest.raises(StyleUnavailable, match="latents of autoencoder ae-1, but the autoencoder loaded beside it makes those of ae-2"):
+                encoder("slap bass")
 
 
 def test_prompts_are_checked():

@@ -105,3 +105,26 @@ def test_generate_mode_writes_one_stem_per_pair_with_a_tiny_bundle(tmp_path):
     block = summary["instruments"]["bass"]
     assert block["sanity"]["generated"]["wrong_length"] == 0.0 and block["sanity"]["generated"]["non_finite"] == 0.0
     assert block["seconds"] == pytest.approx(2.0, abs=0.01)
+
+
+def test_fit_table_intervals_cover_the_score_and_narrow_with_more_pairs():
+    rng = np.random.default_rng(1)
+
+    def rows(pairs: int) -> dict:
+        def row(mean: float) -> dict:
+            return {k: float(mean + rng.normal(0, 0.1)) for k in
+                    ("harmonic_fit", "onset_agreement", "grid_agreement", "rhythmic_fit")}
+        return {"real": [row(0.5) for _ in range(pairs)], "shuffled": [row(0.3) for _ in range(pairs)],
+                "generated": [row(0.4) for _ in range(pairs)]}
+
+    few, many = es.fit_table(rows(6), "bass"), es.fit_table(rows(200), "bass")
+    for table in (few, many):
+        low, high = table["generated"]["rhythmic_fit_normalised_interval"]
+        assert low < table["generated"]["rhythmic_fit_normalised"] < high
+        assert table["real"]["harmonic_fit_normalised_interval"] == [1.0, 1.0]
+    width = {n: t["generated"]["harmonic_fit_normalised_interval"][1] - t["generated"]["harmonic_fit_normalised_interval"][0]
+             for n, t in (("few", few), ("many", many))}
+    assert width["many"] < width["few"] / 3
+    low, high = many["generated"]["harmonic_fit_normalised_interval"]
+    assert low < 0.5 < high  # the true normalised score: (0.4 - 0.3) / (0.5 - 0.3)
+    assert np.isnan(es.fit_table(rows(6), "drums")["generated"]["harmonic_fit_normalised_interval"]).all()

@@ -171,6 +171,28 @@ def test_a_pitch_head_can_be_added_to_a_model_it_starts_from(synthetic_build, tm
     assert not torch.equal(a.enc_out[1].weight, b.enc_out[1].weight)  # the encoder trained on from a's weights
 
 
+def test_loss_settings_can_change_on_a_decoder_fine_tune(synthetic_build, tmp_path):
+    """--stft-resolutions and --frequency-weight replace the started-from model's loss settings (the run's
+    config records them) while --freeze-encoder keeps its encoder, hence its latents, exactly."""
+    first = tmp_path / "first"
+    assert main(_train_args(synthetic_build, first, 2)) == 0
+    assert main(["ship", "autoencoder", "--run", str(first), "--to", str(tmp_path / "a.safetensors"), "--crops", "4"]) == 0
+    tuned = tmp_path / "tuned"
+    assert main(["train", "autoencoder", "--init-from", str(tmp_path / "a.safetensors"), "--freeze-encoder",
+                 "--stft-resolutions", "256", "1024", "4096", "--frequency-weight", "0.5",
+                 "--data", str(synthetic_build), "--run", str(tuned), "--steps", "2", "--batch-size", "2",
+                 "--segment-seconds", "0.25", "--quiet"]) == 0
+    model = json.loads((tuned / "config.json").read_text())["model"]
+    assert model["train_stft_resolutions"] == [256, 1024, 4096] and model["train_frequency_weight"] == 0.5
+    assert main(["ship", "autoencoder", "--run", str(tuned), "--to", str(tmp_path / "b.safetensors"), "--crops", "4",
+                 "--version", "0.0.1+decoder2"]) == 0
+    a, a_meta = load_autoencoder(tmp_path / "a.safetensors")
+    b, b_meta = load_autoencoder(tmp_path / "b.safetensors")
+    assert torch.equal(a.enc_out[1].weight, b.enc_out[1].weight) and not torch.equal(a.dec_head.weight, b.dec_head.weight)
+    # the same latent space under a new version: a denoiser trained on a's latents stays valid with b
+    assert a.config.latent_space == a_meta["backline_version"] == b.config.latent_space != b_meta["backline_version"]
+
+
 def test_resume_refuses_another_config(synthetic_build, tmp_path):
     run = tmp_path / "run"
     assert main(_train_args(synthetic_build, run, 3)) == 0
