@@ -84,13 +84,18 @@ class RuntimeModelError(ValueError):
     """Model files that are missing, not Backline's, or that disagree with each other."""
 
 
+def latent_space_of(latent_space: str | None, version: str | None) -> str | None:
+    """The identity of the latent space an autoencoder makes: its config's ``latent_space`` (the version of the
+    model whose encoder it has; a decoder-only fine-tune keeps its init's), else its own version."""
+    return latent_space or version
+
+
 def check_latent_space(what: str, recorded: dict | None, latent_space: str | None) -> None:
     """Refuse a model trained on another latent space than the one the loaded autoencoder makes.
 
     A denoiser (``config.provenance.autoencoder``) and a prompt prior (``config.autoencoder``) record the
-    autoencoder whose latents they learnt; ``latent_space`` is the loaded autoencoder's (its config's
-    ``latent_space``, else its version: a decoder-only fine-tune keeps its init's). Files that record
-    none (older ones, tests' tiny models) are taken as they are.
+    autoencoder whose latents they learnt; ``latent_space`` is the loaded autoencoder's (``latent_space_of``).
+    Files that record none (older ones, tests' tiny models) are taken as they are.
     """
     recorded = recorded or {}
     trained_on = recorded.get("latent_space") or recorded.get("version")
@@ -396,7 +401,7 @@ class OnnxBackend:
             versions={"autoencoder": encoder.get("backline_version"), "denoiser": denoiser.get("backline_version")},
             guidance=guidance_of(dn),
             style_space=str(dn.get("style_space", STATISTICS_SPACE)),
-            latent_space=ae.get("latent_space") or encoder.get("backline_version"),
+            latent_space=latent_space_of(ae.get("latent_space"), encoder.get("backline_version")),
         )
         check_latent_space(str(paths["denoiser"]), (dn.get("provenance") or {}).get("autoencoder"), contract.latent_space)
         return contract
@@ -467,7 +472,7 @@ class TorchBackend:
             sigma_min=d.sigma_min, sigma_max=d.sigma_max, sigma_data=d.sigma_data, instruments=tuple(INSTRUMENTS),
             n_fft=a.n_fft, stft_hop_length=a.stft_hop_length, versions=dict(versions or {}),
             guidance=dict(guidance or DEFAULT_GUIDANCE), style_space=d.style_space,
-            latent_space=a.latent_space or (versions or {}).get("autoencoder"))
+            latent_space=latent_space_of(a.latent_space, (versions or {}).get("autoencoder")))
 
     @classmethod
     def from_files(cls, autoencoder_path: str | Path, denoiser_path: str | Path) -> "TorchBackend":

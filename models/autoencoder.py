@@ -79,7 +79,8 @@ class AutoencoderConfig:
     kernel_size: int = 7
     latent_scale: float = 1.0
     # Which latent space the encoder makes: the version of the model whose encoder this is (set when
-    # shipped; a decoder-only fine-tune keeps its init's). Empty: the model's own version.
+    # shipped; a decoder-only fine-tune keeps its init's). Empty: the model's own version
+    # (engine.runtime.latent_space_of).
     latent_space: str = ""
     # "absolute": the decoder predicts each STFT frame's phase; "advance": it predicts each bin's phase
     # advance from the previous frame and sums them (and the encoder sees the measured advance).
@@ -421,11 +422,6 @@ def load_autoencoder(path: str | Path = DEFAULT_MODEL_PATH) -> tuple[Autoencoder
     model = Autoencoder(AutoencoderConfig.from_dict(metadata["config"]))
     model.load_state_dict({k: v.float() for k, v in state_dict.items()})
     return model.eval(), metadata
-
-
-def latent_space_of(config: AutoencoderConfig, version: str | None) -> str | None:
-    """The identity of the latent space a model makes (denoisers and priors record it, the engine checks it)."""
-    return config.latent_space or version
 
 
 def count_parameters(model: nn.Module) -> int:

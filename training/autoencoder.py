@@ -42,11 +42,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from backline.engine.runtime import latent_space_of
 from backline.models.autoencoder import (
     Autoencoder,
     AutoencoderConfig,
     count_parameters,
-    latent_space_of,
     load_autoencoder,
     save_autoencoder,
 )
@@ -398,6 +398,12 @@ def train(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "config.json"
+    init = None
+    if settings.init_from:
+        init, init_metadata = load_autoencoder(settings.init_from)
+        if settings.freeze_encoder:  # the init's encoder, hence its latent space: recorded with the run
+            config = dataclasses.replace(config, latent_space=latent_space_of(
+                init.config.latent_space, init_metadata.get("backline_version")))
     if resume:
         saved_config, _ = read_run_config(run_dir)
         if saved_config != config:
@@ -429,8 +435,8 @@ def train(
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
         torch.manual_seed(settings.seed)
         model = Autoencoder(config)
-    if settings.init_from:
-        missing, unexpected = model.load_state_dict(load_autoencoder(settings.init_from)[0].state_dict(), strict=False)
+    if init is not None:
+        missing, unexpected = model.load_state_dict(init.state_dict(), strict=False)
         other = [key for key in [*missing, *unexpected] if not key.startswith("pitch_head.")]
         if other:  # only the training-time pitch head may differ (--pitch-weight); the network itself may not
             raise ValueError(f"{settings.init_from} does not fit this config: {', '.join(other[:5])}")
@@ -557,8 +563,10 @@ def ship(run_dir: str | Path, to: str | Path, *, build_dir: str | Path | None = 
     version = version or f"{__version__}+step{step}"
     if training.get("freeze_encoder"):  # the init's encoder, hence its latent space and scale, unchanged
         latent_std = 1.0 / config.latent_scale
-        init, init_metadata = load_autoencoder(training["init_from"])
-        latent_space = latent_space_of(init.config, init_metadata.get("backline_version"))
+        latent_space = config.latent_space  # recorded by train from the init
+        if not latent_space:
+            raise ValueError(f"{run_dir}: a frozen-encoder run whose config.json does not name its init's latent "
+                             "space (started before runs recorded it); train it again to ship it")
     else:
         latent_std = measure_latent_std(model, sampler, crops=crops, seed=seed)
         latent_space = version

@@ -25,9 +25,11 @@ import torch
 from backline.data.dataset import read_manifest
 from backline.engine.audio import read_audio
 from backline.engine.style import latent_statistics
-from backline.models.autoencoder import encode_audio, latent_space_of, load_autoencoder
+from backline.engine.runtime import latent_space_of
+from backline.models.autoencoder import encode_audio, load_autoencoder
 from backline.models.diffusion import INSTRUMENTS, EDMPrecond, DenoiserConfig, load_denoiser, save_denoiser
 
+AUTOENCODER_RECORD = "autoencoder.json"  # in a latent directory: which autoencoder encoded it
 STYLE_FRAMES = (16, 64)  # default length range of the style sub-segment, latent frames (0.75-3 s at 21.5/s)
 
 
@@ -60,11 +62,17 @@ def encode_build(autoencoder_path: str | Path, build_dir: str | Path, out_dir: s
         if progress:
             progress(done, len(jobs))
     (out_dir / "index.jsonl").write_text("".join(json.dumps(e) + "\n" for e in index))
-    (out_dir / "autoencoder.json").write_text(json.dumps(
+    (out_dir / AUTOENCODER_RECORD).write_text(json.dumps(
         {"path": str(autoencoder_path), "version": metadata.get("backline_version"),
-         "latent_space": latent_space_of(autoencoder.config, metadata.get("backline_version")),
+         "latent_space": latent_space_of(autoencoder.config.latent_space, metadata.get("backline_version")),
          "latent_scale": metadata.get("latent_scale"), "latent_channels": metadata.get("latent_channels")}, indent=1))
     return encoded
+
+
+def latent_autoencoder(latent_dir: str | Path) -> dict | None:
+    """What ``encode_build`` recorded about the autoencoder that encoded ``latent_dir`` (None if nothing)."""
+    record = Path(latent_dir) / AUTOENCODER_RECORD
+    return json.loads(record.read_text()) if record.is_file() else None
 
 
 @dataclass
@@ -322,6 +330,6 @@ def ship(run_dir: str | Path, to: str | Path, *, version: str, latent_dir: str |
     extra = {"steps": int(state["step"])}
     if guidance:
         extra["guidance"] = _guidance_record(guidance)
-    if latent_dir is not None and (Path(latent_dir) / "autoencoder.json").is_file():
-        extra["autoencoder"] = json.loads((Path(latent_dir) / "autoencoder.json").read_text())
+    if latent_dir is not None and (recorded := latent_autoencoder(latent_dir)) is not None:
+        extra["autoencoder"] = recorded
     return save_denoiser(to, model, version=version, extra=extra)

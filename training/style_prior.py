@@ -38,6 +38,7 @@ from torch import nn
 from backline.data.dataset import read_manifest
 from backline.engine.style import (PRIOR_KIND, STATISTICS_SPACE, TEXT_MODEL, TOWER_CONTEXT_FRAMES, PromptPrior,
                                    TextTower, hybrid_embedding, latent_statistics, prior_forward, tower_forward)
+from backline.training.diffusion import latent_autoencoder
 
 # Families named by the GM programs the data engine draws (bass 32-39, drum kits).
 BASS_FAMILIES = {
@@ -317,7 +318,7 @@ def train(latent_dir: Path, data_dir: Path, out: Path, *, steps: int = 3000, bat
               if audio_tower is not None else None,
               "audio_space_kind": audio_space,
               "style_mean": mean.tolist(), "style_std": std.tolist(), "latent_rate_hz": rate_hz,
-              "autoencoder": _latent_autoencoder(latent_dir),  # whose latents these are: the engine checks it
+              "autoencoder": latent_autoencoder(latent_dir),  # whose latents these are: the engine checks it
               "training": {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
                            "stems": len(train_stems)}}
     version = f"0.2.0+{tower_steps}+{steps}steps" if audio_tower is not None else f"0.1.1+{steps}steps"
@@ -343,17 +344,11 @@ def save_prior(path: Path, model: Prior, config: dict, *, version: str, audio_to
     return path
 
 
-def _latent_autoencoder(latent_dir: Path) -> dict | None:
-    """What ``backline train latents`` recorded about the autoencoder that encoded ``latent_dir``."""
-    record = latent_dir / "autoencoder.json"
-    return json.loads(record.read_text()) if record.is_file() else None
-
-
 def _latent_rate(latent_dir: Path) -> float:
     """Latent frames per second of the autoencoder that encoded ``latent_dir``."""
     from backline.models.autoencoder import load_autoencoder
 
-    model, _ = load_autoencoder(_latent_autoencoder(latent_dir)["path"])
+    model, _ = load_autoencoder(latent_autoencoder(latent_dir)["path"])
     return model.config.latent_rate_hz
 
 
