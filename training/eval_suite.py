@@ -347,11 +347,6 @@ def _segment(audio: np.ndarray, sample_rate: int, offset_seconds: float, frames:
     return audio[first:] if frames is None else audio[first:first + frames]
 
 
-def _nanmean(values: list[float]) -> float:
-    finite = [v for v in values if np.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("nan")
-
-
 def fit_table(rows: dict[str, list[dict]], instrument: str, *, resamples: int = 1000, seed: int = 0) -> dict:
     """Mean of each fit score per candidate set (pairs where it is undefined, e.g. a silent stem, left
     out), and the normalised version against real and shuffled. Drums have no harmonic fit: they are
@@ -373,7 +368,8 @@ def fit_table(rows: dict[str, list[dict]], instrument: str, *, resamples: int = 
         counted = np.isfinite(v).sum(axis=-1)
         return np.where(counted > 0, np.nansum(v, axis=-1) / np.maximum(counted, 1), np.nan)
 
-    means = {name: {k: _nanmean(list(values[name][k])) for k in FIT_KEYS} for name in rows}
+    means = {name: {k: float(means_of(name, k, np.arange(pairs))) for k in FIT_KEYS} for name in rows}
+    drawn = {name: {k: means_of(name, k, draws) for k in FIT_KEYS} for name in rows}  # (resamples,) each
     for name, m in means.items():
         if instrument == "drums":
             m["harmonic_fit"] = float("nan")
@@ -382,9 +378,7 @@ def fit_table(rows: dict[str, list[dict]], instrument: str, *, resamples: int = 
             if instrument == "drums" and k == "harmonic_fit":
                 m[f"{k}_normalised_interval"] = [float("nan"), float("nan")]
                 continue
-            real, shuffled, own = (means_of(n, k, draws) for n in ("real", "shuffled", name))
-            spread = real - shuffled
-            scores = np.where(np.abs(spread) > 1e-9, (own - shuffled) / np.where(np.abs(spread) > 1e-9, spread, 1), np.nan)
+            scores = normalise(drawn[name][k], drawn["real"][k], drawn["shuffled"][k])
             scores = scores[np.isfinite(scores)]
             m[f"{k}_normalised_interval"] = ([float(q) for q in np.percentile(scores, [5, 95])] if len(scores)
                                              else [float("nan"), float("nan")])

@@ -254,12 +254,14 @@ FIT_KEYS = ("harmonic_fit", "onset_agreement", "grid_agreement", "rhythmic_fit")
 
 # ---- per-set normalisation ------------------------------------------------------------------------
 
-def normalise(candidate: float, real: float, shuffled: float) -> float:
-    """APA-style: 1 = as coherent as real pairs, 0 = no better than a stem from another piece (not clipped)."""
+def normalise(candidate, real, shuffled):
+    """APA-style: 1 = as coherent as real pairs, 0 = no better than a stem from another piece (not clipped);
+    NaN where real and shuffled do not differ. Numbers give a float, arrays (bootstrap draws) an array."""
+    candidate, real, shuffled = (np.asarray(v, float) for v in (candidate, real, shuffled))
     spread = real - shuffled
-    if not np.isfinite(spread) or abs(spread) < 1e-9:
-        return float("nan")
-    return float((candidate - shuffled) / spread)
+    defined = np.isfinite(spread) & (np.abs(spread) >= 1e-9)
+    score = np.where(defined, (candidate - shuffled) / np.where(defined, spread, 1.0), np.nan)
+    return float(score) if score.ndim == 0 else score
 
 
 def derangement(groups: list[str], rng: np.random.Generator, *, tries: int = 1000) -> np.ndarray:
