@@ -54,6 +54,9 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cfg-context", type=float, help="guidance scale of the context (default: the model's, see its card)")
     p.add_argument("--cfg-style", type=float, help="guidance scale of the style (default: the model's)")
     p.add_argument("--stereo-width", type=float, default=0.0, help="pseudo-stereo width 0..1 (default 0: the context's layout)")
+    p.add_argument("--candidates", type=int,
+                   help="bass takes to sample, keeping the one most in key with the context (default 4 where the "
+                        "autoencoder reads notes; 1 = the seed's own take, 4x faster)")
     p.add_argument("--autoencoder", type=Path, help="autoencoder file (default: the shipped one)")
     p.add_argument("--denoiser", type=Path, help="denoiser file (default: the shipped one)")
     p.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
@@ -119,7 +122,8 @@ def _style_audio(args: argparse.Namespace) -> dict:
 def _sampling_params(args: argparse.Namespace) -> dict:
     return {"seed": args.seed, "steps": args.steps, "sampler": args.sampler, "style_ratio": args.style_ratio,
             "stereo_width": args.stereo_width, **({"style_prompt": args.prompt} if args.prompt else {}),
-            **{k: v for k, v in (("cfg_context", args.cfg_context), ("cfg_style", args.cfg_style)) if v is not None}}
+            **{k: v for k, v in (("cfg_context", args.cfg_context), ("cfg_style", args.cfg_style),
+                                 ("candidates", args.candidates)) if v is not None}}
 
 
 def _load(args: argparse.Namespace):

@@ -4,7 +4,9 @@ A backend turns numpy in into numpy out and knows its models' contract:
 
     encode(audio (batch, samples) float32 at contract.sample_rate)
         -> latents (batch, latent_channels, ceil(samples / hop_length)), already scaled by latent_scale
-    decode(latents (batch, latent_channels, n)) -> audio (batch, n * hop_length)
+    decode(latents (batch, latent_channels, n), instrument=None) -> audio (batch, n * hop_length)
+        with instrument "bass" and an autoencoder that has a note head, the low band's phase follows the
+        notes the head reads (engine/pitch_lock.py)
     denoise(x, sigma, context, context_mask, style, style_mask, instrument) -> x0 estimate, shaped like x
         every input has the batch on axis 0, so the guidance passes run in one call
 
@@ -12,7 +14,8 @@ The onnxruntime backend imports numpy and onnxruntime only (never torch), so ``p
 without extras can generate with exported models. Its three graphs and the spectral transforms:
 
 * ``autoencoder_encoder.onnx``: STFT spectrum (real, imag) -> scaled latents;
-* ``autoencoder_decoder.onnx``: scaled latents -> STFT spectrum (real, imag);
+* ``autoencoder_decoder.onnx``: scaled latents -> STFT spectrum (real, imag), and note logits when the
+  autoencoder has a note head;
 * ``denoiser.onnx``: the EDM-preconditioned denoiser, dynamic batch and frame axes;
 * ``guided_step.onnx``: one sampler evaluation whole: the guidance passes batched through the same
   denoiser, their combination (with the rescale that guards against over-saturation), the controls'
@@ -124,6 +127,7 @@ class ModelContract:
     guidance: dict = field(default_factory=lambda: dict(DEFAULT_GUIDANCE))  # the denoiser's default scales
     style_space: str = STATISTICS_SPACE  # what the denoiser's style embeddings are (engine/style.py)
     latent_space: str | None = None  # which autoencoder's latents (check_latent_space)
+    note_lowest_midi: int | None = None  # the autoencoder's note head's lowest note; None: it has none
 
 
 DEFAULT_GUIDANCE = {"cfg_context": 1.25, "cfg_style": 1.25}  # Diff-A-Riff's, for files that name none
@@ -154,7 +158,9 @@ class Backend(Protocol):
 
     def encode(self, audio: np.ndarray) -> np.ndarray: ...
 
-    def decode(self, latents: np.ndarray) -> np.ndarray: ...
+    def decode(self, latents: np.ndarray, instrument: str | None = None) -> np.ndarray: ...
+
+    def notes(self, latents: np.ndarray) -> np.ndarray: ...
 
     def denoise(self, x, sigma, context, context_mask, style, style_mask, instrument) -> np.ndarray: ...
 
@@ -232,6 +238,15 @@ def istft(real: np.ndarray, imag: np.ndarray, n_fft: int, hop: int, *, chunk_fra
     pad = (n_fft - hop) // 2
     envelope = _window_envelope(window, hop, frames)
     return audio[:, pad:out_size - pad] / np.maximum(envelope[pad:out_size - pad], 1e-8)
+
+
+def pitch_locked_spectrum(contract: ModelContract, real: np.ndarray, imag: np.ndarray,
+                          note_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The decoder's spectrum with its low band's phase following the note head's notes (both backends)."""
+    from backline.engine.pitch_lock import note_frequencies, pitch_locked
+
+    return pitch_locked(real, imag, note_frequencies(note_logits, contract.note_lowest_midi),
+                        sample_rate=contract.sample_rate, n_fft=contract.n_fft, hop=contract.stft_hop_length)
 
 
 def _pad_to_hop(audio: np.ndarray, hop_length: int) -> np.ndarray:
@@ -323,6 +338,10 @@ class StepGraphSampler:
         return state.numpy()
 
 
+def _note_lowest_midi(autoencoder_config: dict) -> int | None:
+    return int(autoencoder_config["note_lowest_midi"]) if autoencoder_config.get("note_count", 0) > 0 else None
+
+
 class OnnxBackend:
     """The exported graphs under onnxruntime; numpy in and out, no torch.
 
@@ -402,7 +421,10 @@ class OnnxBackend:
             guidance=guidance_of(dn),
             style_space=str(dn.get("style_space", STATISTICS_SPACE)),
             latent_space=latent_space_of(ae.get("latent_space"), encoder.get("backline_version")),
+            note_lowest_midi=_note_lowest_midi(ae),
         )
+        if (len(self.sessions["decoder"].get_outputs()) > 2) != (contract.note_lowest_midi is not None):
+            raise RuntimeModelError(f"{paths['decoder']}: its outputs do not match its config's note head")
         check_latent_space(str(paths["denoiser"]), (dn.get("provenance") or {}).get("autoencoder"), contract.latent_space)
         return contract
 
@@ -411,9 +433,17 @@ class OnnxBackend:
         real, imag = stft(_pad_to_hop(np.asarray(audio, np.float32), c.hop_length), c.n_fft, c.stft_hop_length)
         return self.sessions["encoder"].run(None, {"spec_real": real, "spec_imag": imag})[0]
 
-    def decode(self, latents: np.ndarray) -> np.ndarray:
-        real, imag = self.sessions["decoder"].run(None, {"latents": np.ascontiguousarray(latents, np.float32)})
+    def decode(self, latents: np.ndarray, instrument: str | None = None) -> np.ndarray:
+        real, imag, *notes = self.sessions["decoder"].run(None, {"latents": np.ascontiguousarray(latents, np.float32)})
+        if instrument == "bass" and notes:
+            real, imag = pitch_locked_spectrum(self.contract, real, imag, notes[0])
         return istft(real, imag, self.contract.n_fft, self.contract.stft_hop_length)
+
+    def notes(self, latents: np.ndarray) -> np.ndarray:
+        """Note logits (batch, classes, stft_frames) of the note head (``decode``'s third output)."""
+        if self.contract.note_lowest_midi is None:
+            raise RuntimeModelError("this autoencoder has no note head")
+        return self.sessions["decoder"].run(["note_logits"], {"latents": np.ascontiguousarray(latents, np.float32)})[0]
 
     def denoise(self, x, sigma, context, context_mask, style, style_mask, instrument) -> np.ndarray:
         values = (x, sigma, context, context_mask, style, style_mask)
@@ -472,7 +502,8 @@ class TorchBackend:
             sigma_min=d.sigma_min, sigma_max=d.sigma_max, sigma_data=d.sigma_data, instruments=tuple(INSTRUMENTS),
             n_fft=a.n_fft, stft_hop_length=a.stft_hop_length, versions=dict(versions or {}),
             guidance=dict(guidance or DEFAULT_GUIDANCE), style_space=d.style_space,
-            latent_space=latent_space_of(a.latent_space, (versions or {}).get("autoencoder")))
+            latent_space=latent_space_of(a.latent_space, (versions or {}).get("autoencoder")),
+            note_lowest_midi=_note_lowest_midi(a.to_dict()))
 
     @classmethod
     def from_files(cls, autoencoder_path: str | Path, denoiser_path: str | Path) -> "TorchBackend":
@@ -494,11 +525,27 @@ class TorchBackend:
         with torch.inference_mode():
             return self.autoencoder.encode(torch.from_numpy(np.ascontiguousarray(audio, np.float32))).numpy()
 
-    def decode(self, latents: np.ndarray) -> np.ndarray:
+    def decode(self, latents: np.ndarray, instrument: str | None = None) -> np.ndarray:
         import torch
 
+        x = torch.from_numpy(np.ascontiguousarray(latents, np.float32))
         with torch.inference_mode():
-            return self.autoencoder.decode(torch.from_numpy(np.ascontiguousarray(latents, np.float32))).numpy()
+            if instrument != "bass" or self.contract.note_lowest_midi is None:
+                return self.autoencoder.decode(x).numpy()
+            unscaled = x / self.contract.latent_scale
+            real, imag = (part.numpy() for part in self.autoencoder.decode_spectrum(unscaled))
+            notes = self.autoencoder.decode_notes(unscaled).numpy()
+        real, imag = pitch_locked_spectrum(self.contract, real, imag, notes)
+        return istft(real, imag, self.contract.n_fft, self.contract.stft_hop_length)
+
+    def notes(self, latents: np.ndarray) -> np.ndarray:
+        import torch
+
+        if self.contract.note_lowest_midi is None:
+            raise RuntimeModelError("this autoencoder has no note head")
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(latents, np.float32)) / self.contract.latent_scale
+            return self.autoencoder.decode_notes(x).numpy()
 
     def step_sampler(self, constants: dict[str, np.ndarray]) -> None:
         return None  # torch runs the numpy samplers over ``denoise``

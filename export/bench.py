@@ -10,7 +10,8 @@ binding); ``onnx-calls`` (one ``denoiser.onnx`` call per step, guidance and upda
                          the denoiser timing loop)
     generate_seconds     ``generate`` alone (encode, sample, decode, resample)
     realtime_factor      seconds of audio per second of ``generate`` (above 1 is faster than real time)
-    step_ms              sampling time per diffusion step (denoiser call + guidance + solver update)
+    takes                bass takes sampled (the engine's default for a bass; each is a whole sampling)
+    step_ms              sampling time per diffusion step of one take (denoiser call + guidance + solver update)
     denoiser_call_ms     median of five warm batched denoiser calls at the region's latent length
 
     peak_rss_mib         the child's peak resident memory (ru_maxrss)
@@ -106,6 +107,7 @@ def _child(spec: dict) -> dict:
         denoise(x, 1.0)
         calls.append(time.perf_counter() - call_started)
     timings = result.info["timings"]
+    takes = result.info["controls"].get("candidates", {}).get("takes", 1)
     return {
         "backend": spec["backend"], "seconds": spec["seconds"], "steps": spec["steps"],
         "guidance_passes": 2 if spec["no_style"] else 3, "latent_frames": frames,
@@ -114,7 +116,9 @@ def _child(spec: dict) -> dict:
         "threads": spec.get("threads"), "load_seconds": round(load_seconds, 3),
         "generate_seconds": round(generate_seconds, 3),
         "realtime_factor": round(spec["seconds"] / generate_seconds, 2),
-        "step_ms": round(1000 * timings["sample_seconds"] / spec["steps"], 2),
+        # a bass samples several takes by default (GenerateRequest.candidates): a step is one take's step
+        "takes": takes,
+        "step_ms": round(1000 * timings["sample_seconds"] / (spec["steps"] * takes), 2),
         "denoiser_call_ms": round(1000 * float(np.median(calls)), 2),
         "encode_seconds": timings["encode_seconds"], "decode_seconds": timings["decode_seconds"],
         "peak_rss_mib": _peak_rss_mib(),
@@ -319,12 +323,13 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
-HEADER = (f"{'backend':10} {'audio s':>7} {'passes':>6} {'frames':>6} {'step ms':>8} {'call ms':>8} "
+HEADER = (f"{'backend':10} {'audio s':>7} {'passes':>6} {'takes':>5} {'frames':>6} {'step ms':>8} {'call ms':>8} "
           f"{'generate s':>10} {'RTF':>6} {'process s':>9} {'peak MiB':>8}")
 
 
 def _row(r: dict) -> str:
-    return (f"{r['backend']:10} {r['seconds']:7g} {r['guidance_passes']:6d} {r['latent_frames']:6d} {r['step_ms']:8.1f} "
+    return (f"{r['backend']:10} {r['seconds']:7g} {r['guidance_passes']:6d} {r.get('takes', 1):5d} {r['latent_frames']:6d} "
+            f"{r['step_ms']:8.1f} "
             f"{r['denoiser_call_ms']:8.1f} {r['generate_seconds']:10.2f} {r['realtime_factor']:6.1f} "
             f"{r['wall_seconds_with_interpreter']:9.2f} {r['peak_rss_mib']:8.0f}")
 

@@ -107,7 +107,10 @@ def _graphs():
             self.ae = autoencoder
 
         def forward(self, latents):
-            return self.ae.decode_spectrum(latents / self.ae.config.latent_scale)
+            unscaled = latents / self.ae.config.latent_scale
+            if self.ae.config.note_count > 0:  # the pitch-locked bass decode's notes (engine/pitch_lock.py)
+                return (*self.ae.decode_spectrum(unscaled), self.ae.decode_notes(unscaled))
+            return self.ae.decode_spectrum(unscaled)
 
     return EncoderGraph, DecoderGraph
 
@@ -306,7 +309,7 @@ def check_autoencoder(autoencoder, encoder_path: Path, decoder_path: Path, *, rn
     c = autoencoder.config
     exact_model = _float64(autoencoder)
     encoder, decoder = _session(encoder_path, threads), _session(decoder_path, threads)
-    encoder_cases, decoder_cases = [], []
+    encoder_cases, decoder_cases, note_cases = [], [], []
     for batch, samples in ((1, 1), (2, 3 * c.hop_length + 17), (2, 61 * c.hop_length + 5)):
         audio = _test_audio(rng, batch, samples, c.sample_rate)
         with torch.inference_mode():
@@ -321,10 +324,19 @@ def check_autoencoder(autoencoder, encoder_path: Path, decoder_path: Path, *, rn
         with torch.inference_mode():
             torch32 = autoencoder.decode(torch.from_numpy(latents)).numpy()
             exact = exact_model.decode(torch.from_numpy(latents).double()).numpy()
-        real, imag = decoder.run(None, {"latents": latents})
+        real, imag, *notes = decoder.run(None, {"latents": latents})
         got = istft(real, imag, c.n_fft, c.stft_hop_length)
         decoder_cases.append(_case(got, torch32, exact, tolerance, batch=batch, latent_frames=frames))
-    return {"encoder": _summary(encoder_cases, tolerance), "decoder": _summary(decoder_cases, tolerance)}
+        if c.note_count > 0:
+            unscaled = torch.from_numpy(latents) / c.latent_scale
+            with torch.inference_mode():
+                torch32 = autoencoder.decode_notes(unscaled).numpy()
+                exact = exact_model.decode_notes(unscaled.double()).numpy()
+            note_cases.append(_case(notes[0], torch32, exact, tolerance, batch=batch, latent_frames=frames))
+    checks = {"encoder": _summary(encoder_cases, tolerance), "decoder": _summary(decoder_cases, tolerance)}
+    if note_cases:
+        checks["decoder_notes"] = _summary(note_cases, tolerance)
+    return checks
 
 
 def denoiser_inputs(config, batch: int, frames: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -623,10 +635,11 @@ def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_d
                       temporary["encoder"], ["spec_real", "spec_imag"], ["latents"],
                       {"spec_real": {0: "batch", 2: "stft_frames"}, "spec_imag": {0: "batch", 2: "stft_frames"},
                        "latents": {0: "batch", 2: "latent_frames"}}, opset)
+        decoder_outputs = ["spec_real", "spec_imag"] + (["note_logits"] if c.note_count > 0 else [])
         _torch_export(DecoderGraph(autoencoder), (torch.randn(2, c.latent_channels, 3),), temporary["decoder"],
-                      ["latents"], ["spec_real", "spec_imag"],
-                      {"latents": {0: "batch", 2: "latent_frames"}, "spec_real": {0: "batch", 2: "stft_frames"},
-                       "spec_imag": {0: "batch", 2: "stft_frames"}}, opset)
+                      ["latents"], decoder_outputs,
+                      {"latents": {0: "batch", 2: "latent_frames"}} | {name: {0: "batch", 2: "stft_frames"}
+                                                                        for name in decoder_outputs}, opset)
         ae_meta = raw_metadata(autoencoder_path)
         _write_metadata(temporary["encoder"], autoencoder_metadata(ae_meta, c, "encoder"))
         _write_metadata(temporary["decoder"], autoencoder_metadata(ae_meta, c, "decoder"))

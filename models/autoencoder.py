@@ -93,6 +93,14 @@ class AutoencoderConfig:
     # > 0: a small head predicts the input's pitch classes from the latents in training (unused at
     # inference), so the latents must keep the notes, which reconstruction losses alone let them drop
     train_pitch_weight: float = 0.0
+    # > 0: a note head reads the bass's notes from the latents (MIDI ``note_lowest_midi`` and up, one
+    # class per semitone plus "no note", per STFT frame), trained with the autoencoder frozen
+    # (training/notes.py); decoding a bass stem then gives its low band a phase that follows the notes
+    # (engine/pitch_lock.py). It does not change the latent space.
+    note_count: int = 0
+    note_lowest_midi: int = 24
+    note_dim: int = 192
+    note_blocks: int = 3
 
     def __post_init__(self) -> None:
         if self.phase not in PHASE_MODES:
@@ -163,6 +171,8 @@ _PITCH = dict(phase="advance", train_frequency_weight=5.0, train_stft_resolution
               train_pitch_weight=1.0)
 CONFIGS["tiny-advance"] = dataclasses.replace(CONFIGS["tiny"], name="tiny-advance", **_PITCH)
 CONFIGS["pitch"] = dataclasses.replace(CONFIGS["default"], name="pitch", **_PITCH)
+# With a note head (the pitch-locked bass decode); the shipped one is added by `backline train notes`.
+CONFIGS["tiny-notes"] = dataclasses.replace(CONFIGS["tiny"], name="tiny-notes", note_count=12, note_dim=16, note_blocks=1)
 
 
 def resolve_config(name_or_path: str) -> AutoencoderConfig:
@@ -243,6 +253,12 @@ class Autoencoder(nn.Module):
         self.dec_head = nn.Conv1d(c.decoder_frame_dim, 2 * bins, 1)
         if c.train_pitch_weight > 0:  # training aid (see the config); 12 pitch classes per latent frame
             self.pitch_head = nn.Conv1d(c.latent_channels, 12, 3, padding=1)
+        if c.note_count > 0:
+            self.note_head = nn.Sequential(
+                nn.Conv1d(c.latent_channels, c.note_dim, c.kernel_size, padding=c.kernel_size // 2),
+                _stack(c.note_dim, c.note_blocks, c), ChannelNorm(c.note_dim),
+                nn.Conv1d(c.note_dim, c.frames_per_latent * (c.note_count + 1), 1),
+            )
 
     # -- the spectral features and the spectral head, on real and imaginary parts (the ONNX graphs' I/O) --
     def encode_spectrum(self, real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
@@ -313,6 +329,16 @@ class Autoencoder(nn.Module):
     def decode_spectrum(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Unscaled latents (batch, C, n) -> STFT real and imaginary parts (batch, bins, n * frames_per_latent)."""
         return self.head_to_spectrum(*self.decode_head(latents))
+
+    def decode_notes(self, latents: torch.Tensor) -> torch.Tensor:
+        """Unscaled latents (batch, C, n) -> note logits (batch, note_count + 1, n * frames_per_latent):
+        class 0 is "no note", class i the MIDI note ``note_lowest_midi + i - 1``, per STFT frame."""
+        c = self.config
+        if c.note_count <= 0:
+            raise ValueError("this autoencoder has no note head (config note_count is 0)")
+        batch, _, n = latents.shape
+        logits = self.note_head(latents).reshape(batch, c.frames_per_latent, c.note_count + 1, n)
+        return logits.permute(0, 2, 3, 1).reshape(batch, c.note_count + 1, n * c.frames_per_latent)
 
     # -- STFT with "same" padding: frames = samples / stft_hop_length exactly -----------------------
     def _stft(self, audio: torch.Tensor) -> torch.Tensor:

@@ -88,6 +88,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--frequency-weight", type=float, default=None,
                    help="weight of the instantaneous-frequency loss (the config's train_frequency_weight)")
     p.set_defaults(func=_train_autoencoder)
+    from backline.training import notes
+
+    p = train_models.add_parser("notes", help="train the autoencoder's note head (the pitch-locked bass decode)",
+                                description=notes.__doc__, formatter_class=formatter)
+    p.add_argument("--init-from", required=True, type=Path, help="the autoencoder to add a note head to (kept frozen)")
+    p.add_argument("--data", required=True, type=Path, help="data build directory (its bass stems are transcribed)")
+    p.add_argument("--latents", required=True, type=Path, help="latents of that build by this autoencoder")
+    p.add_argument("--run", required=True, type=Path, help="run directory: cached targets, logs, summary")
+    p.add_argument("--out", required=True, type=Path, help="where to write the autoencoder with its note head")
+    p.add_argument("--steps", type=int, default=notes.NoteSettings.steps, help="optimiser steps (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=notes.NoteSettings.batch_size, help="crops per step (default %(default)s)")
+    p.add_argument("--learning-rate", type=float, default=notes.NoteSettings.learning_rate,
+                   help="peak AdamW learning rate (default %(default)s)")
+    p.add_argument("--latent-noise", type=float, default=notes.NoteSettings.latent_noise,
+                   help="std of the noise added to the scaled latents in training (default %(default)s)")
+    p.add_argument("--validate-every", type=int, default=notes.NoteSettings.validate_every,
+                   help="steps between validation passes (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation and crops (default 0)")
+    p.add_argument("--time-limit-minutes", type=float, default=None, help="stop and write the model after this long")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.set_defaults(func=_train_notes)
     diffusion_cli.register_train(train_models, formatter)
     from backline.training import style_cli
 
@@ -174,6 +195,18 @@ def _train_autoencoder(args: argparse.Namespace) -> int:
         quiet_share=args.quiet_share,
     )
     summary = train(config, args.data, args.run, settings, resume=args.resume, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _train_notes(args: argparse.Namespace) -> int:
+    from backline.training.notes import NoteSettings, train_notes
+
+    _set_threads(args.threads)
+    settings = NoteSettings(steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                            latent_noise=args.latent_noise, validate_every=args.validate_every, seed=args.seed)
+    summary = train_notes(args.init_from, args.data, args.latents, args.run, args.out, settings,
+                          time_limit_minutes=args.time_limit_minutes)
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -87,6 +87,8 @@ def register_eval(eval_models: argparse._SubParsersAction, formatter=argparse.Ra
                    help="also score the real stems through the autoencoder (always on with --generate)")
     p.add_argument("--cfg-context", type=float, help="--generate: context guidance scale (default: the model's)")
     p.add_argument("--cfg-style", type=float, help="--generate: style guidance scale (default: the model's)")
+    p.add_argument("--candidates", type=int, default=None,
+                   help="--generate: bass takes per pair, the most in key kept (default: the engine's)")
     p.add_argument("--autoencoder", type=Path, default=None, help="--generate: autoencoder file (default: shipped)")
     p.add_argument("--denoiser", type=Path, default=None, help="--generate: denoiser file (default: shipped)")
     p.add_argument("--style", type=Path, default=None, help="style file the denoiser was trained with (default: the shipped one)")
@@ -184,7 +186,7 @@ def _eval_accompaniment(args: argparse.Namespace) -> int:
         generate_stems(args.data, args.generated, bundle, count=args.count, seconds=args.seconds,
                        offset_seconds=args.offset_seconds, instruments=instruments, steps=args.steps,
                        seed=args.seed, split=args.split, cfg_context=args.cfg_context, cfg_style=args.cfg_style,
-                       log=_log)
+                       candidates=args.candidates, log=_log)
     round_trip = None
     if args.generate or args.round_trip:
         from backline.engine.audio import resample
@@ -192,9 +194,9 @@ def _eval_accompaniment(args: argparse.Namespace) -> int:
 
         engine = load_bundle(args.autoencoder, args.denoiser, onnx_dir=args.onnx_dir, prompt_prior_path=args.style)
 
-        def round_trip(audio, rate):
+        def round_trip(audio, rate, instrument):
             mono = resample(audio[None], rate, engine.sample_rate)
-            decoded = engine.backend.decode(engine.backend.encode(mono))[0, :mono.shape[1]]
+            decoded = engine.backend.decode(engine.backend.encode(mono), instrument)[0, :mono.shape[1]]
             return resample(decoded[None], engine.sample_rate, rate)[0]
     summary = evaluate_accompaniment(args.data, generated_dir=args.generated, split=args.split, round_trip=round_trip,
                                      instruments=instruments, max_seconds=args.max_seconds, seed=args.seed,

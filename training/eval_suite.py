@@ -388,7 +388,7 @@ def fit_table(rows: dict[str, list[dict]], instrument: str, *, resamples: int = 
 def evaluate_accompaniment(build_dir: str | Path, *, generated_dir: str | Path | None = None, split: str = "test",
                            instruments: tuple[str, ...] = ("bass", "drums"), max_seconds: float | None = 60.0,
                            offset_seconds: float = 0.0, seed: int = 0, figure_dir: str | Path | None = None,
-                           round_trip: Callable[[np.ndarray, int], np.ndarray] | None = None,
+                           round_trip: Callable[[np.ndarray, int, str], np.ndarray] | None = None,
                            log: Callable[[str], None] = lambda m: None) -> dict:
     """Score real, shuffled, rule-based and (when given) generated stems of a build's ``split`` pairs.
 
@@ -450,7 +450,7 @@ def evaluate_accompaniment(build_dir: str | Path, *, generated_dir: str | Path |
         rule = [RULE_BASED[instrument](c, sample_rate) for c in contexts]
         candidates = {"real": targets, "shuffled": shuffled, "rule-based": rule}
         if round_trip is not None:  # the real stems through the autoencoder: the most a latent model can reach
-            candidates["real, autoencoded"] = [_fit_length(round_trip(t, sample_rate), len(t)) for t in targets]
+            candidates["real, autoencoded"] = [_fit_length(round_trip(t, sample_rate, instrument), len(t)) for t in targets]
         if generated_dir is not None:
             candidates["generated"] = generated
         context_feats = [fm.context_features(c, sample_rate) for c in contexts]
@@ -572,7 +572,7 @@ def _validation_stems(build_dir: Path, instrument: str, seconds: float, *, limit
 def generate_stems(build_dir: str | Path, out_dir: str | Path, bundle, *, count: int = 4, seconds: float = 10.0,
                    offset_seconds: float = 30.0, instruments: tuple[str, ...] = ("bass", "drums"), steps: int = 30,
                    seed: int = 0, split: str = "test", cfg_context: float | None = None, cfg_style: float | None = None,
-                   log: Callable[[str], None] = lambda m: None) -> Path:
+                   candidates: int | None = None, log: Callable[[str], None] = lambda m: None) -> Path:
     """Generate ``<variant_id>__<instrument>.wav`` for the first ``count`` ``split`` pairs per instrument.
 
     Each context is cut to ``seconds`` from ``offset_seconds`` (earlier if the piece is shorter) and
@@ -596,7 +596,8 @@ def generate_stems(build_dir: str | Path, out_dir: str | Path, bundle, *, count:
             started = time.perf_counter()
             result = generate(bundle, GenerateRequest(context=segment, sample_rate=sample_rate, instrument=instrument,
                                                       steps=steps, seed=seed, cfg_context=cfg_context,
-                                                      cfg_style=cfg_style))
+                                                      cfg_style=cfg_style,
+                                                      candidates=candidates if instrument == "bass" else None))
             name = generated_name(record["variant_id"], instrument)
             write_audio(out_dir / name, result.audio, result.sample_rate)
             items[name] = {"offset_seconds": offset, "seconds": segment.shape[1] / sample_rate,
@@ -604,6 +605,7 @@ def generate_stems(build_dir: str | Path, out_dir: str | Path, bundle, *, count:
             log(f"generated {name} ({items[name]['compute_seconds']} s)")
     (out_dir / GENERATED_INDEX).write_text(json.dumps({"build": str(build_dir), "split": split, "steps": steps,
                                                        "seed": seed, "cfg_context": cfg_context, "cfg_style": cfg_style,
+                                                       "candidates": candidates,
                                                        "items": items}, indent=1, default=str))
     return out_dir
 

@@ -28,10 +28,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backline.engine.harmony import (  # noqa: F401 (the harmonic part lives in the engine, which picks in-key takes)
+    CHROMA_FFT, CHROMA_HOP_SECONDS, CHROMA_RATE, _resample, chroma, context_chroma_weights, harmonic_fit_from,
+    stft_power,
+)
+
 ANALYSIS_RATE = 22_050
-CHROMA_RATE = 11_025
-CHROMA_FFT = 8192  # 1.35 Hz bins: bass semitones are 2-3 Hz apart around 40 Hz
-CHROMA_HOP_SECONDS = 0.1
 ONSET_FFT = 1024
 ONSET_HOP = 220  # ~10 ms at 22.05 kHz
 SMOOTH_SIGMA_FRAMES = 0.02 / (ONSET_HOP / ANALYSIS_RATE)
@@ -41,77 +43,6 @@ SILENT_RMS = 1e-3  # -60 dBFS
 CLIP_LEVEL = 0.999
 CLIP_SHARE = 1e-3
 COPY_CORRELATION = 0.9
-
-
-def _resample(audio: np.ndarray, sample_rate: int, rate_out: int) -> np.ndarray:
-    audio = np.asarray(audio, dtype=np.float32)
-    if audio.ndim == 2:
-        audio = audio.mean(axis=0)
-    if sample_rate == rate_out:
-        return audio
-    import soxr
-
-    return soxr.resample(audio, sample_rate, rate_out, quality="HQ").astype(np.float32)
-
-
-def stft_power(mono: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
-    """|STFT|² with a Hann window, frames centred on ``k * hop``: (frames, n_fft // 2 + 1)."""
-    padded = np.pad(np.asarray(mono, np.float32), (n_fft // 2, n_fft // 2))
-    count = 1 + max(0, (len(padded) - n_fft) // hop)
-    out = np.empty((count, n_fft // 2 + 1), np.float32)
-    window = np.hanning(n_fft + 1)[:-1].astype(np.float32)
-    step = max(1, 2_000_000 // n_fft)  # bounded memory for long files
-    for first in range(0, count, step):
-        idx = np.arange(n_fft)[None, :] + hop * np.arange(first, min(first + step, count))[:, None]
-        out[first:first + len(idx)] = np.abs(np.fft.rfft(padded[idx] * window, axis=1)) ** 2
-    return out
-
-
-# ---- harmonic fit ---------------------------------------------------------------------------------
-
-def chroma(audio: np.ndarray, sample_rate: int, *, peaks_only: bool = True) -> np.ndarray:
-    """(frames, 12) pitch-class energy every 100 ms (C = 0), from spectral peaks between 30 Hz and 2 kHz."""
-    mono = _resample(audio, sample_rate, CHROMA_RATE)
-    hop = int(round(CHROMA_HOP_SECONDS * CHROMA_RATE))
-    power = stft_power(mono, CHROMA_FFT, hop)
-    freqs = np.fft.rfftfreq(CHROMA_FFT, 1 / CHROMA_RATE)
-    band = (freqs >= 30.0) & (freqs <= 2000.0)
-    power, freqs = power[:, band], freqs[band]
-    if peaks_only:  # keep spectral peaks within 40 dB of the frame's strongest: pitched partials, not noise
-        peak = np.zeros(power.shape, bool)
-        peak[:, 1:-1] = (power[:, 1:-1] > power[:, :-2]) & (power[:, 1:-1] >= power[:, 2:])
-        peak &= power >= 1e-4 * power.max(axis=1, keepdims=True)
-        power = np.where(peak, power, 0.0)
-    pitch_class = np.round(12 * np.log2(freqs / 440.0) + 69).astype(int) % 12
-    out = np.zeros((len(power), 12), np.float64)
-    for pc in range(12):
-        out[:, pc] = power[:, pitch_class == pc].sum(axis=1)
-    return out
-
-
-def _smooth_time(x: np.ndarray, frames: int) -> np.ndarray:
-    if frames <= 0:
-        return x
-    kernel = np.ones(2 * frames + 1) / (2 * frames + 1)
-    return np.stack([np.convolve(x[:, i], kernel, mode="same") for i in range(x.shape[1])], axis=1)
-
-
-def context_chroma_weights(context: np.ndarray, sample_rate: int) -> np.ndarray:
-    """(frames, 12) weight of each pitch class in the context: smoothed chroma over its frame maximum."""
-    c = _smooth_time(chroma(context, sample_rate), int(round(0.5 / CHROMA_HOP_SECONDS)))
-    strongest = c.max(axis=1, keepdims=True)
-    floor = 1e-12 * max(float(c.max()), 1e-30)
-    return np.divide(c, strongest, out=np.zeros_like(c), where=strongest > floor)
-
-
-def harmonic_fit_from(stem_chroma: np.ndarray, context_weights: np.ndarray) -> float:
-    n = min(len(stem_chroma), len(context_weights))
-    s, w = stem_chroma[:n], context_weights[:n]
-    active = w.max(axis=1) > 0
-    total = s[active].sum()
-    if total <= 0:
-        return float("nan")
-    return float((s[active] * w[active]).sum() / total)
 
 
 def harmonic_fit(stem: np.ndarray, context: np.ndarray, sample_rate: int) -> float:

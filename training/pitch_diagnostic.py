@@ -1,4 +1,4 @@
-"""Where the autoencoder loses the bass's pitch: harmonic fit of real bass stems rebuilt four ways.
+"""Where the autoencoder loses the bass's pitch: harmonic fit of real bass stems rebuilt several ways.
 
     python -m backline.training.pitch_diagnostic --data $BACKLINE_DATA/full40 [--split validation] [--count 8]
         [--latent-probe] [--vocoder-below-hz F]
@@ -9,7 +9,9 @@ autoencoder's round trip; and the round trip's magnitude with the phase-vocoder 
 ``--vocoder-below-hz``, only below that frequency: the round trip's own phase above it). Harmonic fit
 is normalised per set as in ``backline eval accompaniment`` (real 1, a stem of another piece 0). If
 the true magnitude with a made-up coherent phase scores near 1 while the decoder's magnitude does not,
-the decoder's magnitude, not only its phase, has lost the pitch. Also printed: the round trip's
+the decoder's magnitude, not only its phase, has lost the pitch; the round trip's magnitude with the phase
+the pitch-locked decode would give it from the true notes (the real stem's transcription) shows what the
+note head can reach at best. Also printed: the round trip's
 ``pitch_similarity`` (the measure autoencoder training validates with) and that of another piece's bass.
 """
 
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 N_FFT, HOP = 2048, 512  # the shipped autoencoder's STFT
+LOWEST_MIDI = 24  # the note head's range (training/notes.py)
 
 
 def phase_vocoder_phase(magnitude: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
@@ -53,7 +56,27 @@ def run(build_dir: Path, *, split: str = "validation", count: int = 8, seconds: 
         autoencoder_path: Path | None = None, vocoder_below_hz: float | None = None) -> dict:
     from backline.data.dataset import read_manifest
     from backline.engine.audio import read_audio
+    from backline.engine.pitch_lock import note_frequencies, pitch_locked
     from backline.engine.runtime import istft, stft
+    from backline.engine.transcribe import transcribe_bass
+    from backline.training.notes import NOTE_COUNT, frame_labels
+
+    def locked_round_trip(audio: np.ndarray) -> np.ndarray:
+        import torch
+
+        from backline.models.autoencoder import encode_audio
+
+        with torch.inference_mode():
+            latents = encode_audio(model, audio, model.config.sample_rate) / model.config.latent_scale
+            spectrum = [part.numpy() for part in model.decode_spectrum(latents)]
+            notes = note_frequencies(model.decode_notes(latents).numpy(), model.config.note_lowest_midi)
+        locked = pitch_locked(*spectrum, notes, sample_rate=model.config.sample_rate, n_fft=N_FFT, hop=HOP)
+        return istft(*locked, N_FFT, HOP)[0, :len(audio)]
+
+    def true_notes(audio: np.ndarray, rate: int, frames: int) -> np.ndarray:  # as one-hot note logits
+        labels = frame_labels(transcribe_bass(audio, rate), frames, sample_rate=rate, hop=HOP, lowest_midi=LOWEST_MIDI,
+                              count=NOTE_COUNT)
+        return np.eye(NOTE_COUNT + 1)[labels].T[None]
     from backline.models.autoencoder import DEFAULT_MODEL_PATH, load_autoencoder, reconstruct
     from backline.training import fit_metrics
     from backline.training.autoencoder import pitch_similarity
@@ -72,7 +95,8 @@ def run(build_dir: Path, *, split: str = "validation", count: int = 8, seconds: 
 
     scores: dict[str, list[float]] = {name: [] for name in (
         "real", "another piece's bass", "true magnitude, random phase", "true magnitude, phase-vocoder phase",
-        "autoencoder round trip", "round-trip magnitude, phase-vocoder phase")}
+        "autoencoder round trip", "round-trip magnitude, phase-vocoder phase",
+        "round-trip magnitude, phase from the true notes", "pitch-locked round trip (the note head's notes)")}
     similarity: dict[str, list[float]] = {"autoencoder round trip": [], "another piece's bass": []}
     for index, (context, target, rate) in enumerate(pairs):
         real, imag = stft(target[None], N_FFT, HOP)
@@ -90,12 +114,18 @@ def run(build_dir: Path, *, split: str = "validation", count: int = 8, seconds: 
             "true magnitude, phase-vocoder phase": rebuild(magnitude, phase_vocoder_phase(magnitude)),
             "autoencoder round trip": decoded,
             "round-trip magnitude, phase-vocoder phase": rebuild(decoded_magnitude, vocoded),
+            # the pitch-locked decode (engine/pitch_lock.py) given the notes the real stem's transcription finds
+            "round-trip magnitude, phase from the true notes": istft(*pitch_locked(
+                real2, imag2, note_frequencies(true_notes(target, rate, real2.shape[2]), LOWEST_MIDI),
+                sample_rate=rate, n_fft=N_FFT, hop=HOP), N_FFT, HOP)[0],
         }
+        if model.config.note_count > 0:  # what the engine's bass decode gives
+            candidates["pitch-locked round trip (the note head's notes)"] = locked_round_trip(target)
         for name, audio in candidates.items():
             scores[name].append(fit_metrics.harmonic_fit(audio, context, rate))
         similarity["autoencoder round trip"].append(pitch_similarity(decoded, target, rate))
         similarity["another piece's bass"].append(pitch_similarity(candidates["another piece's bass"], target, rate))
-    means = {name: float(np.nanmean(values)) for name, values in scores.items()}
+    means = {name: float(np.nanmean(values)) for name, values in scores.items() if values}
     real, other = means["real"], means["another piece's bass"]
     return {"pairs": len(pairs), "split": split, "seconds": seconds, "models": {"autoencoder": metadata.get("backline_version")},
             "vocoder_below_hz": vocoder_below_hz,
@@ -182,16 +212,16 @@ def main(argv: list[str] | None = None) -> int:
           f"models {report['models']}"
           + (f", phase vocoder below {args.vocoder_below_hz:g} Hz" if args.vocoder_below_hz else ""))
     for name, value in report["harmonic_fit"].items():
-        print(f"  {name:42} harmonic fit {value:.3f}   normalised {report['normalised'][name]:.2f}")
+        print(f"  {name:50} harmonic fit {value:.3f}   normalised {report['normalised'][name]:.2f}")
     print("pitch similarity to the real bass (training.autoencoder.pitch_similarity; the real bass itself: 1):")
     for name, value in report["pitch_similarity"].items():
-        print(f"  {name:42} {value:.3f}")
+        print(f"  {name:50} {value:.3f}")
     if args.latent_probe:
         probe = latent_probe(args.data, autoencoder_path=args.autoencoder)
         print(f"pitch-class probe (ridge regression, {probe['frames']['train']} train / "
               f"{probe['frames']['validation']} validation chroma frames of bass stems; chance accuracy 0.083):")
         for name in ("latents", "log spectrum below 500 Hz", "constant guess"):
-            print(f"  {name:42} chroma cosine {probe[name]['chroma_cosine']:.3f}   "
+            print(f"  {name:50} chroma cosine {probe[name]['chroma_cosine']:.3f}   "
                   f"pitch-class accuracy {probe[name]['pitch_class_accuracy']:.3f}")
     return 0
 

@@ -78,10 +78,10 @@ def test_accompaniment_report_scores_real_one_and_flags_copies(tmp_path):
 
 def test_autoencoded_real_stems_are_scored_against_the_same_references(tmp_path):
     build = write_build(tmp_path / "build", count=3, seconds=4.0)
-    identity = es.evaluate_accompaniment(build, instruments=("bass",), round_trip=lambda audio, rate: audio)
+    identity = es.evaluate_accompaniment(build, instruments=("bass",), round_trip=lambda audio, rate, instrument: audio)
     fit = identity["instruments"]["bass"]["fit"]
     assert fit["real, autoencoded"] == fit["real"]  # a perfect autoencoder reaches the real stems' fit
-    silent = es.evaluate_accompaniment(build, instruments=("bass",), round_trip=lambda audio, rate: 0 * audio[:-5])
+    silent = es.evaluate_accompaniment(build, instruments=("bass",), round_trip=lambda audio, rate, instrument: 0 * audio[:-5])
     assert silent["instruments"]["bass"]["sanity"]["real, autoencoded"]["silent"] == 1.0
 
 

@@ -193,3 +193,21 @@ def test_fp16_storage_keeps_exact_weights_only_and_computes_the_same():
     assert kinds == {"w1__fp16": TensorProto.FLOAT16, "w2": TensorProto.FLOAT}
     after = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
     np.testing.assert_array_equal(after, before)
+
+
+def test_note_head_exports_and_both_backends_lock_the_bass_alike(tmp_path, backends):
+    ae_path, dn_path = write_debug_models(tmp_path, "tiny", seed=0, autoencoder_config="tiny-notes")
+    report = export_models(ae_path, dn_path, tmp_path / "onnx", seed=1, threads=1)
+    assert report.checks["decoder_notes"]["passed"]
+    torch_backend, onnx_backend = TorchBackend.from_files(ae_path, dn_path), OnnxBackend(tmp_path / "onnx", intra_op_threads=1)
+    assert torch_backend.contract.note_lowest_midi == onnx_backend.contract.note_lowest_midi == 24
+    latents = np.random.default_rng(3).standard_normal((1, 8, 40)).astype(np.float32)
+    for instrument in ("bass", "drums"):
+        assert_close(onnx_backend.decode(latents, instrument), torch_backend.decode(latents, instrument), rel=1e-4)
+    assert not np.allclose(onnx_backend.decode(latents, "bass"), onnx_backend.decode(latents, "drums"))
+    assert_close(onnx_backend.notes(latents), torch_backend.notes(latents), rel=1e-4)
+    assert onnx_backend.notes(latents).shape == (1, 13, 40 * 4)  # no note + 12 notes, per STFT frame
+    for backend in backends:  # the module's tiny models have no note head
+        with pytest.raises(RuntimeModelError, match="no note head"):
+            backend.notes(latents)
+

@@ -1,0 +1,94 @@
+"""Bass takes chosen by key: the note head's notes against the context's pitch classes (engine/harmony.py)."""
+
+import numpy as np
+import pytest
+import torch
+
+from backline.engine.harmony import CHROMA_HOP_SECONDS, in_key_share, note_chroma
+from backline.engine.pipeline import Bundle, GenerateRequest, generate, request_from_params
+from backline.engine.runtime import TorchBackend
+from backline.models.autoencoder import CONFIGS as AE_CONFIGS, Autoencoder
+from backline.models.diffusion import CONFIGS as DN_CONFIGS, EDMPrecond
+from tiny_bundle import make_bundle, song
+
+
+def _logits(pitches: list[int], lowest_midi: int = 24, classes: int = 25) -> np.ndarray:
+    """One frame per entry: certain of that MIDI note (None: no note)."""
+    out = np.full((classes, len(pitches)), -30.0)
+    for frame, pitch in enumerate(pitches):
+        out[0 if pitch is None else pitch - lowest_midi + 1, frame] = 30.0
+    return out
+
+
+def test_note_chroma_counts_each_frames_pitch_class_and_skips_silence():
+    frame_seconds = CHROMA_HOP_SECONDS / 2  # two note frames per chroma frame
+    got = note_chroma(_logits([24, 36, None, 31]), lowest_midi=24, frame_seconds=frame_seconds)
+    assert got.shape == (3, 12)  # frame centres 0.025, 0.075, 0.125, 0.175 s -> chroma frames 0, 1, 1, 2
+    np.testing.assert_allclose(got[:, 0], [1, 1, 0], atol=1e-9)  # C1 and C2: pitch class 0
+    np.testing.assert_allclose(got[2, 7], 1, atol=1e-9)  # G1
+    np.testing.assert_allclose(got.sum(), 3, atol=1e-9)  # the silent frame adds nothing
+
+
+def test_in_key_share_is_the_share_of_notes_in_the_contexts_pitch_classes():
+    weights = np.zeros((5, 12))
+    weights[:, [0, 4, 7]] = 1.0  # C major sounding throughout (note frames centred 0.05..0.35 s: chroma frames 1..4)
+    kw = {"lowest_midi": 24, "frame_seconds": CHROMA_HOP_SECONDS}
+    assert in_key_share(_logits([24, 28, 31, 36]), weights, **kw) == pytest.approx(1.0)
+    assert in_key_share(_logits([25, 27, 30, 25]), weights, **kw) == pytest.approx(0.0)
+    assert in_key_share(_logits([24, 25, 31, 30]), weights, **kw) == pytest.approx(0.5)
+    assert np.isnan(in_key_share(_logits([None] * 4), weights, **kw))
+
+
+def _noted_bundle() -> Bundle:
+    torch.manual_seed(0)
+    denoiser = EDMPrecond(DN_CONFIGS["tiny"]).eval()
+    for p in denoiser.parameters():
+        if not p.data.any():
+            p.data.normal_(0, 0.05)
+    autoencoder = Autoencoder(AE_CONFIGS["tiny-notes"]).eval()
+    return Bundle(TorchBackend(autoencoder, denoiser, {"autoencoder": "tiny-notes", "denoiser": "tiny"}))
+
+
+@pytest.fixture(scope="module")
+def noted():
+    return _noted_bundle()
+
+
+def test_bass_keeps_the_most_in_key_of_its_takes(noted):
+    context = song(seconds=1.5)
+    steps = []
+    result = generate(noted, GenerateRequest(context=context, sample_rate=48000, steps=3, seed=5),
+                      progress=lambda i, total: steps.append((i, total)))
+    takes = result.info["controls"]["candidates"]
+    assert takes["takes"] == 4 and len(takes["in_key_share"]) == 4  # the default where the autoencoder reads notes
+    assert takes["in_key_share"][takes["chosen"]] == max(takes["in_key_share"])
+    assert steps == [(i, 12) for i in range(1, 13)]  # one progress over every take
+    again = generate(noted, GenerateRequest(context=context, sample_rate=48000, steps=3, seed=5))
+    np.testing.assert_array_equal(again.audio, result.audio)  # deterministic
+    # the chosen take is that take's own sample: candidates=1 gives take 0, the request's seed's own
+    single = generate(noted, GenerateRequest(context=context, sample_rate=48000, steps=3, seed=5, candidates=1))
+    assert "candidates" not in single.info["controls"]
+    assert np.array_equal(single.audio, result.audio) == (takes["chosen"] == 0)
+
+
+def test_drums_silence_and_note_less_autoencoders_take_one_sample(noted):
+    drums = generate(noted, GenerateRequest(context=song(), sample_rate=48000, instrument="drums", steps=2))
+    silent = generate(noted, GenerateRequest(context=np.zeros((2, 24000), np.float32), sample_rate=48000, steps=2))
+    plain = generate(make_bundle(), GenerateRequest(context=song(), sample_rate=48000, steps=2))
+    for result in (drums, silent, plain):
+        assert "candidates" not in result.info["controls"]
+
+
+@pytest.mark.parametrize("candidates, instrument, message", [
+    (0, "bass", "within 1..8"), (9, "bass", "within 1..8"), (2.5, "bass", "whole number"), (True, "bass", "whole number"),
+    (2, "drums", "drums have no key"),
+])
+def test_bad_candidates_are_refused(noted, candidates, instrument, message):
+    with pytest.raises(ValueError, match=message):
+        generate(noted, GenerateRequest(context=song(), sample_rate=48000, instrument=instrument, candidates=candidates))
+
+
+def test_candidates_need_a_note_head_and_travel_as_a_parameter():
+    with pytest.raises(ValueError, match="note head"):
+        generate(make_bundle(), GenerateRequest(context=song(), sample_rate=48000, candidates=2))
+    assert request_from_params({"candidates": 3}, song(), 48000).candidates == 3

@@ -1,0 +1,78 @@
+"""The autoencoder's note head: targets from the bass transcription, trained with the autoencoder frozen."""
+
+import csv
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from backline.engine.runtime import TorchBackend
+from backline.engine.transcribe import Note
+from backline.export.debug_models import write_debug_models
+from backline.models.autoencoder import CONFIGS, Autoencoder, load_autoencoder, save_autoencoder
+from backline.training.diffusion import encode_build
+from backline.training.notes import NoteSettings, frame_labels, scores, train_notes
+
+
+def test_frame_labels_follow_the_notes_by_frame_centre():
+    notes = [Note(0.0, 0.05, 40), Note(0.05, 0.1, 23), Note(0.1, 0.2, 72), Note(0.2, 0.3, 73)]
+    labels = frame_labels(notes, 10, sample_rate=1000, hop=30, lowest_midi=24, count=49)
+    # frame t is centred at 30 t + 15 ms: 15, 45 | 75 (MIDI 23: out of range) | 105 ... 195 | 225 ... (74: out)
+    assert labels.tolist() == [17, 17, 0, 49, 49, 49, 49, 0, 0, 0]
+
+
+def test_scores_count_notes_pitch_classes_and_voicing():
+    labels = np.array([0, 5, 5, 17, 9])
+    logits = np.eye(50)[[0, 5, 17, 0, 10]].T  # right, right, octave off, missed, wrong
+    got = scores(logits, labels)
+    assert got["frame_accuracy"] == pytest.approx(0.4) and got["note_accuracy"] == pytest.approx(0.25)
+    assert got["pitch_class_accuracy"] == pytest.approx(0.5) and got["voicing_accuracy"] == pytest.approx(0.8)
+
+
+def test_note_head_trains_frozen_and_decodes_pitch_locked_bass(synthetic_build, tmp_path):
+    torch.manual_seed(0)
+    init = Autoencoder(dataclasses.replace(CONFIGS["tiny"], latent_space="tiny-space")).eval()
+    ae_path = save_autoencoder(tmp_path / "ae.safetensors", init, version="tiny-test")
+    latents = tmp_path / "latents"
+    encode_build(ae_path, synthetic_build, latents)
+    run, out = tmp_path / "run", tmp_path / "ae-notes.safetensors"
+    settings = NoteSettings(steps=40, batch_size=4, crop_latent_frames=32, learning_rate=3e-3, validate_every=20)
+    summary = train_notes(ae_path, synthetic_build, latents, run, out, settings, progress=False)
+    assert summary["version"] == "tiny-test+notes40" and summary["train_stems"] == 3
+    assert set(summary["validation"]) == {"frame_accuracy", "voicing_accuracy", "note_accuracy", "pitch_class_accuracy"}
+    cached = np.load(run / "labels.npz")
+    voiced = np.mean(np.concatenate([cached[k] for k in cached.files if k not in ("entries", "key")]) > 0)
+    assert voiced > 0.5  # the synthetic sawtooth bass is transcribed into notes
+    losses = [float(row["loss"]) for row in csv.DictReader((run / "train.csv").open())]
+    assert np.mean(losses[-2:]) < np.mean(losses[:2])
+
+    model, metadata = load_autoencoder(out)
+    assert metadata["backline_version"] == "tiny-test+notes40"
+    assert model.config.note_count == 49 and model.config.latent_space == "tiny-space"
+    for name, tensor in load_autoencoder(ae_path)[0].state_dict().items():  # the autoencoder itself is untouched
+        assert torch.equal(model.state_dict()[name], tensor), name
+    # the same summary again from the cached targets (no second transcription needed)
+    assert train_notes(ae_path, synthetic_build, latents, run, tmp_path / "again.safetensors", settings,
+                       progress=False)["validation"] == summary["validation"]
+
+    # the engine: a bass decode locks the low band's phase, a drum decode is the plain one
+    debug_ae, debug_dn = write_debug_models(tmp_path / "debug", "tiny", trained_on="tiny-space")
+    backend = TorchBackend.from_files(out, debug_dn)
+    plain = TorchBackend.from_files(ae_path, debug_dn)
+    assert backend.contract.note_lowest_midi == 24 and plain.contract.note_lowest_midi is None
+    x = np.load(latents / "synthetic-003__bass.npz")["target"][None].astype(np.float32)
+    drums, bass = backend.decode(x, "drums"), backend.decode(x, "bass")
+    np.testing.assert_allclose(drums, plain.decode(x, "bass"), atol=1e-6)  # no head: never locked
+    assert bass.shape == drums.shape and not np.allclose(bass, drums)
+    np.testing.assert_allclose(np.sqrt(np.mean(bass**2)), np.sqrt(np.mean(drums**2)), rtol=0.2)
+
+
+def test_latents_of_another_autoencoder_are_refused(synthetic_build, tmp_path):
+    torch.manual_seed(0)
+    ae_path = save_autoencoder(tmp_path / "ae.safetensors", Autoencoder(CONFIGS["tiny"]).eval(), version="tiny-a")
+    other = save_autoencoder(tmp_path / "other.safetensors", Autoencoder(CONFIGS["tiny"]).eval(), version="tiny-b")
+    encode_build(other, synthetic_build, tmp_path / "latents")
+    with pytest.raises(ValueError, match="precompute them with this autoencoder"):
+        train_notes(ae_path, synthetic_build, tmp_path / "latents", tmp_path / "run", tmp_path / "out.safetensors",
+                    NoteSettings(steps=1), progress=False)

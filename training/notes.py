@@ -1,0 +1,219 @@
+"""The autoencoder's note head: the bass's notes read from its latents, for the pitch-locked decode.
+
+    backline train notes --init-from models/autoencoder/default.safetensors --latents $LATENTS \\
+        --data $BACKLINE_DATA/full40 --out models/autoencoder/default.safetensors --run $RUN
+
+Targets: the bass target stems of the data build, transcribed with the engine's bass transcription
+(``engine.transcribe.transcribe_bass``: basic-pitch's note model, one note at a time) into one class per
+STFT frame (0: no note; ``i``: MIDI ``note_lowest_midi + i - 1``). Inputs: the same stems' latents,
+precomputed with this autoencoder (``backline data latents``), so the encoder is never run and the
+autoencoder itself is frozen: only ``note_head`` learns, and the latent space is unchanged. Gaussian
+noise on the latents in training (``latent_noise``) stands in for the denoiser's imperfect latents.
+
+The run directory gets the cached targets (``labels.npz``, reused when present), ``train.csv``,
+``validation.csv`` and ``summary.json``; ``out`` gets the autoencoder with its note head, versioned
+``<init version>+notes<steps>``. Validation reports, over whole validation-split stems: frame accuracy,
+note accuracy and pitch-class accuracy on frames that have a note, and voicing accuracy.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+NOTE_COUNT = 49  # MIDI 24 (C1) to 72 (C5), the bass transcription's range
+
+
+@dataclass(frozen=True)
+class NoteSettings:
+    """Arguments of one note-head training run (recorded in the run's summary.json)."""
+
+    steps: int = 3000
+    batch_size: int = 32
+    crop_latent_frames: int = 64
+    learning_rate: float = 1e-3
+    latent_noise: float = 0.1  # std of noise added to the (unit-variance) scaled latents in training
+    validate_every: int = 250
+    seed: int = 0
+    note_lowest_midi: int = 24
+    note_count: int = NOTE_COUNT
+
+
+def frame_labels(notes, frames: int, *, sample_rate: int, hop: int, lowest_midi: int, count: int) -> np.ndarray:
+    """Notes -> the class of each STFT frame (frame t centred at ``t * hop + hop / 2`` samples); 0: no note.
+    Notes outside the range count as no note."""
+    centres = (np.arange(frames) * hop + hop / 2) / sample_rate
+    labels = np.zeros(frames, np.int64)
+    for note in notes:
+        if lowest_midi <= note.pitch < lowest_midi + count:
+            labels[(centres >= note.start_seconds) & (centres < note.end_seconds)] = note.pitch - lowest_midi + 1
+    return labels
+
+
+def build_labels(build_dir: Path, latents_dir: Path, *, stft_hop: int, frames_per_latent: int, lowest_midi: int,
+                 count: int, progress: bool = True) -> dict[str, dict]:
+    """Every bass entry of ``latents_dir``'s index with its split, file and frame labels, keyed by variant id."""
+    from backline.data.dataset import read_manifest
+    from backline.engine.audio import read_audio, to_mono
+    from backline.engine.transcribe import transcribe_bass
+
+    records = {r["variant_id"]: r for r in read_manifest(build_dir)}
+    entries = [json.loads(line) for line in (latents_dir / "index.jsonl").read_text().splitlines() if line.strip()]
+    entries = [e for e in entries if e["instrument"] == "bass" and e["variant_id"] in records]
+    out: dict[str, dict] = {}
+    for index, entry in enumerate(entries):
+        record = records[entry["variant_id"]]
+        latent_frames = np.load(latents_dir / entry["file"])["target"].shape[-1]
+        audio, rate = read_audio(build_dir / record["pairs"]["bass"]["target"])
+        labels = frame_labels(transcribe_bass(to_mono(audio)[0], rate), latent_frames * frames_per_latent,
+                              sample_rate=rate, hop=stft_hop, lowest_midi=lowest_midi, count=count)
+        out[entry["variant_id"]] = {"split": entry["split"], "file": entry["file"], "labels": labels}
+        if progress and (index + 1) % 25 == 0:
+            print(f"labels: {index + 1}/{len(entries)} stems", flush=True)
+    return out
+
+
+def _load_labels(run_dir: Path, build_dir: Path, latents_dir: Path, config, settings: NoteSettings) -> dict[str, dict]:
+    """The frame labels, from the run's cache when it was made for the same build, latents and classes."""
+    key = json.dumps({"build": str(Path(build_dir).resolve()), "latents": str(Path(latents_dir).resolve()),
+                      "stft_hop": config.stft_hop_length, "lowest_midi": settings.note_lowest_midi,
+                      "count": settings.note_count})
+    cache = run_dir / "labels.npz"
+    if cache.is_file():
+        data = np.load(cache, allow_pickle=False)
+        if "key" in data.files and str(data["key"]) == key:
+            entries = json.loads(str(data["entries"]))
+            return {v: {**entry, "labels": data[v]} for v, entry in entries.items()}
+    labels = build_labels(build_dir, latents_dir, stft_hop=config.stft_hop_length,
+                          frames_per_latent=config.frames_per_latent, lowest_midi=settings.note_lowest_midi,
+                          count=settings.note_count)
+    np.savez(cache, key=key, entries=json.dumps({v: {"split": d["split"], "file": d["file"]} for v, d in labels.items()}),
+             **{v: d["labels"] for v, d in labels.items()})
+    return labels
+
+
+def scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Frame accuracy, note / pitch-class accuracy on frames with a note, voicing accuracy (classes on axis 0)."""
+    predicted = np.argmax(logits, axis=0)
+    voiced = labels > 0
+    result = {"frame_accuracy": float(np.mean(predicted == labels)),
+              "voicing_accuracy": float(np.mean((predicted > 0) == voiced))}
+    if voiced.any():
+        result["note_accuracy"] = float(np.mean(predicted[voiced] == labels[voiced]))
+        result["pitch_class_accuracy"] = float(np.mean(
+            (predicted[voiced] > 0) & ((predicted[voiced] - labels[voiced]) % 12 == 0)))
+    return result
+
+
+def train_notes(init_from: Path, build_dir: Path, latents_dir: Path, run_dir: Path, out: Path,
+                settings: NoteSettings = NoteSettings(), *, time_limit_minutes: float | None = None,
+                progress: bool = True) -> dict:
+    """Train the note head of ``init_from``'s autoencoder (the rest frozen); write it to ``out``."""
+    import torch
+    from torch.nn import functional as F
+
+    from backline.engine.runtime import latent_space_of
+    from backline.models.autoencoder import Autoencoder, load_autoencoder, save_autoencoder
+    from backline.training.diffusion import latent_autoencoder
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    base, metadata = load_autoencoder(init_from)
+    init_version = metadata.get("backline_version")
+    config = dataclasses.replace(base.config, note_count=settings.note_count, note_lowest_midi=settings.note_lowest_midi,
+                                 latent_space=latent_space_of(base.config.latent_space, init_version))
+    recorded = latent_autoencoder(latents_dir) or {}
+    made_by = recorded.get("latent_space") or recorded.get("version")
+    if made_by != config.latent_space:
+        raise ValueError(f"{latents_dir} holds latents of {made_by}, not of latent space "
+                         f"{config.latent_space} ({init_from}): precompute them with this autoencoder")
+    torch.manual_seed(settings.seed)
+    model = Autoencoder(config)
+    missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
+    if unexpected or any(not key.startswith("note_head.") for key in missing):
+        raise ValueError(f"{init_from}: weights do not fit the note-head model ({unexpected or missing})")
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name.startswith("note_head."))
+    head = model.note_head
+
+    labels = _load_labels(run_dir, build_dir, latents_dir, config, settings)
+    data = {"train": [], "validation": []}
+    for variant, entry in labels.items():
+        if entry["split"] in data:
+            latents = np.load(latents_dir / entry["file"])["target"].astype(np.float32) / config.latent_scale
+            data[entry["split"]].append((latents, entry["labels"]))
+    train_set = [(x, y) for x, y in data["train"] if x.shape[-1] >= settings.crop_latent_frames]
+    if not train_set or not data["validation"]:
+        raise ValueError(f"{latents_dir}: no train or validation bass latents long enough to train on")
+    noise = settings.latent_noise / config.latent_scale  # the setting is in scaled-latent units
+    fpl, crop = config.frames_per_latent, settings.crop_latent_frames
+    rng = np.random.default_rng(settings.seed)
+    optimiser = torch.optim.AdamW(head.parameters(), lr=settings.learning_rate, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(step, settings.steps) / settings.steps)))
+
+    def validate() -> dict[str, float]:
+        head.eval()
+        logits, targets = [], []
+        with torch.inference_mode():
+            for latents, frame_labels_ in data["validation"]:
+                logits.append(model.decode_notes(torch.from_numpy(latents)[None])[0].numpy())
+                targets.append(frame_labels_)
+        head.train()
+        return scores(np.concatenate(logits, axis=1), np.concatenate(targets))
+
+    train_log = (run_dir / "train.csv").open("w", newline="")
+    validation_log = (run_dir / "validation.csv").open("w", newline="")
+    train_writer = csv.writer(train_log)
+    train_writer.writerow(["step", "elapsed_seconds", "loss"])
+    validation_writer = None
+    started = time.monotonic()
+    head.train()
+    step, validation = 0, {}
+    while step < settings.steps:
+        batch_x, batch_y = [], []
+        for index in rng.integers(len(train_set), size=settings.batch_size):
+            latents, frame_labels_ = train_set[index]
+            start = int(rng.integers(latents.shape[-1] - crop + 1))
+            batch_x.append(latents[:, start:start + crop])
+            batch_y.append(frame_labels_[start * fpl:(start + crop) * fpl])
+        x = torch.from_numpy(np.stack(batch_x))
+        x = x + noise * torch.randn_like(x)
+        loss = F.cross_entropy(model.decode_notes(x), torch.from_numpy(np.stack(batch_y)))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        step += 1
+        elapsed = time.monotonic() - started
+        if step % 10 == 0:
+            train_writer.writerow([step, round(elapsed, 1), loss.item()])
+        out_of_time = time_limit_minutes is not None and elapsed > 60 * time_limit_minutes
+        if step % settings.validate_every == 0 or step == settings.steps or out_of_time:
+            validation = validate()
+            if validation_writer is None:
+                validation_writer = csv.DictWriter(validation_log, ["step", "elapsed_seconds", *validation])
+                validation_writer.writeheader()
+            validation_writer.writerow({"step": step, "elapsed_seconds": round(elapsed, 1), **validation})
+            validation_log.flush()
+            train_log.flush()
+            if progress:
+                print(f"step {step}: loss {loss.item():.3f}, " + ", ".join(f"{k} {v:.3f}" for k, v in validation.items()),
+                      flush=True)
+        if out_of_time:
+            break
+    train_log.close()
+    validation_log.close()
+    version = f"{init_version}+notes{step}"
+    save_autoencoder(out, model, version=version)
+    summary = {"version": version, "init_from": str(init_from), "latents": str(latents_dir), "steps": step,
+               "wall_seconds": round(time.monotonic() - started, 1), "settings": dataclasses.asdict(settings),
+               "train_stems": len(train_set), "validation_stems": len(data["validation"]), "validation": validation}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
