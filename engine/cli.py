@@ -145,6 +145,16 @@ def _progress_bar(args: argparse.Namespace, total: int, label: str):
     return tqdm(total=total, desc=label, unit="step", file=sys.stderr)
 
 
+def _advance(bar):
+    """A progress callback moving ``bar`` to step ``i`` of ``total`` (a bass's takes make the total grow past --steps)."""
+    def on_step(i: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+            bar.refresh()
+        bar.update(i - bar.n)
+    return on_step
+
+
 def _generate(args: argparse.Namespace) -> int:
     from backline.engine.audio import AudioError, read_audio, resample, write_audio
     from backline.engine.controls import loop_cycle
@@ -166,7 +176,7 @@ def _generate(args: argparse.Namespace) -> int:
         request = request_from_params(params, context, sample_rate, **audio)
         bundle = _load(args)
         bar = _progress_bar(args, args.steps, args.instrument)
-        result = generate(bundle, request, progress=(lambda i, n: bar.update(1)) if bar else None)
+        result = generate(bundle, request, progress=_advance(bar) if bar else None)
         if bar:
             bar.close()
     except (AudioError, ValueError, FileNotFoundError) as error:

@@ -40,6 +40,7 @@ from typing import Protocol
 
 import numpy as np
 
+from backline.engine.pitch_lock import note_frequencies, pitch_locked
 from backline.engine.style import STATISTICS_SPACE
 
 ONNX_FILES = {"encoder": "autoencoder_encoder.onnx", "decoder": "autoencoder_decoder.onnx",
@@ -243,8 +244,6 @@ def istft(real: np.ndarray, imag: np.ndarray, n_fft: int, hop: int, *, chunk_fra
 def pitch_locked_spectrum(contract: ModelContract, real: np.ndarray, imag: np.ndarray,
                           note_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The decoder's spectrum with its low band's phase following the note head's notes (both backends)."""
-    from backline.engine.pitch_lock import note_frequencies, pitch_locked
-
     return pitch_locked(real, imag, note_frequencies(note_logits, contract.note_lowest_midi),
                         sample_rate=contract.sample_rate, n_fft=contract.n_fft, hop=contract.stft_hop_length)
 

@@ -155,8 +155,11 @@ def train_notes(init_from: Path, build_dir: Path, latents_dir: Path, run_dir: Pa
     fpl, crop = config.frames_per_latent, settings.crop_latent_frames
     rng = np.random.default_rng(settings.seed)
     optimiser = torch.optim.AdamW(head.parameters(), lr=settings.learning_rate, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda step: min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(step, settings.steps) / settings.steps)))
+
+    def warmup_cosine(step: int) -> float:
+        return min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(step, settings.steps) / settings.steps))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, warmup_cosine)
 
     def validate() -> dict[str, float]:
         head.eval()

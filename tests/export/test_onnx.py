@@ -210,4 +210,15 @@ def test_note_head_exports_and_both_backends_lock_the_bass_alike(tmp_path, backe
     for backend in backends:  # the module's tiny models have no note head
         with pytest.raises(RuntimeModelError, match="no note head"):
             backend.notes(latents)
+    # graphs whose config denies the note head the decoder graph has are refused
+    lying = tmp_path / "lying"
+    shutil.copytree(tmp_path / "onnx", lying)
+    for part in ("encoder", "decoder"):
+        model = onnx.load(str(lying / ONNX_FILES[part]))
+        for prop in model.metadata_props:
+            if prop.key == "config":
+                prop.value = json.dumps({**json.loads(prop.value), "note_count": 0})
+        onnx.save(model, str(lying / ONNX_FILES[part]))
+    with pytest.raises(RuntimeModelError, match="do not match its config's note head"):
+        OnnxBackend(lying, intra_op_threads=1)
 
