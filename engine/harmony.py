@@ -12,6 +12,7 @@ several bass takes (``GenerateRequest.candidates``) before decoding any of them.
 from __future__ import annotations
 
 import numpy as np
+import soxr
 
 CHROMA_RATE = 11_025
 CHROMA_FFT = 8192  # 1.35 Hz bins: bass semitones are 2-3 Hz apart around 40 Hz
@@ -24,8 +25,6 @@ def _resample(audio: np.ndarray, sample_rate: int, rate_out: int) -> np.ndarray:
         audio = audio.mean(axis=0)
     if sample_rate == rate_out:
         return audio
-    import soxr
-
     return soxr.resample(audio, sample_rate, rate_out, quality="HQ").astype(np.float32)
 
 

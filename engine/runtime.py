@@ -527,15 +527,13 @@ class TorchBackend:
     def decode(self, latents: np.ndarray, instrument: str | None = None) -> np.ndarray:
         import torch
 
+        from backline.models.autoencoder import decode_pitch_locked
+
         x = torch.from_numpy(np.ascontiguousarray(latents, np.float32))
+        if instrument == "bass" and self.contract.note_lowest_midi is not None:
+            return decode_pitch_locked(self.autoencoder, x)
         with torch.inference_mode():
-            if instrument != "bass" or self.contract.note_lowest_midi is None:
-                return self.autoencoder.decode(x).numpy()
-            unscaled = x / self.contract.latent_scale
-            real, imag = (part.numpy() for part in self.autoencoder.decode_spectrum(unscaled))
-            notes = self.autoencoder.decode_notes(unscaled).numpy()
-        real, imag = pitch_locked_spectrum(self.contract, real, imag, notes)
-        return istft(real, imag, self.contract.n_fft, self.contract.stft_hop_length)
+            return self.autoencoder.decode(x).numpy()
 
     def notes(self, latents: np.ndarray) -> np.ndarray:
         import torch

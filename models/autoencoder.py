@@ -43,6 +43,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from backline.engine.audio import AudioError, validate_audio
+from backline.engine.pitch_lock import note_frequencies, pitch_locked
+from backline.engine.runtime import istft
 from backline.models.contract import load_model, save_model
 
 KIND = "autoencoder"
@@ -428,6 +430,18 @@ def decode_audio(model: Autoencoder, latents: torch.Tensor, num_frames: int | No
             raise ValueError(f"{num_frames} frames asked for, the latents decode to {audio.shape[-1]}")
         audio = audio[:num_frames]
     return audio.numpy().astype(np.float32, copy=False)
+
+
+@torch.inference_mode()
+def decode_pitch_locked(model: Autoencoder, latents: torch.Tensor) -> np.ndarray:
+    """Scaled latents (batch, C, n) of a bass -> audio (batch, n * hop_length) whose low band's phase follows
+    the notes the note head reads (``engine.pitch_lock``); what the engine's bass decode is on torch."""
+    c = model.config
+    unscaled = latents / c.latent_scale
+    real, imag = (part.numpy() for part in model.decode_spectrum(unscaled))
+    f0_hz = note_frequencies(model.decode_notes(unscaled).numpy(), c.note_lowest_midi)
+    real, imag = pitch_locked(real, imag, f0_hz, sample_rate=c.sample_rate, n_fft=c.n_fft, hop=c.stft_hop_length)
+    return istft(real, imag, c.n_fft, c.stft_hop_length)
 
 
 def reconstruct(model: Autoencoder, audio: np.ndarray, sample_rate: int) -> np.ndarray:

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 N_FFT, HOP = 2048, 512  # the shipped autoencoder's STFT
-LOWEST_MIDI = 24  # the note head's range (training/notes.py)
 
 
 def phase_vocoder_phase(magnitude: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
@@ -59,25 +58,16 @@ def run(build_dir: Path, *, split: str = "validation", count: int = 8, seconds: 
     from backline.engine.pitch_lock import note_frequencies, pitch_locked
     from backline.engine.runtime import istft, stft
     from backline.engine.transcribe import transcribe_bass
-    from backline.training.notes import NOTE_COUNT, frame_labels
+    from backline.training.notes import NoteSettings, frame_labels
 
-    def locked_round_trip(audio: np.ndarray) -> np.ndarray:
-        import torch
-
-        from backline.models.autoencoder import encode_audio
-
-        with torch.inference_mode():
-            latents = encode_audio(model, audio, model.config.sample_rate) / model.config.latent_scale
-            spectrum = [part.numpy() for part in model.decode_spectrum(latents)]
-            notes = note_frequencies(model.decode_notes(latents).numpy(), model.config.note_lowest_midi)
-        locked = pitch_locked(*spectrum, notes, sample_rate=model.config.sample_rate, n_fft=N_FFT, hop=HOP)
-        return istft(*locked, N_FFT, HOP)[0, :len(audio)]
+    lowest, count_notes = NoteSettings.note_lowest_midi, NoteSettings.note_count
 
     def true_notes(audio: np.ndarray, rate: int, frames: int) -> np.ndarray:  # as one-hot note logits
-        labels = frame_labels(transcribe_bass(audio, rate), frames, sample_rate=rate, hop=HOP, lowest_midi=LOWEST_MIDI,
-                              count=NOTE_COUNT)
-        return np.eye(NOTE_COUNT + 1)[labels].T[None]
-    from backline.models.autoencoder import DEFAULT_MODEL_PATH, load_autoencoder, reconstruct
+        labels = frame_labels(transcribe_bass(audio, rate), frames, sample_rate=rate, hop=HOP, lowest_midi=lowest,
+                              count=count_notes)
+        return np.eye(count_notes + 1)[labels].T[None]
+    from backline.models.autoencoder import (DEFAULT_MODEL_PATH, decode_pitch_locked, encode_audio, load_autoencoder,
+                                             reconstruct)
     from backline.training import fit_metrics
     from backline.training.autoencoder import pitch_similarity
 
@@ -116,11 +106,12 @@ def run(build_dir: Path, *, split: str = "validation", count: int = 8, seconds: 
             "round-trip magnitude, phase-vocoder phase": rebuild(decoded_magnitude, vocoded),
             # the pitch-locked decode (engine/pitch_lock.py) given the notes the real stem's transcription finds
             "round-trip magnitude, phase from the true notes": istft(*pitch_locked(
-                real2, imag2, note_frequencies(true_notes(target, rate, real2.shape[2]), LOWEST_MIDI),
+                real2, imag2, note_frequencies(true_notes(target, rate, real2.shape[2]), lowest),
                 sample_rate=rate, n_fft=N_FFT, hop=HOP), N_FFT, HOP)[0],
         }
         if model.config.note_count > 0:  # what the engine's bass decode gives
-            candidates["pitch-locked round trip (the note head's notes)"] = locked_round_trip(target)
+            locked = decode_pitch_locked(model, encode_audio(model, target, rate))[0, :len(target)]
+            candidates["pitch-locked round trip (the note head's notes)"] = locked
         for name, audio in candidates.items():
             scores[name].append(fit_metrics.harmonic_fit(audio, context, rate))
         similarity["autoencoder round trip"].append(pitch_similarity(decoded, target, rate))
