@@ -9,13 +9,15 @@ from backline.models.autoencoder import CONFIGS as AE_CONFIGS, Autoencoder
 from backline.models.diffusion import CONFIGS as DN_CONFIGS, EDMPrecond
 
 
-def make_bundle() -> Bundle:
+def make_bundle(autoencoder_config: str = "tiny") -> Bundle:
+    """``autoencoder_config="tiny-notes"``: with a note head (a bass's takes, the pitch-locked decode)."""
     torch.manual_seed(0)
     denoiser = EDMPrecond(DN_CONFIGS["tiny"]).eval()
     for p in denoiser.parameters():  # zero-initialised layers would hide the conditions: wake them
         if not p.data.any():
             p.data.normal_(0, 0.05)
-    return Bundle(TorchBackend(Autoencoder(AE_CONFIGS["tiny"]).eval(), denoiser, {"autoencoder": "tiny", "denoiser": "tiny"}))
+    autoencoder = Autoencoder(AE_CONFIGS[autoencoder_config]).eval()
+    return Bundle(TorchBackend(autoencoder, denoiser, {"autoencoder": autoencoder_config, "denoiser": "tiny"}))
 
 
 def song(sample_rate=48000, seconds=0.7, channels=2, seed=0):

@@ -2,13 +2,8 @@
 
 import numpy as np
 import pytest
-import torch
-
 from backline.engine.harmony import CHROMA_HOP_SECONDS, in_key_share, note_chroma
-from backline.engine.pipeline import Bundle, GenerateRequest, generate, request_from_params
-from backline.engine.runtime import TorchBackend
-from backline.models.autoencoder import CONFIGS as AE_CONFIGS, Autoencoder
-from backline.models.diffusion import CONFIGS as DN_CONFIGS, EDMPrecond
+from backline.engine.pipeline import GenerateRequest, generate, request_from_params
 from tiny_bundle import make_bundle, song
 
 
@@ -39,19 +34,9 @@ def test_in_key_share_is_the_share_of_notes_in_the_contexts_pitch_classes():
     assert np.isnan(in_key_share(_logits([None] * 4), weights, **kw))
 
 
-def _noted_bundle() -> Bundle:
-    torch.manual_seed(0)
-    denoiser = EDMPrecond(DN_CONFIGS["tiny"]).eval()
-    for p in denoiser.parameters():
-        if not p.data.any():
-            p.data.normal_(0, 0.05)
-    autoencoder = Autoencoder(AE_CONFIGS["tiny-notes"]).eval()
-    return Bundle(TorchBackend(autoencoder, denoiser, {"autoencoder": "tiny-notes", "denoiser": "tiny"}))
-
-
 @pytest.fixture(scope="module")
 def noted():
-    return _noted_bundle()
+    return make_bundle("tiny-notes")
 
 
 def test_bass_keeps_the_most_in_key_of_its_takes(noted):

@@ -42,6 +42,8 @@ def test_regenerate_bars_of_an_earlier_result_and_loop_with_tempo(start_server, 
     ({"variation_strength": 0.5}, "needs the stem"),
     ({"loop_bars": 2}, "tempo"),
     ({"volume": 11}, "unknown generation parameters"),
+    ({"candidates": 2}, "note head"),  # this tiny autoencoder reads no notes
+    ({"candidates": 0}, "within 1..8"),
 ])
 def test_bad_controls_fail_the_job_with_bad_request_and_the_server_carries_on(start_server, connect, engine,
                                                                            params, message):
@@ -85,3 +87,15 @@ def test_a_style_reference_travels_as_its_own_job_and_steers_later_ones(start_se
         client.generate("ref-2", {"kind": "reference", "steps": 3}, reference, 44_100)
     with pytest.raises(BridgeError, match="no finished result"):
         client.generate("styled-2", {"steps": 3, "style_job_id": "missing"}, region(0.5), RATE)
+
+
+def test_a_bass_is_the_most_in_key_of_its_takes_and_progress_counts_them(start_server, connect):
+    client = connect(start_server(make_generator(make_bundle("tiny-notes"))))
+    seen = []
+    stem, _, info = client.generate("takes", {"steps": 3, "candidates": 3}, region(), RATE, on_progress=seen.append)
+    takes = info["controls"]["candidates"]
+    assert seen and seen[-1]["step"] == seen[-1]["steps"] == 9  # 3 takes x 3 steps, one job's progress
+    assert stem.shape == (2, 2 * RATE) and takes["takes"] == 3
+    assert takes["in_key_share"][takes["chosen"]] == max(takes["in_key_share"])
+    _, _, info = client.generate("default", {"steps": 2}, region(), RATE)
+    assert info["controls"]["candidates"]["takes"] == 4  # the default where the autoencoder reads notes
