@@ -11,11 +11,12 @@ A backend turns numpy in into numpy out and knows its models' contract:
         every input has the batch on axis 0, so the guidance passes run in one call
 
 The onnxruntime backend imports numpy and onnxruntime only (never torch), so ``pip install backline``
-without extras can generate with exported models. Its three graphs and the spectral transforms:
+without extras can generate with exported models. Its graphs and the spectral transforms:
 
 * ``autoencoder_encoder.onnx``: STFT spectrum (real, imag) -> scaled latents;
-* ``autoencoder_decoder.onnx``: scaled latents -> STFT spectrum (real, imag), and note logits when the
-  autoencoder has a note head;
+* ``autoencoder_decoder.onnx``: scaled latents -> STFT spectrum (real, imag);
+* ``autoencoder_notes.onnx``, only for an autoencoder with a note head: scaled latents -> note logits (a
+  graph of its own, so a bass's takes are judged without running the whole decoder);
 * ``denoiser.onnx``: the EDM-preconditioned denoiser, dynamic batch and frame axes;
 * ``guided_step.onnx``: one sampler evaluation whole: the guidance passes batched through the same
   denoiser, their combination (with the rescale that guards against over-saturation), the controls'
@@ -45,7 +46,9 @@ from backline.engine.style import STATISTICS_SPACE
 
 ONNX_FILES = {"encoder": "autoencoder_encoder.onnx", "decoder": "autoencoder_decoder.onnx",
               "denoiser": "denoiser.onnx", "step": "guided_step.onnx"}
-GRAPH_NAMES = {"encoder": "encoder", "decoder": "decoder", "denoiser": "denoiser", "step": "guided_step"}
+GRAPH_NAMES = {"encoder": "encoder", "decoder": "decoder", "denoiser": "denoiser", "step": "guided_step",
+               "notes": "notes"}
+NOTES_FILE = "autoencoder_notes.onnx"  # the note head's graph, written by `backline export` when there is one
 # Reduced precision, CPU only: the denoiser and the step graph with int8 weights and dynamically quantised
 # activations (``backline export --int8`` writes them beside the float graphs; the autoencoder stays float).
 PRECISIONS = ("fp32", "int8")
@@ -362,6 +365,8 @@ class OnnxBackend:
         if missing:
             raise RuntimeModelError(f"missing ONNX model files: {', '.join(missing)} (make them with `backline "
                                     f"export{' --int8' if precision == 'int8' else ''}`)")
+        if (self.onnx_dir / NOTES_FILE).is_file():
+            paths["notes"] = self.onnx_dir / NOTES_FILE
         if precision == "int8":  # its integer convolutions are CPU kernels: on CUDA they would run on the host
             if providers and "CUDAExecutionProvider" in providers:
                 raise RuntimeModelError("int8 graphs run on the CPU provider only; use fp32 on CUDA")
@@ -422,8 +427,11 @@ class OnnxBackend:
             latent_space=latent_space_of(ae.get("latent_space"), encoder.get("backline_version")),
             note_lowest_midi=_note_lowest_midi(ae),
         )
-        if (len(self.sessions["decoder"].get_outputs()) > 2) != (contract.note_lowest_midi is not None):
-            raise RuntimeModelError(f"{paths['decoder']}: its outputs do not match its config's note head")
+        if ("notes" in paths) != (contract.note_lowest_midi is not None):
+            raise RuntimeModelError(f"{self.onnx_dir}: the graphs ({NOTES_FILE} {'present' if 'notes' in paths else 'absent'}) "
+                                    f"do not match its config's note head")
+        if "notes" in paths and self.metadata["notes"].get("config") != encoder.get("config"):
+            raise RuntimeModelError(f"{paths['notes']} and {paths['encoder']} come from different autoencoders")
         check_latent_space(str(paths["denoiser"]), (dn.get("provenance") or {}).get("autoencoder"), contract.latent_space)
         return contract
 
@@ -433,16 +441,17 @@ class OnnxBackend:
         return self.sessions["encoder"].run(None, {"spec_real": real, "spec_imag": imag})[0]
 
     def decode(self, latents: np.ndarray, instrument: str | None = None) -> np.ndarray:
-        real, imag, *notes = self.sessions["decoder"].run(None, {"latents": np.ascontiguousarray(latents, np.float32)})
-        if instrument == "bass" and notes:
-            real, imag = pitch_locked_spectrum(self.contract, real, imag, notes[0])
+        latents = np.ascontiguousarray(latents, np.float32)
+        real, imag = self.sessions["decoder"].run(None, {"latents": latents})
+        if instrument == "bass" and self.contract.note_lowest_midi is not None:
+            real, imag = pitch_locked_spectrum(self.contract, real, imag, self.notes(latents))
         return istft(real, imag, self.contract.n_fft, self.contract.stft_hop_length)
 
     def notes(self, latents: np.ndarray) -> np.ndarray:
-        """Note logits (batch, classes, stft_frames) of the note head (``decode``'s third output)."""
+        """Note logits (batch, classes, stft_frames) of the note head (``autoencoder_notes.onnx``)."""
         if self.contract.note_lowest_midi is None:
             raise RuntimeModelError("this autoencoder has no note head")
-        return self.sessions["decoder"].run(["note_logits"], {"latents": np.ascontiguousarray(latents, np.float32)})[0]
+        return self.sessions["notes"].run(None, {"latents": np.ascontiguousarray(latents, np.float32)})[0]
 
     def denoise(self, x, sigma, context, context_mask, style, style_mask, instrument) -> np.ndarray:
         values = (x, sigma, context, context_mask, style, style_mask)

@@ -15,7 +15,8 @@ Export the autoencoder and the denoiser to ONNX for the onnxruntime engine, and 
 
 Writes four files to OUT: autoencoder_encoder.onnx, autoencoder_decoder.onnx, denoiser.onnx and
 guided_step.onnx (one sampler evaluation whole: the guidance passes batched through the denoiser,
-their combination, inpainting and loop tying, and the solver's update), each carrying its model's
+their combination, inpainting and loop tying, and the solver's update), and autoencoder_notes.onnx for
+an autoencoder with a note head, each carrying its model's
 contract (kind, version, config, sample rate, latent rate, channels, latent scale; sigma range and
 instruments for the denoiser) in its ONNX metadata. Batch and length axes are dynamic. Before
 writing, every graph is run in onnxruntime and compared with torch (the step graph with torch's

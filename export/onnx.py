@@ -1,10 +1,12 @@
 """Torch models to ONNX, with the model contract in the graphs' metadata and a check that refuses bad files.
 
-``export_models(autoencoder_path, denoiser_path, out_dir)`` writes three graphs that
+``export_models(autoencoder_path, denoiser_path, out_dir)`` writes the graphs that
 ``backline.engine.runtime.OnnxBackend`` loads:
 
     autoencoder_encoder.onnx   spec_real, spec_imag (batch, n_fft // 2 + 1, stft_frames) -> latents (batch, C, n)
     autoencoder_decoder.onnx   latents (batch, C, n) -> spec_real, spec_imag (batch, bins, n * frames_per_latent)
+    autoencoder_notes.onnx     latents (batch, C, n) -> note_logits (batch, classes, n * frames_per_latent), only
+                               for an autoencoder with a note head
     denoiser.onnx              x, sigma, context, context_mask, style, style_mask, instrument -> denoised
                                (the EDM-preconditioned denoiser; batch and frame axes dynamic, so the
                                engine's one to three guidance passes run as one call)
@@ -48,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backline.engine.runtime import (DENOISER_INPUTS, GRAPH_NAMES, INT8_FILES, ONNX_CONTRACT_VERSION, ONNX_FILES,
+from backline.engine.runtime import (DENOISER_INPUTS, GRAPH_NAMES, INT8_FILES, NOTES_FILE, ONNX_CONTRACT_VERSION, ONNX_FILES,
                                      STEP_INPUTS, STEP_OUTPUTS, istft, stft)
 from backline.engine.sampling import GUIDANCE_RESCALE
 
@@ -107,12 +109,26 @@ def _graphs():
             self.ae = autoencoder
 
         def forward(self, latents):
-            unscaled = latents / self.ae.config.latent_scale
-            if self.ae.config.note_count > 0:  # the pitch-locked bass decode's notes (engine/pitch_lock.py)
-                return (*self.ae.decode_spectrum(unscaled), self.ae.decode_notes(unscaled))
-            return self.ae.decode_spectrum(unscaled)
+            return self.ae.decode_spectrum(latents / self.ae.config.latent_scale)
 
     return EncoderGraph, DecoderGraph
+
+
+def _notes_graph():
+    """The note head's exported module (built lazily: torch)."""
+    from torch import nn
+
+    class NotesGraph(nn.Module):
+        """``Autoencoder.decode_notes`` on scaled latents: the notes of a bass (engine/pitch_lock.py)."""
+
+        def __init__(self, autoencoder):
+            super().__init__()
+            self.ae = autoencoder
+
+        def forward(self, latents):
+            return self.ae.decode_notes(latents / self.ae.config.latent_scale)
+
+    return NotesGraph
 
 
 def _step_graph():
@@ -302,13 +318,16 @@ def _test_audio(rng: np.random.Generator, batch: int, samples: int, sample_rate:
 
 
 def check_autoencoder(autoencoder, encoder_path: Path, decoder_path: Path, *, rng: np.random.Generator,
-                      tolerance: float = TOLERANCE, threads: int | None = None) -> dict[str, dict]:
-    """Compare both autoencoder graphs (with the numpy STFT pair) with ``autoencoder`` on random inputs."""
+                      tolerance: float = TOLERANCE, threads: int | None = None,
+                      notes_path: Path | None = None) -> dict[str, dict]:
+    """Compare the autoencoder graphs (with the numpy STFT pair; the note head's when given) with ``autoencoder``
+    on random inputs."""
     import torch
 
     c = autoencoder.config
     exact_model = _float64(autoencoder)
     encoder, decoder = _session(encoder_path, threads), _session(decoder_path, threads)
+    notes = _session(notes_path, threads) if notes_path is not None else None
     encoder_cases, decoder_cases, note_cases = [], [], []
     for batch, samples in ((1, 1), (2, 3 * c.hop_length + 17), (2, 61 * c.hop_length + 5)):
         audio = _test_audio(rng, batch, samples, c.sample_rate)
@@ -324,18 +343,19 @@ def check_autoencoder(autoencoder, encoder_path: Path, decoder_path: Path, *, rn
         with torch.inference_mode():
             torch32 = autoencoder.decode(torch.from_numpy(latents)).numpy()
             exact = exact_model.decode(torch.from_numpy(latents).double()).numpy()
-        real, imag, *notes = decoder.run(None, {"latents": latents})
+        real, imag = decoder.run(None, {"latents": latents})
         got = istft(real, imag, c.n_fft, c.stft_hop_length)
         decoder_cases.append(_case(got, torch32, exact, tolerance, batch=batch, latent_frames=frames))
-        if c.note_count > 0:
+        if notes is not None:
             unscaled = torch.from_numpy(latents) / c.latent_scale
             with torch.inference_mode():
                 torch32 = autoencoder.decode_notes(unscaled).numpy()
                 exact = exact_model.decode_notes(unscaled.double()).numpy()
-            note_cases.append(_case(notes[0], torch32, exact, tolerance, batch=batch, latent_frames=frames))
+            got = notes.run(None, {"latents": latents})[0]
+            note_cases.append(_case(got, torch32, exact, tolerance, batch=batch, latent_frames=frames))
     checks = {"encoder": _summary(encoder_cases, tolerance), "decoder": _summary(decoder_cases, tolerance)}
     if note_cases:
-        checks["decoder_notes"] = _summary(note_cases, tolerance)
+        checks["notes"] = _summary(note_cases, tolerance)
     return checks
 
 
@@ -599,7 +619,7 @@ def _export_style(style_path: Path, temporary: dict[str, Path], latent_channels:
 def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_dir: str | Path, *,
                   opset: int = OPSET, tolerance: float = TOLERANCE, seed: int | None = None,
                   threads: int | None = None, style_path: str | Path | None = None, int8: bool = False) -> ExportReport:
-    """Export, check and (only if every graph passes) write the four graphs to ``out_dir``, and the two
+    """Export, check and (only if every graph passes) write the four graphs to ``out_dir`` (five with an autoencoder's note head), and the two
     style graphs when the denoiser was trained on a style tower (from ``style_path``, default the
     shipped style file); with ``int8``, also the denoiser's and the step graph's int8 versions
     (``quantize_int8``, checked against the float graphs by ``check_int8``)."""
@@ -623,6 +643,9 @@ def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_d
     with_style = denoiser.config.style_space != STATISTICS_SPACE
     if with_style:
         files |= STYLE_FILES
+    with_notes = autoencoder.config.note_count > 0
+    if with_notes:
+        files["notes"] = NOTES_FILE
     if int8:
         files |= {f"{part}_int8": name for part, name in INT8_FILES.items()}
     temporary = {part: out_dir / f".{name}.partial" for part, name in files.items()}
@@ -635,14 +658,18 @@ def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_d
                       temporary["encoder"], ["spec_real", "spec_imag"], ["latents"],
                       {"spec_real": {0: "batch", 2: "stft_frames"}, "spec_imag": {0: "batch", 2: "stft_frames"},
                        "latents": {0: "batch", 2: "latent_frames"}}, opset)
-        decoder_outputs = ["spec_real", "spec_imag"] + (["note_logits"] if c.note_count > 0 else [])
         _torch_export(DecoderGraph(autoencoder), (torch.randn(2, c.latent_channels, 3),), temporary["decoder"],
-                      ["latents"], decoder_outputs,
-                      {"latents": {0: "batch", 2: "latent_frames"}} | {name: {0: "batch", 2: "stft_frames"}
-                                                                        for name in decoder_outputs}, opset)
+                      ["latents"], ["spec_real", "spec_imag"],
+                      {"latents": {0: "batch", 2: "latent_frames"}, "spec_real": {0: "batch", 2: "stft_frames"},
+                       "spec_imag": {0: "batch", 2: "stft_frames"}}, opset)
         ae_meta = raw_metadata(autoencoder_path)
         _write_metadata(temporary["encoder"], autoencoder_metadata(ae_meta, c, "encoder"))
         _write_metadata(temporary["decoder"], autoencoder_metadata(ae_meta, c, "decoder"))
+        if with_notes:
+            _torch_export(_notes_graph()(autoencoder), (torch.randn(2, c.latent_channels, 3),), temporary["notes"],
+                          ["latents"], ["note_logits"], {"latents": {0: "batch", 2: "latent_frames"},
+                                                         "note_logits": {0: "batch", 2: "stft_frames"}}, opset)
+            _write_metadata(temporary["notes"], autoencoder_metadata(ae_meta, c, "notes"))
 
         d = denoiser.config
         example = denoiser_inputs(d, 3, 2 * d.downsampling + 1, np.random.default_rng(0))
@@ -666,7 +693,8 @@ def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_d
 
         rng = np.random.default_rng(seed)
         report.checks.update(check_autoencoder(autoencoder, temporary["encoder"], temporary["decoder"], rng=rng,
-                                               tolerance=tolerance, threads=threads))
+                                               tolerance=tolerance, threads=threads,
+                                               notes_path=temporary["notes"] if with_notes else None))
         report.checks["denoiser"] = check_denoiser(denoiser, temporary["denoiser"], rng=rng, tolerance=tolerance,
                                                    threads=threads)
         report.checks["step"] = check_step(denoiser, temporary["step"], rng=rng, tolerance=tolerance, threads=threads)
@@ -689,6 +717,8 @@ def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_d
         if not with_style:  # graphs of an earlier style tower would not belong to this denoiser
             for name in STYLE_FILES.values():
                 (out_dir / name).unlink(missing_ok=True)
+        if not with_notes:  # nor the note head of an earlier autoencoder
+            (out_dir / NOTES_FILE).unlink(missing_ok=True)
         if not int8:  # nor int8 graphs quantised from an earlier denoiser
             for name in INT8_FILES.values():
                 (out_dir / name).unlink(missing_ok=True)

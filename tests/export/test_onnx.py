@@ -5,7 +5,7 @@ import numpy as np
 import onnx
 import pytest
 
-from backline.engine.runtime import (GRAPH_NAMES, ONNX_FILES, STEP_INPUTS, OnnxBackend, RuntimeModelError,
+from backline.engine.runtime import (GRAPH_NAMES, NOTES_FILE, ONNX_FILES, STEP_INPUTS, OnnxBackend, RuntimeModelError,
                                      TorchBackend, read_metadata)
 from backline.export import onnx as onnx_export
 from backline.export.debug_models import write_debug_models
@@ -198,7 +198,7 @@ def test_fp16_storage_keeps_exact_weights_only_and_computes_the_same():
 def test_note_head_exports_and_both_backends_lock_the_bass_alike(tmp_path, backends):
     ae_path, dn_path = write_debug_models(tmp_path, "tiny", seed=0, autoencoder_config="tiny-notes")
     report = export_models(ae_path, dn_path, tmp_path / "onnx", seed=1, threads=1)
-    assert report.checks["decoder_notes"]["passed"]
+    assert report.checks["notes"]["passed"] and (tmp_path / "onnx" / NOTES_FILE).is_file()
     torch_backend, onnx_backend = TorchBackend.from_files(ae_path, dn_path), OnnxBackend(tmp_path / "onnx", intra_op_threads=1)
     assert torch_backend.contract.note_lowest_midi == onnx_backend.contract.note_lowest_midi == 24
     latents = np.random.default_rng(3).standard_normal((1, 8, 40)).astype(np.float32)
@@ -213,12 +213,12 @@ def test_note_head_exports_and_both_backends_lock_the_bass_alike(tmp_path, backe
     # graphs whose config denies the note head the decoder graph has are refused
     lying = tmp_path / "lying"
     shutil.copytree(tmp_path / "onnx", lying)
-    for part in ("encoder", "decoder"):
-        model = onnx.load(str(lying / ONNX_FILES[part]))
+    for name in (ONNX_FILES["encoder"], ONNX_FILES["decoder"], NOTES_FILE):
+        model = onnx.load(str(lying / name))
         for prop in model.metadata_props:
             if prop.key == "config":
                 prop.value = json.dumps({**json.loads(prop.value), "note_count": 0})
-        onnx.save(model, str(lying / ONNX_FILES[part]))
+        onnx.save(model, str(lying / name))
     with pytest.raises(RuntimeModelError, match="do not match its config's note head"):
         OnnxBackend(lying, intra_op_threads=1)
 
