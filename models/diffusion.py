@@ -217,8 +217,9 @@ class EDMPrecond(nn.Module):
         return c_skip * x + c_out * f[..., :frames]
 
     def loss(self, target: torch.Tensor, context: torch.Tensor, style: torch.Tensor, instrument: torch.Tensor,
-             generator: torch.Generator | None = None) -> torch.Tensor:
-        """EDM training loss with log-normal sigmas and random condition dropout (for guidance)."""
+             generator: torch.Generator | None = None, details: bool = False):
+        """EDM training loss with log-normal sigmas and random condition dropout (for guidance); with
+        ``details``, ``(loss, denoised, sigma, context_mask)`` for auxiliary losses on the same pass."""
         batch = target.shape[0]
         device = target.device
         config = self.config
@@ -229,7 +230,8 @@ class EDMPrecond(nn.Module):
         style_mask = (torch.rand(batch, device=device, generator=generator) >= config.drop_style).float()
         denoised = self(target + noise, sigma, context, context_mask, style, style_mask, instrument)
         weight = (sigma**2 + config.sigma_data**2) / (sigma * config.sigma_data) ** 2
-        return (weight[:, None, None] * (denoised - target) ** 2).mean()
+        loss = (weight[:, None, None] * (denoised - target) ** 2).mean()
+        return (loss, denoised, sigma, context_mask) if details else loss
 
 
 def save_denoiser(path: str | Path, model: EDMPrecond, *, version: str, extra: dict | None = None,

@@ -95,6 +95,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--init-from", required=True, type=Path, help="the autoencoder to add a note head to (kept frozen)")
     p.add_argument("--data", required=True, type=Path, help="data build directory (its bass stems are transcribed)")
     p.add_argument("--latents", required=True, type=Path, help="latents of that build by this autoencoder")
+    p.add_argument("--extra", nargs=2, type=Path, action="append", default=[], metavar=("DATA", "LATENTS"),
+                   help="another build and its latents whose train split is added (validation stays --data's)")
     p.add_argument("--run", required=True, type=Path, help="run directory: cached targets, logs, summary")
     p.add_argument("--out", required=True, type=Path, help="where to write the autoencoder with its note head")
     p.add_argument("--steps", type=int, default=notes.NoteSettings.steps, help="optimiser steps (default %(default)s)")
@@ -105,6 +107,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="std of the noise added to the scaled latents in training (default %(default)s)")
     p.add_argument("--validate-every", type=int, default=notes.NoteSettings.validate_every,
                    help="steps between validation passes (default %(default)s)")
+    p.add_argument("--note-dim", type=int, default=notes.NoteSettings.note_dim, help="the head's width (default %(default)s)")
+    p.add_argument("--note-blocks", type=int, default=notes.NoteSettings.note_blocks,
+                   help="the head's residual blocks (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and crops (default 0)")
     p.add_argument("--time-limit-minutes", type=float, default=None, help="stop and write the model after this long")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -204,9 +209,10 @@ def _train_notes(args: argparse.Namespace) -> int:
 
     _set_threads(args.threads)
     settings = NoteSettings(steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                            latent_noise=args.latent_noise, validate_every=args.validate_every, seed=args.seed)
+                            latent_noise=args.latent_noise, validate_every=args.validate_every, seed=args.seed,
+                            note_dim=args.note_dim, note_blocks=args.note_blocks)
     summary = train_notes(args.init_from, args.data, args.latents, args.run, args.out, settings,
-                          time_limit_minutes=args.time_limit_minutes)
+                          extra=tuple(tuple(pair) for pair in args.extra), time_limit_minutes=args.time_limit_minutes)
     print(json.dumps(summary, indent=2))
     return 0
 

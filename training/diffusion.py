@@ -8,6 +8,11 @@ Two steps, both resumable and both writing outside the repository:
 2. ``train``: random crops of ``segment_frames`` latent frames; the style embedding is taken from a
    random sub-segment of the same target (Diff-A-Riff); EDM loss with condition dropout; AdamW with
    warm-up, EMA weights, periodic validation, checkpoints, CSV logs and a plot of the curves.
+
+   Optionally a note loss (``note_weight``): the autoencoder's note head reads the denoised bass
+   latents, and their cross-entropy against the real bass's notes (the labels ``backline train notes``
+   caches) is added, on crops whose context is present and whose noise is below ``note_sigma_max``:
+   the EDM loss weighs every latent channel alike, this one the notes the bass plays.
 """
 
 from __future__ import annotations
@@ -75,6 +80,12 @@ def latent_autoencoder(latent_dir: str | Path) -> dict | None:
     return json.loads(record.read_text()) if record.is_file() else None
 
 
+def latent_space_made_by(latent_dir: str | Path) -> str | None:
+    """The latent space ``latent_dir`` was encoded in (older records name only the autoencoder's version)."""
+    recorded = latent_autoencoder(latent_dir) or {}
+    return recorded.get("latent_space") or recorded.get("version")
+
+
 @dataclass
 class LatentPairs:
     """All pairs of one split in memory: lists of (C, frames) float32 arrays and instrument indices."""
@@ -82,12 +93,15 @@ class LatentPairs:
     context: list[np.ndarray]
     target: list[np.ndarray]
     instrument: list[int]
+    notes: list[np.ndarray | None] = dataclasses.field(default_factory=list)  # per STFT frame, when labelled
 
     @classmethod
-    def load(cls, latent_dir: str | Path, split: str, instruments: tuple[str, ...], min_frames: int) -> "LatentPairs":
+    def load(cls, latent_dir: str | Path, split: str, instruments: tuple[str, ...], min_frames: int,
+             notes: dict[str, np.ndarray] | None = None) -> "LatentPairs":
+        """``notes``: frame labels by latent file name (``note_labels``), for the pairs that have them."""
         latent_dir = Path(latent_dir)
         entries = [json.loads(l) for l in (latent_dir / "index.jsonl").read_text().splitlines() if l.strip()]
-        pairs = cls([], [], [])
+        pairs = cls([], [], [], [])
         for entry in entries:
             if entry["split"] != split or entry["instrument"] not in instruments or entry["frames"] < min_frames:
                 continue
@@ -95,6 +109,11 @@ class LatentPairs:
             pairs.context.append(data["context"].astype(np.float32))
             pairs.target.append(data["target"].astype(np.float32))
             pairs.instrument.append(INSTRUMENTS.index(entry["instrument"]))
+            labels = (notes or {}).get(entry["file"])
+            if labels is not None and len(labels) % pairs.target[-1].shape[-1]:
+                raise ValueError(f"{entry['file']}: {len(labels)} note labels do not divide into its "
+                                 f"{pairs.target[-1].shape[-1]} latent frames")
+            pairs.notes.append(labels)
         return pairs
 
     def __len__(self) -> int:
@@ -105,21 +124,49 @@ class LatentPairs:
         """Random crops; each style embedding (``embed``: latents -> embedding) comes from a random
         sub-segment of the same target, ``style_frames`` (shortest, longest) latent frames long."""
         picks = rng.integers(0, len(self), batch_size)
-        context, target, style = [], [], []
+        context, target, style, starts = [], [], [], []
         for i in picks:
             total = self.target[i].shape[-1]
             start = int(rng.integers(0, total - frames + 1))
+            starts.append(start)
             context.append(self.context[i][:, start : start + frames])
             target.append(self.target[i][:, start : start + frames])
             length = int(rng.integers(min(style_frames[0], total), min(total, style_frames[1]) + 1))
             style_start = int(rng.integers(0, total - length + 1))
             style.append(embed(self.target[i][:, style_start : style_start + length]))
-        return {
+        batch = {
             "context": torch.from_numpy(np.stack(context)),
             "target": torch.from_numpy(np.stack(target)),
             "style": torch.from_numpy(np.stack(style)),
             "instrument": torch.tensor([self.instrument[i] for i in picks], dtype=torch.long),
         }
+        if any(labels is not None for labels in self.notes):  # -1: no labels (drums, unlabelled bass)
+            per_latent = next(len(l) // t.shape[-1] for l, t in zip(self.notes, self.target) if l is not None)
+            notes = np.full((batch_size, frames * per_latent), -1, np.int64)
+            for row, (i, start) in enumerate(zip(picks, starts)):
+                if self.notes[i] is not None:
+                    notes[row] = self.notes[i][start * per_latent:(start + frames) * per_latent]
+            batch["notes"] = torch.from_numpy(notes)
+        return batch
+
+
+def read_note_labels(paths) -> dict[str, np.ndarray]:
+    """Frame labels by latent file name, from the ``labels*.npz`` caches of ``backline train notes`` runs."""
+    labels: dict[str, np.ndarray] = {}
+    for path in paths:
+        data = np.load(path, allow_pickle=False)
+        for variant, entry in json.loads(str(data["entries"])).items():
+            labels[entry["file"]] = data[variant]
+    return labels
+
+
+def note_loss(note_logits, denoised: torch.Tensor, notes: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the note head's reading of ``denoised`` against ``notes`` (-1: none), on the rows
+    ``keep`` marks; ``note_logits``: scaled latents -> logits (batch, classes, STFT frames)."""
+    targets = torch.where(keep[:, None], notes, torch.full_like(notes, -1))
+    if not bool((targets >= 0).any()):
+        return denoised.sum() * 0.0
+    return torch.nn.functional.cross_entropy(note_logits(denoised), targets, ignore_index=-1)
 
 
 @dataclass(frozen=True)
@@ -137,6 +184,25 @@ class TrainOptions:
     style_file: str | None = None  # a style file whose audio tower gives the style embeddings (else latent statistics)
     init_from: str | None = None  # a denoiser file to start from (a fresh run only)
     style_frames: tuple[int, int] = STYLE_FRAMES  # style sub-segment length range, latent frames
+    note_weight: float = 0.0  # > 0: the note loss (module docstring), with the next three
+    note_autoencoder: str | None = None  # the autoencoder file with the note head (latents of its space)
+    note_labels: tuple[str, ...] = ()  # labels*.npz caches of `backline train notes` runs on these latents
+    note_sigma_max: float = 1.0
+
+
+def _note_reader(options: TrainOptions, latent_dir) -> tuple:
+    """The frozen note head as scaled latents -> logits, and the labels by latent file (the note loss)."""
+    if not options.note_autoencoder or not options.note_labels:
+        raise ValueError("the note loss needs note_autoencoder (with a note head) and note_labels")
+    autoencoder, metadata = load_autoencoder(options.note_autoencoder)
+    space = latent_space_of(autoencoder.config.latent_space, metadata.get("backline_version"))
+    made_by = latent_space_made_by(latent_dir)
+    if autoencoder.config.note_count <= 0 or made_by != space:
+        raise ValueError(f"{options.note_autoencoder}: needs a note head and latent space {made_by} "
+                         f"(it has {autoencoder.config.note_count} note classes, latent space {space})")
+    autoencoder.requires_grad_(False)
+    scale = autoencoder.config.latent_scale
+    return (lambda latents: autoencoder.decode_notes(latents / scale)), read_note_labels(options.note_labels)
 
 
 def _plot(run_dir: Path) -> None:
@@ -179,7 +245,10 @@ def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, o
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     frames = config.segment_frames
-    train_pairs = LatentPairs.load(latent_dir, "train", options.instruments, frames)
+    note_logits, notes = None, None
+    if options.note_weight > 0:
+        note_logits, notes = _note_reader(options, latent_dir)
+    train_pairs = LatentPairs.load(latent_dir, "train", options.instruments, frames, notes)
     validation_pairs = LatentPairs.load(latent_dir, "validation", options.instruments, frames)
     if not len(train_pairs):
         raise ValueError(f"{latent_dir}: no training pairs with at least {frames} latent frames")
@@ -249,8 +318,14 @@ def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, o
             learning_rate = options.learning_rate * min(1.0, (step + 1) / options.warmup_steps)
             for group in optimiser.param_groups:
                 group["lr"] = learning_rate
-            loss = model.loss(**train_pairs.batch(rng, options.batch_size, frames, embed, options.style_frames),
-                              generator=generator)
+            batch = train_pairs.batch(rng, options.batch_size, frames, embed, options.style_frames)
+            labels = batch.pop("notes", None)
+            if note_logits is not None and labels is not None:
+                loss, denoised, sigma, context_mask = model.loss(**batch, generator=generator, details=True)
+                keep = (sigma < options.note_sigma_max) & (context_mask > 0)
+                loss = loss + options.note_weight * note_loss(note_logits, denoised, labels, keep)
+            else:
+                loss = model.loss(**batch, generator=generator)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -53,6 +53,12 @@ def register_train(train_models: argparse._SubParsersAction, formatter) -> None:
     p.add_argument("--init-from", type=Path, default=None, help="start from this denoiser file's weights (same config)")
     p.add_argument("--style-seconds", type=float, nargs=2, default=None, metavar=("SHORTEST", "LONGEST"),
                    help="length range of the target's sub-segment the style embedding comes from (default 0.75 3)")
+    p.add_argument("--note-weight", type=float, default=0.0,
+                   help="weight of the note loss (the note head's reading of the denoised bass vs its notes)")
+    p.add_argument("--note-autoencoder", type=Path, default=None, help="autoencoder with the note head (note loss)")
+    p.add_argument("--note-labels", type=Path, action="append", default=[],
+                   help="labels*.npz of a `backline train notes` run on these latents (note loss; repeatable)")
+    p.add_argument("--note-sigma-max", type=float, default=1.0, help="the note loss only below this noise level")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--validate-every", type=int, default=250)
@@ -111,6 +117,9 @@ def _diffusion(args: argparse.Namespace) -> int:
                            instruments=tuple(args.instruments) if args.instruments else INSTRUMENTS,
                            style_file=str(args.style) if args.style else None,
                            init_from=str(args.init_from) if args.init_from else None,
+                           note_weight=args.note_weight, note_sigma_max=args.note_sigma_max,
+                           note_autoencoder=str(args.note_autoencoder) if args.note_autoencoder else None,
+                           note_labels=tuple(str(p) for p in args.note_labels),
                            **_style_frames(args.style_seconds, resolve_config(args.config).latent_rate_hz))
     summary = train(resolve_config(args.config), args.latents, args.run, options, resume=args.resume,
                     progress=not args.quiet)

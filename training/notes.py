@@ -1,7 +1,8 @@
 """The autoencoder's note head: the bass's notes read from its latents, for the pitch-locked decode.
 
     backline train notes --init-from models/autoencoder/default.safetensors --latents $LATENTS \\
-        --data $BACKLINE_DATA/full40 --out models/autoencoder/default.safetensors --run $RUN
+        --data $BACKLINE_DATA/full40 --out models/autoencoder/default.safetensors --run $RUN \\
+        [--extra $BACKLINE_DATA/full40x $LATENTS_X]   # more train stems; validation stays --data's
 
 Targets: the bass target stems of the data build, transcribed with the engine's bass transcription
 (``engine.transcribe.transcribe_bass``: basic-pitch's note model, one note at a time) into one class per
@@ -44,6 +45,8 @@ class NoteSettings:
     seed: int = 0
     note_lowest_midi: int = 24
     note_count: int = NOTE_COUNT
+    note_dim: int = 192  # the head's width and depth (the autoencoder config's note_dim, note_blocks)
+    note_blocks: int = 3
 
 
 def frame_labels(notes, frames: int, *, sample_rate: int, hop: int, lowest_midi: int, count: int) -> np.ndarray:
@@ -80,12 +83,13 @@ def build_labels(build_dir: Path, latents_dir: Path, *, stft_hop: int, frames_pe
     return out
 
 
-def _load_labels(run_dir: Path, build_dir: Path, latents_dir: Path, config, settings: NoteSettings) -> dict[str, dict]:
+def _load_labels(run_dir: Path, build_dir: Path, latents_dir: Path, config, settings: NoteSettings,
+                 cache_name: str = "labels.npz") -> dict[str, dict]:
     """The frame labels, from the run's cache when it was made for the same build, latents and classes."""
     key = json.dumps({"build": str(Path(build_dir).resolve()), "latents": str(Path(latents_dir).resolve()),
                       "stft_hop": config.stft_hop_length, "lowest_midi": settings.note_lowest_midi,
                       "count": settings.note_count})
-    cache = run_dir / "labels.npz"
+    cache = run_dir / cache_name
     if cache.is_file():
         data = np.load(cache, allow_pickle=False)
         if "key" in data.files and str(data["key"]) == key:
@@ -113,26 +117,31 @@ def scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 
 def train_notes(init_from: Path, build_dir: Path, latents_dir: Path, run_dir: Path, out: Path,
-                settings: NoteSettings = NoteSettings(), *, time_limit_minutes: float | None = None,
-                progress: bool = True) -> dict:
-    """Train the note head of ``init_from``'s autoencoder (the rest frozen); write it to ``out``."""
+                settings: NoteSettings = NoteSettings(), *, extra: tuple[tuple[Path, Path], ...] = (),
+                time_limit_minutes: float | None = None, progress: bool = True) -> dict:
+    """Train the note head of ``init_from``'s autoencoder (the rest frozen); write it to ``out``.
+
+    ``extra``: more (build, latents) pairs whose train split is trained on too (their labels cached as
+    ``labels-extra<i>.npz``); validation is always ``build_dir``'s validation split, so runs compare."""
     import torch
     from torch.nn import functional as F
 
     from backline.engine.runtime import latent_space_of
     from backline.models.autoencoder import Autoencoder, load_autoencoder, save_autoencoder
-    from backline.training.diffusion import latent_autoencoder
+    from backline.training.diffusion import latent_space_made_by
 
     run_dir.mkdir(parents=True, exist_ok=True)
     base, metadata = load_autoencoder(init_from)
     init_version = metadata.get("backline_version")
     config = dataclasses.replace(base.config, note_count=settings.note_count, note_lowest_midi=settings.note_lowest_midi,
+                                 note_dim=settings.note_dim, note_blocks=settings.note_blocks,
                                  latent_space=latent_space_of(base.config.latent_space, init_version))
-    recorded = latent_autoencoder(latents_dir) or {}
-    made_by = recorded.get("latent_space") or recorded.get("version")
-    if made_by != config.latent_space:
-        raise ValueError(f"{latents_dir} holds latents of {made_by}, not of latent space "
-                         f"{config.latent_space} ({init_from}): precompute them with this autoencoder")
+    sources = [(Path(build_dir), Path(latents_dir)), *((Path(b), Path(l)) for b, l in extra)]
+    for _, latents_path in sources:
+        made_by = latent_space_made_by(latents_path)
+        if made_by != config.latent_space:
+            raise ValueError(f"{latents_path} holds latents of {made_by}, not of latent space "
+                             f"{config.latent_space} ({init_from}): precompute them with this autoencoder")
     torch.manual_seed(settings.seed)
     model = Autoencoder(config)
     missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
@@ -142,12 +151,14 @@ def train_notes(init_from: Path, build_dir: Path, latents_dir: Path, run_dir: Pa
         parameter.requires_grad_(name.startswith("note_head."))
     head = model.note_head
 
-    labels = _load_labels(run_dir, build_dir, latents_dir, config, settings)
     data = {"train": [], "validation": []}
-    for variant, entry in labels.items():
-        if entry["split"] in data:
-            latents = np.load(latents_dir / entry["file"])["target"].astype(np.float32) / config.latent_scale
-            data[entry["split"]].append((latents, entry["labels"]))
+    for index, (build_path, latents_path) in enumerate(sources):
+        labels = _load_labels(run_dir, build_path, latents_path, config, settings,
+                              "labels.npz" if index == 0 else f"labels-extra{index}.npz")
+        for entry in labels.values():
+            if entry["split"] == "train" or (entry["split"] == "validation" and index == 0):
+                latents = np.load(latents_path / entry["file"])["target"].astype(np.float32) / config.latent_scale
+                data[entry["split"]].append((latents, entry["labels"]))
     train_set = [(x, y) for x, y in data["train"] if x.shape[-1] >= settings.crop_latent_frames]
     if not train_set or not data["validation"]:
         raise ValueError(f"{latents_dir}: no train or validation bass latents long enough to train on")
@@ -215,7 +226,8 @@ def train_notes(init_from: Path, build_dir: Path, latents_dir: Path, run_dir: Pa
     validation_log.close()
     version = f"{init_version}+notes{step}"
     save_autoencoder(out, model, version=version)
-    summary = {"version": version, "init_from": str(init_from), "latents": str(latents_dir), "steps": step,
+    summary = {"version": version, "init_from": str(init_from), "latents": str(latents_dir),
+               "extra": [[str(b), str(l)] for b, l in extra], "steps": step,
                "wall_seconds": round(time.monotonic() - started, 1), "settings": dataclasses.asdict(settings),
                "train_stems": len(train_set), "validation_stems": len(data["validation"]), "validation": validation}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

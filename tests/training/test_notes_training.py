@@ -11,7 +11,8 @@ from backline.engine.runtime import TorchBackend
 from backline.engine.transcribe import Note
 from backline.export.debug_models import write_debug_models
 from backline.models.autoencoder import CONFIGS, Autoencoder, load_autoencoder, save_autoencoder
-from backline.training.diffusion import encode_build
+from backline.models.diffusion import resolve_config
+from backline.training.diffusion import LatentPairs, TrainOptions, encode_build, note_loss, read_note_labels, train
 from backline.training.notes import NoteSettings, frame_labels, scores, train_notes
 
 
@@ -55,6 +56,14 @@ def test_note_head_trains_frozen_and_decodes_pitch_locked_bass(synthetic_build, 
     # the same summary again from the cached targets (no second transcription needed)
     assert train_notes(ae_path, synthetic_build, latents, run, tmp_path / "again.safetensors", settings,
                        progress=False)["validation"] == summary["validation"]
+    # another build's train split added (here the same one again), validation still the first build's;
+    # the head's size is a setting
+    small = dataclasses.replace(settings, steps=2, note_dim=16, note_blocks=1)
+    extra = train_notes(ae_path, synthetic_build, latents, run, tmp_path / "extra.safetensors", small,
+                        extra=((synthetic_build, latents),), progress=False)
+    assert extra["train_stems"] == 6 and extra["validation_stems"] == summary["validation_stems"]
+    assert (run / "labels-extra1.npz").is_file()
+    assert load_autoencoder(tmp_path / "extra.safetensors")[0].config.note_dim == 16
 
     # the engine: a bass decode locks the low band's phase, a drum decode is the plain one
     debug_ae, debug_dn = write_debug_models(tmp_path / "debug", "tiny", trained_on="tiny-space")
@@ -76,3 +85,54 @@ def test_latents_of_another_autoencoder_are_refused(synthetic_build, tmp_path):
     with pytest.raises(ValueError, match="precompute them with this autoencoder"):
         train_notes(ae_path, synthetic_build, tmp_path / "latents", tmp_path / "run", tmp_path / "out.safetensors",
                     NoteSettings(steps=1), progress=False)
+    encode_build(ae_path, synthetic_build, tmp_path / "own")
+    with pytest.raises(ValueError, match="precompute them with this autoencoder"):  # an extra build's too
+        train_notes(ae_path, synthetic_build, tmp_path / "own", tmp_path / "run", tmp_path / "out.safetensors",
+                    NoteSettings(steps=1), extra=((synthetic_build, tmp_path / "latents"),), progress=False)
+
+
+def test_denoiser_batches_carry_each_crops_notes():
+    # latent frame t of each pair holds t; its labels (4 STFT frames per latent frame) hold t too
+    ramp = np.tile(np.arange(40, dtype=np.float32), (8, 1))
+    pairs = LatentPairs([ramp, ramp], [ramp, ramp + 0], [0, 1], [np.repeat(np.arange(40), 4), None])
+    batch = pairs.batch(np.random.default_rng(0), 12, 16)
+    for target, instrument, notes in zip(batch["target"].numpy(), batch["instrument"].tolist(), batch["notes"].numpy()):
+        expected = np.repeat(target[0].astype(np.int64), 4) if instrument == 0 else np.full(64, -1)
+        np.testing.assert_array_equal(notes, expected)
+    assert set(batch["instrument"].tolist()) == {0, 1}
+    assert "notes" not in LatentPairs([ramp], [ramp], [1], [None]).batch(np.random.default_rng(0), 2, 16)
+
+
+def test_note_loss_counts_only_kept_rows_with_notes():
+    torch.manual_seed(0)
+    denoised, notes = torch.randn(3, 5, 12), torch.randint(0, 5, (3, 12))
+    notes[0, :4] = -1  # no labels there
+    notes[2] = -1
+    got = note_loss(lambda x: x, denoised, notes, torch.tensor([True, False, True]))
+    want = torch.nn.functional.cross_entropy(denoised[:1, :, 4:], notes[:1, 4:])
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    assert note_loss(lambda x: x, denoised, notes, torch.zeros(3, dtype=torch.bool)).item() == 0.0
+
+
+def test_denoiser_fine_tunes_with_the_note_loss(synthetic_build, tmp_path):
+    torch.manual_seed(0)
+    init = Autoencoder(dataclasses.replace(CONFIGS["tiny"], latent_space="tiny-space")).eval()
+    ae_path = save_autoencoder(tmp_path / "ae.safetensors", init, version="tiny-test")
+    latents = tmp_path / "latents"
+    encode_build(ae_path, synthetic_build, latents)
+    with_head = tmp_path / "ae-notes.safetensors"
+    train_notes(ae_path, synthetic_build, latents, tmp_path / "notes", with_head,
+                NoteSettings(steps=2, batch_size=2, crop_latent_frames=32, note_dim=16, note_blocks=1), progress=False)
+    labels = (str(tmp_path / "notes" / "labels.npz"),)
+    assert len(read_note_labels(labels)) == 4 and all(name.endswith("__bass.npz") for name in read_note_labels(labels))
+    plain = TrainOptions(steps=3, batch_size=4, learning_rate=3e-3, warmup_steps=1, validate_every=3)
+    noted = dataclasses.replace(plain, note_weight=1.0, note_autoencoder=str(with_head), note_labels=labels,
+                                note_sigma_max=80.0)
+    config = resolve_config("tiny")
+    assert train(config, latents, tmp_path / "plain", plain, progress=False)["step"] == 3
+    assert train(config, latents, tmp_path / "noted", noted, progress=False)["step"] == 3
+    weights = [torch.load(tmp_path / run / "checkpoint.pt", weights_only=True)["model"] for run in ("plain", "noted")]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # the note loss moved them
+    with pytest.raises(ValueError, match="needs a note head"):
+        train(config, latents, tmp_path / "headless", dataclasses.replace(noted, note_autoencoder=str(ae_path)),
+              progress=False)
