@@ -34,10 +34,15 @@ from backline.training.style_prior import family
 
 
 def apa(candidates: np.ndarray, references: np.ndarray, shuffle: np.ndarray) -> float:
-    """APA over paired rows of (n, d) embeddings; ``shuffle`` re-pairs the references."""
+    """APA over paired rows of (n, d) embeddings; ``shuffle`` re-pairs the references. Candidate rows that
+    are not finite (a silent stem has no log-mel embedding) are left out; nan if none is left."""
+    kept = np.isfinite(candidates).all(axis=1)
+    if not kept.any():
+        return float("nan")
+    candidates, references, others = candidates[kept], references[kept], references[shuffle][kept]
     own = np.linalg.norm(candidates - references, axis=1).mean()
-    other = np.linalg.norm(candidates - references[shuffle], axis=1).mean()
-    spread = np.linalg.norm(references - references[shuffle], axis=1).mean()
+    other = np.linalg.norm(candidates - others, axis=1).mean()
+    spread = np.linalg.norm(references - others, axis=1).mean()
     if spread < 1e-9:
         return float("nan")
     return float(np.clip(0.5 + (other - own) / (2 * spread), 0.0, 1.0))
@@ -78,7 +83,10 @@ def run(bundle: Bundle, build_dir: Path, out: Path, *, count: int = 6, seconds: 
     started = time.perf_counter()
     style = lambda audio, rate: (bundle.reference_embedding(audio, rate, "stem", MAX_DURATION_SECONDS)
                                  - prior.mean) / prior.std
-    mel = lambda audio, rate: fit_metrics.embed(to_mono(audio)[0], rate, segment_seconds=seconds / 2).mean(axis=0)
+    def mel(audio: np.ndarray, rate: int) -> np.ndarray:  # all nan for a silent stem (no segment to embed)
+        segments = fit_metrics.embed(to_mono(audio)[0], rate, segment_seconds=seconds / 2)
+        return segments.mean(axis=0) if len(segments) else np.full(segments.shape[1], np.nan)
+
     report: dict = {"data": str(build_dir), "split": split, "seconds": seconds, "steps": steps, "seed": seed,
                     "cfg_style": cfg_style if cfg_style is not None else bundle.contract.guidance["cfg_style"],
                     "models": bundle.versions, "prior": prior.metadata.get("version")}
@@ -114,6 +122,7 @@ def run(bundle: Bundle, build_dir: Path, out: Path, *, count: int = 6, seconds: 
             "pairs": len(pairs), "families": sorted(set(families)),
             "reference_apa_style_space": apa(rows["gen_style"], rows["ref_style"], shuffle),
             "reference_apa_log_mel": apa(rows["gen_mel"], rows["ref_mel"], shuffle),
+            "silent_by_reference": int((~np.isfinite(rows["gen_mel"]).all(axis=1)).sum()),
             "prompt_apa_style_space": apa(rows["gen_prompt_style"], rows["prompt_style"], other_family),
             "coherence": coherence([p["context"] for p in pairs], stems, shuffle, pairs[0]["rate"], instrument),
         }
@@ -156,6 +165,9 @@ def render(report: dict) -> str:
             r = report[instrument]
             lines.append(f"| {instrument} | {r['pairs']} | {r['reference_apa_style_space']:.2f} | "
                          f"{r['reference_apa_log_mel']:.2f} | {r['prompt_apa_style_space']:.2f} |")
+    silent = [f"{i} {report[i]['silent_by_reference']}" for i in ("bass", "drums") if i in report]
+    lines += ["", "Stems steered by a reference that came out silent (no 4 s segment above -60 dBFS; left out of the "
+              "log-mel APA): " + ", ".join(silent) + "."]
     lines += ["", "Coherence of the same stems with their contexts, as `backline eval accompaniment` normalises it (the "
               "real stems 1, another piece's real stems 0; drums have no harmonic fit), beside stems generated for the "
               "same contexts and seeds with no style:", "",

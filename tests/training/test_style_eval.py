@@ -19,6 +19,10 @@ def test_apa_is_one_for_copies_half_for_strangers_and_clipped():
     assert apa(references, references, shuffle) == 1.0
     assert apa(np.full((8, 4), 100.0), references, shuffle) == 0.5  # one point for all: no closer to its own
     assert apa(references[shuffle], references, shuffle) == 0.0
+    silent = references.copy()
+    silent[3] = np.nan  # a silent stem: left out, the others still count
+    assert apa(silent, references, shuffle) == 1.0
+    assert np.isnan(apa(np.full((8, 4), np.nan), references, shuffle))
 
 
 def test_style_eval_runs_over_a_build_and_writes_its_report(tmp_path):
