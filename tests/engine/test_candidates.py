@@ -77,3 +77,28 @@ def test_candidates_need_a_note_head_and_travel_as_a_parameter():
     with pytest.raises(ValueError, match="note head"):
         generate(make_bundle(), GenerateRequest(context=song(), sample_rate=48000, candidates=2))
     assert request_from_params({"candidates": 3}, song(), 48000).candidates == 3
+
+
+def test_a_silent_take_over_a_sounding_region_is_sampled_again(monkeypatch):
+    bundle = make_bundle()
+    request = GenerateRequest(context=song(), sample_rate=48000, instrument="drums", steps=2, seed=3)
+    plain = generate(bundle, request)
+    assert "silent_retries" not in plain.info["controls"]
+    real_decode, calls = bundle.backend.decode, []
+
+    def decode(latents, instrument):  # the first take decodes to silence, as one drum stem by reference did
+        calls.append(latents.copy())
+        out = real_decode(latents, instrument)
+        return out * 0 if len(calls) == 1 else out
+
+    monkeypatch.setattr(bundle.backend, "decode", decode)
+    result = generate(bundle, request)
+    assert result.info["controls"]["silent_retries"] == 1 and len(calls) == 2
+    assert not np.allclose(calls[0], calls[1])  # another seed's latents
+    assert np.sqrt(np.mean(result.audio ** 2)) > 1e-3 and result.audio.shape == plain.audio.shape
+    # silent whatever the seed: two more seeds, then the stem is returned as it is (no endless loop)
+    monkeypatch.setattr(bundle.backend, "decode", lambda latents, instrument: real_decode(latents, instrument) * 0)
+    assert generate(bundle, request).info["controls"]["silent_retries"] == 2
+    # a silent region is generated from nothing and is never retried
+    quiet = GenerateRequest(context=np.zeros((2, 24000), np.float32), sample_rate=48000, instrument="drums", steps=2)
+    assert "silent_retries" not in generate(bundle, quiet).info["controls"]
