@@ -87,7 +87,8 @@ class ExportReport:
 
 
 def _graphs():
-    """The torch modules that are exported: the autoencoder between spectra and latents (built lazily: torch)."""
+    """The torch modules that are exported: the autoencoder between spectra and latents, and its note head
+    (built lazily: torch)."""
     import torch
     from torch import nn
 
@@ -111,13 +112,6 @@ def _graphs():
         def forward(self, latents):
             return self.ae.decode_spectrum(latents / self.ae.config.latent_scale)
 
-    return EncoderGraph, DecoderGraph
-
-
-def _notes_graph():
-    """The note head's exported module (built lazily: torch)."""
-    from torch import nn
-
     class NotesGraph(nn.Module):
         """``Autoencoder.decode_notes`` on scaled latents: the notes of a bass (engine/pitch_lock.py)."""
 
@@ -128,7 +122,7 @@ def _notes_graph():
         def forward(self, latents):
             return self.ae.decode_notes(latents / self.ae.config.latent_scale)
 
-    return NotesGraph
+    return EncoderGraph, DecoderGraph, NotesGraph
 
 
 def _step_graph():
@@ -651,7 +645,7 @@ def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_d
     temporary = {part: out_dir / f".{name}.partial" for part, name in files.items()}
     try:
         c = autoencoder.config
-        EncoderGraph, DecoderGraph = _graphs()
+        EncoderGraph, DecoderGraph, NotesGraph = _graphs()
         stft_frames = 2 * c.frames_per_latent
         bins = c.n_fft // 2 + 1
         _torch_export(EncoderGraph(autoencoder), (torch.randn(2, bins, stft_frames), torch.randn(2, bins, stft_frames)),
@@ -666,7 +660,7 @@ def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_d
         _write_metadata(temporary["encoder"], autoencoder_metadata(ae_meta, c, "encoder"))
         _write_metadata(temporary["decoder"], autoencoder_metadata(ae_meta, c, "decoder"))
         if with_notes:
-            _torch_export(_notes_graph()(autoencoder), (torch.randn(2, c.latent_channels, 3),), temporary["notes"],
+            _torch_export(NotesGraph(autoencoder), (torch.randn(2, c.latent_channels, 3),), temporary["notes"],
                           ["latents"], ["note_logits"], {"latents": {0: "batch", 2: "latent_frames"},
                                                          "note_logits": {0: "batch", 2: "stft_frames"}}, opset)
             _write_metadata(temporary["notes"], autoencoder_metadata(ae_meta, c, "notes"))

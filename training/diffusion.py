@@ -80,10 +80,14 @@ def latent_autoencoder(latent_dir: str | Path) -> dict | None:
     return json.loads(record.read_text()) if record.is_file() else None
 
 
-def latent_space_made_by(latent_dir: str | Path) -> str | None:
-    """The latent space ``latent_dir`` was encoded in (older records name only the autoencoder's version)."""
+def require_latent_space(latent_dir: str | Path, space: str, autoencoder_path: str | Path) -> None:
+    """Refuse ``latent_dir`` unless it was encoded in latent space ``space`` (``autoencoder_path``'s);
+    older records name only the autoencoder's version."""
     recorded = latent_autoencoder(latent_dir) or {}
-    return recorded.get("latent_space") or recorded.get("version")
+    made_by = recorded.get("latent_space") or recorded.get("version")
+    if made_by != space:
+        raise ValueError(f"{latent_dir} holds latents of {made_by}, not of latent space {space} "
+                         f"({autoencoder_path}): precompute them with this autoencoder")
 
 
 @dataclass
@@ -195,11 +199,10 @@ def _note_reader(options: TrainOptions, latent_dir) -> tuple:
     if not options.note_autoencoder or not options.note_labels:
         raise ValueError("the note loss needs note_autoencoder (with a note head) and note_labels")
     autoencoder, metadata = load_autoencoder(options.note_autoencoder)
-    space = latent_space_of(autoencoder.config.latent_space, metadata.get("backline_version"))
-    made_by = latent_space_made_by(latent_dir)
-    if autoencoder.config.note_count <= 0 or made_by != space:
-        raise ValueError(f"{options.note_autoencoder}: needs a note head and latent space {made_by} "
-                         f"(it has {autoencoder.config.note_count} note classes, latent space {space})")
+    if autoencoder.config.note_count <= 0:
+        raise ValueError(f"{options.note_autoencoder}: the note loss needs a note head (its config has none)")
+    require_latent_space(latent_dir, latent_space_of(autoencoder.config.latent_space, metadata.get("backline_version")),
+                         options.note_autoencoder)
     autoencoder.requires_grad_(False)
     scale = autoencoder.config.latent_scale
     return (lambda latents: autoencoder.decode_notes(latents / scale)), read_note_labels(options.note_labels)

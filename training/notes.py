@@ -128,7 +128,7 @@ def train_notes(init_from: Path, build_dir: Path, latents_dir: Path, run_dir: Pa
 
     from backline.engine.runtime import latent_space_of
     from backline.models.autoencoder import Autoencoder, load_autoencoder, save_autoencoder
-    from backline.training.diffusion import latent_space_made_by
+    from backline.training.diffusion import require_latent_space
 
     run_dir.mkdir(parents=True, exist_ok=True)
     base, metadata = load_autoencoder(init_from)
@@ -138,10 +138,7 @@ def train_notes(init_from: Path, build_dir: Path, latents_dir: Path, run_dir: Pa
                                  latent_space=latent_space_of(base.config.latent_space, init_version))
     sources = [(Path(build_dir), Path(latents_dir)), *((Path(b), Path(l)) for b, l in extra)]
     for _, latents_path in sources:
-        made_by = latent_space_made_by(latents_path)
-        if made_by != config.latent_space:
-            raise ValueError(f"{latents_path} holds latents of {made_by}, not of latent space "
-                             f"{config.latent_space} ({init_from}): precompute them with this autoencoder")
+        require_latent_space(latents_path, config.latent_space, init_from)
     torch.manual_seed(settings.seed)
     model = Autoencoder(config)
     missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
