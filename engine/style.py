@@ -49,6 +49,21 @@ def latent_statistics(latents: np.ndarray) -> np.ndarray:
     return np.concatenate([latents.mean(axis=1), latents.std(axis=1)]).astype(np.float32)
 
 
+def match_latent_statistics(latents: np.ndarray, statistics: np.ndarray, strength: float) -> np.ndarray:
+    """(..., channels, frames) latents moved ``strength`` of the way (0 = as they are, 1 = exactly) to the per-channel
+    mean and std over time that ``statistics`` holds (``latent_statistics``' layout: means, then stds).
+
+    One affine map per channel, the same at every frame: loops stay loops, notes stay where they are."""
+    latents = np.asarray(latents, np.float32)
+    channels = latents.shape[-2]
+    statistics = np.asarray(statistics, np.float32)
+    if statistics.shape != (2 * channels,):
+        raise ValueError(f"expected {2 * channels} latent statistics for {channels} channels, got shape {statistics.shape}")
+    mean, std = latents.mean(axis=-1, keepdims=True), latents.std(axis=-1, keepdims=True)
+    matched = (latents - mean) / np.maximum(std, 1e-6) * statistics[channels:, None] + statistics[:channels, None]
+    return ((1.0 - strength) * latents + strength * matched).astype(np.float32)
+
+
 STATISTICS_SPACE = "latent-statistics"
 TOWER_SPACE_PREFIX = "style-tower:"
 HYBRID_SPACE_PREFIX = "style-tower+statistics:"

@@ -44,8 +44,10 @@ examples:
 STYLE_HELP = """\
 APA-style adherence of generated stems to the style they were given, on held-out pairs: a reference
 (a later segment of the pair's real stem) and a prompt (the stem's GM family name). Distances in the
-denoiser's style space and, for references, in a fixed log-mel embedding. Writes report.md and
-report.json to --out.
+denoiser's style space, for references in a fixed log-mel embedding, and in a judge's CLAP-style space
+(an audio tower and prompt prior trained contrastively here: the shipped models/judge/default.safetensors,
+or --judge). Each measure is also taken for the real stems, which says how far it can go. Writes
+report.md and report.json to --out.
 
 example:
   backline eval style --data $BACKLINE_DATA/full --out training/reports/style
@@ -126,6 +128,11 @@ def register_eval(eval_models: argparse._SubParsersAction, formatter=argparse.Ra
     p.add_argument("--autoencoder", type=Path, default=None, help="autoencoder file (default: the shipped one)")
     p.add_argument("--denoiser", type=Path, default=None, help="denoiser file (default: the shipped one)")
     p.add_argument("--style", type=Path, default=None, help="style file the denoiser was trained with (default: the shipped one)")
+    p.add_argument("--judge", type=Path, default=None,
+                   help="style file with an audio tower to measure APA in as well (default: the shipped judge, "
+                        "models/judge/default.safetensors)")
+    p.add_argument("--no-judge", action="store_true", help="measure in the style space and log-mel only")
+    p.add_argument("--style-match", type=float, help="the engine's style_match for stems by reference (default: the engine's)")
     p.set_defaults(func=_eval_style)
 
 
@@ -142,11 +149,14 @@ def _eval_controls(args: argparse.Namespace) -> int:
 def _eval_style(args: argparse.Namespace) -> int:
     from backline.engine.pipeline import load_bundle
     from backline.engine.style import DEFAULT_PRIOR_PATH, PromptPrior
-    from backline.training.style_eval import run
+    from backline.training.style_eval import DEFAULT_JUDGE_PATH, Judge, run
 
     bundle = load_bundle(args.autoencoder, args.denoiser, prompt_prior_path=args.style)
+    judge_path = args.judge or DEFAULT_JUDGE_PATH
+    judge = None if args.no_judge else Judge(PromptPrior.load(judge_path), path=str(judge_path))
     run(bundle, args.data, args.out, count=args.count, seconds=args.seconds, steps=args.steps,
-        split=args.split, seed=args.seed, cfg_style=args.cfg_style, prior=PromptPrior.load(args.style or DEFAULT_PRIOR_PATH))
+        split=args.split, seed=args.seed, cfg_style=args.cfg_style, prior=PromptPrior.load(args.style or DEFAULT_PRIOR_PATH),
+        judge=judge, style_match=args.style_match)
     print((args.out / "report.md").read_text())
     return 0
 

@@ -11,9 +11,15 @@ to their own reference than to another's.
 - **prompt**: the same contexts, generated with a prompt naming the stem's GM family (e.g. "slap
   bass"); R is the prompt's embedding in the style space, R' another family's.
 
-Two embeddings: the style space the denoiser is conditioned on (the style file's audio tower, or latent
-statistics for a denoiser trained on them; standardised by the prompt prior's statistics) and, as an independent view, a fixed log-mel embedding (``fit_metrics``;
-reference adherence only, since a prompt has no audio).
+Three embeddings: the style space the denoiser is conditioned on (the style file's audio tower, or latent
+statistics for a denoiser trained on them; standardised by the prompt prior's statistics); as an independent view, a
+fixed log-mel embedding (``fit_metrics``; reference adherence only, since a prompt has no audio); and, with a
+**judge** (a style file with a CLAP-style audio tower, ``backline train style --audio-space tower``: audio and text
+in one space, as Diff-A-Riff measures APA in CLAP's), the judge's space for both.
+
+Every APA is also taken for the **real stems** (the real stem under the context, against the same references and
+prompts): a space that tells the named families apart poorly lets no stem, real or generated, sit much closer to its
+own prompt than to another's, and the real stems' figure says how far a measure can go.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import numpy as np
 
 from backline.data.dataset import read_manifest
 from backline.engine.audio import read_audio, to_mono
+from backline.engine.audio import resample
 from backline.engine.pipeline import MAX_DURATION_SECONDS, Bundle, GenerateRequest, generate
 from backline.engine.style import PromptPrior
 from backline.training import fit_metrics
@@ -46,6 +53,38 @@ def apa(candidates: np.ndarray, references: np.ndarray, shuffle: np.ndarray) -> 
     if spread < 1e-9:
         return float("nan")
     return float(np.clip(0.5 + (other - own) / (2 * spread), 0.0, 1.0))
+
+
+DEFAULT_JUDGE_PATH = Path(__file__).resolve().parents[1] / "models" / "judge" / "default.safetensors"
+
+
+class Judge:
+    """A CLAP-style space to measure adherence in: a style file's audio tower (over the autoencoder's latents) and
+    its prompt prior, standardised. ``text`` maps prompts to unit text embeddings (default: the frozen text tower)."""
+
+    def __init__(self, prior: PromptPrior, text=None, path: str | None = None):
+        from backline.engine.style import STATISTICS_SPACE, TextTower
+
+        if prior.audio_space == STATISTICS_SPACE:
+            raise ValueError(f"{path or 'the judge'}: a judge needs a style file with an audio tower "
+                             "(backline train style --audio-space tower)")
+        self.prior, self.path = prior, path
+        self.text = text or TextTower().embed
+
+    def audio(self, bundle: Bundle, audio: np.ndarray, rate: int) -> np.ndarray:
+        from backline.engine.runtime import check_latent_space
+
+        check_latent_space(f"{self.path or 'the judge'} (the judge's tower)", self.prior.metadata.get("autoencoder"),
+                           bundle.contract.latent_space)
+        latents = bundle.backend.encode(resample(to_mono(audio), rate, bundle.sample_rate))[0]
+        return (self.prior.audio_embedding(latents) - self.prior.mean) / self.prior.std
+
+    def prompt(self, text: str) -> np.ndarray:
+        return (self.prior.embed(self.text([text]))[0] - self.prior.mean) / self.prior.std
+
+    @property
+    def name(self) -> dict:
+        return {"path": self.path, "version": self.prior.metadata.get("version"), "audio_space": self.prior.audio_space}
 
 
 SILENT_DBFS = -50.0  # a reference (or context) quieter than this is not a style: the pair is skipped
@@ -77,7 +116,8 @@ def _pairs(build_dir: Path, instrument: str, split: str, seconds: float, count: 
 
 
 def run(bundle: Bundle, build_dir: Path, out: Path, *, count: int = 6, seconds: float = 8.0, steps: int = 20,
-        split: str = "test", seed: int = 0, prior: PromptPrior | None = None, cfg_style: float | None = None) -> dict:
+        split: str = "test", seed: int = 0, prior: PromptPrior | None = None, cfg_style: float | None = None,
+        judge: Judge | None = None, style_match: float | None = None) -> dict:
     prior = prior or PromptPrior.load()
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
@@ -89,18 +129,20 @@ def run(bundle: Bundle, build_dir: Path, out: Path, *, count: int = 6, seconds: 
 
     report: dict = {"data": str(build_dir), "split": split, "seconds": seconds, "steps": steps, "seed": seed,
                     "cfg_style": cfg_style if cfg_style is not None else bundle.contract.guidance["cfg_style"],
-                    "models": bundle.versions, "prior": prior.metadata.get("version")}
+                    "models": bundle.versions, "prior": prior.metadata.get("version"),
+                    "judge": judge.name if judge else None, "style_match": style_match}
     for instrument in ("bass", "drums"):
         pairs = _pairs(build_dir, instrument, split, seconds, count)
         if len(pairs) < 3:
             continue
-        rows = {"ref_style": [], "ref_mel": [], "gen_style": [], "gen_mel": [], "prompt_style": [], "gen_prompt_style": []}
+        rows = {f"{what}_{space}": [] for what in ("ref", "gen", "real", "prompt", "gen_prompt")
+                for space in ("style", "mel", "judge")}
         stems = {"real": [], "unsteered": [], "reference": [], "prompt": []}  # for coherence with the context
         for index, pair in enumerate(pairs):
             context, reference, rate = pair["context"], pair["reference"], pair["rate"]
             common = dict(context=context, sample_rate=rate, instrument=instrument, steps=steps, seed=seed + index,
                           cfg_style=cfg_style)
-            by_reference = generate(bundle, GenerateRequest(**common, style_audio=reference)).audio
+            by_reference = generate(bundle, GenerateRequest(**common, style_audio=reference, style_match=style_match)).audio
             prompt = pair["family"]
             by_prompt = generate(bundle, GenerateRequest(**common, style_prompt=prompt)).audio
             rows["ref_style"].append(style(reference, rate))
@@ -109,21 +151,34 @@ def run(bundle: Bundle, build_dir: Path, out: Path, *, count: int = 6, seconds: 
             rows["gen_mel"].append(mel(by_reference, rate))
             rows["prompt_style"].append((bundle.prompts(prompt) - prior.mean) / prior.std)
             rows["gen_prompt_style"].append(style(by_prompt, rate))
+            rows["real_style"].append(style(pair["real"], rate))
+            rows["real_mel"].append(mel(pair["real"], rate))
+            if judge:
+                for what, audio in (("ref", reference), ("gen", by_reference), ("real", pair["real"]), ("gen_prompt", by_prompt)):
+                    rows[f"{what}_judge"].append(judge.audio(bundle, audio, rate))
+                rows["prompt_judge"].append(judge.prompt(prompt))
             stems["real"].append(pair["real"])
             stems["unsteered"].append(generate(bundle, GenerateRequest(**common)).audio)  # the same seed, no style
             stems["reference"].append(by_reference)
             stems["prompt"].append(by_prompt)
-        rows = {k: np.stack(v) for k, v in rows.items()}
+        rows = {k: np.stack(v) for k, v in rows.items() if v}
         shuffle = derangement([p["record"]["piece_id"] for p in pairs], rng)
         families = [p["family"] for p in pairs]
         other_family = np.array([next((j for j in np.roll(np.arange(len(pairs)), -i - 1) if families[j] != families[i]), shuffle[i])
                                  for i in range(len(pairs))])
+        def measures(reference: str, prompt: str) -> dict:  # the APAs of one set of stems: generated or real
+            out = {"reference_apa_style_space": apa(rows[f"{reference}_style"], rows["ref_style"], shuffle),
+                   "reference_apa_log_mel": apa(rows[f"{reference}_mel"], rows["ref_mel"], shuffle),
+                   "prompt_apa_style_space": apa(rows[f"{prompt}_style"], rows["prompt_style"], other_family)}
+            if judge:
+                out |= {"reference_apa_judge": apa(rows[f"{reference}_judge"], rows["ref_judge"], shuffle),
+                        "prompt_apa_judge": apa(rows[f"{prompt}_judge"], rows["prompt_judge"], other_family)}
+            return out
+
         report[instrument] = {
-            "pairs": len(pairs), "families": sorted(set(families)),
-            "reference_apa_style_space": apa(rows["gen_style"], rows["ref_style"], shuffle),
-            "reference_apa_log_mel": apa(rows["gen_mel"], rows["ref_mel"], shuffle),
+            "pairs": len(pairs), "families": sorted(set(families)), **measures("gen", "gen_prompt"),
+            "real_stems": measures("real", "real"),
             "silent_by_reference": int((~np.isfinite(rows["gen_mel"]).all(axis=1)).sum()),
-            "prompt_apa_style_space": apa(rows["gen_prompt_style"], rows["prompt_style"], other_family),
             "coherence": coherence([p["context"] for p in pairs], stems, shuffle, pairs[0]["rate"], instrument),
         }
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
@@ -153,18 +208,27 @@ def coherence(contexts: list[np.ndarray], stems: dict[str, list[np.ndarray]], sh
 def render(report: dict) -> str:
     lines = ["# Style adherence of generated stems (APA)", "",
              f"Held-out pairs of `{report['data']}` ({report['split']} split), {report['seconds']} s contexts, "
-             f"{report['steps']} steps, style guidance {report['cfg_style']}, models {report['models']}, "
-             f"prompt prior {report['prior']}.", "",
+             f"{report['steps']} steps, style guidance {report['cfg_style']}, style match "
+             f"{'the engine default' if report.get('style_match') is None else report['style_match']}, models {report['models']}, "
+             f"prompt prior {report['prior']}"
+             + (f", judge {report['judge']['version']} (`{report['judge']['path']}`)." if report.get("judge") else ".") , "",
              "APA = 1/2 + (D(C,R') - D(C,R)) / (2 D(R,R')), clipped to [0,1]: 1 = as close to its own reference as "
              "references are to each other's, 0.5 = no closer to its own than to another's. Reference: a later segment "
-             "of the pair's real stem. Prompt: the stem's GM family name, against another family's prompt.", "",
-             "| instrument | pairs | reference APA (style space) | reference APA (log-mel) | prompt APA (style space) |",
-             "|---|---|---|---|---|"]
+             "of the pair's real stem. Prompt: the stem's GM family name, against another family's prompt. Style space: "
+             "the denoiser's. Judge: a CLAP-style audio tower and prompt prior trained contrastively on the training "
+             "split's stems and descriptions. Real stems: the real stem under each context, measured the same way "
+             "(how far each measure can go).", ""]
+    columns = [("reference_apa_style_space", "reference APA (style space)"), ("reference_apa_log_mel", "reference APA (log-mel)"),
+               ("reference_apa_judge", "reference APA (judge)"), ("prompt_apa_style_space", "prompt APA (style space)"),
+               ("prompt_apa_judge", "prompt APA (judge)")]
+    columns = [(key, title) for key, title in columns if "judge" not in key or report.get("judge")]
+    lines += ["| instrument | stems | pairs | " + " | ".join(t for _, t in columns) + " |",
+              "|---|---|---|" + "---|" * len(columns)]
     for instrument in ("bass", "drums"):
         if instrument in report:
             r = report[instrument]
-            lines.append(f"| {instrument} | {r['pairs']} | {r['reference_apa_style_space']:.2f} | "
-                         f"{r['reference_apa_log_mel']:.2f} | {r['prompt_apa_style_space']:.2f} |")
+            for label, values in (("generated", r), ("real", r["real_stems"])):
+                lines.append(f"| {instrument} | {label} | {r['pairs']} | " + " | ".join(f"{values[k]:.2f}" for k, _ in columns) + " |")
     silent = [f"{i} {report[i]['silent_by_reference']}" for i in ("bass", "drums") if i in report]
     lines += ["", "Stems steered by a reference that came out silent (no 4 s segment above -60 dBFS; left out of the "
               "log-mel APA): " + ", ".join(silent) + "."]

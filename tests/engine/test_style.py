@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from backline.engine.pipeline import GenerateRequest, generate
-from backline.engine.style import PromptEncoder, PromptPrior, StyleUnavailable, TextTower, check_prompt, prior_forward
+from backline.engine.pipeline import GenerateRequest, generate, request_from_params
+from backline.engine.style import (PromptEncoder, PromptPrior, StyleUnavailable, TextTower, check_prompt,
+                                   latent_statistics, match_latent_statistics, prior_forward)
 from backline.training.style_prior import Prior, recall_at, save_prior
 from tiny_bundle import make_bundle, song
 
@@ -154,3 +155,51 @@ def test_reference_embeddings_are_computed_once_per_content(bundle):
     assert len(engine.references) == 2  # the same content once, the quieter copy apart
     assert len(calls) == 3 + 2  # one context encode per generation, two reference encodes
     assert np.abs(third - first).max() > 0
+
+
+def test_matching_latent_statistics_moves_each_channels_mean_and_std():
+    rng = np.random.default_rng(0)
+    latents = (rng.standard_normal((1, 4, 50)) * 3 + 1).astype(np.float32)
+    target = np.concatenate([rng.standard_normal(4), rng.uniform(0.5, 2.0, 4)]).astype(np.float32)
+    exact = match_latent_statistics(latents, target, 1.0)
+    np.testing.assert_allclose(latent_statistics(exact[0]), target, atol=1e-5)
+    np.testing.assert_array_equal(match_latent_statistics(latents, target, 0.0), latents)
+    np.testing.assert_allclose(match_latent_statistics(latents, target, 0.5), 0.5 * latents + 0.5 * exact, atol=1e-6)
+    looped = match_latent_statistics(np.tile(latents[..., :10], 5), target, 1.0)  # one map for every frame
+    np.testing.assert_allclose(looped[..., :10], looped[..., 30:40], atol=1e-6)
+    with pytest.raises(ValueError, match="expected 8 latent statistics"):
+        match_latent_statistics(latents, target[:6], 1.0)
+
+
+def test_a_stem_steered_by_a_reference_takes_the_references_latent_statistics(bundle):
+    from dataclasses import replace
+
+    engine = replace(bundle, references={}, prompts=FixedPrompts(bundle.contract.style_dim))
+    seen = []
+    decode = engine.backend.decode
+    engine.backend.decode = lambda latents, instrument=None: seen.append(latents[0].copy()) or decode(latents, instrument)
+    common = dict(context=song(RATE, 0.6, 1), sample_rate=RATE, steps=3)
+    reference = song(RATE, 0.5, 1, seed=4) * 0.3
+    try:
+        matched = generate(engine, GenerateRequest(**common, style_audio=reference))
+        target = engine.reference_embedding(reference, RATE, "style reference", 600)
+        np.testing.assert_allclose(latent_statistics(seen[-1]), target, atol=1e-4)
+        assert matched.info["controls"]["style_match"] == 1.0
+        free = generate(engine, GenerateRequest(**common, style_audio=reference, style_match=0.0))
+        assert "style_match" not in free.info["controls"] and np.abs(latent_statistics(seen[-1]) - target).max() > 1e-2
+        assert np.abs(free.audio - matched.audio).max() > 1e-5
+        generate(engine, GenerateRequest(**common, style_audio=reference, style_match=0.5))
+        np.testing.assert_allclose(seen[-1], 0.5 * seen[-2] + 0.5 * seen[-3], atol=1e-5)  # the same sample, halfway
+        prompted = generate(engine, GenerateRequest(**common, style_prompt="slap bass"))
+        assert "style_match" not in prompted.info["controls"]  # a prompt is a family's average, not a sound
+        blend = generate(engine, GenerateRequest(**common, style_audio=reference, style_prompt="slap bass", style_ratio=0.25))
+        assert blend.info["controls"]["style_match"] == 0.75  # the reference's share of the blend
+        variation = generate(engine, GenerateRequest(**common, style_audio=reference, stem=matched.audio,
+                                                     variation_strength=0.5))
+        assert "style_match" not in variation.info["controls"]  # the producer's stem keeps its own sound
+        for bad in (-0.1, 1.5, float("nan")):
+            with pytest.raises(ValueError, match="style match must be within"):
+                generate(engine, GenerateRequest(**common, style_audio=reference, style_match=bad))
+    finally:
+        engine.backend.decode = decode
+    assert request_from_params({"style_match": 0.25}, common["context"], RATE).style_match == 0.25
