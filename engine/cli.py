@@ -22,7 +22,7 @@ controls (ranges and loops in seconds, or in bars with --tempo):
   --stereo-width 0.5                   pseudo-stereo; the mono sum stays the stem
   --style a.wav --style-b b.wav --style-ratio 0.3    a blend of two references
   --prompt "fretless bass"             a text description (with --style: a blend of the two)
-  --style a.wav --style-match 0.5      move the stem's latent mean and std only halfway to the reference's
+  --style a.wav --style-match 0        guided by the reference only: no statistics match, levelled to the context
 
 examples:
   backline generate --context examples/ultima_context.flac --instrument bass --out bass.wav
@@ -56,7 +56,8 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cfg-style", type=float, help="guidance scale of the style (default: the model's)")
     p.add_argument("--stereo-width", type=float, default=0.0, help="pseudo-stereo width 0..1 (default 0: the context's layout)")
     p.add_argument("--style-match", type=float,
-                   help="with --style: how far the stem's latent mean and std move to the reference's, 0..1 (default 1)")
+                   help="with --style: how far the stem's latent mean and std, and its level, move to the reference's, "
+                        "0..1 (default 1; 0: levelled to the context like an unsteered stem)")
     p.add_argument("--candidates", type=int,
                    help="bass takes to sample, keeping the one most in key with the context (default 4 where the "
                         "autoencoder reads notes; 1 = the seed's own take, 4x faster)")

@@ -41,9 +41,11 @@ MAX_CANDIDATES = 8
 # Bass takes per request where the autoencoder reads notes: on the test split, picking the most in-key of 4
 # takes the generated bass's harmonic fit from 0.79 (one take) to 1.04 (models/diffusion/MODEL_CARD.md).
 DEFAULT_BASS_CANDIDATES = 4
-# A stem steered by a reference has its latents' per-channel mean and std matched to the reference's: on 24 + 22 held-out
-# pairs per split it follows the reference more in all three measures of `backline eval style` (NOTES.md, issue 6).
+# A stem steered by a reference has its latents' per-channel mean and std matched to the reference's, and keeps the
+# level they decode to (the reference's) instead of being levelled to the context: on 24 + 22 held-out pairs per
+# split it follows the reference more in all three measures of `backline eval style` (NOTES.md, issue 6).
 DEFAULT_STYLE_MATCH = 1.0
+MATCHED_LEVEL_WINDOW_DB = 12.0  # a matched stem keeps the reference's level within this much of the context-levelled one
 SILENT_CONTEXT_RMS = 1e-4  # -80 dBFS: a region this quiet is generated from nothing, not "over silence"
 # A fresh stem that decodes below -100 dBFS over a sounding region is a failed take (the style evaluation
 # met one drum stem by reference at -145 dBFS): up to this many more seeds are sampled in its place.
@@ -84,8 +86,9 @@ class GenerateRequest:
     # bass: sample this many takes and keep the one whose notes (the autoencoder's note head) sit most in the
     # context's pitch classes (engine/harmony.py); None: DEFAULT_BASS_CANDIDATES where the autoencoder reads notes
     candidates: int | None = None
-    # a fresh stem steered by references only (a denoiser on latent statistics): its latents' per-channel mean and std
-    # moved this far to the reference's (0 off, 1 exactly) before decoding; None: DEFAULT_STYLE_MATCH. Prompts: never
+    # a fresh stem steered by references (a denoiser on latent statistics): its latents' per-channel mean and std moved
+    # this far to the reference's (0 off, 1 exactly) before decoding, and its level as far from the context's towards
+    # the reference's (in dB); None: DEFAULT_STYLE_MATCH. A prompt's share of a blend scales it down; prompts alone: never
     style_match: float | None = None
 
 
@@ -360,13 +363,23 @@ def step_constants(guidance: GuidancePasses, context: np.ndarray, *, known: np.n
     }
 
 
-def _level(stem: np.ndarray, context: np.ndarray) -> np.ndarray:
-    """Bring the stem to a level that sits with the context (half its RMS), never above -1 dBFS peak."""
+def _level(stem: np.ndarray, context: np.ndarray, context_share: float = 1.0) -> np.ndarray:
+    """Bring the stem to a level that sits with the context (half its RMS), never above -1 dBFS peak.
+
+    ``context_share`` < 1 (a stem matched to a reference, ``style_match``) moves the gain only that share of the way
+    in dB: 0 keeps the level the stem decoded to (the reference's, which matched latents carry). Either way the stem
+    stays within ``MATCHED_LEVEL_WINDOW_DB`` of the context's level (a take that rests where the reference plays, or
+    a reference far louder or quieter than the mix) and below the peak cap."""
     rms = float(np.sqrt(np.mean(stem**2)))
     if rms < 1e-6:
         return stem
     context_rms = float(np.sqrt(np.mean(context**2)))
-    gain = (0.5 * context_rms / rms) if context_rms > 1e-6 else 1.0
+    if context_rms > 1e-6:
+        with_context = 0.5 * context_rms / rms
+        window = 10 ** (MATCHED_LEVEL_WINDOW_DB / 20)
+        gain = float(np.clip(with_context ** context_share, with_context / window, with_context * window))
+    else:
+        gain = 1.0
     peak = float(np.abs(stem).max()) * gain
     if peak > 0.891:
         gain *= 0.891 / peak
@@ -506,8 +519,8 @@ def generate(bundle: Bundle, request: GenerateRequest, *, progress: Progress | N
         info_controls["silent_retries"] = retries
     if raw is None:
         out = stem_audio  # strength 0 is the input itself, not its trip through the autoencoder
-    elif stem_audio is None:  # a fresh stem: levelled to sit with the context
-        out = np.repeat(_level(raw, to_mono(context_audio)[0])[None], channels, axis=0)
+    elif stem_audio is None:  # a fresh stem: levelled to sit with the context, or at a matched reference's level
+        out = np.repeat(_level(raw, to_mono(context_audio)[0], context_share=1.0 - match)[None], channels, axis=0)
     elif keep is None:  # a variation keeps the input's level, whatever level the decoder gives back
         out = np.repeat(_match_level(raw, to_mono(stem_audio)[0])[None], stem_audio.shape[0], axis=0)
     else:  # the input's own samples outside the range, crossfaded into the new ones inside it

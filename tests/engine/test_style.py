@@ -175,19 +175,32 @@ def test_a_stem_steered_by_a_reference_takes_the_references_latent_statistics(bu
     from dataclasses import replace
 
     engine = replace(bundle, references={}, prompts=FixedPrompts(bundle.contract.style_dim))
-    seen = []
+    seen, decoded = [], []
     decode = engine.backend.decode
-    engine.backend.decode = lambda latents, instrument=None: seen.append(latents[0].copy()) or decode(latents, instrument)
+
+    def recording(latents, instrument=None):
+        seen.append(latents[0].copy())
+        decoded.append(decode(latents, instrument)[0])
+        return decoded[-1][None]
+
+    engine.backend.decode = recording
     common = dict(context=song(RATE, 0.6, 1), sample_rate=RATE, steps=3)
+    frames = common["context"].shape[-1]
+    rms = lambda audio: float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
     reference = song(RATE, 0.5, 1, seed=4) * 0.3
     try:
         matched = generate(engine, GenerateRequest(**common, style_audio=reference))
         target = engine.reference_embedding(reference, RATE, "style reference", 600)
         np.testing.assert_allclose(latent_statistics(seen[-1]), target, atol=1e-4)
         assert matched.info["controls"]["style_match"] == 1.0
+        raw = np.pad(decoded[-1], (0, max(0, frames - len(decoded[-1]))))[:frames]  # the model's rate is the request's
+        cap = min(1.0, 0.891 / float(np.abs(raw).max()))  # the level the matched latents decode to, peak-capped
+        np.testing.assert_allclose(matched.audio[0], raw * cap, rtol=1e-5, atol=1e-7)
         free = generate(engine, GenerateRequest(**common, style_audio=reference, style_match=0.0))
         assert "style_match" not in free.info["controls"] and np.abs(latent_statistics(seen[-1]) - target).max() > 1e-2
         assert np.abs(free.audio - matched.audio).max() > 1e-5
+        levelled = np.abs(free.audio).max() > 0.89 or abs(rms(free.audio) / rms(common["context"]) - 0.5) < 1e-3
+        assert levelled  # without the match: half the context's RMS (or -1 dBFS peak), as an unsteered stem
         generate(engine, GenerateRequest(**common, style_audio=reference, style_match=0.5))
         np.testing.assert_allclose(seen[-1], 0.5 * seen[-2] + 0.5 * seen[-3], atol=1e-5)  # the same sample, halfway
         prompted = generate(engine, GenerateRequest(**common, style_prompt="slap bass"))
@@ -203,3 +216,23 @@ def test_a_stem_steered_by_a_reference_takes_the_references_latent_statistics(bu
     finally:
         engine.backend.decode = decode
     assert request_from_params({"style_match": 0.25}, common["context"], RATE).style_match == 0.25
+
+
+def test_level_sits_with_the_context_or_keeps_a_matched_stems_own_level():
+    from backline.engine.pipeline import _level
+
+    rms = lambda audio: float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    context = song(RATE, 0.5, 1)[0]
+    stem = 0.25 * song(RATE, 0.5, 1, seed=2)[0]
+    assert abs(rms(_level(stem, context)) / rms(context) - 0.5) < 1e-4
+    gain = 0.5 * rms(context) / rms(stem)  # about 6 dB
+    assert 1.0 < 20 * np.log10(gain) < 12.0
+    np.testing.assert_allclose(_level(stem, context, context_share=0.0), stem)  # within the window, below the cap: kept
+    np.testing.assert_allclose(rms(_level(stem, context, context_share=0.5)), rms(stem) * gain ** 0.5, rtol=1e-4)
+    # a take (or a reference) far quieter or louder than the mix: within 12 dB of the context's level (and the cap)
+    quiet = rms(_level(stem * 1e-3, context, context_share=0.0))
+    np.testing.assert_allclose(20 * np.log10(quiet / (0.5 * rms(context))), -12.0, rtol=1e-4)
+    loud = _level(stem * 1e2, context, context_share=0.0)
+    assert 0 < 20 * np.log10(rms(loud) / (0.5 * rms(context))) <= 12.0 + 1e-6 and np.abs(loud).max() <= 0.891 + 1e-6
+    loud = 5.0 * stem / np.abs(stem).max()
+    np.testing.assert_allclose(np.abs(_level(loud, context, context_share=0.0)).max(), 0.891, rtol=1e-5)  # -1 dBFS
