@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from backline.data.dataset import read_manifest
-from backline.engine.audio import read_audio, to_mono
-from backline.engine.audio import resample
+from backline.engine.audio import read_audio, resample, to_mono
 from backline.engine.pipeline import MAX_DURATION_SECONDS, Bundle, GenerateRequest, generate
-from backline.engine.style import PromptPrior
+from backline.engine.runtime import check_latent_space
+from backline.engine.style import STATISTICS_SPACE, PromptPrior, TextTower
 from backline.training import fit_metrics
 from backline.training.fit_metrics import derangement
 from backline.training.style_prior import family
@@ -63,8 +63,6 @@ class Judge:
     its prompt prior, standardised. ``text`` maps prompts to unit text embeddings (default: the frozen text tower)."""
 
     def __init__(self, prior: PromptPrior, text=None, path: str | None = None):
-        from backline.engine.style import STATISTICS_SPACE, TextTower
-
         if prior.audio_space == STATISTICS_SPACE:
             raise ValueError(f"{path or 'the judge'}: a judge needs a style file with an audio tower "
                              "(backline train style --audio-space tower)")
@@ -72,8 +70,6 @@ class Judge:
         self.text = text or TextTower().embed
 
     def audio(self, bundle: Bundle, audio: np.ndarray, rate: int) -> np.ndarray:
-        from backline.engine.runtime import check_latent_space
-
         check_latent_space(f"{self.path or 'the judge'} (the judge's tower)", self.prior.metadata.get("autoencoder"),
                            bundle.contract.latent_space)
         latents = bundle.backend.encode(resample(to_mono(audio), rate, bundle.sample_rate))[0]
