@@ -33,6 +33,7 @@ from backline.engine.style import latent_statistics
 from backline.engine.runtime import latent_space_of
 from backline.models.autoencoder import encode_audio, load_autoencoder
 from backline.models.diffusion import INSTRUMENTS, EDMPrecond, DenoiserConfig, load_denoiser, save_denoiser
+from backline.training.notes import read_label_cache
 
 AUTOENCODER_RECORD = "autoencoder.json"  # in a latent directory: which autoencoder encoded it
 STYLE_FRAMES = (16, 64)  # default length range of the style sub-segment, latent frames (0.75-3 s at 21.5/s)
@@ -156,12 +157,7 @@ class LatentPairs:
 
 def read_note_labels(paths) -> dict[str, np.ndarray]:
     """Frame labels by latent file name, from the ``labels*.npz`` caches of ``backline train notes`` runs."""
-    labels: dict[str, np.ndarray] = {}
-    for path in paths:
-        data = np.load(path, allow_pickle=False)
-        for variant, entry in json.loads(str(data["entries"])).items():
-            labels[entry["file"]] = data[variant]
-    return labels
+    return {entry["file"]: entry["labels"] for path in paths for entry in read_label_cache(path)[1].values()}
 
 
 def note_loss(note_logits, denoised: torch.Tensor, notes: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:

@@ -83,6 +83,15 @@ def build_labels(build_dir: Path, latents_dir: Path, *, stft_hop: int, frames_pe
     return out
 
 
+def read_label_cache(path: str | Path) -> tuple[str, dict[str, dict]]:
+    """A ``labels*.npz`` cache: its key (build, latents and classes it was made for) and, by variant id, each bass
+    entry's split, latent file and frame labels."""
+    data = np.load(path, allow_pickle=False)
+    entries = json.loads(str(data["entries"]))
+    key = str(data["key"]) if "key" in data.files else ""
+    return key, {v: {**entry, "labels": data[v]} for v, entry in entries.items()}
+
+
 def _load_labels(run_dir: Path, build_dir: Path, latents_dir: Path, config, settings: NoteSettings,
                  cache_name: str = "labels.npz") -> dict[str, dict]:
     """The frame labels, from the run's cache when it was made for the same build, latents and classes."""
@@ -91,10 +100,9 @@ def _load_labels(run_dir: Path, build_dir: Path, latents_dir: Path, config, sett
                       "count": settings.note_count})
     cache = run_dir / cache_name
     if cache.is_file():
-        data = np.load(cache, allow_pickle=False)
-        if "key" in data.files and str(data["key"]) == key:
-            entries = json.loads(str(data["entries"]))
-            return {v: {**entry, "labels": data[v]} for v, entry in entries.items()}
+        cached_key, entries = read_label_cache(cache)
+        if cached_key == key:
+            return entries
     labels = build_labels(build_dir, latents_dir, stft_hop=config.stft_hop_length,
                           frames_per_latent=config.frames_per_latent, lowest_midi=settings.note_lowest_midi,
                           count=settings.note_count)
