@@ -32,7 +32,7 @@ import numpy as np
 
 from backline.data.dataset import read_manifest
 from backline.engine.audio import read_audio, resample, to_mono
-from backline.engine.pipeline import MAX_DURATION_SECONDS, Bundle, GenerateRequest, generate
+from backline.engine.pipeline import Bundle, GenerateRequest, generate
 from backline.engine.runtime import check_latent_space
 from backline.engine.style import STATISTICS_SPACE, PromptPrior, TextTower
 from backline.training import fit_metrics
@@ -69,11 +69,18 @@ class Judge:
         self.prior, self.path = prior, path
         self.text = text or TextTower().embed
 
-    def audio(self, bundle: Bundle, audio: np.ndarray, rate: int) -> np.ndarray:
+    def check(self, bundle: Bundle) -> None:
+        """Refuse to judge the latents of another autoencoder than the one the tower learnt."""
         check_latent_space(f"{self.path or 'the judge'} (the judge's tower)", self.prior.metadata.get("autoencoder"),
                            bundle.contract.latent_space)
-        latents = bundle.backend.encode(resample(to_mono(audio), rate, bundle.sample_rate))[0]
+
+    def embedding(self, latents: np.ndarray) -> np.ndarray:
+        """(channels, frames) latents of the checked autoencoder -> the standardised tower embedding."""
         return (self.prior.audio_embedding(latents) - self.prior.mean) / self.prior.std
+
+    def audio(self, bundle: Bundle, audio: np.ndarray, rate: int) -> np.ndarray:
+        self.check(bundle)
+        return self.embedding(_encode(bundle, audio, rate))
 
     def prompt(self, text: str) -> np.ndarray:
         return (self.prior.embed(self.text([text]))[0] - self.prior.mean) / self.prior.std
@@ -81,6 +88,11 @@ class Judge:
     @property
     def name(self) -> dict:
         return {"path": self.path, "version": self.prior.metadata.get("version"), "audio_space": self.prior.audio_space}
+
+
+def _encode(bundle: Bundle, audio: np.ndarray, rate: int) -> np.ndarray:
+    """A recording's (channels, frames) latents, as the engine encodes a style reference."""
+    return bundle.backend.encode(resample(to_mono(audio), rate, bundle.sample_rate))[0]
 
 
 SILENT_DBFS = -50.0  # a reference (or context) quieter than this is not a style: the pair is skipped
@@ -117,11 +129,21 @@ def run(bundle: Bundle, build_dir: Path, out: Path, *, count: int = 6, seconds: 
     prior = prior or PromptPrior.load()
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
-    style = lambda audio, rate: (bundle.reference_embedding(audio, rate, "stem", MAX_DURATION_SECONDS)
-                                 - prior.mean) / prior.std
+    if judge:
+        judge.check(bundle)
+
     def mel(audio: np.ndarray, rate: int) -> np.ndarray:  # all nan for a silent stem (no segment to embed)
         segments = fit_metrics.embed(to_mono(audio)[0], rate, segment_seconds=seconds / 2)
         return segments.mean(axis=0) if len(segments) else np.full(segments.shape[1], np.nan)
+
+    def embed(rows: dict, what: str, audio: np.ndarray, rate: int, log_mel: bool = True) -> None:
+        """One recording's embeddings: the style space's and the judge's from one encode, and the log-mel one."""
+        latents = _encode(bundle, audio, rate)
+        rows[f"{what}_style"].append((bundle.audio_style(latents) - prior.mean) / prior.std)
+        if log_mel:
+            rows[f"{what}_mel"].append(mel(audio, rate))
+        if judge:
+            rows[f"{what}_judge"].append(judge.embedding(latents))
 
     report: dict = {"data": str(build_dir), "split": split, "seconds": seconds, "steps": steps, "seed": seed,
                     "cfg_style": cfg_style if cfg_style is not None else bundle.contract.guidance["cfg_style"],
@@ -141,17 +163,11 @@ def run(bundle: Bundle, build_dir: Path, out: Path, *, count: int = 6, seconds: 
             by_reference = generate(bundle, GenerateRequest(**common, style_audio=reference, style_match=style_match)).audio
             prompt = pair["family"]
             by_prompt = generate(bundle, GenerateRequest(**common, style_prompt=prompt)).audio
-            rows["ref_style"].append(style(reference, rate))
-            rows["ref_mel"].append(mel(reference, rate))
-            rows["gen_style"].append(style(by_reference, rate))
-            rows["gen_mel"].append(mel(by_reference, rate))
+            for what, audio in (("ref", reference), ("gen", by_reference), ("real", pair["real"])):
+                embed(rows, what, audio, rate)
+            embed(rows, "gen_prompt", by_prompt, rate, log_mel=False)  # a prompt has no audio to compare in log-mel
             rows["prompt_style"].append((bundle.prompts(prompt) - prior.mean) / prior.std)
-            rows["gen_prompt_style"].append(style(by_prompt, rate))
-            rows["real_style"].append(style(pair["real"], rate))
-            rows["real_mel"].append(mel(pair["real"], rate))
             if judge:
-                for what, audio in (("ref", reference), ("gen", by_reference), ("real", pair["real"]), ("gen_prompt", by_prompt)):
-                    rows[f"{what}_judge"].append(judge.audio(bundle, audio, rate))
                 rows["prompt_judge"].append(judge.prompt(prompt))
             stems["real"].append(pair["real"])
             stems["unsteered"].append(generate(bundle, GenerateRequest(**common)).audio)  # the same seed, no style
