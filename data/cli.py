@@ -31,14 +31,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "with their reason in OUT/report.json. Sources reserved for evaluation are refused."
         ),
     )
-    build.add_argument("--preset", choices=("small", "full"), default="small",
-                       help="small: 8 pieces x 20 s, one soundfont (about a minute); full: every source x every training soundfont")
+    build.add_argument("--preset", choices=("small", "full", "broad", "broad-small"), default="small",
+                       help="small: 8 pieces x 20 s, one soundfont (about a minute); full: every source x every training "
+                            "soundfont; broad: every MMA groove over three charts, many soundfonts and kits, mix chains "
+                            "and an unseen-sound split (about 75 h of pairs); broad-small: its recipe on 24 grooves")
     build.add_argument("--out", type=Path, default=None,
                        help="build directory (default: $BACKLINE_DATA/<preset>; never inside the repository)")
     build.add_argument("--jobs", type=int, default=os.cpu_count(), help="parallel rendering processes")
     build.add_argument("--seed", type=int, default=None, help="augmentation seed (default: the preset's, 0)")
     build.add_argument("--source", action="append", dest="sources", metavar="NAME",
-                       help="restrict to a source (repeatable): freedoom, planetblupi")
+                       help="restrict to a source (repeatable): mma, freedoom, planetblupi, music21")
     build.add_argument("--soundfont", action="append", dest="soundfonts", metavar="PATH",
                        help="use this soundfont instead of the preset's (repeatable)")
     build.add_argument("--midi-dir", type=Path, help="render your own MIDI files from this folder instead of the built-in sources")
@@ -90,10 +92,10 @@ def _default_out(preset: str) -> Path:
 def _build(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from backline.data.build import PRESETS, build
+    from backline.data.build import build, preset
     from backline.data.sources import midi_folder_pieces
 
-    config = PRESETS[args.preset]
+    config = preset(args.preset)
     overrides = {
         "seed": args.seed,
         "sources": tuple(args.sources) if args.sources else None,

@@ -24,7 +24,7 @@ import numpy as np
 from backline.engine.audio import read_audio
 
 INSTRUMENTS = ("bass", "drums")
-SPLITS = ("train", "validation", "test")
+SPLITS = ("train", "validation", "test", "unseen")  # unseen: held-out sounds and style families, never trained on
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,8 @@ def _absolute(track: mido.MidiTrack) -> list[tuple[int, mido.Message]]:
     return events
 
 
-def _track(events: list[tuple[int, mido.Message]]) -> mido.MidiTrack:
+def track_from_events(events: list[tuple[int, mido.Message]]) -> mido.MidiTrack:
+    """A track from (absolute tick, message) pairs, in tick order (stable within a tick)."""
     track, previous = mido.MidiTrack(), 0
     for tick, message in sorted(events, key=lambda e: e[0]):  # stable: keeps order within a tick
         track.append(message.copy(time=tick - previous))
@@ -88,6 +89,21 @@ def channel_groups(midi: mido.MidiFile) -> dict[str, list[int]]:
         group = "drums" if channel == DRUM_CHANNEL else program_group(max(per_program, key=per_program.get))
         groups.setdefault(group, []).append(channel)
     return {g: groups[g] for g in STEM_GROUPS if g in groups}
+
+
+def note_spans(midi: mido.MidiFile) -> list[tuple[int, int, int, int, int]]:
+    """Every note as ``(start_tick, end_tick, note, velocity, channel)``, sorted by start."""
+    spans, sounding = [], {}
+    for track in midi.tracks:
+        for tick, message in _absolute(track):
+            if message.type == "note_on" and message.velocity > 0:
+                sounding.setdefault((message.channel, message.note), []).append((tick, message.velocity))
+            elif message.type in ("note_off", "note_on"):
+                started = sounding.get((message.channel, message.note))
+                if started:
+                    start, velocity = started.pop(0)
+                    spans.append((start, tick, message.note, velocity, message.channel))
+    return sorted(spans)
 
 
 def _tempo_events(midi: mido.MidiFile) -> list[tuple[int, int]]:
@@ -161,7 +177,7 @@ def augment(midi: mido.MidiFile, aug: Augmentation, groups: dict[str, list[int]]
                     continue
                 message = message.copy(note=note)
             events.append((tick, message))
-        out.tracks.append(_track(events))
+        out.tracks.append(track_from_events(events))
     return out
 
 
@@ -183,5 +199,5 @@ def extract_channels(midi: mido.MidiFile, channels: set[int] | list[int]) -> mid
     out = mido.MidiFile(type=midi.type, ticks_per_beat=midi.ticks_per_beat)
     for track in midi.tracks:
         events = [(t, m) for t, m in _absolute(track) if not hasattr(m, "channel") or m.channel in keep]
-        out.tracks.append(_track(events))
+        out.tracks.append(track_from_events(events))
     return out

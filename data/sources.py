@@ -9,7 +9,7 @@ derived audio.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -22,6 +22,7 @@ class Piece:
     origin: str  # file (and lump) the MIDI was read from
     midi_bytes: bytes
     max_duration_seconds: float | None = None  # trim long loops
+    meta: dict | None = field(default=None, compare=False)  # source-specific provenance for the manifest
 
 
 @dataclass(frozen=True)

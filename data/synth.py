@@ -59,6 +59,7 @@ def _library() -> ctypes.CDLL:
     lib.fluid_player_stop.argtypes = [ctypes.c_void_p]
     lib.fluid_player_join.argtypes = [ctypes.c_void_p]
     lib.delete_fluid_player.argtypes = [ctypes.c_void_p]
+    lib.fluid_synth_system_reset.argtypes = [ctypes.c_void_p]
     lib.delete_fluid_synth.argtypes = [ctypes.c_void_p]
     lib.delete_fluid_settings.argtypes = [ctypes.c_void_p]
     lib.fluid_synth_write_float.argtypes = [
@@ -107,6 +108,7 @@ class Synth:
         seconds of silence after the last event, so the length comes from the MIDI's own duration.
         """
         lib = self._lib
+        lib.fluid_synth_system_reset(self._synth)  # nothing of a previous render carries over
         frames = int(np.ceil((duration_seconds + tail_seconds) * self.sample_rate))
         out = np.zeros(frames, dtype=np.float32)
         player = lib.new_fluid_player(self._synth)

@@ -1,0 +1,220 @@
+"""Chord charts for the MMA source: a seeded progression generator, chords read out of licensed MIDI,
+and the chord symbols both are written in.
+
+A ``Chart`` is bars of chords (each chord with its length in beats) at a tempo and a meter. Symbols are
+MMA's (``Am7``, ``Cmaj7``, ``G7/B``, ``Bm7b5``, ``Dsus4``): ``chord_pitch_classes`` says which pitch
+classes each sounds, so the melody drawn over a chart and the builder's harmony labels agree with what
+MMA plays. Pure functions of a ``numpy.random.Generator``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+NOTE_NAMES = ("C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B")
+_NOTE_INDEX = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+
+# Quality suffix (MMA spelling) -> intervals above the root, in semitones.
+QUALITIES = {
+    "": (0, 4, 7), "m": (0, 3, 7), "7": (0, 4, 7, 10), "maj7": (0, 4, 7, 11), "m7": (0, 3, 7, 10),
+    "9": (0, 4, 7, 10, 14), "m9": (0, 3, 7, 10, 14), "6": (0, 4, 7, 9), "m6": (0, 3, 7, 9),
+    "sus4": (0, 5, 7), "sus2": (0, 2, 7), "7sus4": (0, 5, 7, 10), "dim": (0, 3, 6), "dim7": (0, 3, 6, 9),
+    "m7b5": (0, 3, 6, 10), "aug": (0, 4, 8), "add9": (0, 4, 7, 14),
+}
+
+
+class ChartError(ValueError):
+    """A chord symbol or chart that cannot be read; the message says which and why."""
+
+
+def parse_root(text: str) -> tuple[int, str]:
+    """``"Bb7"`` -> (10, ``"7"``): the root's pitch class and the rest of the symbol."""
+    if not text or text[0] not in _NOTE_INDEX:
+        raise ChartError(f"{text!r}: a chord starts with its root, A to G")
+    root, rest = _NOTE_INDEX[text[0]], text[1:]
+    while rest[:1] in ("b", "#"):
+        root += -1 if rest[0] == "b" else 1
+        rest = rest[1:]
+    return root % 12, rest
+
+
+def chord_pitch_classes(symbol: str) -> tuple[int, tuple[int, ...], int]:
+    """(root, sorted pitch classes, bass pitch class) of a chord symbol such as ``"G7/B"``."""
+    body, _, bass_text = symbol.partition("/")
+    root, quality = parse_root(body)
+    if quality not in QUALITIES:
+        raise ChartError(f"{symbol!r}: unknown chord quality {quality!r}; known: {', '.join(q or 'major' for q in QUALITIES)}")
+    pcs = tuple(sorted({(root + i) % 12 for i in QUALITIES[quality]}))
+    bass = parse_root(bass_text)[0] if bass_text else root
+    return root, pcs, bass
+
+
+def chord_symbol(root: int, quality: str, bass: int | None = None) -> str:
+    name = NOTE_NAMES[root % 12] + quality
+    return f"{name}/{NOTE_NAMES[bass % 12]}" if bass is not None and bass % 12 != root % 12 else name
+
+
+@dataclass(frozen=True)
+class Chart:
+    """Chords per bar, each ``(symbol, beats)``; the beats of a bar add up to ``beats_per_bar``."""
+
+    chart_id: str
+    bars: tuple[tuple[tuple[str, int], ...], ...]
+    tempo_bpm: float
+    beats_per_bar: int
+    form: str  # which generator form or which MIDI the chords came from
+    key: str  # e.g. "A minor", "D dorian"
+
+    @property
+    def duration_seconds(self) -> float:
+        return len(self.bars) * self.beats_per_bar * 60.0 / self.tempo_bpm
+
+    def mma_lines(self) -> list[str]:
+        """The chart as MMA bar lines: one chord per beat, ``/`` to hold the previous one."""
+        lines = []
+        for number, bar in enumerate(self.bars, 1):
+            beats = []
+            for symbol, length in bar:
+                beats.extend([symbol] + ["/"] * (length - 1))
+            lines.append(f"{number} " + " ".join(beats))
+        return lines
+
+    def chord_at_beats(self) -> list[tuple[float, str]]:
+        """(start beat, symbol) of every chord change."""
+        changes, beat = [], 0.0
+        for bar in self.bars:
+            for symbol, length in bar:
+                changes.append((beat, symbol))
+                beat += length
+        return changes
+
+
+# Roman-numeral forms: (scale degree in semitones above the tonic, quality). A form is one phrase, repeated.
+MAJOR_FORMS = {
+    "I-V-vi-IV": [(0, ""), (7, ""), (9, "m"), (5, "")],
+    "I-vi-IV-V": [(0, ""), (9, "m"), (5, ""), (7, "")],
+    "vi-IV-I-V": [(9, "m"), (5, ""), (0, ""), (7, "")],
+    "ii-V-I-VI7": [(2, "m7"), (7, "7"), (0, "maj7"), (9, "7")],
+    "I-IV-ii-V": [(0, "maj7"), (5, "maj7"), (2, "m7"), (7, "7")],
+    "I-III7-IV-iv": [(0, ""), (4, "7"), (5, ""), (5, "m")],
+    "I-V/VII-vi-I/V-IV-I/III-ii-V": [(0, ""), (7, "/11"), (9, "m"), (0, "/7"), (5, ""), (0, "/4"), (2, "m"), (7, "7")],
+    "I-II7-IV-I": [(0, ""), (2, "7"), (5, ""), (0, "")],
+    "I-vi-ii-V7": [(0, "6"), (9, "m7"), (2, "m7"), (7, "7")],
+    "I-IV-I-V-sus": [(0, ""), (5, "add9"), (0, ""), (7, "7sus4")],
+}
+MINOR_FORMS = {
+    "i-VI-III-VII": [(0, "m"), (8, ""), (3, ""), (10, "")],
+    "i-iv-v-i": [(0, "m"), (5, "m"), (7, "m"), (0, "m")],
+    "i-VII-VI-V7": [(0, "m"), (10, ""), (8, ""), (7, "7")],
+    "ii7b5-V7-i": [(2, "m7b5"), (7, "7"), (0, "m7"), (0, "m7")],
+    "i-iv-VII-III": [(0, "m7"), (5, "m7"), (10, "7"), (3, "maj7")],
+    "i-i/VII-i/VI-V7": [(0, "m"), (0, "m/10"), (0, "m/8"), (7, "7")],
+    "i-vidim-V7-i": [(0, "m"), (9, "dim7"), (7, "7"), (0, "m")],
+}
+MODAL_FORMS = {  # vamps: the mode's colour chord against the tonic
+    "dorian vamp": ("dorian", [(0, "m7"), (5, "7")]),
+    "mixolydian vamp": ("mixolydian", [(0, "7"), (10, "")]),
+    "lydian vamp": ("lydian", [(0, "maj7"), (2, "")]),
+    "phrygian vamp": ("phrygian", [(0, "m"), (1, "")]),
+}
+BLUES_12 = [(0, "7"), (5, "7"), (0, "7"), (0, "7"), (5, "7"), (5, "7"), (0, "7"), (0, "7"), (7, "7"), (5, "7"), (0, "7"), (7, "7")]
+MINOR_BLUES_12 = [(0, "m7"), (5, "m7"), (0, "m7"), (0, "m7"), (5, "m7"), (5, "m7"), (0, "m7"), (0, "m7"),
+                  (8, "7"), (7, "7"), (0, "m7"), (7, "7")]
+FORMS = (list(MAJOR_FORMS) + list(MINOR_FORMS) + list(MODAL_FORMS)
+         + ["12-bar blues", "12-bar minor blues", "descending bass", "secondary dominants"])
+
+
+def _spell(tonic: int, degree: int, quality: str) -> str:
+    quality, _, over = quality.partition("/")
+    root = (tonic + degree) % 12
+    return chord_symbol(root, quality, (tonic + int(over)) % 12 if over else None)
+
+
+def _form_chords(form: str, tonic: int, rng: np.random.Generator) -> tuple[list[str], str]:
+    """One phrase of ``form`` in the key of ``tonic``: chord symbols, one per slot, and the key's name."""
+    if form in MAJOR_FORMS:
+        return [_spell(tonic, d, q) for d, q in MAJOR_FORMS[form]], f"{NOTE_NAMES[tonic]} major"
+    if form in MINOR_FORMS:
+        return [_spell(tonic, d, q) for d, q in MINOR_FORMS[form]], f"{NOTE_NAMES[tonic]} minor"
+    if form in MODAL_FORMS:
+        mode, chords = MODAL_FORMS[form]
+        return [_spell(tonic, d, q) for d, q in chords], f"{NOTE_NAMES[tonic]} {mode}"
+    if form == "12-bar blues":
+        return [_spell(tonic, d, q) for d, q in BLUES_12], f"{NOTE_NAMES[tonic]} blues"
+    if form == "12-bar minor blues":
+        return [_spell(tonic, d, q) for d, q in MINOR_BLUES_12], f"{NOTE_NAMES[tonic]} minor blues"
+    if form == "descending bass":  # I - I/VII - vi - vi/V - IV - I/III - ii - V
+        line = [(0, ""), (0, "/11"), (9, "m"), (9, "m/7"), (5, ""), (0, "/4"), (2, "m7"), (7, "7")]
+        return [_spell(tonic, d, q) for d, q in line], f"{NOTE_NAMES[tonic]} major"
+    if form == "secondary dominants":  # I - V/vi - vi - V/V - V - V/IV - IV - V7
+        line = [(0, "maj7"), (4, "7"), (9, "m7"), (2, "7"), (7, ""), (0, "7"), (5, "maj7"), (7, "7")]
+        return [_spell(tonic, d, q) for d, q in line], f"{NOTE_NAMES[tonic]} major"
+    raise ChartError(f"unknown form {form!r}; known: {', '.join(FORMS)}")
+
+
+def generate_chart(chart_id: str, rng: np.random.Generator, *, beats_per_bar: int, tempo_bpm: float,
+                   bars_range: tuple[int, int] = (8, 32)) -> Chart:
+    """A chart in a random key and form: 8 to 32 bars, one or two chords per bar, phrases repeated.
+
+    Blues forms keep one chord per bar; others sometimes take two per bar (4/4 and other even meters).
+    """
+    form = FORMS[int(rng.integers(len(FORMS)))]
+    tonic = int(rng.integers(12))
+    chords, key = _form_chords(form, tonic, rng)
+    per_bar = 2 if beats_per_bar % 2 == 0 and beats_per_bar >= 4 and "blues" not in form and rng.random() < 0.3 else 1
+    bars_wanted = int(rng.integers(bars_range[0], bars_range[1] + 1))
+    slots = []
+    while len(slots) < bars_wanted * per_bar:
+        slots.extend(chords)
+    slots = slots[: bars_wanted * per_bar]
+    if "blues" in form:  # whole choruses only
+        bars_wanted = max(12, (bars_wanted // 12) * 12)
+        slots = (chords * (bars_wanted // 12))[:bars_wanted]
+    bars = []
+    for b in range(len(slots) // per_bar):
+        if per_bar == 1:
+            bars.append(((slots[b], beats_per_bar),))
+        else:
+            half = beats_per_bar // 2
+            bars.append(((slots[2 * b], half), (slots[2 * b + 1], beats_per_bar - half)))
+    return Chart(chart_id, tuple(bars), round(float(tempo_bpm), 1), beats_per_bar, form, key)
+
+
+def chords_from_notes(notes: list[tuple[float, float, int, int]], beats_total: float, beats_per_bar: int
+                      ) -> list[str]:
+    """One chord per bar from ``(start_beat, end_beat, midi_note, velocity)`` notes (drums excluded).
+
+    Each bar's pitch classes are weighted by duration and velocity, the lowest sounding note counts
+    double as the bass, and the best-matching triad or seventh template wins (cosine). A silent bar
+    repeats the previous chord.
+    """
+    templates = []
+    for quality in ("", "m", "7", "maj7", "m7", "dim", "sus4"):
+        for root in range(12):
+            vector = np.zeros(12)
+            for interval in QUALITIES[quality]:
+                vector[(root + interval) % 12] = 1.0
+            vector[root] += 0.5
+            templates.append((chord_symbol(root, quality), vector / np.linalg.norm(vector)))
+    bars = int(np.ceil(beats_total / beats_per_bar))
+    chords, previous = [], None
+    for bar in range(bars):
+        lo, hi = bar * beats_per_bar, (bar + 1) * beats_per_bar
+        weights, lowest = np.zeros(12), None
+        for start, end, note, velocity in notes:
+            overlap = min(end, hi) - max(start, lo)
+            if overlap <= 0:
+                continue
+            weights[note % 12] += overlap * velocity
+            lowest = note if lowest is None or note < lowest else lowest
+        if lowest is None or weights.sum() == 0:
+            chords.append(previous or "C")
+            continue
+        weights[lowest % 12] += weights.max()
+        weights /= np.linalg.norm(weights)
+        symbol = max(templates, key=lambda t: float(t[1] @ weights))[0]
+        chords.append(symbol)
+        previous = symbol
+    return chords
