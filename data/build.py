@@ -9,7 +9,6 @@ Nothing here depends on the order pieces are processed in: every choice is seede
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import multiprocessing
@@ -185,15 +184,15 @@ def mma_split(song: mma.Song, held_out: HeldOut) -> str:
 def plan_mma(config: BuildConfig, out_dir: Path | None = None) -> list[Variant]:
     """One variant per (MMA song, index): its soundfont and kit drawn from the training sounds, or from
     the held-out sounds for the unseen split."""
-    cache = out_dir / "mma_catalogue.json" if out_dir is not None else None
-    grooves = _spread(mma.catalogue(cache=cache), config.max_grooves)
-    charts = mma.real_charts(p for name in ("freedoom", "planetblupi") if name in SOURCES for p in SOURCES[name].pieces())
     training_kits = config.drum_kits
     for kit in training_kits + config.held_out.drum_kits:
         check_not_reserved(kit)
         kit_ops.Kit(kit).check()
     for soundfont in config.held_out.soundfonts:
         check_not_reserved(soundfont)
+    cache = out_dir / "mma_catalogue.json" if out_dir is not None else None
+    grooves = _spread(mma.catalogue(cache=cache), config.max_grooves)
+    charts = mma.real_charts(p for name in ("freedoom", "planetblupi") if name in SOURCES for p in SOURCES[name].pieces())
     variants = []
     for song in mma.songs(grooves, charts_per_groove=config.charts_per_groove, seed=config.seed, real_charts=charts):
         split = mma_split(song, config.held_out)
@@ -239,13 +238,6 @@ def plan(config: BuildConfig, pieces: list[Piece] | None = None, *, out_dir: Pat
                 variant_id = f"{piece.piece_id.replace('/', '_')}__{Path(soundfont).stem}__v{index}"
                 variants.append(Variant(variant_id, piece, soundfont, index, config))
     return variants
-
-
-@functools.lru_cache(maxsize=4)
-def _shared_synth(soundfont: str) -> Synth:
-    """One effect-free synth per soundfont per worker process: loading MuseScore's 490 MB sf2 or an sf3
-    costs 0.5-1 s, more than rendering a stem. ``Synth.render`` resets it before each stem."""
-    return Synth(soundfont, SAMPLE_RATE, Effects())
 
 
 def _kit_record(variant: Variant, program: int | None) -> dict:
@@ -295,19 +287,27 @@ def render_variant(variant: Variant, out_dir: Path) -> dict:
     duration_seconds = augmented.length
 
     stems: dict[str, np.ndarray] = {}
-    for group, channels in groups.items():
-        stem_midi = midi_ops.to_bytes(midi_ops.extract_channels(augmented, channels))
-        if group == "drums" and kit is not None:
-            audio = kit.render(stem_midi, duration_seconds, SAMPLE_RATE, effects,
-                               synth=_shared_synth(kit.location) if config.mix_chains and kit.kind != "hydrogen" else None)
-        elif config.mix_chains:  # no FluidSynth effects: a reset synth renders as a fresh one does
-            audio = _shared_synth(variant.soundfont).render(stem_midi, duration_seconds)
-        else:
-            with Synth(variant.soundfont, SAMPLE_RATE, effects) as synth:  # fresh synth: exact repeatability
+    synths: dict[str, Synth] = {}  # with mix chains (no FluidSynth effects), one synth per soundfont per
+    try:                           # variant: loading MuseScore's sf2 or an sf3 costs more than a stem
+        for group, channels in groups.items():
+            stem_midi = midi_ops.to_bytes(midi_ops.extract_channels(augmented, channels))
+            soundfont = kit.location if group == "drums" and kit is not None else variant.soundfont
+            synth = None
+            if config.mix_chains and not (group == "drums" and kit is not None and kit.kind == "hydrogen"):
+                synth = synths.get(soundfont) or synths.setdefault(soundfont, Synth(soundfont, SAMPLE_RATE, effects))
+            if group == "drums" and kit is not None:
+                audio = kit.render(stem_midi, duration_seconds, SAMPLE_RATE, effects, synth=synth)
+            elif synth is not None:
                 audio = synth.render(stem_midi, duration_seconds)
-        if group in chains:
-            audio = mixing.apply_chain(mixing.level_to(audio, STEM_LEVEL_DBFS), SAMPLE_RATE, chains[group])
-        stems[group] = audio * db_to_gain(gains_db[group])
+            else:
+                with Synth(variant.soundfont, SAMPLE_RATE, effects) as fresh:  # fresh synth: exact repeatability
+                    audio = fresh.render(stem_midi, duration_seconds)
+            if group in chains:
+                audio = mixing.apply_chain(mixing.level_to(audio, STEM_LEVEL_DBFS), SAMPLE_RATE, chains[group])
+            stems[group] = audio * db_to_gain(gains_db[group])
+    finally:
+        for synth in synths.values():
+            synth.close()
     frames = len(stems[targets[0]])
     silent = [g for g, s in stems.items() if np.abs(s).max() < 1e-4]
     for group in silent:  # e.g. all its notes fell after the trim point

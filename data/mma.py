@@ -196,9 +196,14 @@ class Song:
     rvolume: int  # MMA's RVolume: random velocity, in percent
     melody: bool
 
+    @property
+    def seed(self) -> int:
+        """MMA's own random seed (``RndSeed``) for this song, so its humanising repeats exactly."""
+        return _seed("mma", self.chart.chart_id) % 2**31
+
     def mma_text(self) -> str:
-        """The song as an MMA file: groove switches, humanising after each switch, the chart's bars."""
-        lines = [f"Tempo {self.chart.tempo_bpm:g}"]
+        """The song as an MMA file: its seed, groove switches, humanising after each switch, the chart's bars."""
+        lines = [f"RndSeed {self.seed}", f"Tempo {self.chart.tempo_bpm:g}"]
         bars = self.chart.mma_lines()
         count = len(bars)
         plan = [self.groove.name] * count

@@ -73,7 +73,9 @@ def _library() -> ctypes.CDLL:
 class Synth:
     """One FluidSynth instance with one soundfont loaded; use as a context manager.
 
-    ``render(midi_bytes, duration_seconds)`` returns mono float32 audio at ``sample_rate``.
+    ``render(midi_bytes, duration_seconds)`` returns mono float32 audio at ``sample_rate``. A render
+    depends on what the synth rendered before only by about -75 dB (FluidSynth's reused voices keep some
+    filter state), so exact repeatability needs the same sequence of renders on a fresh synth.
     """
 
     def __init__(self, soundfont: str | Path, sample_rate: int, effects: Effects = Effects(), *, gain: float = 0.5):
@@ -108,16 +110,16 @@ class Synth:
         seconds of silence after the last event, so the length comes from the MIDI's own duration.
         """
         lib = self._lib
-        lib.fluid_synth_system_reset(self._synth)  # nothing of a previous render carries over
         frames = int(np.ceil((duration_seconds + tail_seconds) * self.sample_rate))
         out = np.zeros(frames, dtype=np.float32)
+        left = np.zeros(_BLOCK_FRAMES, dtype=np.float32)
+        right = np.zeros(_BLOCK_FRAMES, dtype=np.float32)
+        lib.fluid_synth_system_reset(self._synth)  # programs and controllers of a previous render are gone
         player = lib.new_fluid_player(self._synth)
         try:
             if lib.fluid_player_add_mem(player, midi_bytes, len(midi_bytes)) != 0:
                 raise SynthError("FluidSynth refused the MIDI data")
             lib.fluid_player_play(player)
-            left = np.zeros(_BLOCK_FRAMES, dtype=np.float32)
-            right = np.zeros(_BLOCK_FRAMES, dtype=np.float32)
             for start in range(0, frames, _BLOCK_FRAMES):
                 block = self._write(left, right)
                 out[start : start + _BLOCK_FRAMES] = block[: frames - start]
