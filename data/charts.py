@@ -218,3 +218,24 @@ def chords_from_notes(notes: list[tuple[float, float, int, int]], beats_total: f
         chords.append(symbol)
         previous = symbol
     return chords
+
+
+# Krumhansl-Kessler key profiles (major, minor), tonic first.
+_MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+_MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+
+
+def estimate_key(symbols: list[str]) -> str:
+    """The major or minor key whose Krumhansl-Kessler profile best fits the chords' pitch classes."""
+    weights = np.zeros(12)
+    for symbol in symbols:
+        root, pcs, bass = chord_pitch_classes(symbol)
+        weights[list(pcs)] += 1.0
+        weights[root] += 0.5
+    best, name = -np.inf, "C major"
+    for tonic in range(12):
+        for profile, mode in ((_MAJOR_PROFILE, "major"), (_MINOR_PROFILE, "minor")):
+            score = float(np.corrcoef(weights, np.roll(profile, tonic))[0, 1])
+            if score > best:
+                best, name = score, f"{NOTE_NAMES[tonic]} {mode}"
+    return name

@@ -54,6 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stats = commands.add_parser("stats", help="hours per instrument, source, soundfont and split; rendering speed")
     stats.add_argument("build_dir", type=Path)
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    stats.add_argument("--histogram", type=Path, metavar="PNG",
+                       help="also draw hours per tempo and per key of the build's MMA songs into this PNG")
     stats.set_defaults(func=_stats)
 
     excerpt = commands.add_parser(
@@ -125,6 +127,10 @@ def _stats(args: argparse.Namespace) -> int:
 
     stats = build_stats(args.build_dir)
     print(json.dumps(stats, indent=1) if args.json else format_stats(stats))
+    if args.histogram:
+        from backline.data.stats import histogram_png
+
+        print(histogram_png(args.build_dir, args.histogram), file=sys.stderr)
     return 0
 
 

@@ -39,9 +39,9 @@ HYDROGEN_LICENCES = {
     "Millo_MultiLayered3": "GPL-2", "The Black Pearl 1.0": "GPL-2", "VariBreaks": "GPL-2",
     "circAfrique v4": "CC-BY-SA-3.0", "rumpf_kit_z01_h2": "CC-BY-3.0",
 }
-AVL_LICENCE = "CC-BY-SA-4.0 (Debian avldrums.lv2-soundfont, Glen MacArthur's AVL Drumkits)"
-GM_SOUNDFONT_LICENCE = "MIT (FluidR3_GM, FluidR3Mono, MuseScore_General; Debian packages)"
-OPL3_LICENCE = "CC0-1.0 (Debian opl3-soundfont)"
+AVL_LICENCE = "GPL-2+"  # Debian avldrums.lv2-soundfont (its copyright file): Glen MacArthur's AVL Drumkits
+GM_SOUNDFONT_LICENCE = "MIT"  # FluidR3_GM, FluidR3Mono, MuseScore_General (Debian packages)
+OPL3_LICENCE = "GPL-3+ and CC-BY-SA-4.0"  # Debian opl3-soundfont (its copyright file)
 
 # General MIDI drum note -> class; a kit instrument's class comes from its name.
 GM_CLASSES = {

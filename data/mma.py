@@ -31,7 +31,7 @@ from backline.data import midi as midi_ops
 from backline.data.sources import Piece
 
 MMA_LIBRARY = Path("/usr/share/mma/lib")
-MMA_LICENCE = "GPL-2+ (Debian package mma: style files by Bob van der Poel and contributors)"
+MMA_LICENCE = "GPL-2+ (mma style files)"
 CHART_LICENCE = "generated here (MIT, with the project)"
 EXCLUDED_FILES = ("metronome", "none")  # click tracks and the empty style
 
@@ -390,7 +390,9 @@ def fit_chart(real: chart_ops.Chart, chart_id: str, *, beats_per_bar: int, tempo
         root, quality = chart_ops.parse_root(body)
         bass = chart_ops.parse_root(over)[0] + transpose if over else None
         bars.append(((chart_ops.chord_symbol(root + transpose, quality, bass), beats_per_bar),))
-    return chart_ops.Chart(chart_id, tuple(bars), round(tempo_bpm, 1), beats_per_bar, real.form, real.key)
+    symbols = [bar[0][0] for bar in bars]
+    return chart_ops.Chart(chart_id, tuple(bars), round(tempo_bpm, 1), beats_per_bar, real.form,
+                           chart_ops.estimate_key(symbols))
 
 
 def real_charts(pieces: Iterator[Piece], *, bars: int = 32) -> list[chart_ops.Chart]:
