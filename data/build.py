@@ -426,15 +426,17 @@ def build(
     pieces: list[Piece] | None = None,
     jobs: int | None = None,
     progress=None,
+    only: set[str] | None = None,
 ) -> BuildReport:
     """Render every planned variant into ``out_dir`` and write ``manifest.jsonl`` and ``report.json``.
 
-    ``progress(done, total, variant_id)`` is called after each variant.
+    ``progress(done, total, variant_id)`` is called after each variant; ``only``: render just these
+    variant ids of the plan.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     wall_start = time.perf_counter()
-    variants = plan(config, pieces, out_dir=out_dir)
+    variants = [v for v in plan(config, pieces, out_dir=out_dir) if only is None or v.variant_id in only]
     jobs = max(1, jobs or os.cpu_count() or 1)
     report = BuildReport(jobs=jobs)
     records = []

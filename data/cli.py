@@ -47,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--midi-licence", default="user-supplied",
                        help="licence recorded in the manifest for --midi-dir files")
     build.add_argument("--variants", type=int, default=None, help="variants per piece and soundfont")
-    build.add_argument("--max-pieces", type=int, default=None, help="at most this many pieces per source")
+    build.add_argument("--max-pieces", type=int, default=None,
+                       help="at most this many pieces per source (for mma: main grooves, spread over the style families)")
     build.add_argument("--max-seconds", type=float, default=None, help="trim every piece to this many seconds")
     build.set_defaults(func=_build)
 
@@ -73,6 +74,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     excerpt.add_argument("--out", type=Path, required=True, help="folder for <name>_context.flac, <name>_<instrument>.flac, <name>.json")
     excerpt.add_argument("--name", default="example")
     excerpt.set_defaults(func=_excerpt)
+
+    bench = commands.add_parser(
+        "bench", help="rendering speed of a preset with 1 and N workers, written to a JSON file",
+        description="Render the first VARIANTS variants of a preset into a temporary folder with each worker count\n"
+                    "and report seconds of song (every stem rendered, mixed and written) per second of one\n"
+                    "worker's time and per second of wall time.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_argument("--preset", default="broad-small", choices=("small", "full", "broad", "broad-small"))
+    bench.add_argument("--variants", type=int, default=16)
+    bench.add_argument("--jobs", type=int, nargs="+", default=[1, 2], help="worker counts to measure")
+    bench.add_argument("--out", type=Path, default=Path(__file__).parent / "benchmarks" / "render.json")
+    bench.set_defaults(func=_bench)
 
     for name, help_text in (("import-musdb", "MUSDB18-HQ-style folders (mixture, bass, drums, other, vocals)"),
                             ("import-slakh", "Slakh2100-style folders (mix, stems/, metadata.yaml)")):
@@ -104,6 +117,7 @@ def _build(args: argparse.Namespace) -> int:
         "soundfonts": tuple(args.soundfonts) if args.soundfonts else None,
         "variants_per_soundfont": args.variants,
         "max_pieces_per_source": args.max_pieces,
+        "max_grooves": args.max_pieces if "mma" in (args.sources or config.sources) else None,
         "max_duration_seconds": args.max_seconds,
     }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
@@ -119,6 +133,20 @@ def _build(args: argparse.Namespace) -> int:
           f"in {report.wall_seconds:.1f} s")
     for skipped in report.skipped:
         print(f"  skipped {skipped['variant_id']}: {skipped['reason']}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from backline.data.bench import run
+
+    figures = run(args.preset, args.variants, args.jobs)
+    for row in figures["results"]:
+        print(f"{row['jobs']} worker(s): {row['variants']} variants, {row['song_seconds']} s of song in "
+              f"{row['wall_seconds']} s: {row['x_realtime_per_worker']}x real time per worker, "
+              f"{row['x_realtime_wall']}x on the machine")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(figures, indent=1) + "\n")
+    print(args.out)
     return 0
 
 

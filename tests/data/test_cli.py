@@ -41,3 +41,18 @@ def test_build_without_destination_says_what_to_do(monkeypatch, capsys):
         assert "--out DIR, or set BACKLINE_DATA" in str(exit)
     else:
         raise AssertionError("expected the build to refuse")
+
+
+def test_broad_small_preset_builds_with_stats_and_histogram(tmp_path, capsys):
+    out = tmp_path / "broad"
+    assert main(["data", "build", "--preset", "broad-small", "--max-pieces", "3", "--out", str(out), "--jobs", "2"]) == 0
+    assert "3 variants rendered" in capsys.readouterr().out
+    png = tmp_path / "histogram.png"
+    assert main(["data", "stats", str(out), "--json", "--histogram", str(png)]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["grooves"] == 3 and stats["style_families"] == 3 and stats["hours"]["source"] == {"mma": stats["total_hours"]}
+    assert set(stats["hours"]) >= {"style_family", "kit", "tempo_band", "key", "pair_licences"}
+    assert stats["pair_hours"] > stats["total_hours"] > 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["held_out"]["families"] and "mma" in report["sources"]

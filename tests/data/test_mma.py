@@ -1,8 +1,5 @@
 """The MMA source, the drum kits and the broad recipe: the real ``mma``, real soundfonts and kits."""
 
-import json
-from dataclasses import replace
-from pathlib import Path
 
 import mido
 import numpy as np
@@ -131,7 +128,7 @@ def test_a_variant_renders_the_same_twice(tmp_path):
     config = BuildConfig(sources=("mma",), soundfonts=(FLUID,), mix_chains=True)
     variant = Variant("v", None, FLUID, 0, config, song=tiny_song(bars=2), drum_kit=f"hydrogen:{HYDROGEN_KIT}")
     first = render_variant(variant, tmp_path / "a")
-    second = render_variant(variant, tmp_path / "b")
+    render_variant(variant, tmp_path / "b")
     for rel in first["stems"].values():
         np.testing.assert_array_equal(read_audio(tmp_path / "a" / rel)[0], read_audio(tmp_path / "b" / rel)[0])
 
