@@ -29,6 +29,7 @@ import numpy as np
 from backline.engine import controls
 from backline.engine.audio import AudioError, resample, to_mono, validate_audio
 from backline.engine.harmony import context_chroma_weights, in_key_share
+from backline.engine.params import PARAMS, check_param, check_params
 from backline.engine.runtime import (ONNX_FILES, STYLE_ENCODER_FILE, Backend, ModelContract, OnnxBackend,
                                      TorchBackend, default_onnx_dir, guidance_for, onnx_audio_style)
 from backline.engine.sampling import GUIDANCE_RESCALE, get_sampler, get_sigmas_karras, guided
@@ -37,7 +38,6 @@ from backline.engine.style import (DEFAULT_PRIOR_PATH, STATISTICS_SPACE, PromptE
 
 MAX_DURATION_SECONDS = 600.0
 MAX_CACHED_REFERENCES = 32
-MAX_CANDIDATES = 8
 # Bass takes per request where the autoencoder reads notes: on the test split, picking the most in-key of 4
 # takes the generated bass's harmonic fit from 0.79 (one take) to 1.04 (models/diffusion/MODEL_CARD.md).
 DEFAULT_BASS_CANDIDATES = 4
@@ -244,28 +244,19 @@ def _takes(bundle: Bundle, request: GenerateRequest, silent_context: bool) -> in
 
 
 def _check(bundle: Bundle, request: GenerateRequest) -> None:
+    for name in ("instrument", "seed", "candidates", "steps", "sampler", "cfg_context", "cfg_style", "style_ratio",
+                 "style_prompt", "style_match", "regenerate_seconds", "variation_strength", "loop_seconds",
+                 "loop_strength", "stereo_width"):
+        check_param(name, getattr(request, name))  # the one schema every entry point shares (engine/params.py)
     instruments = bundle.contract.instruments
     if request.instrument not in instruments:
         raise ValueError(f"instrument must be one of {', '.join(instruments)}, got {request.instrument!r}")
-    if not 1 <= request.steps <= 500:
-        raise ValueError(f"steps must be within 1..500, got {request.steps}")
-    for name in ("cfg_context", "cfg_style"):
-        value = getattr(request, name)
-        if value is not None and not (np.isfinite(value) and 0 <= value <= 20):
-            raise ValueError(f"{name} must be within 0..20, got {value}")
     get_sampler(request.sampler)
     if (request.regenerate_seconds is not None or request.variation_strength is not None) and request.stem is None:
         raise ValueError("regenerating a range or making a variation needs the stem to work on")
     if request.regenerate_seconds is not None and request.variation_strength is not None:
         raise ValueError("choose either a range to regenerate or a variation, not both")
-    if not (np.isfinite(request.stereo_width) and 0.0 <= request.stereo_width <= 1.0):
-        raise ValueError(f"stereo width must be within [0, 1], got {request.stereo_width}")
-    if request.style_match is not None and not (np.isfinite(request.style_match) and 0.0 <= request.style_match <= 1.0):
-        raise ValueError(f"style match must be within [0, 1], got {request.style_match}")
     if request.candidates is not None:
-        if isinstance(request.candidates, bool) or not isinstance(request.candidates, (int, np.integer)) or not (
-                1 <= request.candidates <= MAX_CANDIDATES):
-            raise ValueError(f"candidates must be a whole number within 1..{MAX_CANDIDATES}, got {request.candidates!r}")
         if request.candidates > 1 and request.instrument != "bass":
             raise ValueError("candidates pick the bass take most in key with the context; drums have no key")
         if request.candidates > 1 and bundle.contract.note_lowest_midi is None:
@@ -574,9 +565,7 @@ def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a + b).astype(np.float32)
 
 
-CONTROL_PARAMS = {"instrument", "seed", "candidates", "steps", "sampler", "cfg_context", "cfg_style", "style_ratio", "style_prompt",
-                  "regenerate_seconds", "regenerate_bars", "variation_strength", "loop_seconds", "loop_bars",
-                  "loop_strength", "stereo_width", "style_match", "tempo_bpm", "beats_per_bar", "region_start_beats"}
+CONTROL_PARAMS = set(PARAMS)
 
 
 def request_from_params(params: dict, context: np.ndarray, sample_rate: int, **audio) -> GenerateRequest:
@@ -586,9 +575,7 @@ def request_from_params(params: dict, context: np.ndarray, sample_rate: int, **a
     ``regenerate_bars`` is two bar positions like ``["5", "9.3"]``; ``loop_bars`` a number of bars.
     ``audio`` passes the arrays (``stem``, ``style_audio``, ...) straight to the request.
     """
-    unknown = set(params) - CONTROL_PARAMS
-    if unknown:
-        raise ValueError(f"unknown generation parameters: {', '.join(sorted(unknown))}")
+    params = check_params(params)
     fields = {k: v for k, v in params.items() if k not in ("regenerate_bars", "loop_bars", "tempo_bpm",
                                                            "beats_per_bar", "region_start_beats")}
     tempo = None
@@ -642,6 +629,13 @@ def make_generator(bundle: Bundle):
             info = {**info, "midi_base64": base64.b64encode(data).decode("ascii")}
         return result.audio, result.sample_rate, info
 
+    def check(params: dict) -> None:
+        """Refuse bad parameters before any audio is uploaded (the bridge calls this at submit)."""
+        if not isinstance(params.get("midi", False), bool):
+            raise ValueError(f"midi must be true or false, got {params['midi']!r}")
+        check_params({k: v for k, v in params.items() if k != "midi"})
+
+    run.check_params = check
     return run
 
 

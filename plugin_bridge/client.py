@@ -39,9 +39,32 @@ class BridgeTimeout(BridgeError):
         super().__init__("timeout", message, retry=True)
 
 
+class EngineNotRunning(BridgeError):
+    def __init__(self, message: str):
+        super().__init__("engine_not_running", message, retry=False)
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
 def read_connection_file(path: str | Path) -> dict:
-    """The server's connection info: host, port, osc_port, token, and ``ipc_endpoint`` where it has one."""
-    return json.loads(Path(path).read_text())
+    """The server's connection info: host, port, osc_port, token, and ``ipc_endpoint`` where it has one.
+
+    Raises ``EngineNotRunning`` at once when there is no such file, or when it names a local engine process
+    that has exited (a stale file left by an engine that was killed)."""
+    path = Path(path)
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise EngineNotRunning(f"the Backline engine is not running (no connection file at {path}); "
+                               "start it with `backline serve`") from None
+    except (OSError, ValueError) as error:
+        raise EngineNotRunning(f"{path} is not a Backline connection file ({error}); start the engine with "
+                               "`backline serve`") from None
+    if info.get("host") in LOOPBACK_HOSTS and "pid" in info and not P.process_alive(info["pid"]):
+        raise EngineNotRunning(f"the Backline engine is not running (its connection file {path} names process "
+                               f"{info['pid']}, which has exited); start it with `backline serve`")
+    return info
 
 
 class BridgeClient:
@@ -154,7 +177,8 @@ class BridgeClient:
         channels, frames = audio.shape
         chunk_frames = min(chunk_frames or self.limits["max_chunk_frames"], self.limits["max_chunk_frames"])
         job, _ = self.request({"type": "submit", "job_id": job_id, "params": params,
-                               "sample_rate": int(sample_rate), "channels": channels, "frames": frames})
+                               "sample_rate": int(sample_rate), "channels": channels, "frames": frames,
+                               "audio_sha256": P.audio_sha256(audio)})
         if job["state"] in (P.SUBMITTED, P.UPLOADING):
             self._upload(job_id, audio, chunk_frames, job["next_index"], job["received_frames"])
             job, _ = self.request({"type": "start", "job_id": job_id})

@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from backline.engine.audio import MAX_CHANNELS, MIN_SAMPLE_RATE, AudioError, validate_audio
+from backline.engine.audio import (MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioError, sample_rate_message,
+                                   validate_audio)
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: submit carries audio_sha256, the region's content address
 BYTES_PER_SAMPLE = 4  # float32
 MAX_HEADER_BYTES = 64 * 1024
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
 # Job states. A job reaches exactly one of FINAL_STATES.
 SUBMITTED, UPLOADING, QUEUED, RUNNING = "submitted", "uploading", "queued", "running"
@@ -71,14 +74,16 @@ class Limits:
 
     max_duration_seconds: float = 600.0
     min_sample_rate: int = MIN_SAMPLE_RATE
-    max_sample_rate: int = 192_000
+    max_sample_rate: int = MAX_SAMPLE_RATE  # the engine's own range, so every path refuses the same rates
     max_channels: int = MAX_CHANNELS
     max_chunk_frames: int = 131_072
     upload_window_chunks: int = 4  # unacknowledged chunks a client may have in flight
     result_chunk_frames: int = 131_072
     max_uploads: int = 16  # jobs uploading at once, all clients together
+    max_uploads_per_peer: int = 4  # jobs one connection may have uploading at once
     max_queued_jobs: int = 64
-    upload_timeout_seconds: float = 120.0  # an upload idle this long is dropped
+    upload_timeout_seconds: float = 10.0  # an upload with no chunk for this long is dropped
+    max_reply_bytes_per_peer: int = 64 << 20  # replies queued for one connection that it has not read yet
     heartbeat_interval_seconds: float = 1.0
     progress_interval_seconds: float = 0.1  # at most one progress message per job per interval
 
@@ -90,11 +95,16 @@ class Limits:
     def as_dict(self) -> dict:
         return {**asdict(self), "max_message_bytes": self.max_message_bytes}
 
+    @property
+    def max_reply_messages_per_peer(self) -> int:
+        """ZeroMQ SNDHWM per connection: ``max_reply_bytes_per_peer`` in messages the size of a result chunk."""
+        return max(8, self.max_reply_bytes_per_peer // (self.result_chunk_frames * self.max_channels * BYTES_PER_SAMPLE))
+
 
 # Request types a client may send, with their required fields and types. Unknown fields are ignored.
 REQUESTS: dict[str, dict[str, type]] = {
     "hello": {},
-    "submit": {"job_id": str, "params": dict, "sample_rate": int, "channels": int, "frames": int},
+    "submit": {"job_id": str, "params": dict, "sample_rate": int, "channels": int, "frames": int, "audio_sha256": str},
     "chunk": {"job_id": str, "index": int, "start_frame": int, "frames": int},
     "start": {"job_id": str},
     "cancel": {"job_id": str},
@@ -122,6 +132,8 @@ def decode(frames: list) -> tuple[dict, list[memoryview]]:
         header = json.loads(bytes(memoryview(raw)).decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise ProtocolError(Code.BAD_FRAME, "the first frame is not a UTF-8 JSON header") from None
+    except RecursionError:
+        raise ProtocolError(Code.BAD_FRAME, "the header is nested too deeply to be a Backline message") from None
     if not isinstance(header, dict):
         raise ProtocolError(Code.BAD_FRAME, "the header must be a JSON object")
     version = header.get("v")
@@ -149,6 +161,12 @@ def validate_request(header: dict, blobs: list[bytes]) -> dict:
                 Code.BAD_FIELD, f"{kind}: field {name!r} must be {expected.__name__}, got {type(value).__name__}",
                 field=name,
             )
+    for name in ("index", "start_frame"):
+        if name in REQUESTS[kind] and header[name] < 0:
+            raise ProtocolError(Code.BAD_CHUNK, f"{kind}: {name} must not be negative, got {header[name]}", field=name)
+    if kind == "submit" and not SHA256_PATTERN.match(header["audio_sha256"]):
+        raise ProtocolError(Code.BAD_FIELD, "submit: audio_sha256 must be the SHA-256 of the interleaved float32 "
+                            "region as 64 lower-case hex digits", field="audio_sha256")
     job_id = header.get("job_id")
     if job_id is not None and not (isinstance(job_id, str) and JOB_ID_PATTERN.match(job_id)):
         raise ProtocolError(
@@ -163,17 +181,14 @@ def validate_request(header: dict, blobs: list[bytes]) -> dict:
 
 def check_region(sample_rate: int, channels: int, frames: int, limits: Limits) -> None:
     """Refuse a region description before any audio is uploaded; raises ``ProtocolError``."""
+    if not limits.min_sample_rate <= sample_rate <= limits.max_sample_rate:  # a server may take fewer rates
+        raise ProtocolError(Code.BAD_AUDIO, sample_rate_message(sample_rate, limits.min_sample_rate,
+                                                                limits.max_sample_rate, what="region"))
     try:
         # The engine's own checks (and messages) for sample rate and channel count, on one silent frame.
         validate_audio(np.zeros((max(channels, 0), 1), np.float32), sample_rate, what="region")
     except AudioError as error:
         raise ProtocolError(Code.BAD_AUDIO, str(error)) from None
-    if not limits.min_sample_rate <= sample_rate <= limits.max_sample_rate:
-        raise ProtocolError(
-            Code.BAD_AUDIO,
-            f"region: sample rate {sample_rate} Hz is not supported by this engine "
-            f"(expected {limits.min_sample_rate}..{limits.max_sample_rate} Hz)",
-        )
     if channels > limits.max_channels:
         raise ProtocolError(Code.BAD_AUDIO, f"region: {channels} channels; at most {limits.max_channels}")
     if frames <= 0:
@@ -186,13 +201,26 @@ def check_region(sample_rate: int, channels: int, frames: int, limits: Limits) -
         )
 
 
-def request_digest(params: dict, sample_rate: int, channels: int, frames: int) -> str:
-    """A stable fingerprint of a submit request, so a resubmitted job id can be told apart from a conflicting one."""
+def request_digest(params: dict, sample_rate: int, channels: int, frames: int, audio_sha256: str) -> str:
+    """A stable fingerprint of a submit request (its audio by content address), so a resubmitted job id can be
+    told apart from a conflicting one."""
     canonical = json.dumps(
-        {"params": params, "sample_rate": sample_rate, "channels": channels, "frames": frames},
+        {"params": params, "sample_rate": sample_rate, "channels": channels, "frames": frames,
+         "audio_sha256": audio_sha256},
         sort_keys=True, separators=(",", ":"),
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def audio_sha256(audio: np.ndarray, block_frames: int = 65_536) -> str:
+    """SHA-256 (hex) of (channels, frames) audio as the wire carries it: interleaved little-endian float32."""
+    audio = np.atleast_2d(audio)
+    digest = hashlib.sha256()
+    buffer = np.empty((min(block_frames, audio.shape[1]), audio.shape[0]), dtype="<f4")
+    for start in range(0, audio.shape[1], block_frames):
+        piece = audio[:, start:start + block_frames]
+        digest.update(interleave(piece, out=buffer[:piece.shape[1]]))
+    return digest.hexdigest()
 
 
 def interleave(audio: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -222,3 +250,14 @@ def blob_to_audio(blob: bytes, channels: int) -> np.ndarray:
     out = np.empty((channels, memoryview(blob).nbytes // (channels * BYTES_PER_SAMPLE)), dtype=np.float32)
     deinterleave_into(blob, out)
     return out
+
+
+def process_alive(pid: object) -> bool:
+    """Whether a process with this id (an int, or a string as found in a file name) exists; False if malformed."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, TypeError, ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True

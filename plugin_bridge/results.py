@@ -25,10 +25,30 @@ from .protocol import BYTES_PER_SAMPLE, interleave
 SAVE_BLOCK_FRAMES = 65_536
 
 
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and its parents) and make it 0700 whatever the umask and whatever was there before;
+    raises ``PermissionError`` naming the folder when it cannot be made private (another user owns it)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.stat().st_mode & 0o777 != 0o700:
+        try:
+            os.chmod(path, 0o700)
+        except PermissionError:
+            raise PermissionError(f"{path} is open to other users (mode {path.stat().st_mode & 0o777:o}) and Backline "
+                                  "cannot make it private; run `chmod 700` on it or choose another folder") from None
+    return path
+
+
+def _private_file(path: Path):
+    """Open ``path`` for writing as a new 0600 file whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "wb", buffering=0)
+
+
 class ResultStore:
     def __init__(self, root: Path, *, max_results: int = 100, max_age_seconds: float = 7 * 86400.0):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.root = private_dir(root)
         self.max_results, self.max_age_seconds = max_results, max_age_seconds
 
     def folder(self, job_id: str) -> Path:
@@ -45,11 +65,12 @@ class ResultStore:
         final = self.folder(job_id)
         partial = final.with_name(final.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir()
+        partial.mkdir(mode=0o700)
+        os.chmod(partial, 0o700)
         channels, frames = audio.shape
         buffer = np.empty((min(frames, SAVE_BLOCK_FRAMES), channels), dtype="<f4")
         try:
-            with open(partial / "audio.f32", "wb", buffering=0) as file:
+            with _private_file(partial / "audio.f32") as file:
                 for start in range(0, frames, SAVE_BLOCK_FRAMES):
                     piece = audio[:, start:start + SAVE_BLOCK_FRAMES]
                     block = interleave(piece, out=buffer[:piece.shape[1]])
@@ -66,7 +87,8 @@ class ResultStore:
             "channels": int(channels), "frames": int(frames),
             "info": json.loads(json.dumps(info, default=str)), "finished_at": time.time(),
         }
-        (partial / "meta.json").write_text(json.dumps(meta))
+        with _private_file(partial / "meta.json") as file:
+            file.write(json.dumps(meta).encode())
         shutil.rmtree(final, ignore_errors=True)
         partial.rename(final)
         return meta

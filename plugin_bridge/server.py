@@ -6,7 +6,8 @@ Threads, each owning its own sockets:
   updates and heartbeats. It never runs the generator, so it stays responsive while a job computes;
 - the **worker thread** runs queued jobs one at a time through the injected ``generate`` callable
   and reports back through an inproc socket;
-- the **OSC thread** answers small UDP control messages (``/backline/ping``, ``/backline/cancel``).
+- the **OSC thread** answers small UDP control messages (``/backline/ping``: alive to anyone, job details with
+  the token; ``/backline/cancel`` with the token).
 
 The compute is injected: ``generate(params, context (channels, frames) float32 read-only, sample_rate,
 progress(step, steps), cancelled()) -> (audio (channels, frames), sample_rate, info)``. It may raise
@@ -17,6 +18,7 @@ the job with its message and the server keeps serving.
 from __future__ import annotations
 
 import errno
+import hashlib
 import hmac
 import json
 import logging
@@ -39,7 +41,7 @@ from backline.engine.audio import AudioError, validate_audio
 
 from . import protocol as P
 from .protocol import Code, Limits, ProtocolError
-from .results import ResultStore
+from .results import ResultStore, private_dir
 
 log = logging.getLogger("backline.bridge")
 
@@ -48,6 +50,8 @@ CONNECTION_FILE_NAME = "engine.json"
 MAX_SOCKET_PATH_BYTES = 103  # sun_path is 104 bytes on macOS and the BSDs, 108 on Linux, with its NUL
 MAX_WATCHERS_PER_JOB = 8
 MAX_FINAL_JOBS_IN_MEMORY = 1000
+SERVER_PARAMS = ("source_job_id", "style_job_id", "kind")  # resolved by the server, not the generator
+DISK_HEADROOM_BYTES = 256 << 20  # submit leaves at least this much disk free after the region
 
 
 def _emit(events: zmq.Socket, event: dict) -> None:
@@ -81,43 +85,16 @@ def keep_chunk_memory_in_process() -> bool:
     return bool(mallopt(m_mmap_threshold, 4 << 20)) and bool(mallopt(m_trim_threshold, 64 << 20))
 
 
-def _create_upload_file(path: Path, length: int) -> None:
-    """Create an upload file (0600) with its disk space reserved for the whole region where the system can: the
-    chunks then overwrite allocated blocks, which on ext4 made writing them a third faster, and a full disk is
-    refused at submit rather than halfway through the upload."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        if hasattr(os, "posix_fallocate"):  # not on macOS or Windows: the file then grows as chunks arrive
-            try:
-                os.posix_fallocate(fd, 0, length)
-            except OSError as error:
-                if error.errno == errno.ENOSPC:
-                    os.close(fd)
-                    fd = -1
-                    path.unlink(missing_ok=True)
-                    raise ProtocolError(Code.BUSY, "the engine's disk is full: there is no room for this region "
-                                        "until space is freed", retry=True) from None
-                # EOPNOTSUPP, EINVAL (a file system without it): the file grows as chunks arrive, as before
-    finally:
-        if fd >= 0:
-            os.close(fd)
+def _create_upload_file(path: Path) -> None:
+    """Create an empty upload file (0600); it grows as chunks arrive, so a client that submits and vanishes
+    holds no disk (submit checks that the region would fit)."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _drop_pages(mapping: mmap.mmap) -> None:
     """Unmap the pages of a read-only file mapping that this process has touched (they stay in the page cache)."""
     if hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):  # not on Windows
         mapping.madvise(mmap.MADV_DONTNEED)
-
-
-def _process_alive(pid: str) -> bool:
-    """Whether a process with this id (a string, as found in a file name) exists; False for a malformed id."""
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 def default_runtime_dir() -> Path:
@@ -132,7 +109,7 @@ def default_results_dir() -> Path:
 
 def write_connection_file(path: Path, info: dict) -> Path:
     """Write ``info`` as JSON readable by the current user only (0600), in a 0700 folder."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(path.parent)
     partial = path.with_name(path.name + f".{os.getpid()}.tmp")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as file:
@@ -162,6 +139,9 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     upload_path: Path | None = None
     updated_at: float = field(default_factory=time.monotonic)
+    audio_sha256: str = ""  # what the client says the region is; checked as the last chunk arrives
+    owner: bytes = b""  # the connection that submitted it
+    hasher: "hashlib._Hash" = field(default_factory=hashlib.sha256, repr=False)
 
     def snapshot(self, limits: Limits) -> dict:
         """The ``job`` message body: everything a client needs to resume or fetch."""
@@ -204,6 +184,7 @@ class BridgeServer:
         max_result_age_seconds: float = 7 * 86400.0,
         models: list[str] | None = None,
         ipc: bool = True,
+        check_params: Callable[[dict], None] | None = None,
     ):
         self.generate, self.host, self.port, self.osc_port = generate, host, port, osc_port
         self.ipc = ipc
@@ -218,6 +199,9 @@ class BridgeServer:
         self.token = secrets.token_hex(32)
         self.connection_file = self.runtime_dir / CONNECTION_FILE_NAME
         self.counters = {"refused": 0, "unauthorized": 0, "dropped_sends": 0, "jobs": 0}
+        # refuses bad parameters at submit, before the upload: given, or the generator's own (``check_params``)
+        self.check_params = check_params or getattr(generate, "check_params", None)
+        self._saturated: set[bytes] = set()  # connections whose reply queue was full at the last send
         self.jobs: dict[str, Job] = {}
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._current: tuple[str, int, int, float] | None = None  # (job_id, step, steps, since) written by worker
@@ -239,7 +223,7 @@ class BridgeServer:
             raise
 
     def _start(self) -> "BridgeServer":
-        self.upload_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.upload_dir)
         for stale in self.upload_dir.iterdir():  # uploads never survive a restart
             stale.unlink(missing_ok=True)
         self.store.prune()
@@ -252,7 +236,7 @@ class BridgeServer:
         self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self._router.setsockopt(zmq.LINGER, 0)
         self._router.setsockopt(zmq.MAXMSGSIZE, self.limits.max_message_bytes)
-        self._router.setsockopt(zmq.SNDHWM, 1000)
+        self._router.setsockopt(zmq.SNDHWM, self.limits.max_reply_messages_per_peer)  # bounds unread replies
         self._router.setsockopt(zmq.RCVHWM, 64)  # per peer: bounds memory held for chunks in flight
         if self.port:
             self._router.bind(f"tcp://{self.host}:{self.port}")
@@ -287,9 +271,9 @@ class BridgeServer:
         never removes this one's socket; sockets left by killed servers are removed here."""
         if not zmq.has("ipc"):
             return None
-        self.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.runtime_dir)
         for stale in self.runtime_dir.glob("engine-*.sock"):
-            if not _process_alive(stale.stem.split("-")[1]):
+            if not P.process_alive(stale.stem.split("-")[1]):
                 stale.unlink(missing_ok=True)
         path = self.runtime_dir.resolve() / f"engine-{os.getpid()}-{secrets.token_hex(3)}.sock"
         if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
@@ -382,8 +366,12 @@ class BridgeServer:
         ZeroMQ copies the blobs: at these sizes that is cheaper than its zero-copy path (a release thread)."""
         try:
             self._router.send_multipart([identity, *P.encode(header, blobs)], zmq.NOBLOCK)
-        except zmq.ZMQError:
+        except zmq.ZMQError as error:
             self.counters["dropped_sends"] += 1
+            if error.errno == zmq.EAGAIN:  # its queue is full (max_reply_bytes_per_peer): it stopped reading
+                self._saturated.add(identity)
+        else:
+            self._saturated.discard(identity)
 
     def _on_message(self, frames: list[zmq.Frame]) -> None:
         identity, rest = frames[0].bytes, frames[1:]
@@ -391,8 +379,7 @@ class BridgeServer:
         try:
             header, blobs = P.decode(rest)
             request_id = header.get("req") if isinstance(header.get("req"), (str, int)) else None
-            token = header.get("token")
-            if not isinstance(token, str) or not hmac.compare_digest(token.encode(), self.token.encode()):
+            if not self._token_ok(header.get("token")):
                 self.counters["unauthorized"] += 1
                 raise ProtocolError(Code.UNAUTHORIZED, "wrong or missing token: re-read the engine's connection file")
             P.validate_request(header, blobs)
@@ -408,6 +395,13 @@ class BridgeServer:
             if request_id is not None:
                 reply["req"] = request_id
             self._send(identity, reply)
+
+    def _token_ok(self, token: object) -> bool:
+        """Whether ``token`` is this server's (any other value, text that is not valid UTF-8 included, is not)."""
+        try:
+            return isinstance(token, str) and hmac.compare_digest(token.encode(), self.token.encode())
+        except UnicodeEncodeError:
+            return False
 
     def _job(self, job_id: str) -> Job:
         job = self.jobs.get(job_id)
@@ -425,7 +419,12 @@ class BridgeServer:
         job_id, params = header["job_id"], header["params"]
         sample_rate, channels, frames = header["sample_rate"], header["channels"], header["frames"]
         P.check_region(sample_rate, channels, frames, self.limits)
-        digest = P.request_digest(params, sample_rate, channels, frames)
+        if self.check_params is not None:
+            try:
+                self.check_params({k: v for k, v in params.items() if k not in SERVER_PARAMS})
+            except ValueError as error:
+                raise ProtocolError(Code.BAD_REQUEST, str(error)) from None
+        digest = P.request_digest(params, sample_rate, channels, frames, header["audio_sha256"])
         job = self.jobs.get(job_id)
         if job is not None:
             if job.digest != digest:
@@ -436,14 +435,22 @@ class BridgeServer:
                 )
             job.watch(identity)
             return job.snapshot(self.limits)
-        uploading = sum(job.state in (P.SUBMITTED, P.UPLOADING) for job in self.jobs.values())
-        if uploading >= self.limits.max_uploads:
+        uploading = [job for job in self.jobs.values() if job.state in (P.SUBMITTED, P.UPLOADING)]
+        if sum(job.owner == identity for job in uploading) >= self.limits.max_uploads_per_peer:
+            raise ProtocolError(Code.BUSY, f"this connection already uploads {self.limits.max_uploads_per_peer} "
+                                "regions; finish or cancel one first", retry=True)
+        if len(uploading) >= self.limits.max_uploads:
             raise ProtocolError(Code.BUSY, "the engine is receiving too many regions; try again shortly", retry=True)
         if self._queue.qsize() >= self.limits.max_queued_jobs:
             raise ProtocolError(Code.BUSY, "the engine's queue is full; try again later", retry=True)
-        job = Job(job_id, digest, params, sample_rate, channels, frames)
+        length = frames * channels * P.BYTES_PER_SAMPLE
+        if shutil.disk_usage(self.upload_dir).free < length + DISK_HEADROOM_BYTES:
+            raise ProtocolError(Code.BUSY, "the engine's disk is full: there is no room for this region until space "
+                                "is freed", retry=True)
+        job = Job(job_id, digest, params, sample_rate, channels, frames, audio_sha256=header["audio_sha256"],
+                  owner=identity)
         job.upload_path = self.upload_dir / f"{uuid.uuid4().hex}.f32"
-        _create_upload_file(job.upload_path, frames * channels * P.BYTES_PER_SAMPLE)
+        _create_upload_file(job.upload_path)
         job.watch(identity)
         self.jobs[job_id] = job
         self.counters["jobs"] += 1
@@ -485,13 +492,27 @@ class BridgeServer:
         fd = os.open(job.upload_path, os.O_WRONLY)  # straight from the received frame to the file, no copy
         try:
             written = os.pwrite(fd, blobs[0], job.received_frames * job.channels * P.BYTES_PER_SAMPLE)
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
+            written = -1
         finally:
             os.close(fd)
         if written != expected_bytes:
-            raise OSError(f"wrote {written} of {expected_bytes} bytes of chunk {index} (is the disk full?)")
+            self._finish(job, P.FAILED, error=ProtocolError(
+                Code.BUSY, "the engine's disk filled up during the upload; free some space and try again",
+                retry=True).as_dict())
+            raise ProtocolError(Code.BUSY, "the engine's disk filled up during the upload; free some space and try "
+                                "again", retry=True, job_id=job.job_id)
+        job.hasher.update(blobs[0])
         job.state, job.updated_at = P.UPLOADING, time.monotonic()
         job.next_index += 1
         job.received_frames += frames
+        if job.received_frames == job.frames and job.hasher.hexdigest() != job.audio_sha256:
+            message = ("the region's audio arrived different from what was sent (its SHA-256 does not match "
+                       "audio_sha256); nothing was generated: send it again")
+            self._finish(job, P.FAILED, error=ProtocolError(Code.BAD_AUDIO, message).as_dict())
+            raise ProtocolError(Code.BAD_AUDIO, message, job_id=job.job_id)
         return {**ack, "next_index": job.next_index, "received_frames": job.received_frames, "state": job.state}
 
     def _on_start(self, identity: bytes, header: dict, blobs: list[bytes]) -> dict:
@@ -531,6 +552,9 @@ class BridgeServer:
         return job.snapshot(self.limits)
 
     def _on_fetch(self, identity: bytes, header: dict, blobs: list[bytes]) -> dict | None:
+        if identity in self._saturated:
+            raise ProtocolError(Code.BUSY, "this connection has not read the result chunks already sent to it; "
+                                "read them before asking for more", retry=True)
         job = self._job(header["job_id"])
         if job.state != P.DONE:
             raise ProtocolError(Code.NOT_READY, f"job {job.job_id!r} is {job.state}, not done", job_id=job.job_id,
@@ -777,6 +801,14 @@ class BridgeServer:
             self._osc_server.socket.sendto(builder.build().dgram, address)
 
         def on_ping(client_address, osc_path, *args):
+            # /backline/ping: "alive" to anyone; /backline/ping TOKEN: the job details too
+            if not args:
+                reply(client_address, "/backline/alive")
+                return
+            if len(args) != 1 or not self._token_ok(args[0]):
+                self.counters["unauthorized"] += 1
+                reply(client_address, "/backline/error", Code.UNAUTHORIZED, "wrong token")
+                return
             status = self._server_status()
             reply(client_address, "/backline/status", "busy" if status["busy"] else "idle",
                   status["job_id"] or "", status["step"], status["steps"], status["queued"])
@@ -786,7 +818,7 @@ class BridgeServer:
             if len(args) != 2 or not all(isinstance(arg, str) for arg in args):
                 reply(client_address, "/backline/error", Code.BAD_FIELD, "usage: /backline/cancel JOB_ID TOKEN")
                 return
-            if not hmac.compare_digest(args[1].encode(), self.token.encode()):
+            if not self._token_ok(args[1]):
                 self.counters["unauthorized"] += 1
                 reply(client_address, "/backline/error", Code.UNAUTHORIZED, "wrong token")
                 return

@@ -1,6 +1,7 @@
 #include "EngineWorker.h"
 #include "PluginProcessor.h"
 
+#include <juce_cryptography/juce_cryptography.h>
 #include <zmq.hpp>
 
 #include <chrono>
@@ -33,6 +34,52 @@ juce::String envOr (const char* name, const juce::String& fallback)
     return value.isNotEmpty() ? value : fallback;
 }
 
+// The region as the wire carries it (interleaved little-endian float32 on the little-endian hosts we build for),
+// read on the fly, so its SHA-256 (the submit's audio_sha256) needs no second copy of the region.
+class InterleavedStream final : public juce::InputStream
+{
+public:
+    explicit InterleavedStream (const juce::AudioBuffer<float>& a)
+        : audio (a), total ((juce::int64) a.getNumSamples() * a.getNumChannels() * (juce::int64) sizeof (float)) {}
+
+    juce::int64 getTotalLength() override { return total; }
+    bool isExhausted() override { return position >= total; }
+    juce::int64 getPosition() override { return position; }
+    bool setPosition (juce::int64 newPosition) override
+    {
+        position = juce::jlimit<juce::int64> (0, total, newPosition);
+        return true;
+    }
+    int read (void* destination, int bytes) override
+    {
+        auto* out = static_cast<char*> (destination);
+        const int channels = audio.getNumChannels();
+        int done = 0;
+        while (done < bytes && position < total)
+        {
+            const auto sample = position / (juce::int64) sizeof (float);
+            const int offset = (int) (position % (juce::int64) sizeof (float));
+            const float value = audio.getSample ((int) (sample % channels), (int) (sample / channels));
+            const int count = juce::jmin (bytes - done, (int) sizeof (float) - offset);
+            std::memcpy (out + done, reinterpret_cast<const char*> (&value) + offset, (size_t) count);
+            done += count;
+            position += count;
+        }
+        return done;
+    }
+
+private:
+    const juce::AudioBuffer<float>& audio;
+    const juce::int64 total;
+    juce::int64 position = 0;
+};
+
+juce::String audioSha256 (const juce::AudioBuffer<float>& audio)
+{
+    InterleavedStream stream (audio);
+    return juce::SHA256 (stream).toHexString();
+}
+
 // One connection to the engine: requests with "req" ids, replies matched to them, pushes kept aside.
 class Connection
 {
@@ -48,7 +95,7 @@ public:
     int send (juce::DynamicObject::Ptr header, const void* blob = nullptr, size_t blobBytes = 0)
     {
         const int req = ++nextReq;
-        header->setProperty ("v", 1);
+        header->setProperty ("v", 2);   // PROTOCOL.md version 2: submit carries audio_sha256
         header->setProperty ("token", token);
         header->setProperty ("req", req);
         const auto text = juce::JSON::toString (juce::var (header.get()), true).toStdString();
@@ -250,6 +297,7 @@ void EngineWorker::runJob (void* contextPointer)
             submit->setProperty ("sample_rate", (int) std::lround (rate));
             submit->setProperty ("channels", channels);
             submit->setProperty ("frames", frames);
+            submit->setProperty ("audio_sha256", audioSha256 (audio));   // the region's content address
             const auto snapshot = await (connection.send (submit), 5000, "submit").header;
             const auto submittedState = snapshot.getProperty ("state", {}).toString();
             if (submittedState != "submitted" && submittedState != "uploading")

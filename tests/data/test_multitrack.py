@@ -24,7 +24,7 @@ def test_musdb_folders_become_pairs_whose_context_is_the_rest(tmp_path):
     (broken / "bass.wav").write_bytes(b"RIFF0000WAVEjunk")
     report = import_musdb(tmp_path / "musdb", tmp_path / "out")
     assert report["imported"] == 2
-    assert len(report["skipped"]) == 1 and "not a readable audio file" in report["skipped"][0]["reason"]
+    assert len(report["skipped"]) == 1 and "not an audio file Backline can read" in report["skipped"][0]["reason"]
     records = read_manifest(tmp_path / "out")
     assert sorted(r["split"] for r in records) == ["test", "train"]
     for record in records:

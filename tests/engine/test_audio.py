@@ -41,7 +41,7 @@ def test_files_round_trip_and_bad_files_are_refused(tmp_path):
     assert sample_rate == 48000
     np.testing.assert_array_equal(back, audio)
     (tmp_path / "bad.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnope")
-    with pytest.raises(AudioError, match="bad.wav: not a readable audio file"):
+    with pytest.raises(AudioError, match="bad.wav: not an audio file Backline can read: WAV, AIFF, FLAC or OGG"):
         read_audio(tmp_path / "bad.wav")
     with pytest.raises(AudioError, match="no such file"):
         read_audio(tmp_path / "missing.wav")

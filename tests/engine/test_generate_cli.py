@@ -65,7 +65,7 @@ def test_arrangement_from_nothing_writes_each_stem_and_the_mix(models, tmp_path)
 @pytest.mark.parametrize("extra, message", [
     (["--loop-bars", "2"], "need the tempo"),
     (["--variation", "0.5"], "needs the stem"),
-    (["--regenerate", "3", "1"], "start < end"),
+    (["--regenerate", "3", "1"], "start before end"),
     (["--stereo-width", "3"], "stereo width"),
 ])
 def test_bad_controls_are_refused_with_a_clear_message(models, context, tmp_path, capsys, extra, message):

@@ -68,9 +68,9 @@ def test_cancel_between_steps(bundle):
         ({"context": np.zeros((5, 100), np.float32)}, AudioError, "5 channels"),
         ({"max_duration_seconds": 0.5}, AudioError, "longer than the limit of 0.5 s"),
         ({"instrument": "kazoo"}, ValueError, "instrument must be one of bass, drums"),
-        ({"steps": 0}, ValueError, "steps must be within 1..500"),
-        ({"cfg_style": float("nan")}, ValueError, "cfg_style must be within 0..20"),
-        ({"sampler": "ddim"}, ValueError, "unknown sampler 'ddim'"),
+        ({"steps": 0}, ValueError, "steps must be a whole number from 1 to 500"),
+        ({"cfg_style": float("nan")}, ValueError, "cfg style must be a number from 0 to 20"),
+        ({"sampler": "ddim"}, ValueError, "sampler must be one of euler, heun, dpmpp_2m, got 'ddim'"),
         ({"style_audio": np.full(100, np.inf, np.float32)}, AudioError, "style reference: contains NaN"),
     ],
 )

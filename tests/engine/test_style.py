@@ -211,7 +211,7 @@ def test_a_stem_steered_by_a_reference_takes_the_references_latent_statistics(bu
                                                      variation_strength=0.5))
         assert "style_match" not in variation.info["controls"]  # the producer's stem keeps its own sound
         for bad in (-0.1, 1.5, float("nan")):
-            with pytest.raises(ValueError, match="style match must be within"):
+            with pytest.raises(ValueError, match="style match must be a number from 0 to 1"):
                 generate(engine, GenerateRequest(**common, style_audio=reference, style_match=bad))
     finally:
         engine.backend.decode = decode

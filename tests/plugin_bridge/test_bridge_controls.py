@@ -41,9 +41,9 @@ def test_regenerate_bars_of_an_earlier_result_and_loop_with_tempo(start_server, 
     ({"source_job_id": "nope", "variation_strength": 0.5}, "no finished result"),
     ({"variation_strength": 0.5}, "needs the stem"),
     ({"loop_bars": 2}, "tempo"),
-    ({"volume": 11}, "unknown generation parameters"),
+    ({"volume": 11}, "unknown generation parameter 'volume'"),
     ({"candidates": 2}, "note head"),  # this tiny autoencoder reads no notes
-    ({"candidates": 0}, "within 1..8"),
+    ({"candidates": 0}, "from 1 to 8"),
 ])
 def test_bad_controls_fail_the_job_with_bad_request_and_the_server_carries_on(start_server, connect, engine,
                                                                            params, message):

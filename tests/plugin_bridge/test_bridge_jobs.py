@@ -237,20 +237,40 @@ def test_region_after_region_arrives_intact_through_the_clients_reused_upload_bu
 
 
 def test_a_full_disk_is_refused_at_submit_and_leaves_nothing(start_server, connect, region, monkeypatch):
+    import collections
+    import shutil
+
+    from backline.plugin_bridge import server as server_module
+
+    server = start_server()
+    client = connect(server)
+    usage, real_disk_usage = collections.namedtuple("usage", "total used free"), shutil.disk_usage
+    monkeypatch.setattr(server_module.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(BridgeError) as error:
+        client.submit("no-room", {"steps": 1}, region, 44_100)
+    assert error.value.code == P.Code.BUSY and error.value.retry and "disk is full" in error.value.message
+    assert list(server.upload_dir.iterdir()) == [] and "no-room" not in server.jobs
+    monkeypatch.setattr(server_module.shutil, "disk_usage", real_disk_usage)
+    client.submit("room-again", {"steps": 1}, region, 44_100)
+    assert client.wait("room-again", timeout_seconds=5)["state"] == P.DONE
+
+
+def test_a_disk_that_fills_during_the_upload_fails_the_job_and_frees_it(start_server, connect, region, monkeypatch):
     import errno
     import os
 
     server = start_server()
     client = connect(server)
+    real_pwrite, calls = os.pwrite, []
 
-    def no_space(fd, offset, length):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def fills_up(fd, data, offset):
+        calls.append(offset)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, offset)
 
-    monkeypatch.setattr(os, "posix_fallocate", no_space, raising=False)
+    monkeypatch.setattr(os, "pwrite", fills_up)
     with pytest.raises(BridgeError) as error:
-        client.submit("no-room", {"steps": 1}, region, 44_100)
-    assert error.value.code == P.Code.BUSY and error.value.retry and "disk is full" in error.value.message
-    assert list(server.upload_dir.iterdir()) == [] and "no-room" not in server.jobs
-    monkeypatch.undo()
-    client.submit("room-again", {"steps": 1}, region, 44_100)
-    assert client.wait("room-again", timeout_seconds=5)["state"] == P.DONE
+        client.submit("fills", {"steps": 1}, region, 44_100, chunk_frames=16_384)
+    assert error.value.code == P.Code.BUSY and "disk filled up" in error.value.message
+    assert server.jobs["fills"].state == P.FAILED and list(server.upload_dir.iterdir()) == []

@@ -12,7 +12,7 @@ from backline.plugin_bridge import protocol as P
 from backline.plugin_bridge.client import BridgeClient, BridgeError
 
 SUBMIT = {"type": "submit", "job_id": "j1", "params": {"steps": 1}, "sample_rate": 44_100, "channels": 2,
-          "frames": 1_000}
+          "frames": 1_000, "audio_sha256": "0" * 64}
 
 
 def assert_still_serves(server, region):
@@ -47,7 +47,7 @@ def test_a_wrong_or_missing_token_is_refused(start_server, raw_peer, region):
         ([b"\xff\xfe not json"], P.Code.BAD_FRAME, "not a UTF-8 JSON header"),
         ([b"[1, 2, 3]"], P.Code.BAD_FRAME, "must be a JSON object"),
         ([b""], P.Code.BAD_FRAME, "not a UTF-8 JSON header"),
-        ([json.dumps({"v": 2, "type": "hello"}).encode()], P.Code.UNSUPPORTED_VERSION, "speaks version 1"),
+        ([json.dumps({"v": 1, "type": "hello"}).encode()], P.Code.UNSUPPORTED_VERSION, "speaks version 2"),
         ([json.dumps({"type": "hello"}).encode()], P.Code.UNSUPPORTED_VERSION, "version None"),
     ],
 )

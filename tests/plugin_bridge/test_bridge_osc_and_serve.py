@@ -19,14 +19,17 @@ from bridge_helpers import osc_exchange, stop
 
 def test_osc_ping_reports_status_and_osc_cancel_needs_the_token(start_server, connect, region):
     server = start_server()
-    assert osc_exchange(server.osc_port, "/backline/ping") == ("/backline/status", ["idle", "", 0, 0, 0])
+    assert osc_exchange(server.osc_port, "/backline/ping") == ("/backline/alive", [])  # nothing more without the token
+    assert osc_exchange(server.osc_port, "/backline/ping", "not-the-token") == (
+        "/backline/error", [P.Code.UNAUTHORIZED, "wrong token"])
+    assert osc_exchange(server.osc_port, "/backline/ping", server.token) == ("/backline/status", ["idle", "", 0, 0, 0])
 
     client = connect(server)
     client.submit("osc-job", {"steps": 100, "demo_step_seconds": 0.02}, region[:, :2_000], 44_100)
     deadline = time.monotonic() + 5
     while not client.progress["osc-job"] and time.monotonic() < deadline:
         client.receive(1.0)
-    address, (state, job_id, step, steps, queued) = osc_exchange(server.osc_port, "/backline/ping")
+    address, (state, job_id, step, steps, queued) = osc_exchange(server.osc_port, "/backline/ping", server.token)
     assert (address, state, job_id, steps, queued) == ("/backline/status", "busy", "osc-job", 100, 0) and step >= 1
 
     assert osc_exchange(server.osc_port, "/backline/cancel", "osc-job", "not-the-token") == (
