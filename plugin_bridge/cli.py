@@ -8,7 +8,7 @@ from pathlib import Path
 
 SERVE_DESCRIPTION = """\
 Run the Backline engine in the foreground until Ctrl-C or SIGTERM. Plugin instances connect over
-ZeroMQ (audio and jobs); small control messages (/backline/ping, /backline/cancel JOB_ID TOKEN) may
+ZeroMQ (audio and jobs); small control messages (/backline/ping [TOKEN], /backline/cancel JOB_ID TOKEN) may
 be sent over OSC (UDP). Both listen on 127.0.0.1 unless --host says otherwise. Clients on this
 machine may also use a Unix domain socket in RUNTIME_DIR (faster; the Python client prefers it).
 
