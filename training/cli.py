@@ -163,6 +163,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from backline.plugin_bridge.bench import register_bench as register_bridge_bench
 
     register_bridge_bench(bench_models)
+    from backline.plugin_bridge.reliability import register_bench as register_reliability_bench
+
+    register_reliability_bench(bench_models)
 
 
 def _set_threads(threads: int | None) -> None:

@@ -295,3 +295,29 @@ def fuzz_server(tmp_path_factory):
         tone = np.zeros((1, 2_000), np.float32)
         assert client.generate("after-fuzz", {"steps": 1}, tone, 44_100)[0].shape == (1, 2_000)
     server.stop()
+
+
+def test_every_malformed_message_of_the_reliability_report_is_answered_clearly(start_server, raw_peer, engine):
+    from backline.plugin_bridge.reliability import _clear, malformed_messages
+
+    server = start_server(engine)
+    unclear = []
+    for name, frames in malformed_messages(server.token, "0" * 64):
+        peer = raw_peer(server)
+        peer.send(frames)
+        if not peer.socket.poll(5000):
+            unclear.append((name, None))
+            continue
+        reply, _ = peer.reply()
+        if not _clear(reply):
+            unclear.append((name, reply))
+    assert unclear == []
+
+
+def test_every_bad_file_of_the_reliability_report_is_refused_in_one_sentence(tmp_path):
+    from backline.plugin_bridge.reliability import INTERNALS, bad_audio_files
+
+    for name, path in bad_audio_files(tmp_path).items():
+        with pytest.raises(AudioError) as error:
+            read_audio(path)
+        assert str(error.value) and not INTERNALS.search(str(error.value)), (name, str(error.value))
