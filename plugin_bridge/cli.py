@@ -97,23 +97,20 @@ def _client_generate(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     connection = args.connection_file or default_runtime_dir() / CONNECTION_FILE_NAME
-    if not connection.is_file():
-        print(f"error: no engine is running ({connection} not found); start one with `backline serve`", file=sys.stderr)
-        return 2
     job_id = args.job_id or hashlib.sha256(audio.tobytes() + json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
     def show(event: dict) -> None:
         if event.get("steps"):
             print(f"\r{job_id}: step {event['step']}/{event['steps']}", end="", file=sys.stderr, flush=True)
 
-    with BridgeClient(connection, timeout_seconds=30.0, silence_seconds=30.0) as client:
-        try:
+    try:
+        with BridgeClient(connection, timeout_seconds=30.0, silence_seconds=30.0) as client:
             client.hello()
             stem, rate, info = client.generate(job_id, params, audio, sample_rate, on_progress=show,
                                                timeout_seconds=args.timeout)
-        except BridgeError as error:
-            print(f"\nerror: {error}", file=sys.stderr)
-            return 2
+    except BridgeError as error:  # the engine not running (a missing or stale connection file) included
+        print(f"\nerror: {error.message}", file=sys.stderr)
+        return 2
     print(file=sys.stderr)
     write_audio(args.out, stem, rate)
     print(f"{args.out}: {stem.shape[1] / rate:.2f} s, {stem.shape[0]} channel(s), {rate} Hz (job {job_id})")

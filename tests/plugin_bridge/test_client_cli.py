@@ -28,7 +28,7 @@ def test_client_errors_are_clear(start_server, tmp_path, capsys):
     sf.write(region, np.zeros(1000, np.float32) + 0.1, 22_050)
     missing = ["client", "generate", "--context", str(region), "--out", str(tmp_path / "x.wav"),
                "--connection-file", str(tmp_path / "nothing.json")]
-    assert main(missing) == 2 and "no engine is running" in capsys.readouterr().err
+    assert main(missing) == 2 and "engine is not running (no connection file" in capsys.readouterr().err
     server = start_server()
     bad = ["client", "generate", "--context", str(region), "--out", str(tmp_path / "x.wav"),
            "--connection-file", str(server.connection_file), "--param", "steps=100000"]
