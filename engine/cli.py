@@ -190,11 +190,13 @@ def _generate(args: argparse.Namespace) -> int:
     print(f"{args.out}: {result.audio.shape[1] / result.sample_rate:.2f} s, {result.audio.shape[0]} channel(s), "
           f"{result.sample_rate} Hz")
     if args.midi:
-        from backline.engine.transcribe import stem_to_midi_bytes
+        from backline.engine.transcribe import stem_to_midi
 
+        midi = stem_to_midi(result.audio, result.sample_rate, args.instrument, bpm=args.tempo, tempo_audio=context)
         args.midi.parent.mkdir(parents=True, exist_ok=True)
-        args.midi.write_bytes(stem_to_midi_bytes(result.audio, result.sample_rate, args.instrument, bpm=args.tempo))
-        print(f"{args.midi}: the stem as MIDI" + (f" at {args.tempo:g} BPM" if args.tempo else ""))
+        args.midi.write_bytes(midi.data)
+        print(f"{args.midi}: the stem as MIDI at {midi.bpm:g} BPM" + ("" if midi.tempo_source == "given" else
+                                                                     " (estimated from the context; --tempo sets it)"))
     loop_seconds = result.info["controls"].get("loop_seconds")
     if args.loop_cycle_out and loop_seconds:
         write_audio(args.loop_cycle_out, loop_cycle(result.audio, int(round(loop_seconds * result.sample_rate))),

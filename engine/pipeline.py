@@ -623,10 +623,12 @@ def make_generator(bundle: Bundle):
         if midi:  # the stem as a Standard MIDI File, small enough to travel base64 in the job's info
             import base64
 
-            from backline.engine.transcribe import stem_to_midi_bytes
+            from backline.engine.transcribe import stem_to_midi
 
-            data = stem_to_midi_bytes(result.audio, result.sample_rate, request.instrument, bpm=params.get("tempo_bpm"))
-            info = {**info, "midi_base64": base64.b64encode(data).decode("ascii")}
+            midi = stem_to_midi(result.audio, result.sample_rate, request.instrument, bpm=params.get("tempo_bpm"),
+                                tempo_audio=context)
+            info = {**info, "midi_base64": base64.b64encode(midi.data).decode("ascii"), "midi_bpm": midi.bpm,
+                    "midi_tempo_source": midi.tempo_source}
         return result.audio, result.sample_rate, info
 
     def check(params: dict) -> None:

@@ -207,7 +207,7 @@ def decode_notes(times: np.ndarray, note: np.ndarray, onset: np.ndarray, setting
             if note[t:i, f - 12].mean() >= settings.octave_ratio * note[t:i, f].mean():
                 f -= 12
         end = times[min(i, n_frames - 1)]
-        notes.append(Note(float(times[t]), float(end), int(f + BP_MIDI_OFFSET),
+        notes.append(Note(max(float(times[t]), 0.0), max(float(end), 0.0), int(f + BP_MIDI_OFFSET),
                           int(np.clip(round(127 * amplitude), 1, 127))))
     return notes
 
@@ -366,8 +366,8 @@ def to_midi(notes: list[Note], instrument: str, *, bpm: float = 120.0, ticks_per
     channel = 9 if instrument == "drums" else 0
     ticks_per_second = ticks_per_beat * bpm / 60.0
     events: list[tuple[int, int, mido.Message]] = []  # (tick, order: offs before ons, message)
-    for note in notes:
-        on = int(round(note.start_seconds * ticks_per_second))
+    for note in notes:  # a note that sounds from the very start may be estimated a frame early: it starts at 0
+        on = max(0, int(round(note.start_seconds * ticks_per_second)))
         off = max(on + 1, int(round(note.end_seconds * ticks_per_second)))
         events.append((on, 1, mido.Message("note_on", channel=channel, note=note.pitch, velocity=note.velocity)))
         events.append((off, 0, mido.Message("note_off", channel=channel, note=note.pitch, velocity=0)))
@@ -410,36 +410,52 @@ def midi_notes(midi, channels: set[int] | None = None) -> list[Note]:
     return sorted(notes, key=lambda n: (n.start_seconds, n.pitch))
 
 
-def stem_to_midi_bytes(audio: np.ndarray, sample_rate: int, instrument: str, *, bpm: float | None = None,
-                       quantize: str | None = None, start_seconds: float = 0.0) -> bytes:
-    """A Standard MIDI File (bytes) of a stem: what ``backline generate --midi`` and the bridge hand out."""
+@dataclass(frozen=True)
+class StemMidi:
+    """A stem transcribed as a Standard MIDI File, and the tempo written into it."""
+
+    data: bytes
+    bpm: float
+    tempo_source: str  # "given", or "estimated" (engine/tempo.py, from ``tempo_audio`` or the stem)
+
+
+def stem_to_midi(audio: np.ndarray, sample_rate: int, instrument: str, *, bpm: float | None = None,
+                 tempo_audio: np.ndarray | None = None, quantize: str | None = None,
+                 start_seconds: float = 0.0) -> StemMidi:
+    """A stem as MIDI (what ``backline generate --midi``, ``transcribe`` and the bridge hand out), at ``bpm``
+    when given, else at the tempo estimated from ``tempo_audio`` (the context, at ``sample_rate``) or the stem,
+    so its bars line up in a DAW set to the song's tempo."""
     import io
 
+    from backline.engine.tempo import estimate_tempo
+
+    source = "given"
+    if bpm is None:
+        bpm, _ = estimate_tempo(audio if tempo_audio is None else tempo_audio, sample_rate)
+        source = "estimated"
     notes = transcribe(audio, sample_rate, instrument)
     if quantize is not None:
-        if bpm is None:
-            raise ValueError("quantize needs the tempo (bpm)")
         notes = quantize_notes(notes, bpm, quantize, start_seconds=start_seconds)
     buffer = io.BytesIO()
-    to_midi(notes, instrument, bpm=bpm or 120.0).save(file=buffer)
-    return buffer.getvalue()
+    to_midi(notes, instrument, bpm=bpm).save(file=buffer)
+    return StemMidi(buffer.getvalue(), float(bpm), source)
 
 
 def transcribe_file(path: str | Path, instrument: str, out: str | Path, *, bpm: float | None = None,
                     quantize: str | None = None, start_seconds: float = 0.0) -> dict:
-    """Transcribe an audio file into a MIDI file; returns a summary (notes, tempo, grid)."""
+    """Transcribe an audio file into a MIDI file; returns a summary (notes, tempo and where it came from, grid)."""
     from backline.engine.audio import read_audio
 
     import mido
 
     audio, sample_rate = read_audio(path)
-    data = stem_to_midi_bytes(audio, sample_rate, instrument, bpm=bpm, quantize=quantize, start_seconds=start_seconds)
+    midi = stem_to_midi(audio, sample_rate, instrument, bpm=bpm, quantize=quantize, start_seconds=start_seconds)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(data)
+    out.write_bytes(midi.data)
     notes = sum(m.type == "note_on" for m in mido.MidiFile(str(out)))
-    return {"notes": notes, "bpm": bpm or 120.0, "quantize": quantize, "out": str(out)}
+    return {"notes": notes, "bpm": midi.bpm, "tempo_source": midi.tempo_source, "quantize": quantize, "out": str(out)}
 
 
-__all__ = ["AudioError", "BassSettings", "DrumSettings", "Note", "midi_notes", "quantize_notes", "stem_to_midi_bytes",
+__all__ = ["AudioError", "BassSettings", "DrumSettings", "Note", "midi_notes", "quantize_notes", "stem_to_midi", "StemMidi",
            "to_midi", "transcribe", "transcribe_bass", "transcribe_drums", "transcribe_file"]

@@ -15,8 +15,8 @@ Bass goes through basic-pitch's note model (its ONNX file, run with onnxruntime;
 time. Drums go through onset detection in three bands and come out as General MIDI kick (36),
 snare (38) and closed hi-hat (42) on channel 10.
 
-The MIDI file carries --bpm as its tempo (120 if not given), so it lines up in a DAW set to the
-same tempo. With --quantize, note starts and ends snap to that grid at --bpm, counted from
+The MIDI file carries --bpm as its tempo (estimated from the stem's onsets if not given, and said so),
+so it lines up in a DAW set to the same tempo. With --quantize, note starts and ends snap to that grid at --bpm, counted from
 --start-seconds (where bar 1 begins in the audio).
 
 examples:
@@ -55,5 +55,6 @@ def _transcribe(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         print(f"{summary['notes']} notes -> {summary['out']} ({summary['bpm']:g} BPM"
+              + (", estimated from the audio; --bpm sets it" if summary["tempo_source"] == "estimated" else "")
               + (f", quantised to {summary['quantize']})" if summary["quantize"] else ")"))
     return 0

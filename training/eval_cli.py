@@ -11,6 +11,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from backline.data.dataset import SPLITS
+
 TRANSCRIPTION_HELP = """\
 Measure `backline transcribe` on a data build's held-out stems, whose MIDI is known.
 
@@ -53,6 +55,15 @@ example:
   backline eval style --data $BACKLINE_DATA/full --out training/reports/style
 """
 
+TEMPO_HELP = """\
+Measure the tempo estimator (engine/tempo.py: what `backline transcribe` and `generate --midi` use when no
+tempo is given) on a data build's MMA songs, whose charts know their tempo: right within 4 %, half or
+double, or wrong; per style family and tempo band. Writes report.md and report.json to --out.
+
+example:
+  backline eval tempo --data $BACKLINE_DATA/broad --split unseen --out training/reports/tempo
+"""
+
 CONTROLS_HELP = """\
 Measure each producer control on the bundled example with the shipped models: seams of a
 regenerated range (against a naive splice), variation distance per strength, loop periodicity per
@@ -70,7 +81,7 @@ def register_eval(eval_models: argparse._SubParsersAction, formatter=argparse.Ra
                                description=TRANSCRIPTION_HELP, formatter_class=formatter)
     p.add_argument("--data", required=True, type=Path, help="data build directory (holds manifest.jsonl)")
     p.add_argument("--out", required=True, type=Path, help="report directory")
-    p.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--max-seconds", type=float, default=None, help="only the first seconds of each stem")
     p.add_argument("--limit", type=int, default=None, help="at most this many stems per instrument")
     p.set_defaults(func=_eval_transcription)
@@ -101,7 +112,7 @@ def register_eval(eval_models: argparse._SubParsersAction, formatter=argparse.Ra
                    help="without --generated: seconds of each pair to score (default 60)")
     p.add_argument("--instrument", action="append", dest="instruments", choices=("bass", "drums"),
                    help="only this instrument (repeatable; default both)")
-    p.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffle and of generation")
     p.set_defaults(func=_eval_accompaniment)
 
@@ -122,7 +133,7 @@ def register_eval(eval_models: argparse._SubParsersAction, formatter=argparse.Ra
     p.add_argument("--count", type=int, default=6, help="pairs per instrument (default 6)")
     p.add_argument("--seconds", type=float, default=8.0, help="context and reference length (default 8)")
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cfg-style", type=float, help="style guidance scale (default: the model's)")
     p.add_argument("--autoencoder", type=Path, default=None, help="autoencoder file (default: the shipped one)")
@@ -134,6 +145,29 @@ def register_eval(eval_models: argparse._SubParsersAction, formatter=argparse.Ra
     p.add_argument("--no-judge", action="store_true", help="measure in the style space and log-mel only")
     p.add_argument("--style-match", type=float, help="the engine's style_match for stems by reference (default: the engine's)")
     p.set_defaults(func=_eval_style)
+
+
+    p = eval_models.add_parser("tempo", help="the tempo estimator against a data build's known tempi",
+                               description=TEMPO_HELP, formatter_class=formatter)
+    p.add_argument("--data", required=True, type=Path, help="data build directory with MMA songs")
+    p.add_argument("--out", required=True, type=Path, help="report directory")
+    p.add_argument("--split", default="unseen", choices=SPLITS)
+    p.add_argument("--count", type=int, default=100, help="songs to measure (default 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_eval_tempo)
+
+
+def _eval_tempo(args: argparse.Namespace) -> int:
+    from backline.training.tempo_eval import evaluate_tempo, write_report
+
+    report = evaluate_tempo(args.data, split=args.split, count=args.count, seed=args.seed)
+    command = (f"backline eval tempo --data BUILD --split {args.split} --count {args.count} --seed {args.seed} "
+               f"--out {args.out}")
+    print(write_report(report, args.out, command))
+    overall = report["overall"]
+    print(f"{overall['count']} songs: right {overall['right']:.2f}, half or double {overall['octave']:.2f}, "
+          f"wrong {overall['wrong']:.2f}")
+    return 0
 
 
 def _eval_controls(args: argparse.Namespace) -> int:

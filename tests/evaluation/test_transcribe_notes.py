@@ -143,3 +143,36 @@ def test_cli_writes_a_midi_file_with_the_tempo(tmp_path):
     args = parser.parse_args(["transcribe", str(tmp_path / "drums.wav"), "--instrument", "drums",
                               "--out", str(tmp_path / "x.mid"), "--quantize", "1/16"])
     assert args.func(args) == 2
+
+
+def test_midi_is_written_for_notes_that_sound_from_the_very_start_and_to_the_last_sample(tmp_path):
+    notes = [tr.Note(-0.012, 0.4, 40, 90), tr.Note(0.5, 1.0, 43, 90)]  # estimated a frame early
+    path = tmp_path / "early.mid"
+    tr.to_midi(notes, "bass", bpm=100.0).save(str(path))
+    back = tr.midi_notes(mido.MidiFile(str(path)))
+    assert back[0].start_seconds == 0.0 and [n.pitch for n in back] == [40, 43]
+
+
+@needs_soundfont
+@needs_model
+def test_a_bass_that_sounds_at_zero_transcribes_to_midi(tmp_path):
+    import soundfile as sf
+
+    reference = bass_line(3, count=12)  # starts sounding at 0 s
+    audio = render(reference, "bass", 110.0)
+    sf.write(tmp_path / "bass.wav", audio, SAMPLE_RATE)
+    summary = tr.transcribe_file(tmp_path / "bass.wav", "bass", tmp_path / "bass.mid", bpm=110.0)
+    assert summary["notes"] >= 10 and summary["tempo_source"] == "given"
+    assert min(n.start_seconds for n in tr.midi_notes(mido.MidiFile(str(tmp_path / "bass.mid")))) < 0.06
+
+
+@needs_soundfont
+def test_without_a_tempo_the_midi_carries_the_estimated_one(tmp_path):
+    import soundfile as sf
+
+    audio = render(groove(bars=8, bpm=84.0), "drums", 84.0)
+    sf.write(tmp_path / "drums.wav", audio, SAMPLE_RATE)
+    summary = tr.transcribe_file(tmp_path / "drums.wav", "drums", tmp_path / "drums.mid")
+    assert summary["tempo_source"] == "estimated" and summary["bpm"] == pytest.approx(84.0, rel=0.04)
+    tempos = [m.tempo for m in mido.MidiFile(str(tmp_path / "drums.mid")) if m.type == "set_tempo"]
+    assert mido.tempo2bpm(tempos[0]) == pytest.approx(summary["bpm"], rel=1e-3)
