@@ -43,30 +43,70 @@ examples:
 PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
 
-def _add_sampling(p: argparse.ArgumentParser) -> None:
+# The generation parameters a command takes as flags, all from one schema (engine/params.py), in --help order.
+SOUND_PARAMS = ("seed", "steps", "sampler", "cfg_context", "cfg_style", "style_ratio", "style_prompt", "style_match",
+                "stereo_width", "candidates")
+CONTROL_PARAMS = ("regenerate_seconds", "regenerate_bars", "variation_strength", "loop_seconds", "loop_bars",
+                  "loop_strength", "tempo_bpm", "beats_per_bar", "region_start_beats")
+
+
+def flag_of(name: str) -> str:
+    from backline.engine.params import PARAMS
+
+    return PARAMS[name].flag or "--" + name.replace("_", "-")
+
+
+def add_param_arguments(p: argparse.ArgumentParser, names: tuple[str, ...], *, send_defaults: bool = True) -> None:
+    """Flags for the generation parameters ``names``: type, range, meaning and default from the schema, so
+    ``backline generate`` and ``backline client generate`` take the same flags. ``send_defaults=False``: a flag
+    not given is left out of ``generation_params`` (the engine applies the same default)."""
+    from backline.engine.params import PARAMS
+
+    for name in names:
+        param = PARAMS[name]
+        help_text = param.meaning + (f" (default {param.default})" if param.default is not None else "")
+        kwargs: dict = {"dest": name, "default": param.default if send_defaults else None,
+                        "help": f"{help_text}; {param.describe()}"}
+        if param.kind == "int":
+            kwargs["type"] = int
+        elif param.kind == "number":
+            kwargs["type"] = float
+        elif param.kind == "choice":
+            kwargs["choices"] = param.choices
+        elif param.kind == "range":
+            kwargs.update(type=float, nargs=2, metavar=("START", "END"))
+        elif param.kind == "bars":
+            kwargs.update(nargs=2, metavar=("BAR", "BAR"))
+        p.add_argument(flag_of(name), **kwargs)
+
+
+def generation_params(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
+    """The flat parameters (as the bridge sends them) of the flags ``add_param_arguments`` added."""
+    from backline.engine.params import TEMPO_PARAMS
+
+    params = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    if params.get("tempo_bpm") is None:  # meter and bar position mean something only with a tempo
+        for name in TEMPO_PARAMS:
+            params.pop(name, None)
+    for name in ("regenerate_seconds", "regenerate_bars"):
+        if name in params:
+            params[name] = list(params[name])
+    return params
+
+
+def add_style_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--style", type=Path, help="a reference recording of the sound you want")
     p.add_argument("--style-b", type=Path, help="a second reference, blended with --style by --style-ratio")
-    p.add_argument("--style-ratio", type=float, default=0.5,
-                   help="blend of --style with --style-b or --prompt: 0 = --style only, 1 = the other only (default 0.5)")
-    p.add_argument("--prompt", help='a text description of the sound, e.g. "slap bass, funky" (with --style: blended by --style-ratio)')
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=30, help="diffusion steps (default 30)")
-    p.add_argument("--sampler", default="dpmpp_2m", help="euler, heun or dpmpp_2m (default)")
-    p.add_argument("--cfg-context", type=float, help="guidance scale of the context (default: the model's, see its card)")
-    p.add_argument("--cfg-style", type=float, help="guidance scale of the style (default: the model's)")
-    p.add_argument("--stereo-width", type=float, default=0.0, help="pseudo-stereo width 0..1 (default 0: the context's layout)")
-    p.add_argument("--style-match", type=float,
-                   help="with --style: how far the stem's latent mean and std, and its level, move to the reference's, "
-                        "0..1 (default 1; 0: levelled to the context like an unsteered stem)")
-    p.add_argument("--candidates", type=int,
-                   help="bass takes to sample, keeping the one most in key with the context (default 4 where the "
-                        "autoencoder reads notes; 1 = the seed's own take, 4x faster)")
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """Which models and runtime: the same for ``generate``, ``arrange`` and ``serve``."""
     p.add_argument("--autoencoder", type=Path, help="autoencoder file (default: the shipped one)")
     p.add_argument("--denoiser", type=Path, help="denoiser file (default: the shipped one)")
     p.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
                    help="onnxruntime on exported graphs or torch on safetensors (default: onnx when shipped)")
     p.add_argument("--onnx-dir", type=Path, help="folder of exported .onnx files (implies --backend onnx)")
-    p.add_argument("--threads", type=int, help="CPU threads for the models")
+    add_threads_argument(p)
     p.add_argument("--provider", choices=sorted(PROVIDERS),
                    help="onnxruntime provider (default: cuda when onnxruntime-gpu offers it, else cpu)")
     p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
@@ -74,6 +114,28 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
                         "step but measured to cost quality with the shipped models (export/benchmarks/README.md)")
     p.add_argument("--no-step-graph", action="store_true",
                    help="onnx: sample with one denoiser call per step and the update in numpy, not the step graph")
+
+
+def add_threads_argument(p: argparse.ArgumentParser, default: int | None = None) -> None:
+    """The one --threads option: CPU threads for the models."""
+    p.add_argument("--threads", type=int, default=default,
+                   help="CPU threads for the models" + (f" (default {default})" if default else " (default: all cores)"))
+
+
+def load_from_args(args: argparse.Namespace):
+    """The bundle ``add_model_arguments``' flags name."""
+    from backline.engine.pipeline import load_bundle
+
+    backend = "onnx" if args.onnx_dir else args.backend
+    return load_bundle(args.autoencoder, args.denoiser, backend=backend, onnx_dir=args.onnx_dir,
+                       intra_op_threads=args.threads, providers=[PROVIDERS[args.provider]] if args.provider else None,
+                       step_graph=not args.no_step_graph, precision=args.precision)
+
+
+def _add_sampling(p: argparse.ArgumentParser) -> None:
+    add_style_arguments(p)
+    add_param_arguments(p, SOUND_PARAMS)
+    add_model_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -81,22 +143,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("generate", help="generate a bass or drum stem for a context file",
                               description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--context", required=True, type=Path, help="the audio to accompany (WAV, AIFF, FLAC)")
-    p.add_argument("--instrument", choices=("bass", "drums"), default="bass")
     p.add_argument("--out", required=True, type=Path, help="where to write the stem (.wav, .flac)")
     p.add_argument("--stem", type=Path, help="an existing stem for this context, to regenerate a range of or vary")
-    p.add_argument("--regenerate", type=float, nargs=2, metavar=("START", "END"), help="seconds of --stem to regenerate")
-    p.add_argument("--regenerate-bars", nargs=2, metavar=("BAR", "BAR"), help="bar positions (5 or 5.3) to regenerate between")
-    p.add_argument("--variation", type=float, metavar="STRENGTH", help="a variation of --stem, 0..1")
-    p.add_argument("--loop-seconds", type=float, help="the stem repeats with this period")
-    p.add_argument("--loop-bars", type=float, help="the stem repeats every this many bars (needs --tempo)")
-    p.add_argument("--loop-strength", type=float, default=1.0,
-                   help="fraction of the steps the repeats are tied for (default 1: exact repeats)")
     p.add_argument("--loop-cycle-out", type=Path, help="also write one seamless cycle of the loop here")
-    p.add_argument("--midi", type=Path, help="also write the stem transcribed as MIDI here (with --tempo: at that tempo)")
-    p.add_argument("--tempo", type=float, metavar="BPM", help="the song's tempo, for bar positions and loops in bars")
-    p.add_argument("--beats-per-bar", type=int, default=4)
-    p.add_argument("--region-start-beats", type=float, default=0.0,
-                   help="where the context starts in the song, in beats (default 0: bar 1 is its start)")
+    p.add_argument("--midi", type=Path, help="also write the stem transcribed as MIDI here (at --tempo, else at the "
+                                             "tempo estimated from the context)")
+    add_param_arguments(p, ("instrument",) + CONTROL_PARAMS)
     _add_sampling(p)
     p.set_defaults(func=_generate)
 
@@ -121,22 +173,6 @@ def _style_audio(args: argparse.Namespace) -> dict:
         style_b, rate_b = read_audio(args.style_b)
         audio["style_audio_b"] = resample(style_b, rate_b, audio["style_sample_rate"]) if args.style else style_b
     return audio
-
-
-def _sampling_params(args: argparse.Namespace) -> dict:
-    return {"seed": args.seed, "steps": args.steps, "sampler": args.sampler, "style_ratio": args.style_ratio,
-            "stereo_width": args.stereo_width, **({"style_prompt": args.prompt} if args.prompt else {}),
-            **{k: v for k, v in (("cfg_context", args.cfg_context), ("cfg_style", args.cfg_style),
-                                 ("candidates", args.candidates), ("style_match", args.style_match)) if v is not None}}
-
-
-def _load(args: argparse.Namespace):
-    from backline.engine.pipeline import load_bundle
-
-    backend = "onnx" if args.onnx_dir else args.backend
-    return load_bundle(args.autoencoder, args.denoiser, backend=backend, onnx_dir=args.onnx_dir,
-                       intra_op_threads=args.threads, providers=[PROVIDERS[args.provider]] if args.provider else None,
-                       step_graph=not args.no_step_graph, precision=args.precision)
 
 
 def _progress_bar(args: argparse.Namespace, total: int, label: str):
@@ -164,13 +200,7 @@ def _generate(args: argparse.Namespace) -> int:
     from backline.engine.controls import loop_cycle
     from backline.engine.pipeline import generate, request_from_params
 
-    params = {"instrument": args.instrument, **_sampling_params(args),
-              "regenerate_seconds": args.regenerate, "regenerate_bars": args.regenerate_bars,
-              "variation_strength": args.variation, "loop_seconds": args.loop_seconds, "loop_bars": args.loop_bars,
-              "loop_strength": args.loop_strength, "tempo_bpm": args.tempo}
-    if args.tempo is not None:
-        params.update(beats_per_bar=args.beats_per_bar, region_start_beats=args.region_start_beats)
-    params = {k: v for k, v in params.items() if v is not None}
+    params = generation_params(args, ("instrument",) + SOUND_PARAMS + CONTROL_PARAMS)
     try:
         context, sample_rate = read_audio(args.context)
         audio = _style_audio(args)
@@ -178,7 +208,7 @@ def _generate(args: argparse.Namespace) -> int:
             stem, stem_rate = read_audio(args.stem)
             audio["stem"] = resample(stem, stem_rate, sample_rate)
         request = request_from_params(params, context, sample_rate, **audio)
-        bundle = _load(args)
+        bundle = load_from_args(args)
         bar = _progress_bar(args, args.steps, args.instrument)
         result = generate(bundle, request, progress=_advance(bar) if bar else None)
         if bar:
@@ -192,7 +222,7 @@ def _generate(args: argparse.Namespace) -> int:
     if args.midi:
         from backline.engine.transcribe import stem_to_midi
 
-        midi = stem_to_midi(result.audio, result.sample_rate, args.instrument, bpm=args.tempo, tempo_audio=context)
+        midi = stem_to_midi(result.audio, result.sample_rate, args.instrument, bpm=args.tempo_bpm, tempo_audio=context)
         args.midi.parent.mkdir(parents=True, exist_ok=True)
         args.midi.write_bytes(midi.data)
         print(f"{args.midi}: the stem as MIDI at {midi.bpm:g} BPM" + ("" if midi.tempo_source == "given" else
@@ -220,8 +250,8 @@ def _arrange(args: argparse.Namespace) -> int:
             context = np.zeros((1, int(round(args.seconds * sample_rate))), np.float32)
         else:
             raise ValueError("give --context, or --seconds for an arrangement from nothing")
-        request = request_from_params(_sampling_params(args), context, sample_rate, **_style_audio(args))
-        bundle = _load(args)
+        request = request_from_params(generation_params(args, SOUND_PARAMS), context, sample_rate, **_style_audio(args))
+        bundle = load_from_args(args)
         stems, mix = arrange(bundle, request, args.instruments)
     except (AudioError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -26,6 +26,8 @@ class Param:
     high: float | None = None
     choices: tuple[str, ...] = ()
     max_length: int = 0  # for text
+    default: object = None  # None: the engine decides (the model's default, or the control is off)
+    flag: str = ""  # the command-line flag, when not --name-with-dashes
 
     def describe(self) -> str:
         """What the parameter takes, as the error messages say it."""
@@ -43,27 +45,42 @@ class Param:
 
 
 PARAMS: dict[str, Param] = {
-    "instrument": Param("choice", "the stem to generate", choices=("bass", "drums")),
-    "seed": Param("int", "which take: the same seed gives the same stem", 0, MAX_SEED),
-    "candidates": Param("int", "bass takes to sample; the most in-key one is kept", 1, 8),
-    "steps": Param("int", "diffusion steps", 1, 500),
-    "sampler": Param("choice", "the diffusion solver", choices=("euler", "heun", "dpmpp_2m")),
-    "cfg_context": Param("number", "how strongly the stem follows the context (guidance scale)", 0, 20),
-    "cfg_style": Param("number", "how strongly the stem follows the style (guidance scale)", 0, 20),
-    "style_ratio": Param("number", "blend: 0 the reference only, 1 the second reference or the prompt only", 0, 1),
-    "style_prompt": Param("text", "a text description of the sound", max_length=500),
-    "style_match": Param("number", "how far a referenced stem takes the reference's sound and level", 0, 1),
-    "regenerate_seconds": Param("range", "the part of the stem to generate again", 0, 600),
-    "regenerate_bars": Param("bars", "the bars of the stem to generate again"),
-    "variation_strength": Param("number", "a variation of the stem: 0 the stem itself, 1 a fresh one", 0, 1),
+    "instrument": Param("choice", "the stem to generate", choices=("bass", "drums"), default="bass"),
+    "seed": Param("int", "which take: the same seed gives the same stem", 0, MAX_SEED, default=0),
+    "candidates": Param("int", "bass takes to sample, keeping the one most in key with the context (default 4 where "
+                        "the autoencoder reads notes; 1 = the seed's own take, 4x faster)", 1, 8),
+    "steps": Param("int", "diffusion steps", 1, 500, default=30),
+    "sampler": Param("choice", "the diffusion solver", choices=("euler", "heun", "dpmpp_2m"), default="dpmpp_2m"),
+    "cfg_context": Param("number", "guidance scale of the context (default: the model's, see its card)", 0, 20),
+    "cfg_style": Param("number", "guidance scale of the style (default: the model's)", 0, 20),
+    "style_ratio": Param("number", "blend of the reference with the second reference or the prompt: 0 the "
+                         "reference only, 1 the other only", 0, 1, default=0.5),
+    "style_prompt": Param("text", 'a text description of the sound, e.g. "slap bass, funky"', max_length=500,
+                          flag="--prompt"),
+    "style_match": Param("number", "with a reference: how far the stem's latent mean and std, and its level, move to "
+                         "the reference's (default 1; 0: levelled to the context like an unsteered stem)", 0, 1),
+    "regenerate_seconds": Param("range", "seconds of the stem to generate again, keeping the rest", 0, 600,
+                                flag="--regenerate"),
+    "regenerate_bars": Param("bars", "bar positions (5 or 5.3) of the stem to generate again between (needs the tempo)"),
+    "variation_strength": Param("number", "a variation of the stem: 0 the stem itself, 1 a fresh one", 0, 1,
+                                flag="--variation"),
     "loop_seconds": Param("number", "the stem repeats with this period", 0.05, 600),
-    "loop_bars": Param("number", "the stem repeats every this many bars", 0.25, 256),
-    "loop_strength": Param("number", "how long the repeats stay tied (1: exact repeats)", 0, 1),
-    "stereo_width": Param("number", "pseudo-stereo width (0: the context's layout)", 0, 1),
-    "tempo_bpm": Param("number", "the song's tempo in BPM", 20, 400),
-    "beats_per_bar": Param("int", "beats per bar", 1, 32),
-    "region_start_beats": Param("number", "where the region starts, in beats from bar 1", 0, 100_000),
+    "loop_bars": Param("number", "the stem repeats every this many bars (needs the tempo)", 0.25, 256),
+    "loop_strength": Param("number", "fraction of the steps the repeats are tied for (1: exact repeats)", 0, 1,
+                           default=1.0),
+    "stereo_width": Param("number", "pseudo-stereo width (0: the context's channel layout)", 0, 1, default=0.0),
+    "tempo_bpm": Param("number", "the song's tempo in BPM, for bar positions, loops in bars and MIDI", 20, 400,
+                       flag="--tempo"),
+    "beats_per_bar": Param("int", "beats per bar", 1, 32, default=4),
+    "region_start_beats": Param("number", "where the region starts in the song, in beats (0: bar 1 is its start)",
+                                0, 100_000, default=0.0),
 }
+TEMPO_PARAMS = ("beats_per_bar", "region_start_beats")  # sent only with tempo_bpm
+
+
+def default(name: str) -> object:
+    """The one default of a parameter (GenerateRequest, the command line and the bridge all use it)."""
+    return PARAMS[name].default
 
 
 def _fail(name: str, param: Param, value: object) -> ParamError:

@@ -29,7 +29,7 @@ import numpy as np
 from backline.engine import controls
 from backline.engine.audio import AudioError, resample, to_mono, validate_audio
 from backline.engine.harmony import context_chroma_weights, in_key_share
-from backline.engine.params import PARAMS, check_param, check_params
+from backline.engine.params import check_param, check_params, default
 from backline.engine.runtime import (ONNX_FILES, STYLE_ENCODER_FILE, Backend, ModelContract, OnnxBackend,
                                      TorchBackend, default_onnx_dir, guidance_for, onnx_audio_style)
 from backline.engine.sampling import GUIDANCE_RESCALE, get_sampler, get_sigmas_karras, guided
@@ -64,15 +64,15 @@ class GenerateRequest:
 
     context: np.ndarray
     sample_rate: int
-    instrument: str = "bass"
+    instrument: str = default("instrument")  # defaults: engine/params.py, one for every entry point
     style_audio: np.ndarray | None = None  # a reference recording of the sound wanted
     style_sample_rate: int | None = None
     style_audio_b: np.ndarray | None = None  # a second reference to blend with the first
     style_prompt: str | None = None  # a text description; blended with ``style_audio`` when both are given
-    style_ratio: float = 0.0  # 0 = the reference only, 1 = the second reference (or the prompt) only
-    seed: int = 0
-    steps: int = 30
-    sampler: str = "dpmpp_2m"
+    style_ratio: float = default("style_ratio")  # 0 = the reference only, 1 = the second reference (or the prompt) only
+    seed: int = default("seed")
+    steps: int = default("steps")
+    sampler: str = default("sampler")
     cfg_context: float | None = None  # None: the denoiser file's default (its card says how it was chosen)
     cfg_style: float | None = None
     max_duration_seconds: float = MAX_DURATION_SECONDS
@@ -81,8 +81,8 @@ class GenerateRequest:
     regenerate_seconds: tuple[float, float] | None = None  # regenerate [start, end) of ``stem``, keep the rest
     variation_strength: float | None = None  # 0 returns ``stem``, 1 is a fresh generation
     loop_seconds: float | None = None  # the stem repeats with this period (snapped to whole latent frames)
-    loop_strength: float = 1.0  # fraction of the steps the repeats are tied for; 1 = exact repeats
-    stereo_width: float = 0.0  # 0 = the context's channel layout; > 0 = pseudo-stereo of this width
+    loop_strength: float = default("loop_strength")  # fraction of the steps the repeats are tied for; 1 = exact repeats
+    stereo_width: float = default("stereo_width")  # 0 = the context's channel layout; > 0 = pseudo-stereo of this width
     # bass: sample this many takes and keep the one whose notes (the autoencoder's note head) sit most in the
     # context's pitch classes (engine/harmony.py); None: DEFAULT_BASS_CANDIDATES where the autoencoder reads notes
     candidates: int | None = None
@@ -565,9 +565,6 @@ def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a + b).astype(np.float32)
 
 
-CONTROL_PARAMS = set(PARAMS)
-
-
 def request_from_params(params: dict, context: np.ndarray, sample_rate: int, **audio) -> GenerateRequest:
     """One request from the flat parameters every entry point speaks (CLI flags, bridge ``params``).
 
@@ -638,6 +635,9 @@ def make_generator(bundle: Bundle):
         check_params({k: v for k, v in params.items() if k != "midi"})
 
     run.check_params = check
+    # what the bridge's welcome names: each model and its version, and where it runs
+    runtime = f"onnxruntime {bundle.backend.providers[0]}" if hasattr(bundle.backend, "providers") else "torch"
+    run.models = [f"{part} {version}" for part, version in sorted(bundle.versions.items())] + [f"runtime {runtime}"]
     return run
 
 

@@ -6,6 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from backline.engine.cli import (CONTROL_PARAMS, SOUND_PARAMS, add_model_arguments, add_param_arguments,
+                                 generation_params, load_from_args)
+
 SERVE_DESCRIPTION = """\
 Run the Backline engine in the foreground until Ctrl-C or SIGTERM. Plugin instances connect over
 ZeroMQ (audio and jobs); small control messages (/backline/ping [TOKEN], /backline/cancel JOB_ID TOKEN) may
@@ -45,8 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--demo-generator", action="store_true",
                        help="serve a DSP TEST/DEMO generator (a low-passed octave-down copy of the region) instead "
                             "of the model: for trying the plugin and the protocol, not for music")
-    serve.add_argument("--autoencoder", type=Path, help="autoencoder file (default: the shipped models, ONNX when present)")
-    serve.add_argument("--denoiser", type=Path, help="denoiser file (default: the shipped one)")
+    add_model_arguments(serve)
     serve.set_defaults(func=_serve)
 
     client = subparsers.add_parser("client", help="talk to a running engine as a plugin would (reference client)",
@@ -58,8 +60,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--out", required=True, type=Path, help="where to write the stem")
     g.add_argument("--job-id", default=None, help="job id (default: a hash of the file and parameters, so a rerun "
                                                   "fetches the finished result again)")
+    add_param_arguments(g, ("instrument",) + SOUND_PARAMS + CONTROL_PARAMS, send_defaults=False)
+    g.add_argument("--style", type=Path, help="a reference recording of the sound you want (uploaded once)")
+    g.add_argument("--midi", type=Path, help="also write the stem transcribed as MIDI here")
     g.add_argument("--param", action="append", default=[], metavar="KEY=JSON",
-                   help='a generation parameter, e.g. instrument=\"drums\" seed=3 loop_bars=2 (repeatable)')
+                   help="a raw protocol parameter, e.g. source_job_id='\"take-1\"' (repeatable; overrides the flags)")
     g.add_argument("--connection-file", type=Path, default=None,
                    help="the engine's connection file (default: the one `backline serve` writes)")
     g.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the job (default 600)")
@@ -70,8 +75,11 @@ CLIENT_DESCRIPTION = """\
 Send a region to a running `backline serve`, show progress, and write the stem: what the plugin does,
 from the command line. Parameters are the protocol's (plugin_bridge/PROTOCOL.md), values in JSON.
 
+It takes the same flags as `backline generate` (one definition, engine/params.py); --param sends any
+protocol parameter as raw JSON.
+
 example:
-  backline client generate --context song.wav --out bass.wav --param instrument='"bass"' --param seed=3
+  backline client generate --context song.wav --out bass.wav --instrument bass --seed 3
 """
 
 
@@ -84,7 +92,7 @@ def _client_generate(args: argparse.Namespace) -> int:
     from .client import BridgeClient, BridgeError
     from .server import CONNECTION_FILE_NAME, default_runtime_dir
 
-    params = {}
+    params = generation_params(args, ("instrument",) + SOUND_PARAMS + CONTROL_PARAMS)
     for item in args.param:
         key, _, value = item.partition("=")
         try:
@@ -104,8 +112,20 @@ def _client_generate(args: argparse.Namespace) -> int:
             print(f"\r{job_id}: step {event['step']}/{event['steps']}", end="", file=sys.stderr, flush=True)
 
     try:
+        if args.midi:
+            params["midi"] = True
+        style = read_audio(args.style) if args.style else None
+    except AudioError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
         with BridgeClient(connection, timeout_seconds=30.0, silence_seconds=30.0) as client:
             client.hello()
+            if style is not None:  # a reference travels as its own job, named by its content (uploaded once)
+                reference_id = "ref-" + hashlib.sha256(style[0].tobytes() + str(style[1]).encode()).hexdigest()[:16]
+                client.submit(reference_id, {"kind": "reference"}, style[0], style[1])
+                client.wait(reference_id, timeout_seconds=args.timeout)
+                params["style_job_id"] = reference_id
             stem, rate, info = client.generate(job_id, params, audio, sample_rate, on_progress=show,
                                                timeout_seconds=args.timeout)
     except BridgeError as error:  # the engine not running (a missing or stale connection file) included
@@ -114,6 +134,12 @@ def _client_generate(args: argparse.Namespace) -> int:
     print(file=sys.stderr)
     write_audio(args.out, stem, rate)
     print(f"{args.out}: {stem.shape[1] / rate:.2f} s, {stem.shape[0]} channel(s), {rate} Hz (job {job_id})")
+    if args.midi and "midi_base64" in info:
+        import base64
+
+        args.midi.parent.mkdir(parents=True, exist_ok=True)
+        args.midi.write_bytes(base64.b64decode(info.pop("midi_base64")))
+        print(f"{args.midi}: the stem as MIDI at {info.get('midi_bpm', '?')} BPM ({info.get('midi_tempo_source', '?')})")
     print(json.dumps(info))
     return 0
 
@@ -124,14 +150,14 @@ def _load_generator(args: argparse.Namespace):
 
         return demo_generate, ["demo (not a model)"]
     try:
-        from backline.engine.pipeline import load_bundle, make_generator
+        from backline.engine.pipeline import make_generator
     except ImportError as error:
         raise SystemExit(
-            f"backline serve: the engine pipeline is not available yet ({error}).\n"
+            f"backline serve: the engine pipeline could not be imported ({error}).\n"
             "Use --demo-generator to run the server with the DSP test generator."
         ) from None
     try:
-        generate = make_generator(load_bundle(args.autoencoder, args.denoiser))
+        generate = make_generator(load_from_args(args))
     except Exception as error:  # missing or unreadable model files: say so, not a traceback
         raise SystemExit(
             f"backline serve: could not load the engine's models: {error}\n"

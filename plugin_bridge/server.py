@@ -189,7 +189,7 @@ class BridgeServer:
         self.generate, self.host, self.port, self.osc_port = generate, host, port, osc_port
         self.ipc = ipc
         self.ipc_endpoint: str | None = None  # set once bound
-        self.limits, self.models = limits, models or []
+        self.limits, self.models = limits, models or list(getattr(generate, "models", []))  # named in welcome
         self.runtime_dir = Path(runtime_dir) if runtime_dir else default_runtime_dir()
         self.store = ResultStore(
             Path(results_dir) if results_dir else default_results_dir(),

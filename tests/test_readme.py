@@ -1,5 +1,5 @@
-"""README's commands must stay true: every `backline ...` line parses with today's command line,
-and the two set-up commands exist as Makefile targets that CI runs."""
+"""README's commands must stay true: every `backline ...` line parses with today's command line, every
+Python example runs as written, and the two set-up commands exist as Makefile targets that CI runs."""
 
 import re
 import shlex
@@ -31,3 +31,11 @@ def test_readme_names_the_two_setup_commands_and_ci_runs_one():
     assert re.search(r"^demo:", makefile, flags=re.M) and re.search(r"^test:", makefile, flags=re.M)
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     assert len(readme_commands()) >= 5
+
+
+@pytest.mark.parametrize("code", re.findall(r"```python\n(.*?)```", README, flags=re.S))
+def test_readme_python_runs_as_written(code, tmp_path, monkeypatch):
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    assert (tmp_path / "out").is_dir() or "write_audio" not in code

@@ -99,3 +99,9 @@ def test_a_bass_is_the_most_in_key_of_its_takes_and_progress_counts_them(start_s
     assert takes["in_key_share"][takes["chosen"]] == max(takes["in_key_share"])
     _, _, info = client.generate("default", {"steps": 2}, region(), RATE)
     assert info["controls"]["candidates"]["takes"] == 4  # the default where the autoencoder reads notes
+
+
+def test_welcome_names_the_engines_models_and_runtime(start_server, connect, engine):
+    server = start_server(engine)
+    welcome = connect(server).hello()
+    assert welcome["models"] == ["autoencoder tiny", "denoiser tiny", "runtime torch"]

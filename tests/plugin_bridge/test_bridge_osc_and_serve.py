@@ -74,7 +74,7 @@ def test_serve_subprocess_writes_a_private_connection_file_serves_and_stops_on_s
 @pytest.mark.parametrize("pipeline", [None, "broken"])
 def test_serve_without_a_usable_engine_says_what_to_do(monkeypatch, pipeline):
     """No pipeline module (ImportError) or models that fail to load: a clear message, not a traceback."""
-    def load_bundle(autoencoder=None, denoiser=None):
+    def load_bundle(autoencoder=None, denoiser=None, **runtime):
         raise ValueError("models/autoencoder/default.safetensors: no such model file")
 
     fake = None if pipeline is None else types.SimpleNamespace(load_bundle=load_bundle, make_generator=lambda bundle: bundle)
@@ -86,7 +86,7 @@ def test_serve_without_a_usable_engine_says_what_to_do(monkeypatch, pipeline):
     if pipeline:
         assert "could not load the engine's models: models/autoencoder/default.safetensors: no such" in message
     else:
-        assert "the engine pipeline is not available yet" in message
+        assert "the engine pipeline could not be imported" in message
 
 
 def test_serve_on_a_busy_port_says_so(tmp_path):

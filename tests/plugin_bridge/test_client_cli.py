@@ -1,6 +1,7 @@
 """``backline client generate``: the reference client from the command line, against a real server."""
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from backline.cli import main
@@ -34,3 +35,24 @@ def test_client_errors_are_clear(start_server, tmp_path, capsys):
            "--connection-file", str(server.connection_file), "--param", "steps=100000"]
     assert main(bad) == 2
     assert "error:" in capsys.readouterr().err and not (tmp_path / "x.wav").exists()
+
+
+def test_the_client_takes_the_same_flags_as_generate(start_server, tmp_path, capsys):
+    from backline.engine.cli import CONTROL_PARAMS, SOUND_PARAMS, flag_of
+
+    helps = []
+    for command in (["generate", "--help"], ["client", "generate", "--help"]):
+        with pytest.raises(SystemExit):
+            main(command)
+        helps.append(capsys.readouterr().out)
+    for name in ("instrument",) + SOUND_PARAMS + CONTROL_PARAMS:
+        assert all(flag_of(name) + " " in text for text in helps), name
+    region = tmp_path / "region.wav"
+    sf.write(region, np.zeros(2000, np.float32) + 0.1, 22_050)
+    server = start_server()
+    out = tmp_path / "bass.wav"
+    assert main(["client", "generate", "--context", str(region), "--out", str(out), "--instrument", "bass",
+                 "--steps", "2", "--connection-file", str(server.connection_file)]) == 0
+    assert out.is_file()
+    job = next(iter(server.jobs.values()))
+    assert job.params == {"instrument": "bass", "steps": 2}  # only what was given: the engine has the defaults
