@@ -194,7 +194,7 @@ def test_job_cancelled_at_the_engine_is_reported_and_audio_keeps_passing(free_ru
     def cancel_when_running():
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            _, (state, job_id, *_) = osc_exchange(connection["osc_port"], "/backline/ping")
+            _, (state, job_id, *_) = osc_exchange(connection["osc_port"], "/backline/ping", connection["token"])
             if state == "busy" and job_id:
                 cancelled.append(osc_exchange(connection["osc_port"], "/backline/cancel", job_id, connection["token"]))
                 return
