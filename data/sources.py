@@ -39,7 +39,7 @@ PLANETBLUPI_DIR = Path("/usr/share/planetblupi/music")
 FREEDOOM_LICENCE = "BSD-3-Clause (Freedoom licence, Debian package freedoom)"
 PLANETBLUPI_LICENCE = "GPL-3+ (Debian package planetblupi-music-midi)"
 
-# Never used for training or tuning: kept for independent evaluation (see FIELD_NOTES.md).
+# Never used for training or tuning: kept for independent evaluation (the shared field notes).
 RESERVED = {
     "sources": ("openttd-openmsx", "/usr/share/games/openttd/baseset/openmsx"),
     "soundfonts": ("TimGM6mb", "sf_GMbank"),

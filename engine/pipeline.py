@@ -43,7 +43,7 @@ MAX_CACHED_REFERENCES = 32
 DEFAULT_BASS_CANDIDATES = 4
 # A stem steered by a reference has its latents' per-channel mean and std matched to the reference's, and keeps the
 # level they decode to (the reference's) instead of being levelled to the context: on 24 + 22 held-out pairs per
-# split it follows the reference more in all three measures of `backline eval style` (NOTES.md, issue 6).
+# split it follows the reference more in all three measures of `backline eval style` (CHANGELOG.md, issue 6).
 DEFAULT_STYLE_MATCH = 1.0
 MATCHED_LEVEL_WINDOW_DB = 12.0  # a matched stem keeps the reference's level within this much of the context-levelled one
 SILENT_CONTEXT_RMS = 1e-4  # -80 dBFS: a region this quiet is generated from nothing, not "over silence"

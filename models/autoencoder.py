@@ -168,7 +168,7 @@ CONFIGS: dict[str, AutoencoderConfig] = {
     "default": AutoencoderConfig(),
 }
 # The same sizes with the phase built from predicted advances, and the losses that resolve bass pitch
-# (an experiment: see models/autoencoder/MODEL_CARD.md and NOTES.md, issue 3).
+# (an experiment: see models/autoencoder/MODEL_CARD.md and CHANGELOG.md, issue 3).
 _PITCH = dict(phase="advance", train_frequency_weight=5.0, train_stft_resolutions=(256, 512, 1024, 2048, 4096, 8192),
               train_pitch_weight=1.0)
 CONFIGS["tiny-advance"] = dataclasses.replace(CONFIGS["tiny"], name="tiny-advance", **_PITCH)

@@ -1,0 +1,119 @@
+"""STATUS.md, generated from the committed reports: what works and its current figures, one cell per figure,
+each with the command that made its report and a link to it (``python -m backline.training.status``).
+
+A test regenerates the page and compares it with the committed one, so a figure cannot drift from its report.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Figure:
+    what: str
+    report: str  # path from the repository root
+    value: Callable[[dict], object]
+    form: str = "{:.2f}"
+    command: str | None = None  # None: the report's own "command"
+
+
+def _result(report: dict, backend: str, seconds: float, key: str) -> float:
+    return next(r[key] for r in report["results"] if r["backend"] == backend and r["seconds"] == seconds)
+
+
+ACCOMPANIMENT = "training/reports/accompaniment-default/report.json"
+SECTIONS: dict[str, tuple[str, list[Figure]]] = {
+    "Accompaniment (in-distribution test split: it shares sources and soundfont with training, so these are not "
+    "generalisation claims; issues 22-24)": ("works: bass and drums, 4 bass takes ranked by key", [
+        Figure("bass harmonic fit, normalised (real 1, another song's 0)", ACCOMPANIMENT,
+               lambda r: r["instruments"]["bass"]["fit"]["generated"]["harmonic_fit_normalised"]),
+        Figure("bass rhythmic fit, normalised", ACCOMPANIMENT,
+               lambda r: r["instruments"]["bass"]["fit"]["generated"]["rhythmic_fit_normalised"]),
+        Figure("drums rhythmic fit, normalised", ACCOMPANIMENT,
+               lambda r: r["instruments"]["drums"]["fit"]["generated"]["rhythmic_fit_normalised"]),
+        Figure("real bass through the autoencoder, harmonic fit normalised", ACCOMPANIMENT,
+               lambda r: r["instruments"]["bass"]["fit"]["real, autoencoded"]["harmonic_fit_normalised"]),
+    ]),
+    "Style (test split)": ("works: a reference, a prompt, or both blended", [
+        Figure("bass reference APA, judge's space", "training/reports/style/report.json",
+               lambda r: r["bass"]["reference_apa_judge"],
+               command="backline eval style --data $BACKLINE_DATA/full40 --count 24 --out training/reports/style"),
+        Figure("bass prompt APA, judge's space", "training/reports/style/report.json",
+               lambda r: r["bass"]["prompt_apa_judge"],
+               command="backline eval style --data $BACKLINE_DATA/full40 --count 24 --out training/reports/style"),
+        Figure("drums reference APA, judge's space", "training/reports/style/report.json",
+               lambda r: r["drums"]["reference_apa_judge"],
+               command="backline eval style --data $BACKLINE_DATA/full40 --count 24 --out training/reports/style"),
+    ]),
+    "Transcription (test split)": ("works: bass notes, drum hits; MIDI at the given or estimated tempo", [
+        Figure("bass note F1 (onset 50 ms, exact pitch)", "training/reports/transcription.json",
+               lambda r: r["bass"]["pooled"]["f1"]),
+    ]),
+    "Speed and memory (2 CPU cores, onnxruntime, shipped models)": ("works: CPU; CUDA untested (no GPU lent)", [
+        Figure("30 s bass, 4 takes: generate seconds", "export/benchmarks/cpu_shipped.json",
+               lambda r: _result(r, "onnx", 30.0, "generate_seconds"),
+               command="backline bench generate --seconds 10 30 120 300 --json export/benchmarks/cpu_shipped.json"),
+        Figure("5-minute region: peak memory MiB", "export/benchmarks/cpu_shipped.json",
+               lambda r: _result(r, "onnx", 300.0, "peak_rss_mib"), "{:.0f}",
+               command="backline bench generate --seconds 10 30 120 300 --json export/benchmarks/cpu_shipped.json"),
+    ]),
+    "Bridge under faults (shipped models, real sockets)": ("works: protocol 2, content-addressed jobs", [
+        Figure("malformed messages answered clearly", "plugin_bridge/benchmarks/reliability.json",
+               lambda r: f"{r['malformed_messages']['answered_clearly']} of {r['malformed_messages']['tried']}", "{}"),
+        Figure("bad audio files refused in one sentence", "plugin_bridge/benchmarks/reliability.json",
+               lambda r: f"{r['bad_audio_files']['answered_clearly']} of {r['bad_audio_files']['tried']}", "{}"),
+        Figure("jobs lost or wrong", "plugin_bridge/benchmarks/reliability.json",
+               lambda r: f"{r['jobs']['lost'] + r['jobs']['wrong']} of {r['jobs']['jobs']}", "{}"),
+        Figure("faults survived", "plugin_bridge/benchmarks/reliability.json",
+               lambda r: f"{len(r['faults']['survived'])} of {len(r['faults']['tried'])}", "{}"),
+    ]),
+}
+OPTIONAL: dict[str, tuple[str, list[Figure]]] = {  # sections whose reports a later step of the work writes
+    "Data": ("works: MMA grooves over chord charts, many sounds and kits, an unseen-sound split", [
+        Figure("render speed, x real time per worker (broad-small)", "data/benchmarks/render.json",
+               lambda r: r["results"][0]["x_realtime_per_worker"], "{:.1f}"),
+    ]),
+    "Tempo estimation (unseen split)": ("works: when no tempo is given", [
+        Figure("right within 4 %", "training/reports/tempo/report.json", lambda r: r["overall"]["right"]),
+        Figure("half or double", "training/reports/tempo/report.json", lambda r: r["overall"]["octave"]),
+    ]),
+}
+
+
+def render(root: Path = ROOT) -> str:
+    lines = ["# Status", "",
+             "What works and its current figures. Generated by `python -m backline.training.status` from the "
+             "committed reports (a test keeps it equal to them); history is in git.", "",
+             "| area | what works | figure | value | command (report) |", "|---|---|---|---|---|"]
+    sections = dict(SECTIONS)
+    sections.update({k: v for k, v in OPTIONAL.items() if all((root / f.report).is_file() for f in v[1])})
+    for area, (works, figures) in sections.items():
+        previous = None
+        for index, figure in enumerate(figures):
+            report = json.loads((root / figure.report).read_text())
+            command = figure.command or report.get("command", "")
+            value = figure.form.format(figure.value(report))
+            source = "same" if (command, figure.report) == previous else f"`{command}` ([report]({figure.report}))"
+            previous = (command, figure.report)
+            lines.append(f"| {area if index == 0 else ''} | {works if index == 0 else ''} | {figure.what} | {value} | "
+                         f"{source} |")
+    lines += ["", "Open work: `issues` lists it. History, and what each session measured and noticed: CHANGELOG.md.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    text = render()
+    (ROOT / "STATUS.md").write_text(text)
+    print(ROOT / "STATUS.md", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
