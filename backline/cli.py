@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "backline.data.cli",
     "backline.training.cli",
     "backline.export.cli",
+    "backline.bench_cli",
 )
 
 DESCRIPTION = """\

@@ -25,7 +25,8 @@ from backline.data import kits as kit_ops
 from backline.data import midi as midi_ops
 from backline.data import mixing
 from backline.data import mma
-from backline.data.sources import SOURCES, Piece, check_not_reserved
+from backline.data.piece import Piece
+from backline.data.sources import SOURCES, check_not_reserved
 from backline.data.synth import Effects, Synth
 from backline.engine.audio import db_to_gain, write_audio
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from backline.data import charts as chart_ops
 from backline.data import midi as midi_ops
-from backline.data.sources import Piece
+from backline.data.piece import Piece
 
 MMA_LIBRARY = Path("/usr/share/mma/lib")
 MMA_LICENCE = "GPL-2+ (mma style files)"

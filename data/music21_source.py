@@ -13,7 +13,7 @@ import hashlib
 from pathlib import Path
 from typing import Iterator
 
-from backline.data.sources import Piece
+from backline.data.piece import Piece
 
 LICENCE = ("music21 corpus (music21 is BSD-3-Clause); J.S. Bach chorales: public-domain compositions, "
            "encodings distributed with music21 for research and education")

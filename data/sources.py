@@ -9,20 +9,11 @@ derived audio.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-
-@dataclass(frozen=True)
-class Piece:
-    piece_id: str
-    source: str
-    licence: str
-    origin: str  # file (and lump) the MIDI was read from
-    midi_bytes: bytes
-    max_duration_seconds: float | None = None  # trim long loops
-    meta: dict | None = field(default=None, compare=False)  # source-specific provenance for the manifest
+from backline.data.piece import Piece
 
 
 @dataclass(frozen=True)

@@ -116,10 +116,10 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="onnx: sample with one denoiser call per step and the update in numpy, not the step graph")
 
 
-def add_threads_argument(p: argparse.ArgumentParser, default: int | None = None) -> None:
-    """The one --threads option: CPU threads for the models."""
+def add_threads_argument(p: argparse.ArgumentParser, default: int | None = None, *, what: str = "the models") -> None:
+    """The one --threads option every command shares: CPU threads for ``what``."""
     p.add_argument("--threads", type=int, default=default,
-                   help="CPU threads for the models" + (f" (default {default})" if default else " (default: all cores)"))
+                   help=f"CPU threads for {what}" + (f" (default {default})" if default else " (default: the library's choice)"))
 
 
 def load_from_args(args: argparse.Namespace):

@@ -4,11 +4,11 @@
     the guided denoiser (a bass: several takes, the one most in key with the context kept) -> decode ->
     back to the request's rate, channels and exact length -> level
 
-Three lines from Python:
+From Python (README.md runs the same example under test):
 
-    from backline.engine.pipeline import GenerateRequest, generate, load_bundle
+    audio, sample_rate = read_audio("examples/ultima_context.flac")
     bundle = load_bundle()
-    result = generate(bundle, GenerateRequest(context=audio, sample_rate=48000, instrument="bass"))
+    result = generate(bundle, GenerateRequest(context=audio, sample_rate=sample_rate, instrument="bass"))
 
 The models run behind a runtime backend (``engine/runtime.py``): onnxruntime on exported graphs (no
 torch needed) or torch on the safetensors files; both give the same result for the same seed within
@@ -33,17 +33,18 @@ from backline.engine.params import check_param, check_params, default
 from backline.engine.runtime import (ONNX_FILES, STYLE_ENCODER_FILE, Backend, ModelContract, OnnxBackend,
                                      TorchBackend, default_onnx_dir, guidance_for, onnx_audio_style)
 from backline.engine.sampling import GUIDANCE_RESCALE, get_sampler, get_sigmas_karras, guided
-from backline.engine.style import (DEFAULT_PRIOR_PATH, STATISTICS_SPACE, PromptEncoder, audio_style, interpolate,
-                                   latent_statistics, match_latent_statistics)
+from backline.engine.style import (DEFAULT_PRIOR_PATH, PromptEncoder, audio_style, interpolate, latent_statistics,
+                                   match_latent_statistics)
+from backline.models.style_space import STATISTICS_SPACE
 
 MAX_DURATION_SECONDS = 600.0
 MAX_CACHED_REFERENCES = 32
-# Bass takes per request where the autoencoder reads notes: on the test split, picking the most in-key of 4
-# takes the generated bass's harmonic fit from 0.79 (one take) to 1.04 (models/diffusion/MODEL_CARD.md).
+# Bass takes per request where the autoencoder reads notes: the most in-key of 4 is kept (what it gains is
+# measured in models/diffusion/MODEL_CARD.md).
 DEFAULT_BASS_CANDIDATES = 4
 # A stem steered by a reference has its latents' per-channel mean and std matched to the reference's, and keeps the
-# level they decode to (the reference's) instead of being levelled to the context: on 24 + 22 held-out pairs per
-# split it follows the reference more in all three measures of `backline eval style` (CHANGELOG.md, issue 6).
+# level they decode to (the reference's) instead of being levelled to the context: it follows the reference more
+# in all three measures of `backline eval style` (training/reports/style).
 DEFAULT_STYLE_MATCH = 1.0
 MATCHED_LEVEL_WINDOW_DB = 12.0  # a matched stem keeps the reference's level within this much of the context-levelled one
 SILENT_CONTEXT_RMS = 1e-4  # -80 dBFS: a region this quiet is generated from nothing, not "over silence"

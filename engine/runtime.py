@@ -6,7 +6,7 @@ A backend turns numpy in into numpy out and knows its models' contract:
         -> latents (batch, latent_channels, ceil(samples / hop_length)), already scaled by latent_scale
     decode(latents (batch, latent_channels, n), instrument=None) -> audio (batch, n * hop_length)
         with instrument "bass" and an autoencoder that has a note head, the low band's phase follows the
-        notes the head reads (engine/pitch_lock.py)
+        notes the head reads (models/dsp.py)
     denoise(x, sigma, context, context_mask, style, style_mask, instrument) -> x0 estimate, shaped like x
         every input has the batch on axis 0, so the guidance passes run in one call
 
@@ -41,8 +41,8 @@ from typing import Protocol
 
 import numpy as np
 
-from backline.engine.pitch_lock import note_frequencies, pitch_locked
-from backline.engine.style import STATISTICS_SPACE
+from backline.models.dsp import istft, note_frequencies, pitch_locked, stft
+from backline.models.style_space import STATISTICS_SPACE
 
 ONNX_FILES = {"encoder": "autoencoder_encoder.onnx", "decoder": "autoencoder_decoder.onnx",
               "denoiser": "denoiser.onnx", "step": "guided_step.onnx"}
@@ -169,79 +169,6 @@ class Backend(Protocol):
     def denoise(self, x, sigma, context, context_mask, style, style_mask, instrument) -> np.ndarray: ...
 
     def step_sampler(self, constants: dict[str, np.ndarray]) -> "StepGraphSampler | None": ...
-
-
-# -- the STFT pair of models.autoencoder, in numpy ----------------------------------------------------------
-def hann_window(n_fft: int) -> np.ndarray:
-    """Periodic Hann window (torch.hann_window's default)."""
-    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
-
-
-def stft(audio: np.ndarray, n_fft: int, hop: int, *, chunk_frames: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(batch, samples), samples a multiple of ``hop`` -> real, imag (batch, n_fft // 2 + 1, samples // hop).
-
-    Frames are transformed ``chunk_frames`` at a time: the working set stays in cache, which is
-    several times faster than one transform of a long region and needs no region-sized temporaries.
-    """
-    pad = (n_fft - hop) // 2
-    padded = np.pad(np.asarray(audio, np.float32), ((0, 0), (pad, pad)))
-    windows = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[:, ::hop]
-    batch, frames = windows.shape[:2]
-    window = hann_window(n_fft)
-    real = np.empty((batch, n_fft // 2 + 1, frames), np.float32)
-    imag = np.empty_like(real)
-    for start in range(0, frames, chunk_frames):
-        spec = np.fft.rfft(windows[:, start:start + chunk_frames] * window, axis=-1).transpose(0, 2, 1)
-        real[:, :, start:start + chunk_frames] = spec.real
-        imag[:, :, start:start + chunk_frames] = spec.imag
-    return real, imag
-
-
-def _overlap_add(segments: np.ndarray, hop: int) -> np.ndarray:
-    """(batch, length, frames) windows -> (batch, (frames - 1) * hop + length), summed where they overlap."""
-    batch, length, frames = segments.shape
-    chunks = -(-length // hop)
-    padded = np.zeros((batch, frames, chunks * hop), segments.dtype)
-    padded[:, :, :length] = segments.transpose(0, 2, 1)
-    padded = padded.reshape(batch, frames, chunks, hop)
-    out = np.zeros((batch, frames + chunks - 1, hop), segments.dtype)
-    for j in range(chunks):
-        out[:, j:j + frames] += padded[:, :, j]
-    return out.reshape(batch, -1)[:, :(frames - 1) * hop + length]
-
-
-def _window_envelope(window: np.ndarray, hop: int, frames: int) -> np.ndarray:
-    """Sum of the squared window placed every ``hop`` samples, ``frames`` times: ((frames - 1) * hop + n_fft,)."""
-    n_fft = len(window)
-    chunks = -(-n_fft // hop)
-    squared = np.zeros(chunks * hop, np.float32)
-    squared[:n_fft] = window**2
-    envelope = np.zeros((frames + chunks - 1, hop), np.float32)
-    for j, piece in enumerate(squared.reshape(chunks, hop)):
-        envelope[j:j + frames] += piece
-    return envelope.reshape(-1)[:(frames - 1) * hop + n_fft]
-
-
-def istft(real: np.ndarray, imag: np.ndarray, n_fft: int, hop: int, *, chunk_frames: int = 256) -> np.ndarray:
-    """real, imag (batch, bins, frames) -> audio (batch, frames * hop): the inverse of ``stft``.
-
-    Overlap-add of the windowed inverse transforms, divided by the summed squared window (Vocos'
-    "same" padding, as ``Autoencoder._istft``), ``chunk_frames`` frames at a time.
-    """
-    batch, _, frames = real.shape
-    window = hann_window(n_fft)
-    out_size = (frames - 1) * hop + n_fft
-    audio = np.zeros((batch, out_size), np.float32)
-    for start in range(0, frames, chunk_frames):
-        stop = min(start + chunk_frames, frames)
-        spec = real[:, :, start:stop].astype(np.complex64)
-        spec.imag = imag[:, :, start:stop]
-        segments = np.fft.irfft(spec, n=n_fft, axis=1).astype(np.float32, copy=False) * window[None, :, None]
-        piece = _overlap_add(segments, hop)
-        audio[:, start * hop:start * hop + piece.shape[1]] += piece
-    pad = (n_fft - hop) // 2
-    envelope = _window_envelope(window, hop, frames)
-    return audio[:, pad:out_size - pad] / np.maximum(envelope[pad:out_size - pad], 1e-8)
 
 
 def pitch_locked_spectrum(contract: ModelContract, real: np.ndarray, imag: np.ndarray,

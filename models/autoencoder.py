@@ -42,9 +42,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from backline.engine.audio import AudioError, validate_audio
-from backline.engine.pitch_lock import note_frequencies, pitch_locked
-from backline.engine.runtime import istft
+from backline.models.audio import AudioError, validate_audio
+from backline.models.dsp import istft, note_frequencies, pitch_locked
 from backline.models.contract import load_model, save_model
 
 KIND = "autoencoder"
@@ -98,7 +97,7 @@ class AutoencoderConfig:
     # > 0: a note head reads the bass's notes from the latents (MIDI ``note_lowest_midi`` and up, one
     # class per semitone plus "no note", per STFT frame), trained with the autoencoder frozen
     # (training/notes.py); decoding a bass stem then gives its low band a phase that follows the notes
-    # (engine/pitch_lock.py). It does not change the latent space.
+    # (models/dsp.py). It does not change the latent space.
     note_count: int = 0
     note_lowest_midi: int = 24
     note_dim: int = 192
@@ -435,7 +434,7 @@ def decode_audio(model: Autoencoder, latents: torch.Tensor, num_frames: int | No
 @torch.inference_mode()
 def decode_pitch_locked(model: Autoencoder, latents: torch.Tensor) -> np.ndarray:
     """Scaled latents (batch, C, n) of a bass -> audio (batch, n * hop_length) whose low band's phase follows
-    the notes the note head reads (``engine.pitch_lock``); what the engine's bass decode is on torch."""
+    the notes the note head reads (``models.dsp``); what the engine's bass decode is on torch."""
     c = model.config
     unscaled = latents / c.latent_scale
     real, imag = (part.numpy() for part in model.decode_spectrum(unscaled))

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from backline.engine.style import STATISTICS_SPACE
+from backline.models.style_space import STATISTICS_SPACE
 from backline.models.contract import load_model, save_model
 
 KIND = "denoiser"

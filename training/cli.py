@@ -1,4 +1,4 @@
-"""Command-line tools of the training room: ``backline train|ship|eval|bench autoencoder``.
+"""Command-line tools of the training room: ``backline train|ship|eval``, and ``bench autoencoder``.
 
 ``register(subparsers)`` is called by ``backline.cli`` and must stay cheap: torch and the model code
 are imported inside the command functions only.
@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from backline.engine.cli import add_threads_argument
 from backline.training import diffusion_cli
 
 TRAIN_HELP = """\
@@ -69,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints (default 250)")
     p.add_argument("--time-limit-minutes", type=float, default=None,
                    help="stop (with a checkpoint) after this much wall time in this invocation")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_threads_argument(p, None, what="torch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--init-from", type=Path, default=None,
                    help="start from this model file (its config replaces --config; its latent scale is kept)")
@@ -112,7 +113,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the head's residual blocks (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and crops (default 0)")
     p.add_argument("--time-limit-minutes", type=float, default=None, help="stop and write the model after this long")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_threads_argument(p, None, what="torch")
     p.set_defaults(func=_train_notes)
     diffusion_cli.register_train(train_models, formatter)
     from backline.training import style_cli
@@ -141,31 +142,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="report directory")
     p.add_argument("--max-files", type=int, default=12, help="files per category (default 12)")
     p.add_argument("--max-seconds", type=float, default=30.0, help="seconds taken from the middle of each file (default 30)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_threads_argument(p, None, what="torch")
     p.set_defaults(func=_eval_autoencoder)
     from backline.training import eval_cli
 
     eval_cli.register_eval(eval_models, formatter)
 
-    bench = subparsers.add_parser("bench", help="time a model", description="Time a Backline model.")
-    bench_models = bench.add_subparsers(dest="model", metavar="MODEL")
+
+
+def register_bench(bench_models: argparse._SubParsersAction) -> None:
+    """``backline bench autoencoder`` (``backline.bench_cli`` gathers every room's benchmarks)."""
     p = bench_models.add_parser("autoencoder", help="encode + decode speed of the autoencoder",
-                                description=BENCH_HELP, formatter_class=formatter)
+                                description=BENCH_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, type=Path, help="model file (.safetensors)")
     p.add_argument("--seconds", type=float, default=60.0, help="audio duration in seconds (default 60)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    add_threads_argument(p, 2, what="torch")
     p.add_argument("--repeats", type=int, default=3, help="timed runs; the median is reported (default 3)")
     p.add_argument("--out", required=True, type=Path, help="JSON file to write")
     p.set_defaults(func=_bench_autoencoder)
-    from backline.export.cli import register_bench
-
-    register_bench(bench_models)
-    from backline.plugin_bridge.bench import register_bench as register_bridge_bench
-
-    register_bridge_bench(bench_models)
-    from backline.plugin_bridge.reliability import register_bench as register_reliability_bench
-
-    register_reliability_bench(bench_models)
 
 
 def _set_threads(threads: int | None) -> None:

@@ -2,7 +2,7 @@
 
 Two steps, both resumable and both writing outside the repository:
 
-1. ``encode_build``: every (context, target) pair of a data build -> ``<out>/<variant>__<instrument>.npz``
+1. ``training.latents.encode_build``: every (context, target) pair of a data build -> ``<out>/<variant>__<instrument>.npz``
    holding the context and target latents (float16) and ``index.jsonl`` (variant, instrument, split,
    frames). Already encoded pairs are skipped.
 2. ``train``: random crops of ``segment_frames`` latent frames; the style embedding is taken from a
@@ -27,68 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backline.data.dataset import read_manifest
-from backline.engine.audio import read_audio
 from backline.engine.style import latent_statistics
 from backline.engine.runtime import latent_space_of
-from backline.models.autoencoder import encode_audio, load_autoencoder
+from backline.models.autoencoder import load_autoencoder
 from backline.models.diffusion import INSTRUMENTS, EDMPrecond, DenoiserConfig, load_denoiser, save_denoiser
+from backline.training.latents import latent_autoencoder, require_latent_space
 from backline.training.notes import read_label_cache
 
-AUTOENCODER_RECORD = "autoencoder.json"  # in a latent directory: which autoencoder encoded it
 STYLE_FRAMES = (16, 64)  # default length range of the style sub-segment, latent frames (0.75-3 s at 21.5/s)
-
-
-def encode_build(autoencoder_path: str | Path, build_dir: str | Path, out_dir: str | Path, *,
-                 soundfonts: tuple[str, ...] | None = None, max_seconds: float | None = None,
-                 progress=None) -> int:
-    """Encode every pair of ``build_dir`` into ``out_dir``; returns the number of pairs encoded now."""
-    build_dir, out_dir = Path(build_dir), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    autoencoder, metadata = load_autoencoder(autoencoder_path)
-    sample_rate = autoencoder.config.sample_rate
-    records = [r for r in read_manifest(build_dir) if soundfonts is None or r["soundfont"] in soundfonts]
-    index, encoded = [], 0
-    jobs = [(r, i) for r in records for i in INSTRUMENTS if i in r["pairs"]]
-    for done, (record, instrument) in enumerate(jobs, 1):
-        name = f"{record['variant_id']}__{instrument}.npz"
-        path = out_dir / name
-        if not path.is_file():
-            latents = {}
-            for role in ("context", "target"):
-                audio, rate = read_audio(build_dir / record["pairs"][instrument][role])
-                if max_seconds is not None:
-                    audio = audio[:, : int(max_seconds * rate)]
-                latents[role] = encode_audio(autoencoder, audio, rate)[0].numpy().astype(np.float16)
-            np.savez(path, **latents)
-            encoded += 1
-        frames = int(np.load(path)["target"].shape[-1])
-        index.append({"file": name, "variant_id": record["variant_id"], "piece_id": record.get("piece_id", record["variant_id"]),
-                      "instrument": instrument, "split": record["split"], "frames": frames})
-        if progress:
-            progress(done, len(jobs))
-    (out_dir / "index.jsonl").write_text("".join(json.dumps(e) + "\n" for e in index))
-    (out_dir / AUTOENCODER_RECORD).write_text(json.dumps(
-        {"path": str(autoencoder_path), "version": metadata.get("backline_version"),
-         "latent_space": latent_space_of(autoencoder.config.latent_space, metadata.get("backline_version")),
-         "latent_scale": metadata.get("latent_scale"), "latent_channels": metadata.get("latent_channels")}, indent=1))
-    return encoded
-
-
-def latent_autoencoder(latent_dir: str | Path) -> dict | None:
-    """What ``encode_build`` recorded about the autoencoder that encoded ``latent_dir`` (None if nothing)."""
-    record = Path(latent_dir) / AUTOENCODER_RECORD
-    return json.loads(record.read_text()) if record.is_file() else None
-
-
-def require_latent_space(latent_dir: str | Path, space: str, autoencoder_path: str | Path) -> None:
-    """Refuse ``latent_dir`` unless it was encoded in latent space ``space`` (``autoencoder_path``'s);
-    older records name only the autoencoder's version."""
-    recorded = latent_autoencoder(latent_dir) or {}
-    made_by = recorded.get("latent_space") or recorded.get("version")
-    if made_by != space:
-        raise ValueError(f"{latent_dir} holds latents of {made_by}, not of latent space {space} "
-                         f"({autoencoder_path}): precompute them with this autoencoder")
 
 
 @dataclass

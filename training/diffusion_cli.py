@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from backline.engine.cli import add_threads_argument
+
 LATENTS_HELP = """\
 Encode every (context, target) pair of a data build with an autoencoder, for diffusion training.
 
@@ -35,7 +37,7 @@ def register_train(train_models: argparse._SubParsersAction, formatter) -> None:
     p.add_argument("--autoencoder", type=Path, default=None, help="autoencoder file (default: the shipped one)")
     p.add_argument("--soundfont", action="append", dest="soundfonts", help="only variants rendered with this soundfont file name")
     p.add_argument("--max-seconds", type=float, default=None, help="encode at most this many seconds of each pair")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_threads_argument(p, None, what="torch")
     p.set_defaults(func=_latents)
 
     p = train_models.add_parser("diffusion", help="train the accompaniment denoiser", description=DIFFUSION_HELP,
@@ -64,7 +66,7 @@ def register_train(train_models: argparse._SubParsersAction, formatter) -> None:
     p.add_argument("--validate-every", type=int, default=250)
     p.add_argument("--checkpoint-every", type=int, default=250)
     p.add_argument("--time-limit-minutes", type=float, default=None, help="stop with a checkpoint after this wall time")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_threads_argument(p, None, what="torch")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_diffusion)
 
@@ -94,7 +96,7 @@ def _latents(args: argparse.Namespace) -> int:
     import sys
 
     from backline.models.autoencoder import DEFAULT_MODEL_PATH
-    from backline.training.diffusion import encode_build
+    from backline.training.latents import encode_build
 
     _threads(args.threads)
     encoded = encode_build(args.autoencoder or DEFAULT_MODEL_PATH, args.data, args.out,

@@ -136,7 +136,7 @@ def train_notes(init_from: Path, build_dir: Path, latents_dir: Path, run_dir: Pa
 
     from backline.engine.runtime import latent_space_of
     from backline.models.autoencoder import Autoencoder, load_autoencoder, save_autoencoder
-    from backline.training.diffusion import require_latent_space
+    from backline.training.latents import require_latent_space
 
     run_dir.mkdir(parents=True, exist_ok=True)
     base, metadata = load_autoencoder(init_from)

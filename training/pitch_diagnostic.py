@@ -55,8 +55,7 @@ def run(build_dir: Path, *, split: str = "validation", count: int = 8, seconds: 
         autoencoder_path: Path | None = None, vocoder_below_hz: float | None = None) -> dict:
     from backline.data.dataset import read_manifest
     from backline.engine.audio import read_audio
-    from backline.engine.pitch_lock import note_frequencies, pitch_locked
-    from backline.engine.runtime import istft, stft
+    from backline.models.dsp import istft, note_frequencies, pitch_locked, stft
     from backline.engine.transcribe import transcribe_bass
     from backline.training.notes import NoteSettings, frame_labels
 
@@ -104,7 +103,7 @@ def run(build_dir: Path, *, split: str = "validation", count: int = 8, seconds: 
             "true magnitude, phase-vocoder phase": rebuild(magnitude, phase_vocoder_phase(magnitude)),
             "autoencoder round trip": decoded,
             "round-trip magnitude, phase-vocoder phase": rebuild(decoded_magnitude, vocoded),
-            # the pitch-locked decode (engine/pitch_lock.py) given the notes the real stem's transcription finds
+            # the pitch-locked decode (models/dsp.py) given the notes the real stem's transcription finds
             "round-trip magnitude, phase from the true notes": istft(*pitch_locked(
                 real2, imag2, note_frequencies(true_notes(target, rate, real2.shape[2]), lowest),
                 sample_rate=rate, n_fft=N_FFT, hop=HOP), N_FFT, HOP)[0],

@@ -8,6 +8,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from backline.engine.cli import add_threads_argument
+
 STYLE_HELP = """\
 Train the style encoder on the target stems of a latent directory, with descriptions of each stem's
 GM program or drum kit (and effects) from the data build's manifest: the prompt prior (text -> the
@@ -39,7 +41,7 @@ def register_train(train_models: argparse._SubParsersAction, formatter) -> None:
                         "learned tower, or the tower's numbers followed by the statistics")
     p.add_argument("--tower-from", type=Path, default=None, help="keep the audio tower of this style file (no tower training)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_threads_argument(p, None, what="torch")
     p.set_defaults(func=_train_style)
 
 

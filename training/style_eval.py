@@ -34,7 +34,8 @@ from backline.data.dataset import read_manifest
 from backline.engine.audio import read_audio, resample, to_mono
 from backline.engine.pipeline import Bundle, GenerateRequest, generate
 from backline.engine.runtime import check_latent_space
-from backline.engine.style import STATISTICS_SPACE, PromptPrior, TextTower
+from backline.engine.style import PromptPrior, TextTower
+from backline.models.style_space import STATISTICS_SPACE
 from backline.training import fit_metrics
 from backline.training.fit_metrics import derangement
 from backline.training.style_prior import family

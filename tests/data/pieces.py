@@ -5,7 +5,7 @@ from __future__ import annotations
 import mido
 
 from backline.data.midi import to_bytes
-from backline.data.sources import Piece
+from backline.data.piece import Piece
 
 SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
 

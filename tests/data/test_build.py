@@ -8,7 +8,8 @@ import pytest
 from backline.data import midi as midi_ops
 from backline.data.build import BuildConfig, build, plan, split_of
 from backline.data.dataset import iter_pairs, read_manifest
-from backline.data.sources import Piece, ReservedError
+from backline.data.piece import Piece
+from backline.data.sources import ReservedError
 from backline.data.synth import Effects, Synth
 from backline.engine.audio import read_audio
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from backline.engine.pipeline import GenerateRequest, generate, load_bundle
-from backline.engine.runtime import OnnxBackend, RuntimeModelError, choose_providers, istft, stft
+from backline.engine.runtime import OnnxBackend, RuntimeModelError, choose_providers
+from backline.models.dsp import istft, stft
 from backline.export.debug_models import write_debug_models
 from backline.export.onnx import export_models
 from backline.models.autoencoder import CONFIGS, Autoencoder, AutoencoderConfig

@@ -8,7 +8,8 @@ import torch
 from backline.engine.pipeline import GenerateRequest, generate, request_from_params
 from backline.engine.style import (PromptEncoder, PromptPrior, StyleUnavailable, TextTower, check_prompt,
                                    latent_statistics, match_latent_statistics, prior_forward)
-from backline.training.style_prior import Prior, recall_at, save_prior
+from backline.models.style import Prior
+from backline.training.style_prior import recall_at, save_prior
 from tiny_bundle import make_bundle, song
 
 RATE = 44_100

@@ -10,7 +10,8 @@ from backline.engine.runtime import RuntimeModelError, onnx_audio_style, read_me
 from backline.engine.style import PromptPrior
 from backline.export.debug_models import write_debug_models
 from backline.export.onnx import STYLE_FILES, export_models
-from backline.training.style_prior import AudioTower, Prior, save_prior
+from backline.models.style import AudioTower, Prior
+from backline.training.style_prior import save_prior
 
 
 def style_file(path, seed):

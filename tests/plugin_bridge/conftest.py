@@ -111,3 +111,18 @@ def reference(params, audio, sample_rate):
 def demo_reference():
     """demo_reference(params, audio, sample_rate): the demo generator's output called directly, to compare."""
     return reference
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(tmp_path_factory):
+    """A demo server and a raw peer shared by a module's fuzzed requests; afterwards it must still serve."""
+    folder = tmp_path_factory.mktemp("fuzz")
+    server = BridgeServer(demo_generate, runtime_dir=folder / "run", results_dir=folder / "results",
+                          limits=P.Limits(**FAST_LIMITS)).start()
+    peer = RawPeer(server)
+    yield server, peer
+    peer.close()
+    with BridgeClient(server.connection_file, timeout_seconds=5) as client:
+        tone = np.zeros((1, 2_000), np.float32)
+        assert client.generate("after-fuzz", {"steps": 1}, tone, 44_100)[0].shape == (1, 2_000)
+    server.stop()

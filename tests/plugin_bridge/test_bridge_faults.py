@@ -280,23 +280,6 @@ def test_a_real_server_answers_fuzzed_requests_with_documented_codes_and_keeps_s
     assert reply["type"] != "error" or (reply["code"] in DOCUMENTED_CODES and reply["code"] != P.Code.INTERNAL)
 
 
-@pytest.fixture(scope="module")
-def fuzz_server(tmp_path_factory):
-    from conftest import FAST_LIMITS, RawPeer
-
-    folder = tmp_path_factory.mktemp("fuzz")
-    server = BridgeServer(demo_generate, runtime_dir=folder / "run", results_dir=folder / "results",
-                          limits=P.Limits(**FAST_LIMITS)).start()
-    peer = RawPeer(server)
-    yield server, peer
-    peer.close()
-    assert server.counters["jobs"] >= 0
-    with BridgeClient(server.connection_file, timeout_seconds=5) as client:
-        tone = np.zeros((1, 2_000), np.float32)
-        assert client.generate("after-fuzz", {"steps": 1}, tone, 44_100)[0].shape == (1, 2_000)
-    server.stop()
-
-
 def test_every_malformed_message_of_the_reliability_report_is_answered_clearly(start_server, raw_peer, engine):
     from backline.plugin_bridge.reliability import _clear, malformed_messages
 

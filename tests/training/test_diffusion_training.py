@@ -9,7 +9,8 @@ from backline.cli import main
 from backline.engine.pipeline import GenerateRequest, generate, load_bundle
 from backline.models.autoencoder import CONFIGS as AE_CONFIGS, Autoencoder, save_autoencoder
 from backline.models.diffusion import CONFIGS, load_denoiser, resolve_config
-from backline.training.diffusion import LatentPairs, TrainOptions, encode_build, ship, train
+from backline.training.diffusion import LatentPairs, TrainOptions, ship, train
+from backline.training.latents import encode_build
 
 
 def test_latents_train_resume_ship_and_generate_end_to_end(synthetic_build, tmp_path):

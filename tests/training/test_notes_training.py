@@ -12,7 +12,8 @@ from backline.engine.transcribe import Note
 from backline.export.debug_models import write_debug_models
 from backline.models.autoencoder import CONFIGS, Autoencoder, load_autoencoder, save_autoencoder
 from backline.models.diffusion import resolve_config
-from backline.training.diffusion import LatentPairs, TrainOptions, encode_build, note_loss, read_note_labels, train
+from backline.training.diffusion import LatentPairs, TrainOptions, note_loss, read_note_labels, train
+from backline.training.latents import encode_build
 from backline.training.notes import NoteSettings, frame_labels, scores, train_notes
 
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from backline.engine.runtime import istft, stft
+from backline.models.dsp import istft, stft
 from backline.training.pitch_diagnostic import HOP, N_FFT, phase_vocoder_phase
 
 RATE = 44_100

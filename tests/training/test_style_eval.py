@@ -12,7 +12,8 @@ import torch
 from backline.engine.runtime import RuntimeModelError
 from backline.engine.style import PromptPrior
 from backline.training.style_eval import Judge, apa, coherence, run
-from backline.training.style_prior import AudioTower, Prior, save_prior
+from backline.models.style import AudioTower, Prior
+from backline.training.style_prior import save_prior
 from tiny_bundle import make_bundle, song
 
 

@@ -10,8 +10,10 @@ from backline.engine.style import (STATISTICS_SPACE, PromptEncoder, PromptPrior,
                                    tower_forward, tower_space)
 from backline.models.autoencoder import CONFIGS as AE_CONFIGS, Autoencoder, save_autoencoder
 from backline.models.diffusion import load_denoiser, resolve_config
-from backline.training.diffusion import TrainOptions, encode_build, ship, train
-from backline.training.style_prior import AudioTower, Prior, save_prior, train as train_style
+from backline.training.diffusion import TrainOptions, ship, train
+from backline.training.latents import encode_build
+from backline.models.style import AudioTower, Prior
+from backline.training.style_prior import save_prior, train as train_style
 
 
 def test_numpy_tower_matches_torch_at_any_length_and_has_norm_sqrt_dim():

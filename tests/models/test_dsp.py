@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from backline.engine.pitch_lock import note_frequencies, pitch_locked
-from backline.engine.runtime import istft, stft
+from backline.models.dsp import istft, note_frequencies, pitch_locked, stft
 
 RATE, N_FFT, HOP = 44_100, 2048, 512
 
@@ -72,7 +71,7 @@ def test_note_frequencies_read_the_classes():
 
 
 def test_the_phase_restarts_with_each_note_so_repeated_notes_decode_alike():
-    from backline.engine.pitch_lock import note_phase
+    from backline.models.dsp import note_phase
 
     f0 = np.array([[55.0, 55.0, 55.0, 0.0, 0.0, 82.0, 82.0, 55.0, 55.0, 55.0]])
     theta = note_phase(f0, sample_rate=RATE, hop=HOP)

@@ -1,0 +1,72 @@
+"""A data build encoded into latents by an autoencoder (``backline train diffusion --precompute``), and the
+record that says which autoencoder's latent space a latent directory is in.
+
+Both the denoiser's and the note head's training read latents; neither encodes them, so this room sits below
+both (``training.diffusion`` and ``training.notes`` import it, never each other).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from backline.data.dataset import read_manifest
+from backline.engine.audio import read_audio
+from backline.engine.runtime import latent_space_of
+from backline.models.autoencoder import encode_audio, load_autoencoder
+from backline.models.diffusion import INSTRUMENTS
+
+AUTOENCODER_RECORD = "autoencoder.json"  # in a latent directory: which autoencoder encoded it
+
+
+def encode_build(autoencoder_path: str | Path, build_dir: str | Path, out_dir: str | Path, *,
+                 soundfonts: tuple[str, ...] | None = None, max_seconds: float | None = None,
+                 progress=None) -> int:
+    """Encode every pair of ``build_dir`` into ``out_dir``; returns the number of pairs encoded now."""
+    build_dir, out_dir = Path(build_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    autoencoder, metadata = load_autoencoder(autoencoder_path)
+    records = [r for r in read_manifest(build_dir) if soundfonts is None or r["soundfont"] in soundfonts]
+    index, encoded = [], 0
+    jobs = [(r, i) for r in records for i in INSTRUMENTS if i in r["pairs"]]
+    for done, (record, instrument) in enumerate(jobs, 1):
+        name = f"{record['variant_id']}__{instrument}.npz"
+        path = out_dir / name
+        if not path.is_file():
+            latents = {}
+            for role in ("context", "target"):
+                audio, rate = read_audio(build_dir / record["pairs"][instrument][role])
+                if max_seconds is not None:
+                    audio = audio[:, : int(max_seconds * rate)]
+                latents[role] = encode_audio(autoencoder, audio, rate)[0].numpy().astype(np.float16)
+            np.savez(path, **latents)
+            encoded += 1
+        frames = int(np.load(path)["target"].shape[-1])
+        index.append({"file": name, "variant_id": record["variant_id"], "piece_id": record.get("piece_id", record["variant_id"]),
+                      "instrument": instrument, "split": record["split"], "frames": frames})
+        if progress:
+            progress(done, len(jobs))
+    (out_dir / "index.jsonl").write_text("".join(json.dumps(e) + "\n" for e in index))
+    (out_dir / AUTOENCODER_RECORD).write_text(json.dumps(
+        {"path": str(autoencoder_path), "version": metadata.get("backline_version"),
+         "latent_space": latent_space_of(autoencoder.config.latent_space, metadata.get("backline_version")),
+         "latent_scale": metadata.get("latent_scale"), "latent_channels": metadata.get("latent_channels")}, indent=1))
+    return encoded
+
+
+def latent_autoencoder(latent_dir: str | Path) -> dict | None:
+    """What ``encode_build`` recorded about the autoencoder that encoded ``latent_dir`` (None if nothing)."""
+    record = Path(latent_dir) / AUTOENCODER_RECORD
+    return json.loads(record.read_text()) if record.is_file() else None
+
+
+def require_latent_space(latent_dir: str | Path, space: str, autoencoder_path: str | Path) -> None:
+    """Refuse ``latent_dir`` unless it was encoded in latent space ``space`` (``autoencoder_path``'s);
+    older records name only the autoencoder's version."""
+    recorded = latent_autoencoder(latent_dir) or {}
+    made_by = recorded.get("latent_space") or recorded.get("version")
+    if made_by != space:
+        raise ValueError(f"{latent_dir} holds latents of {made_by}, not of latent space {space} "
+                         f"({autoencoder_path}): precompute them with this autoencoder")
