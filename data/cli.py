@@ -192,7 +192,12 @@ def _excerpt(args: argparse.Namespace) -> int:
         path = args.out / f"{args.name}_{role}.flac"
         written.append(write_audio(path, audio[:, start:stop], sample_rate, subtype="PCM_16"))
     provenance = {k: record[k] for k in ("variant_id", "piece_id", "source", "licence", "origin", "soundfont",
-                                           "programs", "transpose_semitones", "tempo_scale", "sample_rate")}
+                                           "programs", "transpose_semitones", "tempo_scale", "sample_rate")
+                  if k in record}
+    for key in ("soundfont_licence", "kit", "mma"):  # the broad build's sounds, groove and chart
+        if key in record:
+            provenance[key] = record[key]
+    provenance["target_wet"] = pair.get("target_wet")
     provenance.update(instrument=args.instrument, context_stems=pair["context_stems"],
                       start_seconds=args.start_seconds, duration_seconds=args.duration_seconds,
                       command=" ".join(["backline", "data", "excerpt", "BUILD", "--variant", args.variant,
