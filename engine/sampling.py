@@ -30,67 +30,8 @@ def get_sigmas_karras(steps: int, sigma_min: float, sigma_max: float, rho: float
     return np.append(sigmas, 0.0).astype(np.float64)
 
 
-def _d(denoise: Denoise, x: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    x0 = denoise(x, sigma)
-    return (x - x0) / sigma, x0
-
-
-def sample_euler(denoise: Denoise, x: np.ndarray, sigmas: np.ndarray, *, callback: Callback | None = None) -> np.ndarray:
-    """First-order probability-flow ODE solver (EDM Algorithm 1 without the correction)."""
-    total = len(sigmas) - 1
-    for i in range(total):
-        derivative, x0 = _d(denoise, x, sigmas[i])
-        x = x + derivative * (sigmas[i + 1] - sigmas[i])
-        if callback:
-            callback(i, total, x, x0)
-    return x
-
-
-def sample_heun(denoise: Denoise, x: np.ndarray, sigmas: np.ndarray, *, callback: Callback | None = None) -> np.ndarray:
-    """EDM Algorithm 1 (deterministic Heun, 2nd order); the last step to sigma 0 is an Euler step."""
-    total = len(sigmas) - 1
-    for i in range(total):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        derivative, x0 = _d(denoise, x, sigma)
-        x_next = x + derivative * (sigma_next - sigma)
-        if sigma_next > 0:
-            derivative_next, _ = _d(denoise, x_next, sigma_next)
-            x_next = x + 0.5 * (derivative + derivative_next) * (sigma_next - sigma)
-        x = x_next
-        if callback:
-            callback(i, total, x, x0)
-    return x
-
-
-def sample_dpmpp_2m(denoise: Denoise, x: np.ndarray, sigmas: np.ndarray, *, callback: Callback | None = None) -> np.ndarray:
-    """DPM-Solver++(2M) (Lu et al. 2022), multistep, one network call per step (k-diffusion's form)."""
-    total = len(sigmas) - 1
-    t_of = lambda sigma: -np.log(sigma)
-    previous_x0 = None
-    for i in range(total):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        x0 = denoise(x, sigma)
-        if sigma_next == 0:
-            x = x0
-        else:
-            t, t_next = t_of(sigma), t_of(sigma_next)
-            h = t_next - t
-            if previous_x0 is None:
-                estimate = x0
-            else:
-                r = (t - t_of(sigmas[i - 1])) / h
-                estimate = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * previous_x0
-            x = (sigma_next / sigma) * x - np.expm1(-h) * estimate
-        previous_x0 = x0
-        if callback:
-            callback(i, total, x, x0)
-    return x
-
-
-SAMPLERS = {"euler": sample_euler, "heun": sample_heun, "dpmpp_2m": sample_dpmpp_2m}
-
-
-# -- the same solvers as linear updates, for a denoiser and its update compiled into one graph ---------------
+# -- the solvers, each written once as linear updates: the NumPy samplers run them, and so does the exported
+# step graph (a denoiser and its update compiled into one graph) --------------------------------------------
 @dataclass(frozen=True)
 class Evaluation:
     """One network evaluation of a solver and the update that follows it.
@@ -112,10 +53,12 @@ def _euler_evaluation(sigma: float, sigma_next: float) -> Evaluation:
 
 
 def _plan_euler(sigmas: np.ndarray) -> list[Evaluation]:
+    """First-order probability-flow ODE solver (EDM Algorithm 1 without the correction)."""
     return [_euler_evaluation(float(sigmas[i]), float(sigmas[i + 1])) for i in range(len(sigmas) - 1)]
 
 
 def _plan_heun(sigmas: np.ndarray) -> list[Evaluation]:
+    """EDM Algorithm 1 (deterministic Heun, 2nd order); the last step to sigma 0 is an Euler step."""
     plan = []
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
@@ -130,6 +73,7 @@ def _plan_heun(sigmas: np.ndarray) -> list[Evaluation]:
 
 
 def _plan_dpmpp_2m(sigmas: np.ndarray) -> list[Evaluation]:
+    """DPM-Solver++(2M) (Lu et al. 2022), multistep, one network call per step (k-diffusion's form)."""
     plan = []
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
@@ -161,14 +105,20 @@ def solver_plan(name: str, sigmas: np.ndarray) -> list[Evaluation]:
     return SOLVER_PLANS[name](np.asarray(sigmas, np.float64))
 
 
+def linear_update(coefficients, x, x0, previous_x0, step_start):
+    """A solver's next point, ``a x + b x0 + c previous_x0 + e step_start``: NumPy arrays or torch tensors
+    (the exported step graph calls it with tensors)."""
+    a, b, c, e = coefficients[0], coefficients[1], coefficients[2], coefficients[3]
+    return a * x + b * x0 + c * previous_x0 + e * step_start
+
+
 def sample_plan(denoise: Denoise, x: np.ndarray, plan: list[Evaluation], *, callback: Callback | None = None) -> np.ndarray:
     """Run ``plan`` (from ``solver_plan``) with ``denoise``: the reference for a compiled step graph."""
     total = sum(e.ends_step for e in plan)
     previous_x0, step_start, step = np.zeros_like(x), x, 0
     for evaluation in plan:
         x0 = denoise(x, evaluation.sigma)
-        a, b, c, e = evaluation.coefficients
-        x = a * x + b * x0 + c * previous_x0 + e * step_start
+        x = linear_update(evaluation.coefficients, x, x0, previous_x0, step_start)
         previous_x0 = x0
         if evaluation.ends_step:
             step_start = x
@@ -176,6 +126,20 @@ def sample_plan(denoise: Denoise, x: np.ndarray, plan: list[Evaluation], *, call
                 callback(step, total, x, x0)
             step += 1
     return x
+
+
+def _sampler(name: str):
+    def sample(denoise: Denoise, x: np.ndarray, sigmas: np.ndarray, *, callback: Callback | None = None) -> np.ndarray:
+        return sample_plan(denoise, x, SOLVER_PLANS[name](np.asarray(sigmas, np.float64)), callback=callback)
+
+    sample.__name__ = sample.__qualname__ = f"sample_{name}"
+    sample.__doc__ = SOLVER_PLANS[name].__doc__
+    return sample
+
+
+# Pure samplers ``sample(denoise, x, sigmas, *, callback=None)``, each its solver's plan run by ``sample_plan``.
+SAMPLERS = {name: _sampler(name) for name in SOLVER_PLANS}
+sample_euler, sample_heun, sample_dpmpp_2m = SAMPLERS["euler"], SAMPLERS["heun"], SAMPLERS["dpmpp_2m"]
 
 
 def get_sampler(name: str):
@@ -202,9 +166,20 @@ def guided(
     none, context, full = predictions["none"], predictions["context"], predictions["full"]
     if cfg_context == 1 and cfg_style == 1:
         return full  # the formula's value, without its rounding
-    out = none + cfg_context * (context - none) + cfg_style * (full - context)
     if rescale > 0:
-        axes = tuple(range(1, out.ndim))
-        ratio = full.std(axis=axes, keepdims=True) / np.maximum(out.std(axis=axes, keepdims=True), 1e-8)
-        out = rescale * (out * ratio) + (1 - rescale) * out
-    return out
+        return combine_guidance(none, context, full, cfg_context, cfg_style, rescale, spread=_spread, floor=np.maximum)
+    return none + cfg_context * (context - none) + cfg_style * (full - context)
+
+
+def _spread(v: np.ndarray) -> np.ndarray:
+    """Standard deviation over all but the batch axis (population), kept as broadcastable axes."""
+    return v.std(axis=tuple(range(1, v.ndim)), keepdims=True)
+
+
+def combine_guidance(none, context, full, cfg_context, cfg_style, rescale, *, spread, floor):
+    """The guidance maths, written once for NumPy and for the exported step graph's torch tensors:
+    D_none + s_c (D_context - D_none) + s_s (D_full - D_context), its spread pulled ``rescale`` of the way to
+    D_full's. ``spread(v)``: the per-item standard deviation; ``floor(v, m)``: elementwise max with m."""
+    estimate = none + cfg_context * (context - none) + cfg_style * (full - context)
+    ratio = spread(full) / floor(spread(estimate), 1e-8)
+    return rescale * (estimate * ratio) + (1 - rescale) * estimate

@@ -52,7 +52,7 @@ import numpy as np
 
 from backline.engine.runtime import (DENOISER_INPUTS, GRAPH_NAMES, INT8_FILES, NOTES_FILE, ONNX_CONTRACT_VERSION, ONNX_FILES,
                                      STEP_INPUTS, STEP_OUTPUTS, istft, stft)
-from backline.engine.sampling import GUIDANCE_RESCALE
+from backline.engine.sampling import GUIDANCE_RESCALE, combine_guidance, linear_update
 
 OPSET = 17
 # Largest |onnx - exact| relative to the exact output's peak, "exact" being torch in float64. A graph
@@ -154,17 +154,14 @@ def _step_graph():
             out = self.denoiser(x * rows, sigma * ones, context * rows, context_mask, style * ones[:, None],
                                 style_mask, instrument.expand_as(context_mask))
             none, conditional, full = (out.index_select(0, pass_index[k:k + 1]) for k in range(3))
-            cfg_context, cfg_style, rescale = guidance[0], guidance[1], guidance[2]
-            estimate = none + cfg_context * (conditional - none) + cfg_style * (full - conditional)
-            ratio = spread(full) / torch.clamp(spread(estimate), min=1e-8)
-            estimate = rescale * (estimate * ratio) + (1 - rescale) * estimate
+            estimate = combine_guidance(none, conditional, full, guidance[0], guidance[1], guidance[2], spread=spread,
+                                        floor=lambda v, m: torch.clamp(v, min=m))
             index = loop_index.expand_as(estimate)
             sums = (torch.zeros_like(estimate[..., :1]) * loop_counts).scatter_add(2, index, estimate)
             tied = (sums / loop_counts).gather(2, index)
             estimate = torch.where(tie > 0, tied, estimate)
             estimate = keep * known + (1 - keep) * estimate
-            a, b, c, e = coefficients[0], coefficients[1], coefficients[2], coefficients[3]
-            return a * x + b * estimate + c * previous_x0 + e * step_start, estimate
+            return linear_update(coefficients, x, estimate, previous_x0, step_start), estimate
 
     return GuidedStepGraph
 

@@ -11,7 +11,7 @@ from backline.engine import controls
 from backline.engine.pipeline import (Cancelled, GenerateRequest, generate, guidance_passes, load_bundle,
                                       make_guided_denoiser, step_constants)
 from backline.engine.runtime import StepGraphSampler
-from backline.engine.sampling import SAMPLERS, get_sampler, get_sigmas_karras, sample_plan, solver_plan
+from backline.engine.sampling import SAMPLERS, get_sampler, get_sigmas_karras, solver_plan
 from backline.export.debug_models import write_debug_models
 from backline.export.onnx import export_models
 from tiny_bundle import song
@@ -39,22 +39,70 @@ def relative(got, want):
     return float(np.abs(np.asarray(got, np.float64) - want).max() / np.abs(want).max())
 
 
+def reference_euler(denoise, x, sigmas):  # the textbook forms, written here only as the tests' reference
+    steps = []
+    for i in range(len(sigmas) - 1):
+        x = x + (x - denoise(x, sigmas[i])) / sigmas[i] * (sigmas[i + 1] - sigmas[i])
+        steps.append(x)
+    return steps
+
+
+def reference_heun(denoise, x, sigmas):  # EDM Algorithm 1, deterministic; an Euler step to sigma 0
+    steps = []
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        d = (x - denoise(x, sigma)) / sigma
+        x_next = x + d * (sigma_next - sigma)
+        if sigma_next > 0:
+            d_next = (x_next - denoise(x_next, sigma_next)) / sigma_next
+            x_next = x + 0.5 * (d + d_next) * (sigma_next - sigma)
+        x = x_next
+        steps.append(x)
+    return steps
+
+
+def reference_dpmpp_2m(denoise, x, sigmas):  # k-diffusion's sample_dpmpp_2m
+    steps, previous = [], None
+    t_of = lambda sigma: -np.log(sigma)
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        x0 = denoise(x, sigma)
+        if sigma_next == 0:
+            x = x0
+        else:
+            h = t_of(sigma_next) - t_of(sigma)
+            if previous is None:
+                estimate = x0
+            else:
+                r = (t_of(sigma) - t_of(sigmas[i - 1])) / h
+                estimate = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * previous
+            x = (sigma_next / sigma) * x - np.expm1(-h) * estimate
+        previous = x0
+        steps.append(x)
+    return steps
+
+
+REFERENCES = {"euler": reference_euler, "heun": reference_heun, "dpmpp_2m": reference_dpmpp_2m}
+
+
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 @pytest.mark.parametrize("sigmas", [get_sigmas_karras(9, 0.002, 80.0), get_sigmas_karras(9, 0.002, 80.0)[4:],
                                     np.array([3.0, 0.0])])
-def test_solver_plans_are_the_samplers(name, sigmas):
+def test_each_sampler_is_its_textbook_solver_step_for_step(name, sigmas):
+    """The samplers are their solvers' linear plans (one definition, run by NumPy and by the step graph);
+    here they meet the solvers as the papers write them."""
     rng = np.random.default_rng(0)
     target = rng.standard_normal((1, 4, 11))
     mixing = 0.2 * rng.standard_normal((11, 11))
     denoise = lambda x, sigma: target / (1 + sigma) + np.tanh(x @ mixing) * sigma / (1 + sigma**2)
     x = rng.standard_normal((1, 4, 11)) * sigmas[0]
-    seen = {"sampler": [], "plan": []}
-    want = get_sampler(name)(denoise, x, sigmas, callback=lambda i, n, x, x0: seen["sampler"].append((i, n, x)))
-    got = sample_plan(denoise, x, solver_plan(name, sigmas), callback=lambda i, n, x, x0: seen["plan"].append((i, n, x)))
-    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
-    assert [s[:2] for s in seen["plan"]] == [s[:2] for s in seen["sampler"]]
-    for (_, _, a), (_, _, b) in zip(seen["plan"], seen["sampler"]):  # every step's state, not only the last
+    seen = []
+    got = get_sampler(name)(denoise, x, sigmas, callback=lambda i, n, x, x0: seen.append((i, n, x)))
+    want = REFERENCES[name](denoise, x, sigmas)
+    assert [s[:2] for s in seen] == [(i, len(sigmas) - 1) for i in range(len(sigmas) - 1)]
+    for (_, _, a), b in zip(seen, want):  # every step's state, not only the last
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * np.abs(b).max())
+    np.testing.assert_allclose(got, want[-1], rtol=0, atol=1e-12 * np.abs(want[-1]).max())
 
 
 def test_solver_plan_evaluations():
