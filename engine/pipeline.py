@@ -388,150 +388,240 @@ def _match_level(decoded: np.ndarray, reference: np.ndarray, weight: np.ndarray 
     return (decoded * np.sqrt(float(np.sum(weight * reference**2)) / decoded_power)).astype(np.float32)
 
 
-def generate(bundle: Bundle, request: GenerateRequest, *, progress: Progress | None = None) -> GenerateResult:
-    """Generate a stem for ``request.context``; the result has the context's rate and length, and its
-    channel count (or 2 with ``stereo_width`` > 0)."""
-    timings = {}
-    started = time.perf_counter()
+@dataclass(frozen=True)
+class Inputs:
+    """A request's audio, checked and encoded: what every later stage of ``generate`` works from."""
+
+    context: np.ndarray  # (channels, frames) at the request's rate
+    mono: np.ndarray  # the context mixed down, at the models' rate
+    context_latents: np.ndarray  # (C, n)
+    stem: np.ndarray | None  # the producer's own stem (to regenerate a range of or vary), as the context
+    known: np.ndarray | None  # its latents (1, C, n)
+    silent_context: bool  # below SILENT_CONTEXT_RMS: generated from nothing
+
+
+def validate(bundle: Bundle, request: GenerateRequest) -> GenerateRequest:
+    """Check ``request`` against the schema and the models, and fill in the models' default guidance."""
     _check(bundle, request)
     defaults = guidance_for(bundle.contract.guidance, request.instrument)
-    request = replace(request, **{k: v for k, v in defaults.items() if getattr(request, k) is None})
-    context_audio = validate_audio(request.context, request.sample_rate,
-                                   max_duration_seconds=request.max_duration_seconds, what="context")
-    channels, frames = context_audio.shape
-    mono = resample(to_mono(context_audio), request.sample_rate, bundle.sample_rate)[0]
-    context_latents = _encode(bundle, mono)
-    style = _style(bundle, request)
-    stem_audio = known = None
+    return replace(request, **{k: v for k, v in defaults.items() if getattr(request, k) is None})
+
+
+def encode(bundle: Bundle, request: GenerateRequest) -> Inputs:
+    """The context (and the producer's stem) validated, mixed down, resampled and encoded."""
+    context = validate_audio(request.context, request.sample_rate, max_duration_seconds=request.max_duration_seconds,
+                             what="context")
+    frames = context.shape[1]
+    mono = resample(to_mono(context), request.sample_rate, bundle.sample_rate)[0]
+    stem = known = None
     if request.stem is not None:
-        stem_audio = validate_audio(request.stem, request.sample_rate,
-                                    max_duration_seconds=request.max_duration_seconds, what="stem")
-        if stem_audio.shape[1] != frames:
-            raise AudioError(f"the stem has {stem_audio.shape[1]} frames and the context {frames}: "
+        stem = validate_audio(request.stem, request.sample_rate, max_duration_seconds=request.max_duration_seconds,
+                              what="stem")
+        if stem.shape[1] != frames:
+            raise AudioError(f"the stem has {stem.shape[1]} frames and the context {frames}: "
                              "they must cover the same region")
-        known = _encode(bundle, resample(to_mono(stem_audio), request.sample_rate, bundle.sample_rate)[0])[None]
-    timings["encode_seconds"] = time.perf_counter() - started
+    context_latents = _encode(bundle, mono)
+    if stem is not None:
+        known = _encode(bundle, resample(to_mono(stem), request.sample_rate, bundle.sample_rate)[0])[None]
+    silent = float(np.sqrt(np.mean(mono.astype(np.float64) ** 2))) < SILENT_CONTEXT_RMS
+    return Inputs(context, mono, context_latents, stem, known, silent)
 
-    contract = bundle.contract
-    num_latent_frames = context_latents.shape[-1]
-    schedule = get_sigmas_karras(request.steps, contract.sigma_min, contract.sigma_max)
-    rng = np.random.default_rng(request.seed)
-    silent_context = float(np.sqrt(np.mean(mono.astype(np.float64) ** 2))) < SILENT_CONTEXT_RMS
-    guidance = guidance_passes(contract, style, request.instrument, request.cfg_context, request.cfg_style,
-                               use_context=not silent_context)
-    denoise = make_guided_denoiser(bundle, context_latents, style, request.instrument,
-                                   request.cfg_context, request.cfg_style, use_context=not silent_context)
-    info_controls: dict = {"context": "none (silent region)"} if silent_context else {}
-    period, release, keep = None, float("inf"), None
-    if request.loop_seconds is not None:
-        period = controls.loop_period_frames(request.loop_seconds, contract.latent_rate_hz, num_latent_frames)
-        release = controls.release_sigma(schedule, request.loop_strength)
-        denoise = controls.looping(denoise, period, release)
-        info_controls["loop_seconds"] = period / contract.latent_rate_hz
-        info_controls["loop_strength"] = request.loop_strength
-    if request.regenerate_seconds is not None:
-        start_seconds, end_seconds = request.regenerate_seconds
-        crossfade_seconds = controls.CROSSFADE_FRAMES / contract.latent_rate_hz
-        keep = controls.keep_mask(num_latent_frames, contract.latent_rate_hz, start_seconds, end_seconds,
-                                  crossfade_seconds)
-        denoise = controls.inpainting(denoise, known, keep)
-        info_controls["regenerate_seconds"] = [float(start_seconds), float(end_seconds)]
-    elif request.variation_strength is not None:
-        info_controls["variation_strength"] = request.variation_strength
 
-    def start(take_rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class Sampling:
+    """How one request samples: the schedule, the guided denoiser with its controls, and where a take starts."""
+
+    request: GenerateRequest
+    inputs: Inputs
+    schedule: np.ndarray
+    guidance: GuidancePasses
+    denoise: Callable[[np.ndarray, float], np.ndarray]
+    period: int | None  # loop period, latent frames
+    release: float  # loop ties released below this sigma
+    keep: np.ndarray | None  # 1 where the producer's stem is kept (regenerating a range)
+    step_sampler: Callable | None  # the backend's compiled step graph, if it has one
+    controls: dict  # what the controls did, for the result's info
+
+    def start(self, take_rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """One take's start, drawn from ``take_rng``: the noisy latents and the sigmas to run."""
-        noise = take_rng.standard_normal((1, *context_latents.shape)).astype(np.float32)
-        if period is not None:
-            noise = noise[..., np.arange(num_latent_frames) % period]  # the same start noise in every repeat
-        if keep is not None:
-            return known + noise * schedule[0], schedule
+        latents, request = self.inputs.context_latents, self.request
+        noise = take_rng.standard_normal((1, *latents.shape)).astype(np.float32)
+        if self.period is not None:
+            noise = noise[..., np.arange(latents.shape[-1]) % self.period]  # the same start noise in every repeat
+        if self.keep is not None:
+            return self.inputs.known + noise * self.schedule[0], self.schedule
         if request.variation_strength is not None:  # a variation runs only the schedule's tail
-            x, tail = controls.variation_start(known[0], request.variation_strength, schedule, take_rng)
+            x, tail = controls.variation_start(self.inputs.known[0], request.variation_strength, self.schedule,
+                                               take_rng)
             return x[None], tail
-        return noise * schedule[0], schedule
+        return noise * self.schedule[0], self.schedule
 
-    # One graph run per evaluation where the backend has the step graph (the controls travel as its
-    # inputs), else the pure numpy sampler over ``denoise``: the same sample within float32 rounding.
-    inpainted = known if keep is not None else None
-    step_sampler = bundle.backend.step_sampler(step_constants(guidance, context_latents, known=inpainted, keep=keep,
-                                                              loop_period=period))
-
-    def sample(x: np.ndarray, sigmas: np.ndarray, callback=None) -> np.ndarray:
+    def sample(self, x: np.ndarray, sigmas: np.ndarray, callback=None) -> np.ndarray:
+        """One graph run per evaluation where the backend has the step graph (the controls travel as its inputs),
+        else the pure numpy sampler over ``denoise``: the same sample within float32 rounding."""
         if len(sigmas) < 2:
             return x
-        if step_sampler is not None:
-            return step_sampler(x, sigmas, request.sampler, release_sigma=release, callback=callback)
-        return get_sampler(request.sampler)(denoise, x, sigmas, callback=callback)
+        if self.step_sampler is not None:
+            return self.step_sampler(x, sigmas, self.request.sampler, release_sigma=self.release, callback=callback)
+        return get_sampler(self.request.sampler)(self.denoise, x, sigmas, callback=callback)
 
-    match = _style_match(bundle, request, style)
-    if match > 0:
-        info_controls["style_match"] = match
-    takes = _takes(bundle, request, silent_context)
-    weights = context_chroma_weights(mono, bundle.sample_rate) if takes > 1 else None
-    sample_started = time.perf_counter()
-    latents, shares, best = None, [], -np.inf
-    for take in range(takes):  # take 0 is the request's seed's own sample; more takes: its in-key best
-        x, sigmas = start(rng if take == 0 else np.random.default_rng((request.seed, take)))
+
+def plan_sampling(bundle: Bundle, request: GenerateRequest, inputs: Inputs, style: np.ndarray | None) -> Sampling:
+    """The schedule, the guidance passes and the producer's controls (loops, a range to regenerate, a variation)."""
+    contract = bundle.contract
+    latents = inputs.context_latents
+    schedule = get_sigmas_karras(request.steps, contract.sigma_min, contract.sigma_max)
+    use_context = not inputs.silent_context
+    guidance = guidance_passes(contract, style, request.instrument, request.cfg_context, request.cfg_style,
+                               use_context=use_context)
+    denoise = make_guided_denoiser(bundle, latents, style, request.instrument, request.cfg_context, request.cfg_style,
+                                   use_context=use_context)
+    info: dict = {"context": "none (silent region)"} if inputs.silent_context else {}
+    period, release, keep = None, float("inf"), None
+    if request.loop_seconds is not None:
+        period = controls.loop_period_frames(request.loop_seconds, contract.latent_rate_hz, latents.shape[-1])
+        release = controls.release_sigma(schedule, request.loop_strength)
+        denoise = controls.looping(denoise, period, release)
+        info["loop_seconds"] = period / contract.latent_rate_hz
+        info["loop_strength"] = request.loop_strength
+    if request.regenerate_seconds is not None:
+        start_seconds, end_seconds = request.regenerate_seconds
+        keep = controls.keep_mask(latents.shape[-1], contract.latent_rate_hz, start_seconds, end_seconds,
+                                  controls.CROSSFADE_FRAMES / contract.latent_rate_hz)
+        denoise = controls.inpainting(denoise, inputs.known, keep)
+        info["regenerate_seconds"] = [float(start_seconds), float(end_seconds)]
+    elif request.variation_strength is not None:
+        info["variation_strength"] = request.variation_strength
+    step_sampler = bundle.backend.step_sampler(step_constants(
+        guidance, latents, known=inputs.known if keep is not None else None, keep=keep, loop_period=period))
+    return Sampling(request, inputs, schedule, guidance, denoise, period, release, keep, step_sampler, info)
+
+
+def sample_takes(bundle: Bundle, sampling: Sampling, rng: np.random.Generator, progress: Progress | None
+                 ) -> tuple[np.ndarray, dict | None]:
+    """Sample the request's takes and choose one: take 0 is the seed's own sample; with more takes (a bass),
+    the one whose notes sit most in the context's pitch classes. Returns the chosen latents and, with several
+    takes, what was chosen and why."""
+    request, contract = sampling.request, bundle.contract
+    takes = _takes(bundle, request, sampling.inputs.silent_context)
+    weights = context_chroma_weights(sampling.inputs.mono, bundle.sample_rate) if takes > 1 else None
+    latents, shares, best, chosen = None, [], -np.inf, 0
+    for take in range(takes):
+        x, sigmas = sampling.start(rng if take == 0 else np.random.default_rng((request.seed, take)))
         evaluations = len(sigmas) - 1
         callback = ((lambda i, total, _x, _x0, done=take * evaluations: progress(done + i + 1, takes * total))
                     if progress else None)
-        sample_latents = sample(x, sigmas, callback)
+        sample_latents = sampling.sample(x, sigmas, callback)
         if takes == 1:
-            latents = sample_latents
-            break
+            return sample_latents, None
         share = in_key_share(bundle.backend.notes(sample_latents)[0], weights, lowest_midi=contract.note_lowest_midi,
                              frame_seconds=contract.stft_hop_length / contract.sample_rate)
         if latents is None or share > best:  # a NaN share (no notes heard) never beats another take
             latents, chosen, best = sample_latents, take, (share if np.isfinite(share) else -np.inf)
         shares.append(share)
-    if takes > 1:
-        info_controls["candidates"] = {"takes": takes, "chosen": chosen,
-                                       "in_key_share": [round(float(v), 4) for v in shares]}
-    timings["sample_seconds"] = time.perf_counter() - sample_started
+    return latents, {"takes": takes, "chosen": chosen, "in_key_share": [round(float(v), 4) for v in shares]}
 
-    decode_started = time.perf_counter()
+
+def decoder(bundle: Bundle, request: GenerateRequest, inputs: Inputs, style: np.ndarray | None, match: float
+            ) -> Callable[[np.ndarray], np.ndarray]:
+    """Latents -> a mono stem at the request's rate and the context's exact length (statistics matched to a
+    reference by ``match`` first)."""
+    frames = inputs.context.shape[1]
 
     def to_host(latents: np.ndarray) -> np.ndarray:
         if match > 0:
             latents = match_latent_statistics(latents, style, match)
-        stem = _decode(bundle, latents, len(mono), request.instrument)
+        stem = _decode(bundle, latents, len(inputs.mono), request.instrument)
         stem = resample(stem[None], bundle.sample_rate, request.sample_rate)[0]
         return np.pad(stem, (0, max(0, frames - len(stem))))[:frames]
 
+    return to_host
+
+
+def decode(sampling: Sampling, to_host, latents: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, int]:
+    """The chosen take decoded (None for a variation of strength 0: the input itself). A fresh stem that
+    decodes silent over a sounding region is sampled again, up to SILENT_STEM_RETRIES more seeds, (seed,
+    100 + k), apart from the takes'. Returns the audio, the latents it came from and the retries."""
+    request, inputs = sampling.request, sampling.inputs
     raw = None if request.variation_strength == 0 else to_host(latents)
     retries = 0
-    while (raw is not None and stem_audio is None and not silent_context and retries < SILENT_STEM_RETRIES
+    while (raw is not None and inputs.stem is None and not inputs.silent_context and retries < SILENT_STEM_RETRIES
            and float(np.sqrt(np.mean(raw.astype(np.float64) ** 2))) < SILENT_STEM_RMS):
-        retries += 1  # seeds (seed, 100 + k): apart from the takes' (seed, 1..7)
-        x, sigmas = start(np.random.default_rng((request.seed, 100 + retries)))
-        latents = sample(x, sigmas)
+        retries += 1
+        x, sigmas = sampling.start(np.random.default_rng((request.seed, 100 + retries)))
+        latents = sampling.sample(x, sigmas)
         raw = to_host(latents)
+    return raw, latents, retries
+
+
+def level(bundle: Bundle, request: GenerateRequest, inputs: Inputs, raw: np.ndarray | None, match: float) -> np.ndarray:
+    """The stem at its level and channel count: a fresh stem levelled to sit with the context (or at a matched
+    reference's level), a variation at the input's level, a regenerated range crossfaded into the input."""
+    channels, frames = inputs.context.shape
+    stem = inputs.stem
+    if raw is None:
+        return stem  # strength 0 is the input itself, not its trip through the autoencoder
+    if stem is None:
+        return np.repeat(_level(raw, to_mono(inputs.context)[0], context_share=1.0 - match)[None], channels, axis=0)
+    if request.regenerate_seconds is None:  # a variation keeps the input's level, whatever the decoder gives back
+        return np.repeat(_match_level(raw, to_mono(stem)[0])[None], stem.shape[0], axis=0)
+    start_seconds, end_seconds = request.regenerate_seconds  # the input's own samples outside the range
+    keep_samples = controls.keep_mask(frames, request.sample_rate, start_seconds, end_seconds,
+                                      controls.CROSSFADE_FRAMES / bundle.contract.latent_rate_hz)
+    raw = _match_level(raw, to_mono(stem)[0], weight=keep_samples)  # at the input's level where both exist
+    return keep_samples * stem + (1.0 - keep_samples) * raw
+
+
+def widen(sampling: Sampling, to_host, latents: np.ndarray, out: np.ndarray, raw: np.ndarray | None,
+          rng: np.random.Generator) -> np.ndarray:
+    """Pseudo-stereo: the right channel a low-strength variation of the left, at the left's gain."""
+    request = sampling.request
+    right_x, right_sigmas = controls.variation_start(latents[0], controls.STEREO_VARIATION_STRENGTH,
+                                                     sampling.schedule, rng)
+    right = to_host(sampling.sample(right_x[None], right_sigmas))
+    reference = to_host(latents) if raw is None else raw  # the right channel gets the left's gain
+    gain = float(np.sqrt(np.mean(to_mono(out)[0] ** 2)) / max(float(np.sqrt(np.mean(reference ** 2))), 1e-8))
+    return controls.pseudo_stereo(to_mono(out)[0], right * gain, request.stereo_width)
+
+
+def generate(bundle: Bundle, request: GenerateRequest, *, progress: Progress | None = None) -> GenerateResult:
+    """Generate a stem for ``request.context``; the result has the context's rate and length, and its
+    channel count (or 2 with ``stereo_width`` > 0). The stages, each a function above: validate, encode,
+    style, plan the sampling, sample the takes and choose, decode, level (and widen)."""
+    timings = {}
+    started = time.perf_counter()
+    request = validate(bundle, request)
+    inputs = encode(bundle, request)
+    style = _style(bundle, request)
+    timings["encode_seconds"] = time.perf_counter() - started
+
+    sampling = plan_sampling(bundle, request, inputs, style)
+    info_controls = dict(sampling.controls)
+    match = _style_match(bundle, request, style)
+    if match > 0:
+        info_controls["style_match"] = match
+    rng = np.random.default_rng(request.seed)
+    sample_started = time.perf_counter()
+    latents, candidates = sample_takes(bundle, sampling, rng, progress)
+    if candidates is not None:
+        info_controls["candidates"] = candidates
+    timings["sample_seconds"] = time.perf_counter() - sample_started
+
+    decode_started = time.perf_counter()
+    to_host = decoder(bundle, request, inputs, style, match)
+    raw, latents, retries = decode(sampling, to_host, latents)
     if retries:
         info_controls["silent_retries"] = retries
-    if raw is None:
-        out = stem_audio  # strength 0 is the input itself, not its trip through the autoencoder
-    elif stem_audio is None:  # a fresh stem: levelled to sit with the context, or at a matched reference's level
-        out = np.repeat(_level(raw, to_mono(context_audio)[0], context_share=1.0 - match)[None], channels, axis=0)
-    elif keep is None:  # a variation keeps the input's level, whatever level the decoder gives back
-        out = np.repeat(_match_level(raw, to_mono(stem_audio)[0])[None], stem_audio.shape[0], axis=0)
-    else:  # the input's own samples outside the range, crossfaded into the new ones inside it
-        keep_samples = controls.keep_mask(frames, request.sample_rate, start_seconds, end_seconds, crossfade_seconds)
-        raw = _match_level(raw, to_mono(stem_audio)[0], weight=keep_samples)  # at the input's level where both exist
-        out = keep_samples * stem_audio + (1.0 - keep_samples) * raw
+    out = level(bundle, request, inputs, raw, match)
     if request.stereo_width > 0:
-        right_x, right_sigmas = controls.variation_start(latents[0], controls.STEREO_VARIATION_STRENGTH, schedule, rng)
-        right = to_host(sample(right_x[None], right_sigmas))
-        reference = to_host(latents) if raw is None else raw  # the right channel gets the left's gain
-        gain = float(np.sqrt(np.mean(to_mono(out)[0] ** 2)) / max(float(np.sqrt(np.mean(reference ** 2))), 1e-8))
-        out = controls.pseudo_stereo(to_mono(out)[0], right * gain, request.stereo_width)
+        out = widen(sampling, to_host, latents, out, raw, rng)
         info_controls["stereo_width"] = request.stereo_width
     timings["decode_seconds"] = time.perf_counter() - decode_started
     timings["total_seconds"] = time.perf_counter() - started
     info = {"seed": request.seed, "instrument": request.instrument, "steps": request.steps,
             "sampler": request.sampler, "cfg_context": request.cfg_context, "cfg_style": request.cfg_style,
             "style": _style_kind(request), "models": bundle.versions,
-            "backend": bundle.backend.name, "step_graph": step_sampler is not None, "controls": info_controls,
+            "backend": bundle.backend.name, "step_graph": sampling.step_sampler is not None, "controls": info_controls,
             "timings": {k: round(v, 3) for k, v in timings.items()}}
     return GenerateResult(np.ascontiguousarray(out, dtype=np.float32), request.sample_rate, info)
 
