@@ -134,6 +134,25 @@ class ModelContract:
     note_lowest_midi: int | None = None  # the autoencoder's note head's lowest note; None: it has none
 
 
+    @classmethod
+    def from_configs(cls, ae: dict, dn: dict, *, instruments, versions: dict, guidance: dict) -> "ModelContract":
+        """The one way a contract is made: from the autoencoder's and the denoiser's configs, as their
+        safetensors and ONNX files record them (both backends call this)."""
+        if dn["latent_channels"] != ae["latent_channels"]:
+            raise RuntimeModelError(f"the denoiser expects {dn['latent_channels']} latent channels, "
+                                    f"the autoencoder makes {ae['latent_channels']}")
+        return cls(
+            sample_rate=int(ae["sample_rate"]), hop_length=int(ae["hop_length"]),
+            latent_channels=int(ae["latent_channels"]), latent_rate_hz=float(ae["latent_rate_hz"]),
+            latent_scale=float(ae["latent_scale"]), style_dim=int(dn["style_dim"]), sigma_min=float(dn["sigma_min"]),
+            sigma_max=float(dn["sigma_max"]), sigma_data=float(dn["sigma_data"]), instruments=tuple(instruments),
+            n_fft=int(ae["n_fft"]), stft_hop_length=int(ae["stft_hop_length"]), versions=dict(versions),
+            guidance=dict(guidance), style_space=str(dn.get("style_space", STATISTICS_SPACE)),
+            latent_space=latent_space_of(ae.get("latent_space"), versions.get("autoencoder")),
+            note_lowest_midi=_note_lowest_midi(ae),
+        )
+
+
 DEFAULT_GUIDANCE = {"cfg_context": 1.25, "cfg_style": 1.25}  # Diff-A-Riff's, for files that name none
 
 
@@ -332,28 +351,17 @@ class OnnxBackend:
             raise RuntimeModelError(f"{paths['step']} and {paths['denoiser']} come from different denoisers")
         ae = json.loads(encoder["config"])
         dn = json.loads(denoiser["config"])
-        if dn["latent_channels"] != ae["latent_channels"]:
-            raise RuntimeModelError(f"the denoiser expects {dn['latent_channels']} latent channels, "
-                                    f"the autoencoder makes {ae['latent_channels']}")
-        contract = ModelContract(
-            sample_rate=int(_number(encoder, "sample_rate", paths["encoder"])),
-            hop_length=int(ae["hop_length"]),
-            latent_channels=int(ae["latent_channels"]),
-            latent_rate_hz=float(_number(encoder, "latent_rate_hz", paths["encoder"])),
-            latent_scale=float(_number(encoder, "latent_scale", paths["encoder"])),
-            style_dim=int(dn["style_dim"]),
-            sigma_min=float(_number(denoiser, "sigma_min", paths["denoiser"])),
-            sigma_max=float(_number(denoiser, "sigma_max", paths["denoiser"])),
-            sigma_data=float(_number(denoiser, "sigma_data", paths["denoiser"])),
-            instruments=tuple(_number(denoiser, "instruments", paths["denoiser"])),
-            n_fft=int(ae["n_fft"]),
-            stft_hop_length=int(ae["stft_hop_length"]),
+        contract = ModelContract.from_configs(
+            ae, dn, instruments=_number(denoiser, "instruments", paths["denoiser"]),
             versions={"autoencoder": encoder.get("backline_version"), "denoiser": denoiser.get("backline_version")},
-            guidance=guidance_of(dn),
-            style_space=str(dn.get("style_space", STATISTICS_SPACE)),
-            latent_space=latent_space_of(ae.get("latent_space"), encoder.get("backline_version")),
-            note_lowest_midi=_note_lowest_midi(ae),
-        )
+            guidance=guidance_of(dn))
+        for name, meta, path in (("sample_rate", encoder, paths["encoder"]), ("latent_rate_hz", encoder, paths["encoder"]),
+                                 ("latent_scale", encoder, paths["encoder"]), ("sigma_min", denoiser, paths["denoiser"]),
+                                 ("sigma_max", denoiser, paths["denoiser"]), ("sigma_data", denoiser, paths["denoiser"])):
+            recorded = float(_number(meta, name, path))
+            if not np.isclose(recorded, getattr(contract, name), rtol=1e-9, atol=0):
+                raise RuntimeModelError(f"{path}: its metadata says {name} {recorded}, its config "
+                                        f"{getattr(contract, name)}: export it again")
         if ("notes" in paths) != (contract.note_lowest_midi is not None):
             raise RuntimeModelError(f"{self.onnx_dir}: the graphs ({NOTES_FILE} {'present' if 'notes' in paths else 'absent'}) "
                                     f"do not match its config's note head")
@@ -426,19 +434,10 @@ class TorchBackend:
     def __init__(self, autoencoder, denoiser, versions: dict | None = None, guidance: dict | None = None):
         from backline.models.diffusion import INSTRUMENTS
 
-        if denoiser.config.latent_channels != autoencoder.config.latent_channels:
-            raise ValueError(f"the denoiser expects {denoiser.config.latent_channels} latent channels, "
-                             f"the autoencoder makes {autoencoder.config.latent_channels}")
         self.autoencoder, self.denoiser = autoencoder.eval(), denoiser.eval()
-        a, d = autoencoder.config, denoiser.config
-        self.contract = ModelContract(
-            sample_rate=a.sample_rate, hop_length=a.hop_length, latent_channels=a.latent_channels,
-            latent_rate_hz=a.latent_rate_hz, latent_scale=a.latent_scale, style_dim=d.style_dim,
-            sigma_min=d.sigma_min, sigma_max=d.sigma_max, sigma_data=d.sigma_data, instruments=tuple(INSTRUMENTS),
-            n_fft=a.n_fft, stft_hop_length=a.stft_hop_length, versions=dict(versions or {}),
-            guidance=dict(guidance or DEFAULT_GUIDANCE), style_space=d.style_space,
-            latent_space=latent_space_of(a.latent_space, (versions or {}).get("autoencoder")),
-            note_lowest_midi=_note_lowest_midi(a.to_dict()))
+        self.contract = ModelContract.from_configs(autoencoder.config.to_dict(), denoiser.config.to_dict(),
+                                                   instruments=INSTRUMENTS, versions=dict(versions or {}),
+                                                   guidance=dict(guidance or DEFAULT_GUIDANCE))
 
     @classmethod
     def from_files(cls, autoencoder_path: str | Path, denoiser_path: str | Path) -> "TorchBackend":
