@@ -33,6 +33,7 @@ from backline.models.autoencoder import load_autoencoder
 from backline.models.diffusion import INSTRUMENTS, EDMPrecond, DenoiserConfig, load_denoiser, save_denoiser
 from backline.training.latents import latent_autoencoder, require_latent_space
 from backline.training.notes import read_label_cache
+from backline.training.seeding import isolated_seed
 
 STYLE_FRAMES = (16, 64)  # default length range of the style sub-segment, latent frames (0.75-3 s at 21.5/s)
 
@@ -184,6 +185,7 @@ def validation_loss(model: EDMPrecond, pairs: LatentPairs, frames: int, *, batch
     return float(np.mean(losses))
 
 
+@isolated_seed(lambda arguments: arguments["options"].seed)
 def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, options: TrainOptions, *,
           resume: bool = False, progress: bool = True) -> dict:
     """Train (or resume) a denoiser; returns a summary dict. The run folder holds checkpoint.pt."""
@@ -212,7 +214,6 @@ def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, o
         raise ValueError(f"latents have {first.shape[0]} channels and make {style_dim}-number style embeddings; config "
                          f"expects latent_channels={config.latent_channels} and style_dim={config.style_dim}")
 
-    torch.manual_seed(options.seed)
     model = EDMPrecond(config)
     if options.init_from and not (resume and (run_dir / "checkpoint.pt").is_file()):
         start_from, _ = load_denoiser(options.init_from)

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from backline.training.seeding import isolated_seed
+
 NOTE_COUNT = 49  # MIDI 24 (C1) to 72 (C5), the bass transcription's range
 
 
@@ -124,6 +126,7 @@ def scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return result
 
 
+@isolated_seed(lambda arguments: arguments["settings"].seed)
 def train_notes(init_from: Path, build_dir: Path, latents_dir: Path, run_dir: Path, out: Path,
                 settings: NoteSettings = NoteSettings(), *, extra: tuple[tuple[Path, Path], ...] = (),
                 time_limit_minutes: float | None = None, progress: bool = True) -> dict:
@@ -147,7 +150,6 @@ def train_notes(init_from: Path, build_dir: Path, latents_dir: Path, run_dir: Pa
     sources = [(Path(build_dir), Path(latents_dir)), *((Path(b), Path(l)) for b, l in extra)]
     for _, latents_path in sources:
         require_latent_space(latents_path, config.latent_space, init_from)
-    torch.manual_seed(settings.seed)
     model = Autoencoder(config)
     missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
     if unexpected or any(not key.startswith("note_head.") for key in missing):

@@ -41,6 +41,7 @@ from backline.engine.style import (PRIOR_KIND, TEXT_MODEL, PromptPrior, TextTowe
 from backline.models.style import AudioTower, Prior, tower_from_weights
 from backline.models.style_space import STATISTICS_SPACE
 from backline.training.latents import latent_autoencoder
+from backline.training.seeding import isolated_seed
 
 # Families named by the GM programs the data engine draws (bass 32-39, drum kits).
 BASS_FAMILIES = {
@@ -222,6 +223,7 @@ def evaluate(weights: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, 
     return report
 
 
+@isolated_seed(lambda arguments: arguments["seed"])
 def train(latent_dir: Path, data_dir: Path, out: Path, *, steps: int = 3000, batch_size: int = 256,
           learning_rate: float = 2e-3, seed: int = 0, rate_hz: float | None = None, audio_space: str = "statistics",
           tower_steps: int = 2000, tower_dim: int = 64, tower_from: Path | None = None, log=print) -> dict:
@@ -230,7 +232,6 @@ def train(latent_dir: Path, data_dir: Path, out: Path, *, steps: int = 3000, bat
     if audio_space not in AUDIO_SPACES:
         raise ValueError(f"audio_space must be one of {', '.join(AUDIO_SPACES)}, got {audio_space!r}")
     started = time.perf_counter()
-    torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     rate_hz = rate_hz or _latent_rate(latent_dir)
     stems = load_stems(latent_dir, data_dir)

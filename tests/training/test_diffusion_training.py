@@ -32,7 +32,9 @@ def test_latents_train_resume_ship_and_generate_end_to_end(synthetic_build, tmp_
     run = tmp_path / "run"
     options = TrainOptions(steps=30, batch_size=4, learning_rate=3e-3, warmup_steps=5, validate_every=15,
                            checkpoint_every=10)
+    callers_state = torch.get_rng_state()
     assert train(config, latents, run, options, progress=False)["step"] == 30
+    assert torch.equal(torch.get_rng_state(), callers_state)  # the trainer's seed stays inside it
     resumed = train(config, latents, run, TrainOptions(**{**options.__dict__, "steps": 40}), resume=True, progress=False)
     assert resumed["step"] == 40
     rows = list(csv.DictReader((run / "train.csv").open()))
