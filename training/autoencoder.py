@@ -50,6 +50,7 @@ from backline.models.autoencoder import (
     load_autoencoder,
     save_autoencoder,
 )
+from backline.training.run import RunSettings
 
 FREQUENCY_MAX_FFT = 4096  # the frequency term is measured at resolutions up to this n_fft (hop = n_fft / 4)
 PITCH_CROP_SECONDS = 3.0  # validation bass crops for pitch_similarity (30 chroma frames)
@@ -239,24 +240,17 @@ def split_files(build_dir: str | Path, split: str) -> list[Path]:
 
 # -- training ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class TrainSettings:
-    """Arguments of one training run (saved in config.json so a resume can check them)."""
+class TrainSettings(RunSettings):
+    """An autoencoder run: the shared run settings (training/run.py) and its own (saved in config.json so a
+    resume can check them)."""
 
-    steps: int = 10_000
-    batch_size: int = 8
     segment_seconds: float = 1.0
-    learning_rate: float = 1e-3
-    warmup_steps: int = 200
-    seed: int = 0
     log_every: int = 10
-    validate_every: int = 250
-    checkpoint_every: int = 250
     validation_crops: int = 32
     pitch_crops: int = 8
     init_from: str | None = None  # a model file to start from (its config is the run's)
     freeze_encoder: bool = False  # train the decoder only (the latent space stays the init's)
     quiet_share: float = 0.0  # share of crops turned down by 20-80 dB
-    time_limit_minutes: float | None = None
 
 
 def learning_rate_at(step: int, settings: TrainSettings) -> float:

@@ -33,6 +33,7 @@ from backline.models.autoencoder import load_autoencoder
 from backline.models.diffusion import INSTRUMENTS, EDMPrecond, DenoiserConfig, load_denoiser, save_denoiser
 from backline.training.latents import latent_autoencoder, require_latent_space
 from backline.training.notes import read_label_cache
+from backline.training.run import RunSettings
 from backline.training.seeding import isolated_seed
 
 STYLE_FRAMES = (16, 64)  # default length range of the style sub-segment, latent frames (0.75-3 s at 21.5/s)
@@ -117,16 +118,13 @@ def note_loss(note_logits, denoised: torch.Tensor, notes: torch.Tensor, keep: to
 
 
 @dataclass(frozen=True)
-class TrainOptions:
+class TrainOptions(RunSettings):
+    """A denoiser run: the shared run settings (training/run.py) and the denoiser's own."""
+
     steps: int = 20_000
     batch_size: int = 16
     learning_rate: float = 5e-4
-    warmup_steps: int = 200
     ema_decay: float = 0.999
-    validate_every: int = 250
-    checkpoint_every: int = 250
-    seed: int = 0
-    time_limit_minutes: float | None = None
     instruments: tuple[str, ...] = INSTRUMENTS
     style_file: str | None = None  # a style file whose audio tower gives the style embeddings (else latent statistics)
     init_from: str | None = None  # a denoiser file to start from (a fresh run only)

@@ -29,22 +29,20 @@ from pathlib import Path
 
 import numpy as np
 
+from backline.training.run import RunSettings
 from backline.training.seeding import isolated_seed
 
 NOTE_COUNT = 49  # MIDI 24 (C1) to 72 (C5), the bass transcription's range
 
 
 @dataclass(frozen=True)
-class NoteSettings:
-    """Arguments of one note-head training run (recorded in the run's summary.json)."""
+class NoteSettings(RunSettings):
+    """A note-head run: the shared run settings (training/run.py) and its own (recorded in summary.json)."""
 
     steps: int = 3000
     batch_size: int = 32
     crop_latent_frames: int = 64
-    learning_rate: float = 1e-3
     latent_noise: float = 0.1  # std of noise added to the (unit-variance) scaled latents in training
-    validate_every: int = 250
-    seed: int = 0
     note_lowest_midi: int = 24
     note_count: int = NOTE_COUNT
     note_dim: int = 192  # the head's width and depth (the autoencoder config's note_dim, note_blocks)
@@ -142,6 +140,8 @@ def train_notes(init_from: Path, build_dir: Path, latents_dir: Path, run_dir: Pa
     from backline.training.latents import require_latent_space
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    if time_limit_minutes is None:
+        time_limit_minutes = settings.time_limit_minutes
     base, metadata = load_autoencoder(init_from)
     init_version = metadata.get("backline_version")
     config = dataclasses.replace(base.config, note_count=settings.note_count, note_lowest_midi=settings.note_lowest_midi,
