@@ -47,6 +47,11 @@ def test_the_client_takes_the_same_flags_as_generate(start_server, tmp_path, cap
         helps.append(capsys.readouterr().out)
     for name in ("instrument",) + SOUND_PARAMS + CONTROL_PARAMS:
         assert all(flag_of(name) + " " in text for text in helps), name
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    serve_help = capsys.readouterr().out
+    for flag in ("--autoencoder", "--denoiser", "--backend", "--onnx-dir", "--threads", "--provider", "--precision"):
+        assert flag in serve_help and flag in helps[0], flag  # serve loads models as generate does
     region = tmp_path / "region.wav"
     sf.write(region, np.zeros(2000, np.float32) + 0.1, 22_050)
     server = start_server()
