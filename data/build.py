@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from backline.data import kits as kit_ops
 from backline.data import midi as midi_ops
 from backline.data import mixing
 from backline.data import mma
+from backline.data import scheduling
 from backline.data.piece import Piece
 from backline.data.sources import SOURCES, check_not_reserved
 from backline.data.synth import Effects, Synth
@@ -428,11 +427,13 @@ def build(
     jobs: int | None = None,
     progress=None,
     only: set[str] | None = None,
+    cluster: str | None = None,
 ) -> BuildReport:
     """Render every planned variant into ``out_dir`` and write ``manifest.jsonl`` and ``report.json``.
 
     ``progress(done, total, variant_id)`` is called after each variant; ``only``: render just these
-    variant ids of the plan.
+    variant ids of the plan; ``cluster``: a Dask scheduler's address, or ``"local"`` (data/scheduling.py),
+    else ``jobs`` local processes.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -442,11 +443,8 @@ def build(
     report = BuildReport(jobs=jobs)
     records = []
     tasks = [(v, out_dir) for v in variants]
-    # spawn, not fork: a forked child can inherit FluidSynth's or glib's locks held by another thread
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) if jobs > 1 else None
-    results = pool.map(_render_task, tasks) if pool else map(_render_task, tasks)
-    try:
-        for done, (variant_id, record, reason, seconds) in enumerate(results, 1):
+    with scheduling.tasks(jobs, cluster) as run:
+        for done, (variant_id, record, reason, seconds) in enumerate(run(_render_task, tasks), 1):
             if record is None:
                 report.skipped.append({"variant_id": variant_id, "reason": reason})
             else:
@@ -461,9 +459,6 @@ def build(
                 progress(done, len(tasks), variant_id)
             if done % MANIFEST_EVERY == 0:  # a long build is usable while it runs
                 _write_manifest(out_dir, records)
-    finally:
-        if pool:
-            pool.shutdown()
     _write_manifest(out_dir, records)
     report.wall_seconds = round(time.perf_counter() - wall_start, 2)
     summary = asdict(report)

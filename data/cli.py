@@ -37,7 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "and an unseen-sound split (about 75 h of pairs); broad-small: its recipe on 24 grooves")
     build.add_argument("--out", type=Path, default=None,
                        help="build directory (default: $BACKLINE_DATA/<preset>; never inside the repository)")
-    build.add_argument("--jobs", type=int, default=os.cpu_count(), help="parallel rendering processes")
+    build.add_argument("--jobs", type=int, default=os.cpu_count(), help="parallel rendering processes (with --cluster "
+                                                                       "local: Dask workers)")
+    build.add_argument("--cluster", metavar="ADDRESS",
+                       help="render on a Dask cluster: its scheduler's address (tcp://host:8786), or `local` for a local "
+                            "one; the same variants and audio as without (needs `pip install 'backline[cluster]'`)")
     build.add_argument("--seed", type=int, default=None, help="augmentation seed (default: the preset's, 0)")
     build.add_argument("--source", action="append", dest="sources", metavar="NAME",
                        help="restrict to a source (repeatable): mma, freedoom, planetblupi, music21")
@@ -84,6 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--preset", default="broad-small", choices=("small", "full", "broad", "broad-small"))
     bench.add_argument("--variants", type=int, default=16)
     bench.add_argument("--jobs", type=int, nargs="+", default=[1, 2], help="worker counts to measure")
+    bench.add_argument("--cluster", metavar="ADDRESS", help="render on a Dask cluster (`local`, or a scheduler address)")
     bench.add_argument("--out", type=Path, default=Path(__file__).parent / "benchmarks" / "render.json")
     bench.set_defaults(func=_bench)
 
@@ -127,7 +132,7 @@ def _build(args: argparse.Namespace) -> int:
     def progress(done: int, total: int, variant_id: str) -> None:
         print(f"\r[{done}/{total}] {variant_id[:60]:<60}", end="", file=sys.stderr, flush=True)
 
-    report = build(config, out, pieces=pieces, jobs=args.jobs, progress=progress)
+    report = build(config, out, pieces=pieces, jobs=args.jobs, progress=progress, cluster=args.cluster)
     print(file=sys.stderr)
     print(f"{out}: {report.built} variants rendered, {report.reused} reused, {len(report.skipped)} skipped "
           f"in {report.wall_seconds:.1f} s")
@@ -139,7 +144,7 @@ def _build(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from backline.data.bench import run
 
-    figures = run(args.preset, args.variants, args.jobs)
+    figures = run(args.preset, args.variants, args.jobs, args.cluster)
     for row in figures["results"]:
         print(f"{row['jobs']} worker(s): {row['variants']} variants, {row['song_seconds']} s of song in "
               f"{row['wall_seconds']} s: {row['x_realtime_per_worker']}x real time per worker, "
