@@ -37,6 +37,8 @@ def register_train(train_models: argparse._SubParsersAction, formatter) -> None:
     p.add_argument("--autoencoder", type=Path, default=None, help="autoencoder file (default: the shipped one)")
     p.add_argument("--soundfont", action="append", dest="soundfonts", help="only variants rendered with this soundfont file name")
     p.add_argument("--max-seconds", type=float, default=None, help="encode at most this many seconds of each pair")
+    p.add_argument("--jobs", type=int, default=1, help="parallel encoding processes (with --cluster local: Dask workers)")
+    p.add_argument("--cluster", metavar="ADDRESS", help="encode on a Dask cluster: a scheduler address, or `local`")
     add_threads_argument(p, None, what="torch")
     p.set_defaults(func=_latents)
 
@@ -101,7 +103,7 @@ def _latents(args: argparse.Namespace) -> int:
     _threads(args.threads)
     encoded = encode_build(args.autoencoder or DEFAULT_MODEL_PATH, args.data, args.out,
                            soundfonts=tuple(args.soundfonts) if args.soundfonts else None, max_seconds=args.max_seconds,
-                           progress=lambda i, n: print(f"\r{i}/{n}", end="", file=sys.stderr, flush=True))
+                           jobs=args.jobs, cluster=args.cluster, progress=lambda i, n: print(f"\r{i}/{n}", end="", file=sys.stderr, flush=True))
     print(f"\n{args.out}: {encoded} pairs encoded")
     return 0
 

@@ -7,11 +7,13 @@ both (``training.diffusion`` and ``training.notes`` import it, never each other)
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
 import numpy as np
 
+from backline.data import scheduling
 from backline.data.dataset import read_manifest
 from backline.engine.audio import read_audio
 from backline.engine.runtime import latent_space_of
@@ -23,15 +25,44 @@ AUTOENCODER_RECORD = "autoencoder.json"  # in a latent directory: which autoenco
 
 def encode_build(autoencoder_path: str | Path, build_dir: str | Path, out_dir: str | Path, *,
                  soundfonts: tuple[str, ...] | None = None, max_seconds: float | None = None,
-                 progress=None) -> int:
-    """Encode every pair of ``build_dir`` into ``out_dir``; returns the number of pairs encoded now."""
+                 progress=None, jobs: int = 1, cluster: str | None = None) -> int:
+    """Encode every pair of ``build_dir`` into ``out_dir``; returns the number of pairs encoded now.
+
+    Each variant is one task (``data/scheduling.py``): ``jobs`` local processes, or a Dask cluster
+    (``cluster``), each loading the autoencoder once; finished pairs are kept, so an interrupted encoding
+    resumes."""
     build_dir, out_dir = Path(build_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    autoencoder, metadata = load_autoencoder(autoencoder_path)
+    _, metadata = load_autoencoder(autoencoder_path)
     records = [r for r in read_manifest(build_dir) if soundfonts is None or r["soundfont"] in soundfonts]
-    index, encoded = [], 0
-    jobs = [(r, i) for r in records for i in INSTRUMENTS if i in r["pairs"]]
-    for done, (record, instrument) in enumerate(jobs, 1):
+    tasks = [(str(autoencoder_path), build_dir, out_dir, record, max_seconds) for record in records]
+    entries, encoded, done, total = {}, 0, 0, sum(i in r["pairs"] for r in records for i in INSTRUMENTS)
+    with scheduling.tasks(jobs, cluster) as run:
+        for variant_id, variant_entries, count in run(_encode_variant, tasks):
+            entries[variant_id], encoded, done = variant_entries, encoded + count, done + len(variant_entries)
+            if progress:
+                progress(done, total)
+    index = [entry for record in records for entry in entries[record["variant_id"]]]
+    (out_dir / "index.jsonl").write_text("".join(json.dumps(e) + "\n" for e in index))
+    (out_dir / AUTOENCODER_RECORD).write_text(json.dumps(
+        {"path": str(autoencoder_path), "version": metadata.get("backline_version"),
+         "latent_space": latent_space_of(_autoencoder(str(autoencoder_path)).config.latent_space,
+                                         metadata.get("backline_version")),
+         "latent_scale": metadata.get("latent_scale"), "latent_channels": metadata.get("latent_channels")}, indent=1))
+    return encoded
+
+
+@functools.lru_cache(maxsize=2)
+def _autoencoder(path: str):
+    """One autoencoder per process (a Dask worker or a pool process keeps it between tasks)."""
+    return load_autoencoder(path)[0]
+
+
+def _encode_variant(task: tuple) -> tuple[str, list[dict], int]:
+    """Encode one variant's pairs (kept if already there): (variant id, index entries, pairs encoded now)."""
+    autoencoder_path, build_dir, out_dir, record, max_seconds = task
+    entries, encoded = [], 0
+    for instrument in (i for i in INSTRUMENTS if i in record["pairs"]):
         name = f"{record['variant_id']}__{instrument}.npz"
         path = out_dir / name
         if not path.is_file():
@@ -40,20 +71,16 @@ def encode_build(autoencoder_path: str | Path, build_dir: str | Path, out_dir: s
                 audio, rate = read_audio(build_dir / record["pairs"][instrument][role])
                 if max_seconds is not None:
                     audio = audio[:, : int(max_seconds * rate)]
-                latents[role] = encode_audio(autoencoder, audio, rate)[0].numpy().astype(np.float16)
-            np.savez(path, **latents)
+                latents[role] = encode_audio(_autoencoder(autoencoder_path), audio, rate)[0].numpy().astype(np.float16)
+            partial = path.with_name(path.stem + ".partial.npz")  # a task killed mid-write leaves no half file
+            np.savez(partial, **latents)
+            partial.replace(path)
             encoded += 1
         frames = int(np.load(path)["target"].shape[-1])
-        index.append({"file": name, "variant_id": record["variant_id"], "piece_id": record.get("piece_id", record["variant_id"]),
-                      "instrument": instrument, "split": record["split"], "frames": frames})
-        if progress:
-            progress(done, len(jobs))
-    (out_dir / "index.jsonl").write_text("".join(json.dumps(e) + "\n" for e in index))
-    (out_dir / AUTOENCODER_RECORD).write_text(json.dumps(
-        {"path": str(autoencoder_path), "version": metadata.get("backline_version"),
-         "latent_space": latent_space_of(autoencoder.config.latent_space, metadata.get("backline_version")),
-         "latent_scale": metadata.get("latent_scale"), "latent_channels": metadata.get("latent_channels")}, indent=1))
-    return encoded
+        entries.append({"file": name, "variant_id": record["variant_id"],
+                        "piece_id": record.get("piece_id", record["variant_id"]), "instrument": instrument,
+                        "split": record["split"], "frames": frames})
+    return record["variant_id"], entries, encoded
 
 
 def latent_autoencoder(latent_dir: str | Path) -> dict | None:
