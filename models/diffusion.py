@@ -216,18 +216,28 @@ class EDMPrecond(nn.Module):
         f = self.net(x_in, c_noise, context_in, context_mask.to(x.dtype), style, style_mask.to(x.dtype), instrument)
         return c_skip * x + c_out * f[..., :frames]
 
+    def loss_draws(self, shape: tuple[int, ...], generator: torch.Generator | None = None,
+                   device: torch.device | None = None) -> dict[str, torch.Tensor]:
+        """The loss's random numbers for a batch of ``shape`` (batch, channels, frames): drawn for a whole
+        global batch, then each process keeps its rows (training/distributed.py)."""
+        batch = shape[0]
+        return {"sigma_normal": torch.randn(batch, device=device, generator=generator),
+                "noise_normal": torch.randn(shape, device=device, generator=generator),
+                "context_uniform": torch.rand(batch, device=device, generator=generator),
+                "style_uniform": torch.rand(batch, device=device, generator=generator)}
+
     def loss(self, target: torch.Tensor, context: torch.Tensor, style: torch.Tensor, instrument: torch.Tensor,
-             generator: torch.Generator | None = None, details: bool = False):
+             generator: torch.Generator | None = None, details: bool = False, draws: dict | None = None):
         """EDM training loss with log-normal sigmas and random condition dropout (for guidance); with
-        ``details``, ``(loss, denoised, sigma, context_mask)`` for auxiliary losses on the same pass."""
-        batch = target.shape[0]
-        device = target.device
+        ``details``, ``(loss, denoised, sigma, context_mask)`` for auxiliary losses on the same pass.
+        ``draws``: the batch's random numbers (``loss_draws``), else drawn here from ``generator``."""
         config = self.config
-        log_sigma = config.p_mean + config.p_std * torch.randn(batch, device=device, generator=generator)
-        sigma = log_sigma.exp()
-        noise = torch.randn(target.shape, device=device, generator=generator) * sigma[:, None, None]
-        context_mask = (torch.rand(batch, device=device, generator=generator) >= config.drop_context).float()
-        style_mask = (torch.rand(batch, device=device, generator=generator) >= config.drop_style).float()
+        if draws is None:
+            draws = self.loss_draws(tuple(target.shape), generator, target.device)
+        sigma = (config.p_mean + config.p_std * draws["sigma_normal"]).exp()
+        noise = draws["noise_normal"] * sigma[:, None, None]
+        context_mask = (draws["context_uniform"] >= config.drop_context).float()
+        style_mask = (draws["style_uniform"] >= config.drop_style).float()
         denoised = self(target + noise, sigma, context, context_mask, style, style_mask, instrument)
         weight = (sigma**2 + config.sigma_data**2) / (sigma * config.sigma_data) ** 2
         loss = (weight[:, None, None] * (denoised - target) ** 2).mean()

@@ -31,6 +31,7 @@ from backline.engine.style import latent_statistics
 from backline.engine.runtime import latent_space_of
 from backline.models.autoencoder import load_autoencoder
 from backline.models.diffusion import INSTRUMENTS, EDMPrecond, DenoiserConfig, load_denoiser, save_denoiser
+from backline.training import distributed
 from backline.training.latents import latent_autoencoder, require_latent_space
 from backline.training.notes import read_label_cache
 from backline.training.run import RunSettings
@@ -135,7 +136,7 @@ class TrainOptions(RunSettings):
     note_sigma_max: float = 1.0
 
 
-def _note_reader(options: TrainOptions, latent_dir) -> tuple:
+def _note_reader(options: TrainOptions, latent_dir, device: torch.device = torch.device("cpu")) -> tuple:
     """The frozen note head as scaled latents -> logits, and the labels by latent file (the note loss)."""
     if not options.note_autoencoder or not options.note_labels:
         raise ValueError("the note loss needs note_autoencoder (with a note head) and note_labels")
@@ -145,6 +146,7 @@ def _note_reader(options: TrainOptions, latent_dir) -> tuple:
     require_latent_space(latent_dir, latent_space_of(autoencoder.config.latent_space, metadata.get("backline_version")),
                          options.note_autoencoder)
     autoencoder.requires_grad_(False)
+    autoencoder.to(device)
     scale = autoencoder.config.latent_scale
     return (lambda latents: autoencoder.decode_notes(latents / scale)), read_note_labels(options.note_labels)
 
@@ -178,21 +180,43 @@ def validation_loss(model: EDMPrecond, pairs: LatentPairs, frames: int, *, batch
     """Mean EDM loss on fixed crops, noise and dropout (the same every call, so curves compare)."""
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
-    losses = [model.loss(**pairs.batch(rng, 16, frames, embed, style_frames), generator=generator).item()
-              for _ in range(batches)]
+    device = next(model.parameters()).device
+    losses = []
+    for _ in range(batches):
+        batch = pairs.batch(rng, 16, frames, embed, style_frames)
+        batch.pop("notes", None)
+        draws = model.loss_draws(tuple(batch["target"].shape), generator)
+        losses.append(model.loss(**{k: v.to(device) for k, v in batch.items()},
+                                 draws={k: v.to(device) for k, v in draws.items()}).item())
     return float(np.mean(losses))
+
+
+class _Loss(torch.nn.Module):
+    """The model's training loss as a module's forward, so DistributedDataParallel syncs its gradients."""
+
+    def __init__(self, model: EDMPrecond):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict, draws: dict, details: bool):
+        return self.model.loss(**batch, draws=draws, details=details)
 
 
 @isolated_seed(lambda arguments: arguments["options"].seed)
 def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, options: TrainOptions, *,
           resume: bool = False, progress: bool = True) -> dict:
-    """Train (or resume) a denoiser; returns a summary dict. The run folder holds checkpoint.pt."""
+    """Train (or resume) a denoiser; returns a summary dict. The run folder holds checkpoint.pt.
+
+    Under ``torchrun`` every process takes its rows of each global batch of ``options.batch_size``
+    (training/distributed.py); rank 0 writes the logs and checkpoints."""
+    processes = distributed.start()
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if processes.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     frames = config.segment_frames
     note_logits, notes = None, None
     if options.note_weight > 0:
-        note_logits, notes = _note_reader(options, latent_dir)
+        note_logits, notes = _note_reader(options, latent_dir, processes.device)
     train_pairs = LatentPairs.load(latent_dir, "train", options.instruments, frames, notes)
     validation_pairs = LatentPairs.load(latent_dir, "validation", options.instruments, frames)
     if not len(train_pairs):
@@ -211,6 +235,7 @@ def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, o
     if first.shape[0] != config.latent_channels or style_dim != config.style_dim:
         raise ValueError(f"latents have {first.shape[0]} channels and make {style_dim}-number style embeddings; config "
                          f"expects latent_channels={config.latent_channels} and style_dim={config.style_dim}")
+    rows = processes.rows(options.batch_size)
 
     model = EDMPrecond(config)
     if options.init_from and not (resume and (run_dir / "checkpoint.pt").is_file()):
@@ -229,27 +254,33 @@ def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, o
     step = 0
     checkpoint_path = run_dir / "checkpoint.pt"
     if resume and checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, weights_only=True)
+        state = torch.load(checkpoint_path, weights_only=True, map_location="cpu")
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimiser.load_state_dict(state["optimiser"])
         step = int(state["step"])
-    (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+    loss_module = processes.wrap(_Loss(model))
+    ema.to(processes.device)
+    if processes.main:
+        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+        _record_run(run_dir, options, processes, step)
     rng = np.random.default_rng([options.seed, step])
     generator = torch.Generator().manual_seed(options.seed * 1_000_003 + step)
 
     def save_checkpoint() -> None:
-        torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "optimiser": optimiser.state_dict(),
-                    "step": torch.tensor(step)}, checkpoint_path)
+        if processes.main:
+            torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "optimiser": optimiser.state_dict(),
+                        "step": torch.tensor(step)}, checkpoint_path)
 
-    train_log = (run_dir / "train.csv").open("a", newline="")
-    validation_log = (run_dir / "validation.csv").open("a", newline="")
-    if train_log.tell() == 0:
+    main = processes.main
+    train_log = (run_dir / "train.csv").open("a", newline="") if main else None
+    validation_log = (run_dir / "validation.csv").open("a", newline="") if main else None
+    if main and train_log.tell() == 0:
         train_log.write("step,elapsed_seconds,learning_rate,loss\n")
-    if validation_log.tell() == 0:
+    if main and validation_log.tell() == 0:
         validation_log.write("step,loss,ema_loss\n")
     bar = None
-    if progress:
+    if progress and main:
         from tqdm import tqdm
 
         bar = tqdm(total=options.steps, initial=step, desc="diffusion", dynamic_ncols=True)
@@ -257,19 +288,24 @@ def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, o
     running = []
     try:
         while step < options.steps:
-            if options.time_limit_minutes and time.perf_counter() - start > 60 * options.time_limit_minutes:
+            if processes.any(bool(options.time_limit_minutes)
+                             and time.perf_counter() - start > 60 * options.time_limit_minutes):
                 break
             learning_rate = options.learning_rate * min(1.0, (step + 1) / options.warmup_steps)
             for group in optimiser.param_groups:
                 group["lr"] = learning_rate
             batch = train_pairs.batch(rng, options.batch_size, frames, embed, options.style_frames)
+            draws = model.loss_draws(tuple(batch["target"].shape), generator)  # the global batch's, then our rows
+            batch = {k: v[rows].to(processes.device) for k, v in batch.items()}
+            draws = {k: v[rows].to(processes.device) for k, v in draws.items()}
             labels = batch.pop("notes", None)
-            if note_logits is not None and labels is not None:
-                loss, denoised, sigma, context_mask = model.loss(**batch, generator=generator, details=True)
-                keep = (sigma < options.note_sigma_max) & (context_mask > 0)
-                loss = loss + options.note_weight * note_loss(note_logits, denoised, labels, keep)
-            else:
-                loss = model.loss(**batch, generator=generator)
+            with processes.autocast():
+                if note_logits is not None and labels is not None:
+                    loss, denoised, sigma, context_mask = loss_module(batch, draws, True)
+                    keep = (sigma < options.note_sigma_max) & (context_mask > 0)
+                    loss = loss + options.note_weight * note_loss(note_logits, denoised, labels, keep)
+                else:
+                    loss = loss_module(batch, draws, False)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -279,14 +315,14 @@ def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, o
                 for e, p in zip(ema.parameters(), model.parameters()):
                     e.lerp_(p, 1 - decay)
             step += 1
-            running.append(loss.item())
+            running.append(processes.mean(loss.item()))  # the global batch's loss
             if bar:
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(running[-50:]):.4f}")
-            if step % 10 == 0:
+            if main and step % 10 == 0:
                 train_log.write(f"{step},{time.perf_counter() - start:.1f},{learning_rate:.3g},{np.mean(running[-10:]):.5f}\n")
                 train_log.flush()
-            if step % options.validate_every == 0 or step == options.steps:
+            if main and (step % options.validate_every == 0 or step == options.steps):
                 model.eval()
                 losses = [validation_loss(m, validation_pairs, frames, embed=embed, style_frames=options.style_frames)
                           for m in (model, ema)]
@@ -298,13 +334,26 @@ def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, o
                 save_checkpoint()
     finally:
         save_checkpoint()
-        train_log.close()
-        validation_log.close()
-        if bar:
-            bar.close()
-        _plot(run_dir)
+        if main:
+            train_log.close()
+            validation_log.close()
+            if bar:
+                bar.close()
+            _plot(run_dir)
+        distributed.finish(processes)
     return {"step": step, "wall_seconds": round(time.perf_counter() - start, 1), "train_pairs": len(train_pairs),
-            "validation_pairs": len(validation_pairs)}
+            "validation_pairs": len(validation_pairs), "processes": processes.world, "rank": processes.rank}
+
+
+def _record_run(run_dir: Path, options: TrainOptions, processes, step: int) -> None:
+    """training.json: the run's settings and, per (re)start, how many processes took the global batch."""
+    path = run_dir / "training.json"
+    record = json.loads(path.read_text()) if path.is_file() else {"starts": []}
+    record["settings"] = dataclasses.asdict(options)
+    record["global_batch"], record["learning_rate"] = options.batch_size, options.learning_rate
+    record["starts"].append({"step": step, "processes": processes.world, "device": str(processes.device),
+                             "per_process_batch": options.batch_size // processes.world})
+    path.write_text(json.dumps(record, indent=1))
 
 
 def _guidance_record(guidance: dict) -> dict:

@@ -46,9 +46,11 @@ def register_train(train_models: argparse._SubParsersAction, formatter) -> None:
                                 formatter_class=formatter)
     p.add_argument("--config", default="default", help="registered config (tiny, default) or a .json file")
     p.add_argument("--latents", required=True, type=Path, help="latent directory from `backline train latents`")
-    p.add_argument("--run", required=True, type=Path, help="run directory")
+    p.add_argument("--run", "--run-dir", dest="run", required=True, type=Path,
+                   help="run directory (under torchrun write --run-dir: torchrun reads --run as its own --run-path)")
     p.add_argument("--steps", type=int, default=20_000)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="the global batch: under torchrun each of N processes takes batch / N of it (default 16)")
     p.add_argument("--learning-rate", type=float, default=5e-4)
     p.add_argument("--instrument", action="append", dest="instruments", choices=("bass", "drums"),
                    help="train on this instrument only (repeatable; default both)")
@@ -127,7 +129,8 @@ def _diffusion(args: argparse.Namespace) -> int:
                            **_style_frames(args.style_seconds, resolve_config(args.config).latent_rate_hz))
     summary = train(resolve_config(args.config), args.latents, args.run, options, resume=args.resume,
                     progress=not args.quiet)
-    print(json.dumps(summary))
+    if summary.get("rank", 0) == 0:  # under torchrun, one summary
+        print(json.dumps(summary))
     return 0
 
 
