@@ -1,10 +1,12 @@
-"""The tempo of a recording, estimated from its onsets, for MIDI that lines up in a DAW when no tempo is given.
+"""The tempo and the beats of a recording, estimated from its onsets: for MIDI that lines up in a DAW when no
+tempo is given, and for a beat grid when the host gives none.
 
 An onset-strength envelope (half-wave rectified log-spectral flux, 86 frames per second) is
 autocorrelated; each tempo from 60 to 200 BPM scores the autocorrelation at its beat period and at 2, 4
 and 8 beats (two bars' worth of evidence), weighted by a log-normal prior around 110 BPM (0.7 octaves)
 that settles octave ambiguity the way producers count. The weights were chosen on 120 contexts of the
-broad MMA build (``backline eval tempo`` measures it on any split). Pure NumPy.
+broad MMA build (``backline eval tempo`` measures it on any split). The beats are then placed by dynamic
+programming (Ellis 2007): each beat on strong onsets, each gap close to the tempo's period. Pure NumPy.
 """
 
 from __future__ import annotations
@@ -63,3 +65,46 @@ def estimate_tempo(audio: np.ndarray, sample_rate: int) -> tuple[float, float]:
     best = int(np.argmax(score))
     confidence = float(np.clip((score[best] - np.median(score)) / (score[best] + 1e-9), 0.0, 1.0))
     return round(float(bpms[best]), 2), round(confidence, 3)
+
+
+BEAT_TIGHTNESS = 100.0  # how strongly a gap between beats is held to the tempo's period (Ellis 2007's alpha)
+# The onset envelope peaks after a note begins (the flux of a frame against the one before, attacks): the
+# median lag on 50 songs of the broad build's train split, taken off every beat.
+BEAT_LATENCY_SECONDS = 0.04
+
+
+def estimate_beats(audio: np.ndarray, sample_rate: int, bpm: float | None = None) -> np.ndarray:
+    """Beat times in seconds (ascending), at ``bpm`` (estimated when not given), by dynamic programming over
+    the onset envelope: every frame's best score is its onset strength plus the best earlier beat's score less
+    a penalty for a gap unlike the period."""
+    envelope = onset_envelope(audio, sample_rate)
+    frames_per_second = TEMPO_SAMPLE_RATE / TEMPO_HOP
+    if bpm is None:
+        bpm, confidence = estimate_tempo(audio, sample_rate)
+        if confidence == 0.0:
+            return np.zeros(0)
+    if not envelope.any():
+        return np.zeros(0)
+    period = 60.0 * frames_per_second / bpm
+    envelope = envelope / (envelope.std() + 1e-9)
+    score = envelope.astype(np.float64).copy()
+    previous = np.full(len(envelope), -1, np.int64)
+    gaps = np.arange(int(round(period / 2)), int(round(2 * period)) + 1)
+    penalty = -BEAT_TIGHTNESS * np.log(gaps / period) ** 2
+    for t in range(int(gaps[0]), len(envelope)):
+        candidates = t - gaps
+        valid = candidates >= 0
+        if not valid.any():
+            continue
+        options = score[candidates[valid]] + penalty[valid]
+        best = int(np.argmax(options))
+        if options[best] > 0:
+            score[t] += options[best]
+            previous[t] = candidates[valid][best]
+    last_window = score[max(0, len(score) - int(round(period))):]
+    t = len(score) - len(last_window) + int(np.argmax(last_window))
+    beats = [t]
+    while previous[t] >= 0:
+        t = int(previous[t])
+        beats.append(t)
+    return np.clip(np.array(beats[::-1], dtype=np.float64) / frames_per_second - BEAT_LATENCY_SECONDS, 0.0, None)

@@ -56,9 +56,10 @@ example:
 """
 
 TEMPO_HELP = """\
-Measure the tempo estimator (engine/tempo.py: what `backline transcribe` and `generate --midi` use when no
-tempo is given) on a data build's MMA songs, whose charts know their tempo: right within 4 %, half or
-double, or wrong; per style family and tempo band. Writes report.md and report.json to --out.
+Measure the tempo and beat estimators (engine/tempo.py: what `backline transcribe` and `generate --midi` use
+when no tempo is given, and a beat grid when the host gives none) on a data build's MMA songs, whose charts
+know their tempo and beats: tempo right within 4 %, half or double, or wrong; beat F-measure within 70 ms
+(with the tempo estimated, and given); per style family and tempo band. Writes report.md and report.json.
 
 example:
   backline eval tempo --data $BACKLINE_DATA/broad --split unseen --out training/reports/tempo
@@ -147,7 +148,7 @@ def register_eval(eval_models: argparse._SubParsersAction, formatter=argparse.Ra
     p.set_defaults(func=_eval_style)
 
 
-    p = eval_models.add_parser("tempo", help="the tempo estimator against a data build's known tempi",
+    p = eval_models.add_parser("tempo", help="the tempo and beat estimators against a data build's known beats",
                                description=TEMPO_HELP, formatter_class=formatter)
     p.add_argument("--data", required=True, type=Path, help="data build directory with MMA songs")
     p.add_argument("--out", required=True, type=Path, help="report directory")
@@ -165,8 +166,9 @@ def _eval_tempo(args: argparse.Namespace) -> int:
                f"--out {args.out}")
     print(write_report(report, args.out, command))
     overall = report["overall"]
-    print(f"{overall['count']} songs: right {overall['right']:.2f}, half or double {overall['octave']:.2f}, "
-          f"wrong {overall['wrong']:.2f}")
+    print(f"{overall['count']} songs: tempo right {overall['right']:.2f}, half or double {overall['octave']:.2f}, "
+          f"wrong {overall['wrong']:.2f}; beat F-measure {overall['beat_f_measure']:.2f} "
+          f"({overall['beat_f_measure_tempo_given']:.2f} with the tempo given)")
     return 0
 
 
