@@ -105,3 +105,26 @@ def test_welcome_names_the_engines_models_and_runtime(start_server, connect, eng
     server = start_server(engine)
     welcome = connect(server).hello()
     assert welcome["models"] == ["autoencoder tiny", "denoiser tiny", "runtime torch"]
+
+
+def test_a_prompt_beside_a_reference_blends_at_the_command_lines_default_through_the_bridge(start_server, connect):
+    """One default for style_ratio (engine/params.py): the bridge blends a reference and a prompt as
+    `backline generate --style ref.wav --prompt ...` does, instead of ignoring the prompt."""
+    from dataclasses import replace
+
+    from backline.engine.pipeline import GenerateRequest, generate
+
+    tiny = make_bundle()
+    prompt_vector = np.linspace(-2, 2, tiny.contract.style_dim).astype(np.float32)
+    bundle = replace(tiny, prompts=lambda text: prompt_vector)
+    client = connect(start_server(make_generator(bundle)))
+    reference = (0.2 * np.sign(np.sin(np.arange(30_000) * 0.01)))[None].astype(np.float32)
+    client.generate("ref", {"kind": "reference"}, reference, 44_100)
+    context = region(0.5)
+    blended, _, _ = client.generate("both", {"steps": 3, "style_job_id": "ref", "style_prompt": "slap bass"},
+                                    context, RATE)
+    only_reference, _, _ = client.generate("ref-only", {"steps": 3, "style_job_id": "ref"}, context, RATE)
+    direct = generate(bundle, GenerateRequest(context=context, sample_rate=RATE, steps=3, style_audio=reference,
+                                              style_sample_rate=44_100, style_prompt="slap bass")).audio
+    np.testing.assert_allclose(blended, direct, atol=1e-6)
+    assert np.abs(blended - only_reference).max() > 1e-4  # the prompt counts
