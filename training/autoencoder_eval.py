@@ -30,6 +30,7 @@ import torch
 from backline.data.dataset import read_manifest
 from backline.engine.audio import read_audio, resample
 from backline.models.autoencoder import load_autoencoder, reconstruct
+from backline.training import fit_metrics
 from backline.training.autoencoder import stft_distances
 
 CATEGORIES = ("bass", "drums", "mix")
@@ -91,8 +92,9 @@ def low_pass(audio: np.ndarray, sample_rate: int, cutoff_hz: int) -> np.ndarray:
     return out
 
 
-def _category_files(build_dir: Path) -> tuple[str, dict[str, list[Path]]]:
-    split = "test" if read_manifest(build_dir, split="test") else "validation"
+def _category_files(build_dir: Path, split: str | None = None) -> tuple[str, dict[str, list[Path]]]:
+    """The held-out files per category: ``split``, else test (validation when a build has no test split)."""
+    split = split or ("test" if read_manifest(build_dir, split="test") else "validation")
     files: dict[str, list[Path]] = {c: [] for c in CATEGORIES}
     for record in read_manifest(build_dir, split=split):
         files["mix"].append(build_dir / record["mix"])
@@ -111,19 +113,23 @@ def _excerpt(audio: np.ndarray, sample_rate: int, max_seconds: float) -> np.ndar
 
 
 def evaluate(model_path: str | Path, build_dir: str | Path, out_dir: str | Path, *,
-             max_files: int = 12, max_seconds: float = 30.0) -> dict:
-    """Evaluate a model file on a build's held-out split; writes report.json, report.md, spectrograms.png."""
+             max_files: int = 12, max_seconds: float = 30.0, split: str | None = None) -> dict:
+    """Evaluate a model file on a build's held-out split; writes report.json, report.md, spectrograms.png.
+
+    Per category, besides the per-file metrics: the log-mel Fréchet distance (``fit_metrics.realism``'s
+    embedding, standardised on the real files) between the reconstructions and the real files."""
     model, metadata = load_autoencoder(model_path)
     config = model.config
     build_dir, out_dir = Path(build_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    split, files = _category_files(build_dir)
+    split, files = _category_files(build_dir, split)
     systems = ("autoencoder", "lowpass_4khz", "lowpass_8khz")
     categories: dict[str, dict] = {}
     examples: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     started = time.monotonic()
     for category in CATEGORIES:
         per_system: dict[str, list[dict]] = {s: [] for s in systems}
+        embeddings: dict[str, list[np.ndarray]] = {}
         seconds = 0.0
         used = []
         for path in files[category]:
@@ -140,6 +146,8 @@ def evaluate(model_path: str | Path, build_dir: str | Path, out_dir: str | Path,
             }
             for system, estimate in estimates.items():
                 per_system[system].append(quality_metrics(estimate, audio, sample_rate))
+                embeddings.setdefault(system, []).append(fit_metrics.embed(estimate, sample_rate))
+            embeddings.setdefault("real", []).append(fit_metrics.embed(audio, sample_rate))
             if category not in examples:
                 examples[category] = (audio, estimates["autoencoder"])
             seconds += len(audio) / sample_rate
@@ -152,6 +160,8 @@ def evaluate(model_path: str | Path, build_dir: str | Path, out_dir: str | Path,
             "paths": used,
             "metrics": {
                 system: {name: float(np.mean([m[name] for m in rows])) for name in rows[0]}
+                | {"log_mel_frechet": fit_metrics.realism(np.concatenate(embeddings["real"]),
+                                                          np.concatenate(embeddings[system]))["frechet"]}
                 for system, rows in per_system.items()
             },
         }
@@ -189,15 +199,16 @@ def _markdown(report: dict) -> str:
         f"4 kHz low-pass {rates['lowpass_4khz_samples']} samples, 8 kHz low-pass "
         f"{rates['lowpass_8khz_samples']} samples, waveform {rates['waveform_samples']}.",
         "",
-        "log-mel L1 and STFT distance: lower is better; SI-SDR: higher is better.",
+        "log-mel L1, STFT distance and log-mel Fréchet distance (to the real files): lower is better; SI-SDR: "
+        "higher is better.",
         "",
     ]
     for category, data in report["categories"].items():
         lines += [f"## {category} ({data['files']} files, {data['seconds']:.0f} s)", "",
-                  "| system | log-mel L1 | MR-STFT distance | SI-SDR (dB) |", "|---|---:|---:|---:|"]
+                  "| system | log-mel L1 | MR-STFT distance | log-mel Fréchet | SI-SDR (dB) |", "|---|---:|---:|---:|---:|"]
         for system, metrics in data["metrics"].items():
             lines.append(f"| {system} | {metrics['log_mel_l1']:.3f} | {metrics['stft_distance']:.3f} | "
-                         f"{metrics['si_sdr_db']:.2f} |")
+                         f"{metrics.get('log_mel_frechet', float('nan')):.2f} | {metrics['si_sdr_db']:.2f} |")
         lines.append("")
     return "\n".join(lines)
 

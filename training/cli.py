@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from backline.data.dataset import SPLITS
 from backline.engine.cli import add_threads_argument
 from backline.training import diffusion_cli
 
@@ -142,6 +143,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="report directory")
     p.add_argument("--max-files", type=int, default=12, help="files per category (default 12)")
     p.add_argument("--max-seconds", type=float, default=30.0, help="seconds taken from the middle of each file (default 30)")
+    p.add_argument("--split", choices=SPLITS, default=None,
+                   help="the split to measure on (default: test, else validation); unseen: held-out sounds and styles")
     add_threads_argument(p, None, what="torch")
     p.set_defaults(func=_eval_autoencoder)
     from backline.training import eval_cli
@@ -226,7 +229,8 @@ def _eval_autoencoder(args: argparse.Namespace) -> int:
     from backline.training.autoencoder_eval import evaluate
 
     _set_threads(args.threads)
-    report = evaluate(args.model, args.data, args.out, max_files=args.max_files, max_seconds=args.max_seconds)
+    report = evaluate(args.model, args.data, args.out, max_files=args.max_files, max_seconds=args.max_seconds,
+                      split=args.split)
     print((Path(args.out) / "report.md").read_text())
     return 0 if report["categories"] else 1
 
