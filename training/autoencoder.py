@@ -47,9 +47,11 @@ from backline.models.autoencoder import (
     Autoencoder,
     AutoencoderConfig,
     count_parameters,
+    latent_frames,
     load_autoencoder,
     save_autoencoder,
 )
+from backline.training import distributed
 from backline.training.run import RunSettings
 
 FREQUENCY_MAX_FFT = 4096  # the frequency term is measured at resolutions up to this n_fft (hop = n_fft / 4)
@@ -77,6 +79,9 @@ def stft_distances(
 ) -> dict[str, torch.Tensor]:
     """Multi-resolution STFT distances between (batch, samples) signals, averaged over resolutions.
 
+    Every term is a mean over the batch's rows of a per-row distance, so a batch split over processes
+    (training/distributed.py) averages to the whole batch's loss.
+
     Returns ``stft_convergence`` (Frobenius norm of the magnitude error over that of the target),
     ``stft_log_magnitude`` (mean |log magnitude difference|), ``stft_frequency`` (with ``frequency``,
     else 0: the instantaneous-frequency error: distance between the unit phase advances from one frame to the
@@ -91,13 +96,15 @@ def stft_distances(
     for n_fft in resolutions:
         s_pred, s_true = _spectrogram(prediction, n_fft), _spectrogram(target, n_fft)
         m_pred, m_true = s_pred.abs(), s_true.abs()
-        convergence.append(torch.linalg.norm(m_true - m_pred) / (torch.linalg.norm(m_true) + 1e-7))
+        error_norm = torch.linalg.vector_norm(m_true - m_pred, dim=(-2, -1))
+        convergence.append((error_norm / (torch.linalg.vector_norm(m_true, dim=(-2, -1)) + 1e-7)).mean())
         log_magnitude.append((torch.log(m_pred + 1e-5) - torch.log(m_true + 1e-5)).abs().mean())
         if frequency and n_fft <= FREQUENCY_MAX_FFT:
             advance_pred = _unit(s_pred[..., 1:] * s_pred[..., :-1].conj())
             advance_true = _unit(s_true[..., 1:] * s_true[..., :-1].conj())
             weight = (m_true[..., 1:] * m_true[..., :-1]).pow(frequency_loudness / 2)
-            frequency_terms.append((weight * (advance_pred - advance_true).abs()).sum() / (weight.sum() + 1e-7))
+            error = (weight * (advance_pred - advance_true).abs()).sum(dim=(-2, -1))
+            frequency_terms.append((error / (weight.sum(dim=(-2, -1)) + 1e-7)).mean())
         if phase_prediction is not None:
             s_pred = _spectrogram(phase_prediction, n_fft)
             m_pred = s_pred.abs()
@@ -139,21 +146,20 @@ def pitch_loss(model: Autoencoder, latents: torch.Tensor, audio: torch.Tensor) -
 
 
 def autoencoder_losses(
-    model: Autoencoder, audio: torch.Tensor, *, generator: torch.Generator | None = None
+    model: Autoencoder, audio: torch.Tensor, *, latent_noise: torch.Tensor | None = None
 ) -> dict[str, torch.Tensor]:
     """All training losses for a batch (batch, samples); ``loss`` is the weighted total.
 
-    With a ``generator`` (training), a little Gaussian noise is added to the latents and their mean
-    square is penalised, so the decoder tolerates the imprecise latents a diffusion model produces and
-    the encoder cannot escape the noise by growing its output.
+    With ``latent_noise`` (training: unit Gaussian noise of the latents' shape, see ``draw_latent_noise``),
+    a little noise is added to the latents and their mean square is penalised, so the decoder tolerates the
+    imprecise latents a diffusion model produces and the encoder cannot escape the noise by growing its output.
     """
     config = model.config
     latents = model.encode_raw(audio)
     penalty = latents.pow(2).mean()
     pitch = pitch_loss(model, latents, audio) if config.train_pitch_weight > 0 else latents.new_zeros(())
-    if generator is not None and config.train_latent_noise_std > 0:
-        noise = torch.randn(latents.shape, generator=generator, device=latents.device)
-        latents = latents + config.train_latent_noise_std * noise
+    if latent_noise is not None and config.train_latent_noise_std > 0:
+        latents = latents + config.train_latent_noise_std * latent_noise.to(latents.device)
     # One decoder pass, two gradient paths to the same audio: the spectral magnitude and frequency
     # terms train the phase advances; the absolute-phase terms (waveform L1, complex spectra) train
     # the magnitudes only (see Autoencoder.head_to_spectrum).
@@ -179,6 +185,12 @@ def autoencoder_losses(
         + config.train_latent_penalty * penalty
     )
     return losses
+
+
+def draw_latent_noise(config: AutoencoderConfig, batch: int, num_frames: int, generator: torch.Generator) -> torch.Tensor:
+    """Unit Gaussian noise for the latents of a (batch, num_frames) audio batch."""
+    shape = (batch, config.latent_channels, latent_frames(num_frames, config.hop_length))
+    return torch.randn(shape, generator=generator)
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -357,15 +369,16 @@ def validate(model: Autoencoder, crops: torch.Tensor, batch_size: int,
     """Mean of every loss over fixed validation crops (no latent noise), and the mean
     ``pitch_similarity`` over ``pitch_crops`` (longer bass crops) when given."""
     model.eval()
+    device = next(model.parameters()).device
     totals = {name: 0.0 for name in LOSS_NAMES}
     for start in range(0, crops.shape[0], batch_size):
-        batch = crops[start : start + batch_size]
+        batch = crops[start : start + batch_size].to(device)
         losses = autoencoder_losses(model, batch)
         for name in LOSS_NAMES:
             totals[name] += float(losses[name]) * batch.shape[0]
     result = {name: value / crops.shape[0] for name, value in totals.items()}
     if pitch_crops is not None:
-        scores = [pitch_similarity(model(crop[None])[0].numpy(), crop.numpy(), model.config.sample_rate)
+        scores = [pitch_similarity(model(crop[None].to(device))[0].cpu().numpy(), crop.numpy(), model.config.sample_rate)
                   for crop in pitch_crops]
         result["pitch_similarity"] = float(np.nanmean(scores)) if not np.isnan(scores).all() else float("nan")
     model.train()
@@ -386,11 +399,18 @@ def train(
     resume: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Train (or resume) an autoencoder; returns a summary dict (steps, wall time, last losses)."""
+    """Train (or resume) an autoencoder; returns a summary dict (steps, wall time, last losses).
+
+    Under ``torchrun`` every process draws each global batch of ``settings.batch_size`` crops (and its latent
+    noise) from the run's seeded generators and keeps its rows (training/distributed.py); rank 0 validates and
+    writes the logs and checkpoints, and a build still being rendered is picked up only by a single process."""
     from tqdm import tqdm
 
+    processes = distributed.start()
+    main = processes.main
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "config.json"
     init = None
     if settings.init_from:
@@ -404,9 +424,11 @@ def train(
             raise ValueError(f"{run_dir}: --resume with a different model config than the run's config.json")
     elif (run_dir / "checkpoint.pt").exists():
         raise FileExistsError(f"{run_dir} already holds a checkpoint; pass --resume or pick a new run directory")
-    config_path.write_text(json.dumps(
-        {"model": config.to_dict(), "training": dataclasses.asdict(settings), "data": str(build_dir)}, indent=2
-    ))
+    rows = processes.rows(settings.batch_size)
+    if main:
+        config_path.write_text(json.dumps(
+            {"model": config.to_dict(), "training": dataclasses.asdict(settings), "data": str(build_dir)}, indent=2
+        ))
 
     segment_frames = int(round(settings.segment_seconds * config.sample_rate))
     train_files = split_files(build_dir, "train")
@@ -434,10 +456,10 @@ def train(
         other = [key for key in [*missing, *unexpected] if not key.startswith("pitch_head.")]
         if other:  # only the training-time pitch head may differ (--pitch-weight); the network itself may not
             raise ValueError(f"{settings.init_from} does not fit this config: {', '.join(other[:5])}")
-    if settings.freeze_encoder:
-        for name, parameter in model.named_parameters():
-            if name.startswith(("enc_", "pitch_head")):
-                parameter.requires_grad_(False)
+    frozen = ("note_head", *(("enc_", "pitch_head") if settings.freeze_encoder else ()))  # the note head: training/notes.py
+    for name, parameter in model.named_parameters():
+        if name.startswith(frozen):
+            parameter.requires_grad_(False)
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, betas=(0.8, 0.99), weight_decay=0.01)
     step, elapsed_before = 0, 0.0
@@ -449,7 +471,14 @@ def train(
         rng.bit_generator.state = json.loads(state["numpy_rng"])
         torch_generator.set_state(state["torch_rng"])
 
+    losses_module = processes.wrap(distributed.LossModule(
+        model, lambda m, audio, noise: autoencoder_losses(m, audio, latent_noise=noise)))
+    if main:
+        distributed.record_run(run_dir, settings, processes, step)
+
     def save_checkpoint() -> None:
+        if not main:
+            return
         state = _checkpoint_state(model, optimizer, step, rng, torch_generator, elapsed_before + time.monotonic() - started)
         temporary = run_dir / "checkpoint.pt.tmp"
         torch.save(state, temporary)
@@ -457,7 +486,7 @@ def train(
 
     started = time.monotonic()
     model.train()
-    bar = tqdm(total=settings.steps, initial=step, desc="autoencoder", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=settings.steps, initial=step, desc="autoencoder", disable=not (progress and main), dynamic_ncols=True)
     last: dict[str, float] = {}
     validation: dict[str, float] = {}
     stopped_early = False
@@ -470,27 +499,31 @@ def train(
             quiet = torch.from_numpy(rng.random(settings.batch_size) < settings.quiet_share)
             gain_db = torch.from_numpy(rng.uniform(-80.0, -20.0, settings.batch_size)).float()
             batch = batch * torch.where(quiet, 10 ** (gain_db / 20), torch.ones(()))[:, None]
-        losses = autoencoder_losses(model, batch, generator=torch_generator)
+        noise = draw_latent_noise(config, settings.batch_size, segment_frames, torch_generator)
+        # fp32 on every device: the losses' FFTs have no bf16 kernels
+        losses = losses_module(batch[rows].to(processes.device), noise[rows].to(processes.device))
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         step += 1
-        last = {name: float(value.detach()) for name, value in losses.items()}
+        last = {name: processes.mean(float(value.detach())) for name, value in losses.items()}  # the global batch's
         bar.update(1)
         bar.set_postfix(loss=f"{last['loss']:.3f}", l1=f"{last['waveform_l1']:.4f}",
                         logmag=f"{last['stft_log_magnitude']:.3f}", phase=f"{last['stft_phase']:.3f}",
                         freq=f"{last['stft_frequency']:.3f}")
         elapsed = elapsed_before + time.monotonic() - started
-        out_of_time = settings.time_limit_minutes is not None and (time.monotonic() - started) > 60 * settings.time_limit_minutes
+        out_of_time = processes.any(settings.time_limit_minutes is not None
+                                    and (time.monotonic() - started) > 60 * settings.time_limit_minutes)
         final = step >= settings.steps or out_of_time
-        if step % settings.log_every == 0 or final:
+        if main and (step % settings.log_every == 0 or final):
             _append_csv(run_dir / "train.csv", {"step": step, "elapsed_seconds": round(elapsed, 1),
                                                 "learning_rate": learning_rate, **last})
-        if step % settings.validate_every == 0 or final:
-            # A build still being rendered grows its manifest; pick up the new pieces as they land.
+        if main and (step % settings.validate_every == 0 or final):
+            # A build still being rendered grows its manifest: one process picks up the new pieces as they land
+            # (several would have to agree on when).
             train_files = split_files(build_dir, "train")
-            if len(train_files) != len(sampler.files):
+            if processes.world == 1 and len(train_files) != len(sampler.files):
                 bar.write(f"step {step}: training on {len(train_files)} files (was {len(sampler.files)})")
                 sampler.files = train_files
             validation = validate(model, validation_crops, settings.batch_size, pitch_crops)
@@ -510,11 +543,14 @@ def train(
     bar.close()
     if not (run_dir / "checkpoint.pt").exists() or step % settings.checkpoint_every:
         save_checkpoint()
+    distributed.finish(processes)
     return {
         "step": step,
         "wall_seconds": elapsed_before + time.monotonic() - started,
         "parameters": count_parameters(model),
         "stopped_early": stopped_early,
+        "processes": processes.world,
+        "rank": processes.rank,
         "train": last,
         "validation": validation,
     }

@@ -60,10 +60,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                 formatter_class=formatter)
     p.add_argument("--config", default="default", help="registered config name (tiny, default) or a .json file")
     p.add_argument("--data", required=True, type=Path, help="data build directory (holds manifest.jsonl)")
-    p.add_argument("--run", required=True, type=Path, help="run directory for checkpoints, logs and plots")
+    p.add_argument("--run", "--run-dir", dest="run", required=True, type=Path,
+                   help="run directory for checkpoints, logs and plots (under torchrun write --run-dir: torchrun "
+                        "reads --run as its own --run-path)")
     p.add_argument("--steps", type=int, default=10_000, help="total optimiser steps (default 10000)")
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint.pt")
-    p.add_argument("--batch-size", type=int, default=8, help="crops per step (default 8)")
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="crops per step, the global batch: under torchrun each of N processes takes batch / N (default 8)")
     p.add_argument("--segment-seconds", type=float, default=1.0, help="crop length in seconds (default 1.0)")
     p.add_argument("--learning-rate", type=float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and crop sampling (default 0)")
@@ -99,16 +102,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--latents", required=True, type=Path, help="latents of that build by this autoencoder")
     p.add_argument("--extra", nargs=2, type=Path, action="append", default=[], metavar=("DATA", "LATENTS"),
                    help="another build and its latents whose train split is added (validation stays --data's)")
-    p.add_argument("--run", required=True, type=Path, help="run directory: cached targets, logs, summary")
+    p.add_argument("--run", "--run-dir", dest="run", required=True, type=Path,
+                   help="run directory: cached targets, checkpoint, logs, summary (under torchrun write --run-dir)")
+    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint.pt")
     p.add_argument("--out", required=True, type=Path, help="where to write the autoencoder with its note head")
     p.add_argument("--steps", type=int, default=notes.NoteSettings.steps, help="optimiser steps (default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=notes.NoteSettings.batch_size, help="crops per step (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=notes.NoteSettings.batch_size,
+                   help="crops per step, the global batch: under torchrun each of N processes takes batch / N "
+                        "(default %(default)s)")
     p.add_argument("--learning-rate", type=float, default=notes.NoteSettings.learning_rate,
                    help="peak AdamW learning rate (default %(default)s)")
     p.add_argument("--latent-noise", type=float, default=notes.NoteSettings.latent_noise,
                    help="std of the noise added to the scaled latents in training (default %(default)s)")
     p.add_argument("--validate-every", type=int, default=notes.NoteSettings.validate_every,
                    help="steps between validation passes (default %(default)s)")
+    p.add_argument("--checkpoint-every", type=int, default=notes.NoteSettings.checkpoint_every,
+                   help="steps between checkpoints (default %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--crop-latent-frames", type=int, default=notes.NoteSettings.crop_latent_frames,
+                   help="latent frames per training crop (default %(default)s)")
     p.add_argument("--note-dim", type=int, default=notes.NoteSettings.note_dim, help="the head's width (default %(default)s)")
     p.add_argument("--note-blocks", type=int, default=notes.NoteSettings.note_blocks,
                    help="the head's residual blocks (default %(default)s)")
@@ -200,7 +212,8 @@ def _train_autoencoder(args: argparse.Namespace) -> int:
         quiet_share=args.quiet_share,
     )
     summary = train(config, args.data, args.run, settings, resume=args.resume, progress=not args.quiet)
-    print(json.dumps(summary, indent=2))
+    if summary["rank"] == 0:  # under torchrun, one summary
+        print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -210,10 +223,13 @@ def _train_notes(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     settings = NoteSettings(steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                             latent_noise=args.latent_noise, validate_every=args.validate_every, seed=args.seed,
+                            checkpoint_every=args.checkpoint_every, crop_latent_frames=args.crop_latent_frames,
                             note_dim=args.note_dim, note_blocks=args.note_blocks)
     summary = train_notes(args.init_from, args.data, args.latents, args.run, args.out, settings,
-                          extra=tuple(tuple(pair) for pair in args.extra), time_limit_minutes=args.time_limit_minutes)
-    print(json.dumps(summary, indent=2))
+                          extra=tuple(tuple(pair) for pair in args.extra), time_limit_minutes=args.time_limit_minutes,
+                          resume=args.resume, progress=not args.quiet)
+    if summary["rank"] == 0:  # under torchrun, one summary
+        print(json.dumps(summary, indent=2))
     return 0
 
 

@@ -191,17 +191,6 @@ def validation_loss(model: EDMPrecond, pairs: LatentPairs, frames: int, *, batch
     return float(np.mean(losses))
 
 
-class _Loss(torch.nn.Module):
-    """The model's training loss as a module's forward, so DistributedDataParallel syncs its gradients."""
-
-    def __init__(self, model: EDMPrecond):
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch: dict, draws: dict, details: bool):
-        return self.model.loss(**batch, draws=draws, details=details)
-
-
 @isolated_seed(lambda arguments: arguments["options"].seed)
 def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, options: TrainOptions, *,
           resume: bool = False, progress: bool = True) -> dict:
@@ -259,11 +248,12 @@ def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, o
         ema.load_state_dict(state["ema"])
         optimiser.load_state_dict(state["optimiser"])
         step = int(state["step"])
-    loss_module = processes.wrap(_Loss(model))
+    loss_module = processes.wrap(distributed.LossModule(
+        model, lambda m, batch, draws, details: m.loss(**batch, draws=draws, details=details)))
     ema.to(processes.device)
     if processes.main:
         (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
-        _record_run(run_dir, options, processes, step)
+        distributed.record_run(run_dir, options, processes, step)
     rng = np.random.default_rng([options.seed, step])
     generator = torch.Generator().manual_seed(options.seed * 1_000_003 + step)
 
@@ -343,17 +333,6 @@ def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, o
         distributed.finish(processes)
     return {"step": step, "wall_seconds": round(time.perf_counter() - start, 1), "train_pairs": len(train_pairs),
             "validation_pairs": len(validation_pairs), "processes": processes.world, "rank": processes.rank}
-
-
-def _record_run(run_dir: Path, options: TrainOptions, processes, step: int) -> None:
-    """training.json: the run's settings and, per (re)start, how many processes took the global batch."""
-    path = run_dir / "training.json"
-    record = json.loads(path.read_text()) if path.is_file() else {"starts": []}
-    record["settings"] = dataclasses.asdict(options)
-    record["global_batch"], record["learning_rate"] = options.batch_size, options.learning_rate
-    record["starts"].append({"step": step, "processes": processes.world, "device": str(processes.device),
-                             "per_process_batch": options.batch_size // processes.world})
-    path.write_text(json.dumps(record, indent=1))
 
 
 def _guidance_record(guidance: dict) -> dict:

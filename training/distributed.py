@@ -9,8 +9,11 @@ Rank 0 alone logs, validates and writes checkpoints. Process groups: gloo on CPU
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import distributed as dist
@@ -49,6 +52,11 @@ class Processes:
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return bool(tensor.item() > 0)
 
+    def barrier(self) -> None:
+        """Wait until every process is here (for what rank 0 writes first, such as a cache)."""
+        if self.world > 1:
+            dist.barrier()
+
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """``model`` on this process's device, in DistributedDataParallel when there are several processes."""
         model = model.to(self.device)
@@ -60,6 +68,19 @@ class Processes:
     def autocast(self):
         """bf16 autocast on CUDA; a no-op on the CPU."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+
+class LossModule(torch.nn.Module):
+    """``loss(model, *inputs)`` as a module's forward: DistributedDataParallel syncs the gradients of what a forward
+    call computes, and a trainer's loss calls more of its model than ``forward``."""
+
+    def __init__(self, model: torch.nn.Module, loss):
+        super().__init__()
+        self.model = model
+        self.loss = loss
+
+    def forward(self, *inputs):
+        return self.loss(self.model, *inputs)
 
 
 def start() -> Processes:
@@ -83,3 +104,15 @@ def finish(processes: Processes) -> None:
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def record_run(run_dir: Path, settings, processes: Processes, step: int) -> None:
+    """training.json: the run's settings (a RunSettings), its global batch and learning rate and, per (re)start,
+    how many processes took the global batch. Rank 0 calls it."""
+    path = Path(run_dir) / "training.json"
+    record = json.loads(path.read_text()) if path.is_file() else {"starts": []}
+    record["settings"] = dataclasses.asdict(settings)
+    record["global_batch"], record["learning_rate"] = settings.batch_size, settings.learning_rate
+    record["starts"].append({"step": step, "processes": processes.world, "device": str(processes.device),
+                             "per_process_batch": settings.batch_size // processes.world})
+    path.write_text(json.dumps(record, indent=1))

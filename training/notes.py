@@ -11,10 +11,14 @@ precomputed with this autoencoder (``backline data latents``), so the encoder is
 autoencoder itself is frozen: only ``note_head`` learns, and the latent space is unchanged. Gaussian
 noise on the latents in training (``latent_noise``) stands in for the denoiser's imperfect latents.
 
-The run directory gets the cached targets (``labels.npz``, reused when present), ``train.csv``,
+The run directory gets the cached targets (``labels.npz``, reused when present), ``checkpoint.pt`` (the head,
+optimiser and random states; ``--resume`` continues from it), ``training.json``, ``train.csv``,
 ``validation.csv`` and ``summary.json``; ``out`` gets the autoencoder with its note head, versioned
 ``<init version>+notes<steps>``. Validation reports, over whole validation-split stems: frame accuracy,
 note accuracy and pitch-class accuracy on frames that have a note, and voicing accuracy.
+
+Under ``torchrun`` every process draws each global batch (crops and noise) from the run's seeded generators and
+keeps its rows (training/distributed.py); rank 0 transcribes the targets, validates and writes everything.
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ from pathlib import Path
 import numpy as np
 
 from backline.training.run import RunSettings
-from backline.training.seeding import isolated_seed
 
 NOTE_COUNT = 49  # MIDI 24 (C1) to 72 (C5), the bass transcription's range
 
@@ -124,11 +127,11 @@ def scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return result
 
 
-@isolated_seed(lambda arguments: arguments["settings"].seed)
 def train_notes(init_from: Path, build_dir: Path, latents_dir: Path, run_dir: Path, out: Path,
                 settings: NoteSettings = NoteSettings(), *, extra: tuple[tuple[Path, Path], ...] = (),
-                time_limit_minutes: float | None = None, progress: bool = True) -> dict:
-    """Train the note head of ``init_from``'s autoencoder (the rest frozen); write it to ``out``.
+                time_limit_minutes: float | None = None, resume: bool = False, progress: bool = True) -> dict:
+    """Train (or, with ``resume``, continue) the note head of ``init_from``'s autoencoder (the rest frozen); write
+    it to ``out``.
 
     ``extra``: more (build, latents) pairs whose train split is trained on too (their labels cached as
     ``labels-extra<i>.npz``); validation is always ``build_dir``'s validation split, so runs compare."""
@@ -137,9 +140,17 @@ def train_notes(init_from: Path, build_dir: Path, latents_dir: Path, run_dir: Pa
 
     from backline.engine.runtime import latent_space_of
     from backline.models.autoencoder import Autoencoder, load_autoencoder, save_autoencoder
+    from backline.training import distributed
     from backline.training.latents import require_latent_space
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    processes = distributed.start()
+    main = processes.main
+    run_dir = Path(run_dir)
+    checkpoint_path = run_dir / "checkpoint.pt"
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    if checkpoint_path.exists() and not resume:
+        raise FileExistsError(f"{run_dir} already holds a checkpoint; pass --resume or pick a new run directory")
     if time_limit_minutes is None:
         time_limit_minutes = settings.time_limit_minutes
     base, metadata = load_autoencoder(init_from)
@@ -150,7 +161,9 @@ def train_notes(init_from: Path, build_dir: Path, latents_dir: Path, run_dir: Pa
     sources = [(Path(build_dir), Path(latents_dir)), *((Path(b), Path(l)) for b, l in extra)]
     for _, latents_path in sources:
         require_latent_space(latents_path, config.latent_space, init_from)
-    model = Autoencoder(config)
+    with torch.random.fork_rng(devices=[]):  # a seeded head without touching the caller's global RNG
+        torch.manual_seed(settings.seed)
+        model = Autoencoder(config)
     missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
     if unexpected or any(not key.startswith("note_head.") for key in missing):
         raise ValueError(f"{init_from}: weights do not fit the note-head model ({unexpected or missing})")
@@ -160,8 +173,12 @@ def train_notes(init_from: Path, build_dir: Path, latents_dir: Path, run_dir: Pa
 
     data = {"train": [], "validation": []}
     for index, (build_path, latents_path) in enumerate(sources):
-        labels = _load_labels(run_dir, build_path, latents_path, config, settings,
-                              "labels.npz" if index == 0 else f"labels-extra{index}.npz")
+        cache_name = "labels.npz" if index == 0 else f"labels-extra{index}.npz"
+        if not main:
+            processes.barrier()  # rank 0 transcribes the stems and writes the cache first
+        labels = _load_labels(run_dir, build_path, latents_path, config, settings, cache_name)
+        if main:
+            processes.barrier()
         for entry in labels.values():
             if entry["split"] == "train" or (entry["split"] == "validation" and index == 0):
                 latents = np.load(latents_path / entry["file"])["target"].astype(np.float32) / config.latent_scale
@@ -171,32 +188,58 @@ def train_notes(init_from: Path, build_dir: Path, latents_dir: Path, run_dir: Pa
         raise ValueError(f"{latents_dir}: no train or validation bass latents long enough to train on")
     noise = settings.latent_noise / config.latent_scale  # the setting is in scaled-latent units
     fpl, crop = config.frames_per_latent, settings.crop_latent_frames
+    rows = processes.rows(settings.batch_size)
     rng = np.random.default_rng(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
     optimiser = torch.optim.AdamW(head.parameters(), lr=settings.learning_rate, weight_decay=0.01)
 
     def warmup_cosine(step: int) -> float:
         return min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(step, settings.steps) / settings.steps))
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, warmup_cosine)
+    step, elapsed_before = 0, 0.0
+    if resume:
+        if not checkpoint_path.exists():
+            raise FileNotFoundError(f"{run_dir}: no checkpoint.pt to resume from")
+        state = torch.load(checkpoint_path, weights_only=True)
+        head.load_state_dict(state["head"])
+        optimiser.load_state_dict(state["optimiser"])
+        schedule.load_state_dict(json.loads(state["schedule"]))
+        step, elapsed_before = int(state["step"]), float(state["elapsed_seconds"])
+        rng.bit_generator.state = json.loads(state["numpy_rng"])
+        generator.set_state(state["torch_rng"])
+    loss_module = processes.wrap(distributed.LossModule(model, lambda m, x, y: F.cross_entropy(m.decode_notes(x), y)))
+
+    def save_checkpoint() -> None:
+        if main:
+            state = {"head": head.state_dict(), "optimiser": optimiser.state_dict(),
+                     "schedule": json.dumps(schedule.state_dict()), "step": step,
+                     "elapsed_seconds": elapsed_before + time.monotonic() - started,
+                     "numpy_rng": json.dumps(rng.bit_generator.state), "torch_rng": generator.get_state()}
+            torch.save(state, run_dir / "checkpoint.pt.tmp")
+            (run_dir / "checkpoint.pt.tmp").replace(checkpoint_path)
 
     def validate() -> dict[str, float]:
         head.eval()
         logits, targets = [], []
         with torch.inference_mode():
             for latents, frame_labels_ in data["validation"]:
-                logits.append(model.decode_notes(torch.from_numpy(latents)[None])[0].numpy())
+                logits.append(model.decode_notes(torch.from_numpy(latents)[None].to(processes.device))[0].cpu().numpy())
                 targets.append(frame_labels_)
         head.train()
         return scores(np.concatenate(logits, axis=1), np.concatenate(targets))
 
-    train_log = (run_dir / "train.csv").open("w", newline="")
-    validation_log = (run_dir / "validation.csv").open("w", newline="")
-    train_writer = csv.writer(train_log)
-    train_writer.writerow(["step", "elapsed_seconds", "loss"])
+    if main:
+        distributed.record_run(run_dir, settings, processes, step)
+    train_log = (run_dir / "train.csv").open("a" if resume else "w", newline="") if main else None
+    validation_log = (run_dir / "validation.csv").open("a" if resume else "w", newline="") if main else None
+    train_writer = csv.writer(train_log) if main else None
+    if main and not resume:
+        train_writer.writerow(["step", "elapsed_seconds", "loss"])
     validation_writer = None
     started = time.monotonic()
     head.train()
-    step, validation = 0, {}
+    validation = {}
     while step < settings.steps:
         batch_x, batch_y = [], []
         for index in rng.integers(len(train_set), size=settings.batch_size):
@@ -205,37 +248,47 @@ def train_notes(init_from: Path, build_dir: Path, latents_dir: Path, run_dir: Pa
             batch_x.append(latents[:, start:start + crop])
             batch_y.append(frame_labels_[start * fpl:(start + crop) * fpl])
         x = torch.from_numpy(np.stack(batch_x))
-        x = x + noise * torch.randn_like(x)
-        loss = F.cross_entropy(model.decode_notes(x), torch.from_numpy(np.stack(batch_y)))
+        x = x + noise * torch.randn(x.shape, generator=generator)  # the global batch's, then our rows
+        y = torch.from_numpy(np.stack(batch_y))
+        loss = loss_module(x[rows].to(processes.device), y[rows].to(processes.device))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
         schedule.step()
         step += 1
-        elapsed = time.monotonic() - started
-        if step % 10 == 0:
-            train_writer.writerow([step, round(elapsed, 1), loss.item()])
-        out_of_time = time_limit_minutes is not None and elapsed > 60 * time_limit_minutes
-        if step % settings.validate_every == 0 or step == settings.steps or out_of_time:
+        loss_value = processes.mean(loss.item())  # the global batch's
+        elapsed = elapsed_before + time.monotonic() - started
+        if main and step % 10 == 0:
+            train_writer.writerow([step, round(elapsed, 1), loss_value])
+        out_of_time = processes.any(time_limit_minutes is not None
+                                    and time.monotonic() - started > 60 * time_limit_minutes)
+        if main and (step % settings.validate_every == 0 or step == settings.steps or out_of_time):
             validation = validate()
             if validation_writer is None:
                 validation_writer = csv.DictWriter(validation_log, ["step", "elapsed_seconds", *validation])
-                validation_writer.writeheader()
+                if not resume:
+                    validation_writer.writeheader()
             validation_writer.writerow({"step": step, "elapsed_seconds": round(elapsed, 1), **validation})
             validation_log.flush()
             train_log.flush()
             if progress:
-                print(f"step {step}: loss {loss.item():.3f}, " + ", ".join(f"{k} {v:.3f}" for k, v in validation.items()),
+                print(f"step {step}: loss {loss_value:.3f}, " + ", ".join(f"{k} {v:.3f}" for k, v in validation.items()),
                       flush=True)
+        if step % settings.checkpoint_every == 0 or out_of_time:
+            save_checkpoint()
         if out_of_time:
             break
-    train_log.close()
-    validation_log.close()
+    save_checkpoint()
     version = f"{init_version}+notes{step}"
-    save_autoencoder(out, model, version=version)
     summary = {"version": version, "init_from": str(init_from), "latents": str(latents_dir),
                "extra": [[str(b), str(l)] for b, l in extra], "steps": step,
-               "wall_seconds": round(time.monotonic() - started, 1), "settings": dataclasses.asdict(settings),
+               "wall_seconds": round(elapsed_before + time.monotonic() - started, 1),
+               "settings": dataclasses.asdict(settings), "processes": processes.world, "rank": processes.rank,
                "train_stems": len(train_set), "validation_stems": len(data["validation"]), "validation": validation}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if main:
+        train_log.close()
+        validation_log.close()
+        save_autoencoder(out, model.cpu(), version=version)
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    distributed.finish(processes)
     return summary

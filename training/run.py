@@ -12,7 +12,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class RunSettings:
     steps: int = 10_000
-    batch_size: int = 8  # per process
+    batch_size: int = 8  # the global batch: under torchrun each process takes an equal share of it
     learning_rate: float = 1e-3
     warmup_steps: int = 200
     validate_every: int = 250

@@ -17,6 +17,7 @@ from backline.models.autoencoder import CONFIGS, Autoencoder, load_autoencoder
 from backline.training.autoencoder import (
     CropSampler,
     autoencoder_losses,
+    draw_latent_noise,
     load_checkpoint,
     measure_latent_std,
     split_files,
@@ -46,7 +47,8 @@ def test_loss_decreases_on_a_fixed_signal():
     generator = torch.Generator().manual_seed(0)
     losses = []
     for _ in range(40):
-        loss = autoencoder_losses(model, audio, generator=generator)["loss"]
+        noise = draw_latent_noise(model.config, 2, audio.shape[-1], generator)
+        loss = autoencoder_losses(model, audio, latent_noise=noise)["loss"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -1,4 +1,4 @@
-"""A trainer under torchrun (2 CPU processes, gloo) takes the steps one process takes on the same global
+"""Each trainer under torchrun (2 CPU processes, gloo) takes the steps one process takes on the same global
 batch, rank 0 alone writes the run, and the run resumes under 1 process."""
 
 import csv
@@ -18,6 +18,16 @@ from backline.training.latents import encode_build
 ARGS = dict(steps=20, batch_size=4, validate_every=1000, checkpoint_every=10)
 
 
+def torchrun(trainer: str, *args: str) -> None:
+    """``backline train TRAINER ARGS`` with ARGS and 20 steps of a global batch of 4 in 2 processes."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "backline",
+               "train", trainer, *args, "--steps", "20", "--batch-size", "4", "--validate-every", "1000",
+               "--checkpoint-every", "10", "--quiet"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def losses(run):
     return {int(r["step"]): float(r["loss"]) for r in csv.DictReader((run / "train.csv").open())}
 
@@ -32,12 +42,7 @@ def test_two_processes_train_as_one_and_resume_as_one(synthetic_build, tmp_path)
     train(config, latents, one, TrainOptions(**ARGS), progress=False)
 
     two = tmp_path / "two"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "backline",
-               "train", "diffusion", "--config", "tiny", "--latents", str(latents), "--run-dir", str(two), "--steps", "20",
-               "--batch-size", "4", "--validate-every", "1000", "--checkpoint-every", "10", "--quiet"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-2000:]
+    torchrun("diffusion", "--config", "tiny", "--latents", str(latents), "--run-dir", str(two))
     a, b = losses(one), losses(two)
     assert sorted(a) == sorted(b) == [10, 20]
     np.testing.assert_allclose([b[s] for s in sorted(b)], [a[s] for s in sorted(a)], rtol=1e-3)
@@ -51,3 +56,57 @@ def test_two_processes_train_as_one_and_resume_as_one(synthetic_build, tmp_path)
     a, b = losses(one), losses(two)
     assert sorted(b) == [10, 20, 30] and abs(b[30] - a[30]) <= 1e-3 * abs(a[30])
     assert json.loads((two / "training.json").read_text())["starts"][-1]["processes"] == 1
+
+
+def test_the_autoencoder_trains_in_two_processes_as_in_one_and_resumes_in_one(synthetic_build, tmp_path):
+    from backline.models.autoencoder import resolve_config as ae_config
+    from backline.training.autoencoder import TrainSettings, train as train_autoencoder
+
+    settings = dict(ARGS, segment_seconds=0.1, log_every=10, validation_crops=4, pitch_crops=0)
+    one = tmp_path / "one"
+    train_autoencoder(ae_config("tiny"), synthetic_build, one, TrainSettings(**settings), progress=False)
+    two = tmp_path / "two"
+    torchrun("autoencoder", "--config", "tiny", "--data", str(synthetic_build), "--run-dir", str(two),
+             "--segment-seconds", "0.1")
+    a, b = losses(one), losses(two)
+    assert sorted(a) == sorted(b) == [10, 20]
+    np.testing.assert_allclose([b[s] for s in sorted(b)], [a[s] for s in sorted(a)], rtol=1e-3)
+    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())  # one writer
+    assert json.loads((two / "training.json").read_text())["starts"][0]["per_process_batch"] == 2
+
+    for run in (one, two):
+        train_autoencoder(ae_config("tiny"), synthetic_build, run, TrainSettings(**{**settings, "steps": 30}),
+                          resume=True, progress=False)
+    a, b = losses(one), losses(two)
+    assert sorted(b) == [10, 20, 30] and abs(b[30] - a[30]) <= 1e-3 * abs(a[30])
+
+
+def test_the_note_head_trains_in_two_processes_as_in_one_and_resumes_in_one(synthetic_build, tmp_path):
+    import dataclasses
+
+    from backline.training.notes import NoteSettings, train_notes
+
+    torch.manual_seed(0)
+    init = Autoencoder(dataclasses.replace(AE_CONFIGS["tiny"], latent_space="tiny-space")).eval()
+    ae_path = save_autoencoder(tmp_path / "ae.safetensors", init, version="tiny-test")
+    latents = tmp_path / "latents"
+    encode_build(ae_path, synthetic_build, latents)
+    settings = NoteSettings(**ARGS, crop_latent_frames=32, note_dim=16, note_blocks=1)
+    one = tmp_path / "one"
+    train_notes(ae_path, synthetic_build, latents, one, tmp_path / "one.safetensors", settings, progress=False)
+    two = tmp_path / "two"
+    two.mkdir()  # the targets transcribed once (rank 0 transcribes when there is no cache)
+    (two / "labels.npz").write_bytes((one / "labels.npz").read_bytes())
+    torchrun("notes", "--init-from", str(ae_path), "--data", str(synthetic_build), "--latents", str(latents),
+             "--run-dir", str(two), "--out", str(tmp_path / "two.safetensors"), "--crop-latent-frames", "32",
+             "--note-dim", "16", "--note-blocks", "1")
+    a, b = losses(one), losses(two)
+    assert sorted(a) == sorted(b) == [10, 20]
+    np.testing.assert_allclose([b[s] for s in sorted(b)], [a[s] for s in sorted(a)], rtol=1e-3)
+    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())  # one writer
+
+    for run, out in ((one, "one"), (two, "two")):
+        train_notes(ae_path, synthetic_build, latents, run, tmp_path / f"{out}.safetensors",
+                    dataclasses.replace(settings, steps=30), resume=True, progress=False)
+    a, b = losses(one), losses(two)
+    assert sorted(b) == [10, 20, 30] and abs(b[30] - a[30]) <= 1e-3 * abs(a[30])

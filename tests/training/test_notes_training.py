@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import shutil
 
 import numpy as np
 import pytest
@@ -60,16 +61,21 @@ def test_note_head_trains_frozen_and_decodes_pitch_locked_bass(synthetic_build, 
     assert model.config.note_count == 49 and model.config.latent_space == "tiny-space"
     for name, tensor in load_autoencoder(ae_path)[0].state_dict().items():  # the autoencoder itself is untouched
         assert torch.equal(model.state_dict()[name], tensor), name
-    # the same summary again from the cached targets (no second transcription needed)
-    assert train_notes(ae_path, synthetic_build, latents, run, tmp_path / "again.safetensors", settings,
+    with pytest.raises(FileExistsError, match="--resume"):  # a finished run is continued, not overwritten
+        train_notes(ae_path, synthetic_build, latents, run, out, settings, progress=False)
+    # the same summary again in a new run from the cached targets (no second transcription needed)
+    again = tmp_path / "again"
+    again.mkdir()
+    shutil.copy(run / "labels.npz", again / "labels.npz")
+    assert train_notes(ae_path, synthetic_build, latents, again, tmp_path / "again.safetensors", settings,
                        progress=False)["validation"] == summary["validation"]
     # another build's train split added (here the same one again), validation still the first build's;
     # the head's size is a setting
     small = dataclasses.replace(settings, steps=2, note_dim=16, note_blocks=1)
-    extra = train_notes(ae_path, synthetic_build, latents, run, tmp_path / "extra.safetensors", small,
+    extra = train_notes(ae_path, synthetic_build, latents, tmp_path / "extra", tmp_path / "extra.safetensors", small,
                         extra=((synthetic_build, latents),), progress=False)
     assert extra["train_stems"] == 6 and extra["validation_stems"] == summary["validation_stems"]
-    assert (run / "labels-extra1.npz").is_file()
+    assert (tmp_path / "extra" / "labels-extra1.npz").is_file()
     assert load_autoencoder(tmp_path / "extra.safetensors")[0].config.note_dim == 16
 
     # the engine: a bass decode locks the low band's phase, a drum decode is the plain one
