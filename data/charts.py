@@ -4,7 +4,8 @@ and the chord symbols both are written in.
 A ``Chart`` is bars of chords (each chord with its length in beats) at a tempo and a meter. Symbols are
 MMA's (``Am7``, ``Cmaj7``, ``G7/B``, ``Bm7b5``, ``Dsus4``): ``chord_pitch_classes`` says which pitch
 classes each sounds, so the melody drawn over a chart and the builder's harmony labels agree with what
-MMA plays. Pure functions of a ``numpy.random.Generator``.
+MMA plays (the symbols themselves are read in ``models/conditioning.py``, which the conditioned denoiser shares).
+Pure functions of a ``numpy.random.Generator``.
 """
 
 from __future__ import annotations
@@ -13,47 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-NOTE_NAMES = ("C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B")
-_NOTE_INDEX = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
-
-# Quality suffix (MMA spelling) -> intervals above the root, in semitones.
-QUALITIES = {
-    "": (0, 4, 7), "m": (0, 3, 7), "7": (0, 4, 7, 10), "maj7": (0, 4, 7, 11), "m7": (0, 3, 7, 10),
-    "9": (0, 4, 7, 10, 14), "m9": (0, 3, 7, 10, 14), "6": (0, 4, 7, 9), "m6": (0, 3, 7, 9),
-    "sus4": (0, 5, 7), "sus2": (0, 2, 7), "7sus4": (0, 5, 7, 10), "dim": (0, 3, 6), "dim7": (0, 3, 6, 9),
-    "m7b5": (0, 3, 6, 10), "aug": (0, 4, 8), "add9": (0, 4, 7, 14),
-}
-
-
-class ChartError(ValueError):
-    """A chord symbol or chart that cannot be read; the message says which and why."""
-
-
-def parse_root(text: str) -> tuple[int, str]:
-    """``"Bb7"`` -> (10, ``"7"``): the root's pitch class and the rest of the symbol."""
-    if not text or text[0] not in _NOTE_INDEX:
-        raise ChartError(f"{text!r}: a chord starts with its root, A to G")
-    root, rest = _NOTE_INDEX[text[0]], text[1:]
-    while rest[:1] in ("b", "#"):
-        root += -1 if rest[0] == "b" else 1
-        rest = rest[1:]
-    return root % 12, rest
-
-
-def chord_pitch_classes(symbol: str) -> tuple[int, tuple[int, ...], int]:
-    """(root, sorted pitch classes, bass pitch class) of a chord symbol such as ``"G7/B"``."""
-    body, _, bass_text = symbol.partition("/")
-    root, quality = parse_root(body)
-    if quality not in QUALITIES:
-        raise ChartError(f"{symbol!r}: unknown chord quality {quality!r}; known: {', '.join(q or 'major' for q in QUALITIES)}")
-    pcs = tuple(sorted({(root + i) % 12 for i in QUALITIES[quality]}))
-    bass = parse_root(bass_text)[0] if bass_text else root
-    return root, pcs, bass
-
-
-def chord_symbol(root: int, quality: str, bass: int | None = None) -> str:
-    name = NOTE_NAMES[root % 12] + quality
-    return f"{name}/{NOTE_NAMES[bass % 12]}" if bass is not None and bass % 12 != root % 12 else name
+# Chord symbols are the conditioned denoiser's too: one definition, in models/conditioning.py.
+from backline.models.conditioning import NOTE_NAMES, QUALITIES, chord_pitch_classes, chord_symbol, parse_root  # noqa: F401
+from backline.models.conditioning import ChordError as ChartError  # noqa: F401  (symbols and charts alike)
 
 
 @dataclass(frozen=True)

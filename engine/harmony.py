@@ -76,6 +76,16 @@ def context_chroma_weights(context: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.divide(c, strongest, out=np.zeros_like(c), where=strongest > floor)
 
 
+def context_harmony(context: np.ndarray, sample_rate: int, frames: int, frame_rate_hz: float) -> np.ndarray:
+    """(12, frames) float32: ``context_chroma_weights`` at each latent frame's centre, the harmony a conditioned
+    denoiser is told when no chords are given (``models/conditioning.py``: 1 is a chord tone's weight)."""
+    weights = context_chroma_weights(context, sample_rate)
+    if not len(weights):
+        return np.zeros((12, frames), np.float32)
+    index = np.floor((np.arange(frames) + 0.5) / frame_rate_hz / CHROMA_HOP_SECONDS + 0.5).astype(int)
+    return weights[np.minimum(index, len(weights) - 1)].T.astype(np.float32)
+
+
 def harmonic_fit_from(stem_chroma: np.ndarray, context_weights: np.ndarray) -> float:
     n = min(len(stem_chroma), len(context_weights))
     s, w = stem_chroma[:n], context_weights[:n]

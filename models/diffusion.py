@@ -5,6 +5,9 @@ it predicts the clean stem latents. Following Diff-A-Riff (Nistal et al., ISMIR 
 
 * the context latents are concatenated with the noisy latents on the channel axis, with a channel
   saying whether a context is present (dropped for classifier-free guidance);
+* a conditioned denoiser (``grid_channels``, ``harmony_channels``) also gets, per latent frame, the beat
+  grid and the harmony of ``models/conditioning.py``, each with a channel saying whether it is given
+  (dropped at random in training, so each works without the other and has its own guidance);
 * the noise level, the style embedding (or a learned "no style" vector) and the instrument are
   summed into one conditioning vector that modulates every residual block (adaptive group norm);
 * the network is convolutional, so it works on any number of latent frames (inputs are padded to a
@@ -26,6 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from backline.models.conditioning import GRID_CHANNELS, HARMONY_CHANNELS
 from backline.models.style_space import STATISTICS_SPACE
 from backline.models.contract import load_model, save_model
 
@@ -52,6 +56,10 @@ class DenoiserConfig:
     p_std: float = 1.2
     drop_context: float = 0.15
     drop_style: float = 0.3
+    grid_channels: int = 0  # models.conditioning.GRID_CHANNELS for a denoiser told the beat, else 0
+    harmony_channels: int = 0  # models.conditioning.HARMONY_CHANNELS for one told the chords, else 0
+    drop_grid: float = 0.2
+    drop_harmony: float = 0.2
     segment_frames: int = 128  # training crop, about 6 s at 21.5 latent frames/s
     style_space: str = STATISTICS_SPACE  # the style embeddings it was trained on (engine/style.py)
     latent_rate_hz: float = 44_100 / 2048
@@ -60,6 +68,13 @@ class DenoiserConfig:
     @property
     def downsampling(self) -> int:
         return 2 ** (len(self.channels) - 1)
+
+    @property
+    def frame_inputs(self) -> tuple[tuple[str, int], ...]:
+        """The per-frame conditions besides the context: (name, channels) of the beat grid and the harmony
+        this denoiser takes (none for an unconditioned one)."""
+        return tuple((name, count) for name, count in (("grid", self.grid_channels), ("harmony", self.harmony_channels))
+                     if count)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -80,6 +95,10 @@ CONFIGS = {
     "tiny": DenoiserConfig(name="tiny", latent_channels=8, style_dim=16, channels=(16, 32), blocks_per_level=1,
                            cond_dim=32, segment_frames=16),
     "default": DenoiserConfig(),
+    "tiny-conditioned": DenoiserConfig(name="tiny-conditioned", latent_channels=8, style_dim=16, channels=(16, 32),
+                                       blocks_per_level=1, cond_dim=32, segment_frames=16,
+                                       grid_channels=GRID_CHANNELS, harmony_channels=HARMONY_CHANNELS),
+    "conditioned": DenoiserConfig(name="conditioned", grid_channels=GRID_CHANNELS, harmony_channels=HARMONY_CHANNELS),
 }
 
 
@@ -134,7 +153,8 @@ class UNet1d(nn.Module):
         self.style_proj = nn.Linear(config.style_dim, config.cond_dim)
         self.no_style = nn.Parameter(torch.zeros(config.cond_dim))
         self.instrument = nn.Embedding(len(INSTRUMENTS), config.cond_dim)
-        self.stem = nn.Conv1d(2 * c + 1, dims[0], config.kernel_size, padding=config.kernel_size // 2)
+        stem_in = 2 * c + 1 + sum(count + 1 for _, count in config.frame_inputs)  # each with its mask channel
+        self.stem = nn.Conv1d(stem_in, dims[0], config.kernel_size, padding=config.kernel_size // 2)
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
         for level, dim in enumerate(dims):
@@ -167,10 +187,13 @@ class UNet1d(nn.Module):
         style_vector = mask * self.style_proj(style) + (1 - mask) * self.no_style
         return self.cond_mlp(noise + style_vector + self.instrument(instrument))
 
-    def forward(self, x_in, c_noise, context, context_mask, style, style_mask, instrument):
+    def forward(self, x_in, c_noise, context, context_mask, style, style_mask, instrument, frame_conditions=()):
+        """``frame_conditions``: (values (batch, channels, frames), mask (batch,)) per ``config.frame_inputs``."""
         cond = self.conditioning(c_noise, style, style_mask, instrument)
-        mask_channel = context_mask[:, None, None].expand(-1, 1, x_in.shape[-1])
-        h = self.stem(torch.cat([x_in, context * context_mask[:, None, None], mask_channel], dim=1))
+        inputs = [x_in]
+        for values, mask in ((context, context_mask), *frame_conditions):
+            inputs += [values * mask[:, None, None], mask[:, None, None].expand(-1, 1, x_in.shape[-1])]
+        h = self.stem(torch.cat(inputs, dim=1))
         skips = []
         for level, blocks in enumerate(self.down):
             for block in blocks:
@@ -194,7 +217,9 @@ class EDMPrecond(nn.Module):
 
     Inputs: ``x`` noisy latents (batch, C, frames); ``sigma`` (batch,); ``context`` (batch, C, frames)
     with ``context_mask`` (batch,) 1 = present; ``style`` (batch, style_dim) with ``style_mask``;
-    ``instrument`` (batch,) index into ``INSTRUMENTS``. Any number of frames: padded and cropped here.
+    ``instrument`` (batch,) index into ``INSTRUMENTS``; for a conditioned denoiser, ``grid``
+    (batch, grid_channels, frames) with ``grid_mask`` (batch,) and ``harmony`` (batch, harmony_channels,
+    frames) with ``harmony_mask`` (left out: not given). Any number of frames: padded and cropped here.
     """
 
     def __init__(self, config: DenoiserConfig):
@@ -202,7 +227,13 @@ class EDMPrecond(nn.Module):
         self.config = config
         self.net = UNet1d(config)
 
-    def forward(self, x, sigma, context, context_mask, style, style_mask, instrument):
+    def forward(self, x, sigma, context, context_mask, style, style_mask, instrument,
+                grid=None, grid_mask=None, harmony=None, harmony_mask=None):
+        given = {"grid": (grid, grid_mask), "harmony": (harmony, harmony_mask)}
+        taken = dict(self.config.frame_inputs)
+        for name, (values, _) in given.items():
+            if values is not None and name not in taken:
+                raise ValueError(f"this denoiser was not trained with a {name} input")
         sigma_data = self.config.sigma_data
         sigma = sigma.reshape(-1).to(x.dtype)
         s = sigma[:, None, None]
@@ -213,7 +244,16 @@ class EDMPrecond(nn.Module):
         frames = x.shape[-1]
         pad = (-frames) % self.config.downsampling
         x_in, context_in = F.pad(c_in * x, (0, pad)), F.pad(context, (0, pad))
-        f = self.net(x_in, c_noise, context_in, context_mask.to(x.dtype), style, style_mask.to(x.dtype), instrument)
+        frame_conditions = []
+        for name, count in self.config.frame_inputs:
+            values, mask = given[name]
+            if values is None:  # not given: zeros, masked out
+                values, mask = x.new_zeros(x.shape[0], count, frames), x.new_zeros(x.shape[0])
+            elif mask is None:
+                mask = x.new_ones(x.shape[0])
+            frame_conditions.append((F.pad(values.to(x.dtype), (0, pad)), mask.reshape(-1).to(x.dtype)))
+        f = self.net(x_in, c_noise, context_in, context_mask.to(x.dtype), style, style_mask.to(x.dtype), instrument,
+                     frame_conditions)
         return c_skip * x + c_out * f[..., :frames]
 
     def loss_draws(self, shape: tuple[int, ...], generator: torch.Generator | None = None,
@@ -221,16 +261,23 @@ class EDMPrecond(nn.Module):
         """The loss's random numbers for a batch of ``shape`` (batch, channels, frames): drawn for a whole
         global batch, then each process keeps its rows (training/distributed.py)."""
         batch = shape[0]
-        return {"sigma_normal": torch.randn(batch, device=device, generator=generator),
-                "noise_normal": torch.randn(shape, device=device, generator=generator),
-                "context_uniform": torch.rand(batch, device=device, generator=generator),
-                "style_uniform": torch.rand(batch, device=device, generator=generator)}
+        draws = {"sigma_normal": torch.randn(batch, device=device, generator=generator),
+                 "noise_normal": torch.randn(shape, device=device, generator=generator),
+                 "context_uniform": torch.rand(batch, device=device, generator=generator),
+                 "style_uniform": torch.rand(batch, device=device, generator=generator)}
+        for name, _ in self.config.frame_inputs:
+            draws[f"{name}_uniform"] = torch.rand(batch, device=device, generator=generator)
+        return draws
 
     def loss(self, target: torch.Tensor, context: torch.Tensor, style: torch.Tensor, instrument: torch.Tensor,
-             generator: torch.Generator | None = None, details: bool = False, draws: dict | None = None):
+             generator: torch.Generator | None = None, details: bool = False, draws: dict | None = None,
+             grid: torch.Tensor | None = None, grid_mask: torch.Tensor | None = None,
+             harmony: torch.Tensor | None = None, harmony_mask: torch.Tensor | None = None):
         """EDM training loss with log-normal sigmas and random condition dropout (for guidance); with
         ``details``, ``(loss, denoised, sigma, context_mask)`` for auxiliary losses on the same pass.
-        ``draws``: the batch's random numbers (``loss_draws``), else drawn here from ``generator``."""
+        ``draws``: the batch's random numbers (``loss_draws``), else drawn here from ``generator``.
+        A conditioned denoiser's ``grid`` and ``harmony`` (with masks: 0 where a row has none) are dropped at
+        the config's rates."""
         config = self.config
         if draws is None:
             draws = self.loss_draws(tuple(target.shape), generator, target.device)
@@ -238,7 +285,13 @@ class EDMPrecond(nn.Module):
         noise = draws["noise_normal"] * sigma[:, None, None]
         context_mask = (draws["context_uniform"] >= config.drop_context).float()
         style_mask = (draws["style_uniform"] >= config.drop_style).float()
-        denoised = self(target + noise, sigma, context, context_mask, style, style_mask, instrument)
+        frame_conditions = {}
+        for name, values, mask, rate in (("grid", grid, grid_mask, config.drop_grid),
+                                         ("harmony", harmony, harmony_mask, config.drop_harmony)):
+            if values is not None and f"{name}_uniform" in draws:
+                kept = (draws[f"{name}_uniform"] >= rate).float()
+                frame_conditions |= {name: values, f"{name}_mask": kept if mask is None else kept * mask}
+        denoised = self(target + noise, sigma, context, context_mask, style, style_mask, instrument, **frame_conditions)
         weight = (sigma**2 + config.sigma_data**2) / (sigma * config.sigma_data) ** 2
         loss = (weight[:, None, None] * (denoised - target) ** 2).mean()
         return (loss, denoised, sigma, context_mask) if details else loss

@@ -30,6 +30,7 @@ import torch
 from backline.engine.style import latent_statistics
 from backline.engine.runtime import latent_space_of
 from backline.models.autoencoder import load_autoencoder
+from backline.models.conditioning import GRID_CHANNELS, HARMONY_CHANNELS, beat_grid, chord_frames
 from backline.models.diffusion import INSTRUMENTS, EDMPrecond, DenoiserConfig, load_denoiser, save_denoiser
 from backline.training import distributed
 from backline.training.latents import latent_autoencoder, require_latent_space
@@ -37,25 +38,33 @@ from backline.training.notes import read_label_cache
 from backline.training.run import RunSettings
 from backline.training.seeding import isolated_seed
 
+HARMONY_ESTIMATE_SHARE = 0.5  # share of crops told the context's estimated harmony instead of the true chords
 STYLE_FRAMES = (16, 64)  # default length range of the style sub-segment, latent frames (0.75-3 s at 21.5/s)
 
 
 @dataclass
 class LatentPairs:
-    """All pairs of one split in memory: lists of (C, frames) float32 arrays and instrument indices."""
+    """All pairs of one split in memory: lists of (C, frames) float32 arrays and instrument indices, and for a
+    conditioned denoiser each pair's beat grid, chords and context harmony per latent frame (None where unknown)."""
 
     context: list[np.ndarray]
     target: list[np.ndarray]
     instrument: list[int]
     notes: list[np.ndarray | None] = dataclasses.field(default_factory=list)  # per STFT frame, when labelled
+    grid: list[np.ndarray | None] = dataclasses.field(default_factory=list)
+    chords: list[np.ndarray | None] = dataclasses.field(default_factory=list)
+    context_harmony: list[np.ndarray | None] = dataclasses.field(default_factory=list)
+    conditioned: bool = False
 
     @classmethod
     def load(cls, latent_dir: str | Path, split: str, instruments: tuple[str, ...], min_frames: int,
-             notes: dict[str, np.ndarray] | None = None) -> "LatentPairs":
-        """``notes``: frame labels by latent file name (``note_labels``), for the pairs that have them."""
+             notes: dict[str, np.ndarray] | None = None, *, frame_rate_hz: float | None = None) -> "LatentPairs":
+        """``notes``: frame labels by latent file name (``note_labels``), for the pairs that have them.
+        ``frame_rate_hz``: the latent rate, for a conditioned denoiser's beat grid and chords (from each
+        entry's ``timing``); left out, none are loaded."""
         latent_dir = Path(latent_dir)
         entries = [json.loads(l) for l in (latent_dir / "index.jsonl").read_text().splitlines() if l.strip()]
-        pairs = cls([], [], [], [])
+        pairs = cls([], [], [], [], conditioned=frame_rate_hz is not None)
         for entry in entries:
             if entry["split"] != split or entry["instrument"] not in instruments or entry["frames"] < min_frames:
                 continue
@@ -63,6 +72,14 @@ class LatentPairs:
             pairs.context.append(data["context"].astype(np.float32))
             pairs.target.append(data["target"].astype(np.float32))
             pairs.instrument.append(INSTRUMENTS.index(entry["instrument"]))
+            if pairs.conditioned:
+                frames, timing = pairs.target[-1].shape[-1], entry.get("timing")
+                pairs.grid.append(None if timing is None else beat_grid(
+                    frames, frame_rate_hz, timing["tempo_bpm"], timing["beats_per_bar"]))
+                pairs.chords.append(None if timing is None else chord_frames(
+                    [tuple(c) for c in timing["chords"]], frames, frame_rate_hz, timing["tempo_bpm"]))
+                pairs.context_harmony.append(data["context_harmony"].astype(np.float32)
+                                             if "context_harmony" in data.files else None)
             labels = (notes or {}).get(entry["file"])
             if labels is not None and len(labels) % pairs.target[-1].shape[-1]:
                 raise ValueError(f"{entry['file']}: {len(labels)} note labels do not divide into its "
@@ -72,6 +89,26 @@ class LatentPairs:
 
     def __len__(self) -> int:
         return len(self.target)
+
+    def _frame_conditions(self, rng: np.random.Generator, picks, starts, frames: int,
+                          estimate_share: float = HARMONY_ESTIMATE_SHARE) -> dict[str, torch.Tensor]:
+        """The crops' beat grids and harmonies with their masks (0: unknown). The harmony is the true chords,
+        or for ``estimate_share`` of the rows (and wherever the chords are unknown) the context's own harmony
+        as the engine reads it when no chords are given."""
+        grid = np.zeros((len(picks), GRID_CHANNELS, frames), np.float32)
+        harmony = np.zeros((len(picks), HARMONY_CHANNELS, frames), np.float32)
+        grid_mask, harmony_mask = np.zeros(len(picks), np.float32), np.zeros(len(picks), np.float32)
+        estimate = rng.random(len(picks)) < estimate_share
+        for row, (i, start) in enumerate(zip(picks, starts)):
+            if self.grid[i] is not None:
+                grid[row], grid_mask[row] = self.grid[i][:, start:start + frames], 1.0
+            source = self.chords[i]
+            if self.context_harmony[i] is not None and (estimate[row] or source is None):
+                source = self.context_harmony[i]
+            if source is not None:
+                harmony[row], harmony_mask[row] = source[:, start:start + frames], 1.0
+        return {"grid": torch.from_numpy(grid), "grid_mask": torch.from_numpy(grid_mask),
+                "harmony": torch.from_numpy(harmony), "harmony_mask": torch.from_numpy(harmony_mask)}
 
     def batch(self, rng: np.random.Generator, batch_size: int, frames: int, embed=latent_statistics,
               style_frames: tuple[int, int] = STYLE_FRAMES) -> dict[str, torch.Tensor]:
@@ -94,6 +131,8 @@ class LatentPairs:
             "style": torch.from_numpy(np.stack(style)),
             "instrument": torch.tensor([self.instrument[i] for i in picks], dtype=torch.long),
         }
+        if self.conditioned:
+            batch |= self._frame_conditions(rng, picks, starts, frames)
         if any(labels is not None for labels in self.notes):  # -1: no labels (drums, unlabelled bass)
             per_latent = next(len(l) // t.shape[-1] for l, t in zip(self.notes, self.target) if l is not None)
             notes = np.full((batch_size, frames * per_latent), -1, np.int64)
@@ -206,8 +245,9 @@ def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, o
     note_logits, notes = None, None
     if options.note_weight > 0:
         note_logits, notes = _note_reader(options, latent_dir, processes.device)
-    train_pairs = LatentPairs.load(latent_dir, "train", options.instruments, frames, notes)
-    validation_pairs = LatentPairs.load(latent_dir, "validation", options.instruments, frames)
+    rate = config.latent_rate_hz if config.frame_inputs else None  # a conditioned denoiser's grid and chords
+    train_pairs = LatentPairs.load(latent_dir, "train", options.instruments, frames, notes, frame_rate_hz=rate)
+    validation_pairs = LatentPairs.load(latent_dir, "validation", options.instruments, frames, frame_rate_hz=rate)
     if not len(train_pairs):
         raise ValueError(f"{latent_dir}: no training pairs with at least {frames} latent frames")
     if not len(validation_pairs):

@@ -1,6 +1,12 @@
 """A data build encoded into latents by an autoencoder (``backline train diffusion --precompute``), and the
 record that says which autoencoder's latent space a latent directory is in.
 
+Each pair's file holds the ``context`` and ``target`` latents and ``context_harmony``, the harmony read from
+the context's audio per latent frame (``engine.harmony.context_harmony``: what a conditioned denoiser is told
+when no chords are given). Each index entry carries the variant's ``timing`` when its source knows it (MMA
+songs: tempo, meter and the chord chart in beats from the first downbeat at 0 s), the true beat grid and
+chords a conditioned denoiser trains on.
+
 Both the denoiser's and the note head's training read latents; neither encodes them, so this room sits below
 both (``training.diffusion`` and ``training.notes`` import it, never each other).
 """
@@ -16,6 +22,7 @@ import numpy as np
 from backline.data import scheduling
 from backline.data.dataset import read_manifest
 from backline.engine.audio import read_audio
+from backline.engine.harmony import context_harmony
 from backline.engine.runtime import latent_space_of
 from backline.models.autoencoder import encode_audio, load_autoencoder
 from backline.models.diffusion import INSTRUMENTS
@@ -67,11 +74,15 @@ def _encode_variant(task: tuple) -> tuple[str, list[dict], int]:
         path = out_dir / name
         if not path.is_file():
             latents = {}
+            model = _autoencoder(autoencoder_path)
             for role in ("context", "target"):
                 audio, rate = read_audio(build_dir / record["pairs"][instrument][role])
                 if max_seconds is not None:
                     audio = audio[:, : int(max_seconds * rate)]
-                latents[role] = encode_audio(_autoencoder(autoencoder_path), audio, rate)[0].numpy().astype(np.float16)
+                latents[role] = encode_audio(model, audio, rate)[0].numpy().astype(np.float16)
+                if role == "context":
+                    latents["context_harmony"] = context_harmony(
+                        audio, rate, latents[role].shape[-1], model.config.latent_rate_hz).astype(np.float16)
             partial = path.with_name(path.stem + ".partial.npz")  # a task killed mid-write leaves no half file
             np.savez(partial, **latents)
             partial.replace(path)
@@ -79,8 +90,18 @@ def _encode_variant(task: tuple) -> tuple[str, list[dict], int]:
         frames = int(np.load(path)["target"].shape[-1])
         entries.append({"file": name, "variant_id": record["variant_id"],
                         "piece_id": record.get("piece_id", record["variant_id"]), "instrument": instrument,
-                        "split": record["split"], "frames": frames})
+                        "split": record["split"], "frames": frames, "timing": timing_of(record)})
     return record["variant_id"], entries, encoded
+
+
+def timing_of(record: dict) -> dict | None:
+    """A build record's tempo, meter and chords ([start beat, symbol], the first downbeat at 0 s), where its
+    source wrote them (MMA songs); None elsewhere."""
+    song = record.get("mma")
+    if not song:
+        return None
+    return {"tempo_bpm": float(song["tempo_bpm"]), "beats_per_bar": int(song["beats_per_bar"]),
+            "chords": [[float(beat), str(symbol)] for beat, symbol in song["chords"]]}
 
 
 def latent_autoencoder(latent_dir: str | Path) -> dict | None:

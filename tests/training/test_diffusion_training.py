@@ -10,7 +10,7 @@ from backline.engine.pipeline import GenerateRequest, generate, load_bundle
 from backline.models.autoencoder import CONFIGS as AE_CONFIGS, Autoencoder, save_autoencoder
 from backline.models.diffusion import CONFIGS, load_denoiser, resolve_config
 from backline.training.diffusion import LatentPairs, TrainOptions, ship, train
-from backline.training.latents import encode_build
+from backline.training.latents import encode_build, timing_of
 
 
 def test_latents_train_resume_ship_and_generate_end_to_end(synthetic_build, tmp_path):
@@ -81,3 +81,36 @@ def test_latents_train_resume_ship_and_generate_end_to_end(synthetic_build, tmp_
         main(["ship", "diffusion", "--to", str(tuned), "--instrument-cfg", "drums=3"])
     with pytest.raises(SystemExit, match="one of bass, drums"):
         main(["ship", "diffusion", "--to", str(tuned), "--instrument-cfg", "tuba:cfg_context=3"])
+
+
+def test_a_conditioned_denoiser_trains_on_the_true_grid_and_chords_and_the_context_harmony(synthetic_build, tmp_path):
+
+    torch.manual_seed(0)
+    ae_path = save_autoencoder(tmp_path / "ae.safetensors", Autoencoder(AE_CONFIGS["tiny"]).eval(), version="tiny-test")
+    latents = tmp_path / "latents"
+    encode_build(ae_path, synthetic_build, latents)
+    assert np.load(next(latents.glob("*.npz")))["context_harmony"].shape[0] == 12
+    song = {"tempo_bpm": 120, "beats_per_bar": 4, "chords": [[0.0, "Am"], [4.0, "F"]]}
+    assert timing_of({"mma": song}) == {"tempo_bpm": 120.0, "beats_per_bar": 4, "chords": [[0.0, "Am"], [4.0, "F"]]}
+    assert timing_of({"source": "freedoom"}) is None
+    index = latents / "index.jsonl"
+    entries = [json.loads(line) for line in index.read_text().splitlines()]
+    assert all(entry["timing"] is None for entry in entries)  # the synthetic build's source knows no chords
+    for entry in entries[::2]:  # as an MMA song's would be
+        entry["timing"] = timing_of({"mma": song})
+    index.write_text("".join(json.dumps(entry) + "\n" for entry in entries))
+
+    config = resolve_config("tiny-conditioned")
+    pairs = LatentPairs.load(latents, "train", ("bass", "drums"), 16, frame_rate_hz=config.latent_rate_hz)
+    batch = pairs.batch(np.random.default_rng(0), 32, 16)
+    assert batch["grid"].shape == (32, 4, 16) and batch["harmony"].shape == (32, 12, 16)
+    timed = torch.tensor([pairs.grid[i] is not None for i in range(len(pairs))])
+    assert timed.any() and not timed.all()
+    assert 0 < float(batch["grid_mask"].mean()) < 1 and float(batch["harmony_mask"].min()) == 1.0
+    chords = batch["harmony"][batch["grid_mask"] > 0]  # true chords (0/1) or the estimate (weights up to 1)
+    assert float(chords.max()) == pytest.approx(1.0)
+    summary = train(config, latents, tmp_path / "run", TrainOptions(steps=6, batch_size=4, validate_every=3,
+                                                                    checkpoint_every=3), progress=False)
+    assert summary["step"] == 6
+    losses = [float(line.split(",")[1]) for line in (tmp_path / "run" / "validation.csv").read_text().splitlines()[1:]]
+    assert len(losses) == 2 and all(np.isfinite(losses))
