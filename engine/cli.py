@@ -47,7 +47,8 @@ PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 SOUND_PARAMS = ("seed", "steps", "sampler", "cfg_context", "cfg_style", "style_ratio", "style_prompt", "style_match",
                 "stereo_width", "candidates")
 CONTROL_PARAMS = ("regenerate_seconds", "regenerate_bars", "variation_strength", "loop_seconds", "loop_bars",
-                  "loop_strength", "tempo_bpm", "beats_per_bar", "region_start_beats")
+                  "loop_strength", "tempo_bpm", "beats_per_bar", "region_start_beats", "chords", "cfg_tempo",
+                  "cfg_chords")
 
 
 def flag_of(name: str) -> str:

@@ -28,13 +28,15 @@ import numpy as np
 
 from backline.engine import controls
 from backline.engine.audio import AudioError, resample, to_mono, validate_audio
-from backline.engine.harmony import context_chroma_weights, in_key_share
+from backline.engine.harmony import context_chroma_weights, context_harmony, in_key_share
 from backline.engine.params import check_param, check_params, default
 from backline.engine.runtime import (ONNX_FILES, STYLE_ENCODER_FILE, Backend, ModelContract, OnnxBackend,
                                      TorchBackend, default_onnx_dir, guidance_for, onnx_audio_style)
 from backline.engine.sampling import GUIDANCE_RESCALE, get_sampler, get_sigmas_karras, guided
+from backline.engine.tempo import estimate_beats
 from backline.engine.style import (DEFAULT_PRIOR_PATH, PromptEncoder, audio_style, interpolate, latent_statistics,
                                    match_latent_statistics)
+from backline.models.conditioning import beat_grid, chord_frames, parse_chords, tracked_grid
 from backline.models.style_space import STATISTICS_SPACE
 
 MAX_DURATION_SECONDS = 600.0
@@ -91,6 +93,12 @@ class GenerateRequest:
     # this far to the reference's (0 off, 1 exactly) before decoding, and its level as far from the context's towards
     # the reference's (in dB); None: DEFAULT_STYLE_MATCH. A prompt's share of a blend scales it down; prompts alone: never
     style_match: float | None = None
+    # the song's timing (bars, loops, and the beat grid of a denoiser told the beat; else a beat tracker's) and the
+    # chords to follow (a denoiser told the chords; else the harmony heard in the context), engine/params.py
+    tempo: controls.Tempo | None = None
+    chords: str | None = None
+    cfg_tempo: float = default("cfg_tempo")
+    cfg_chords: float = default("cfg_chords")
 
 
 @dataclass(frozen=True)
@@ -247,8 +255,15 @@ def _takes(bundle: Bundle, request: GenerateRequest, silent_context: bool) -> in
 def _check(bundle: Bundle, request: GenerateRequest) -> None:
     for name in ("instrument", "seed", "candidates", "steps", "sampler", "cfg_context", "cfg_style", "style_ratio",
                  "style_prompt", "style_match", "regenerate_seconds", "variation_strength", "loop_seconds",
-                 "loop_strength", "stereo_width"):
+                 "loop_strength", "stereo_width", "chords", "cfg_tempo", "cfg_chords"):
         check_param(name, getattr(request, name))  # the one schema every entry point shares (engine/params.py)
+    if request.chords is not None:
+        if "harmony" not in dict(bundle.contract.frame_inputs):
+            raise ValueError("this model reads the harmony from the context and takes no chords; leave the chords "
+                             "out, or load a denoiser told the chords")
+        if request.tempo is None:
+            raise ValueError("chords in bars need the tempo (tempo_bpm)")
+        parse_chords(request.chords, request.tempo.beats_per_bar)
     instruments = bundle.contract.instruments
     if request.instrument not in instruments:
         raise ValueError(f"instrument must be one of {', '.join(instruments)}, got {request.instrument!r}")
@@ -269,13 +284,28 @@ def _check(bundle: Bundle, request: GenerateRequest) -> None:
 class GuidancePasses:
     """The guidance passes of one request, batched on axis 0, and the scales that combine them."""
 
-    passes: tuple[str, ...]  # in order, a subset of none, context, full (context + style)
+    passes: tuple[str, ...]  # in order, a subset of none, context, full (context + style), then without_<condition>
     context_mask: np.ndarray  # (passes,) 1 = the context is given to that pass
     style_mask: np.ndarray  # (passes,)
     style: np.ndarray  # (style_dim,), zeros without a style
     instrument: int  # index into the contract's instruments
     cfg_context: float
     cfg_style: float
+    frame: dict = field(default_factory=dict)  # a conditioned denoiser's given grid / harmony, (channels, frames)
+    frame_scales: dict = field(default_factory=dict)  # their guidance scales, by name
+
+    def frame_inputs(self, contract: ModelContract) -> dict[str, np.ndarray]:
+        """The backend's per-pass ``grid``, ``grid_mask``, ``harmony``, ``harmony_mask`` (none for an
+        unconditioned denoiser): given to every pass but ``none`` and the one that goes without it."""
+        inputs = {}
+        for name, channels in contract.frame_inputs:
+            values = self.frame.get(name)
+            given = [values is not None and p not in ("none", f"without_{name}") for p in self.passes]
+            frames = next(iter(self.frame.values())).shape[-1] if self.frame else 0
+            block = values if values is not None else np.zeros((channels, frames), np.float32)
+            inputs[name] = np.repeat(block[None].astype(np.float32), len(self.passes), axis=0)
+            inputs[f"{name}_mask"] = np.array(given, np.float32)
+        return inputs
 
     @property
     def pass_index(self) -> np.ndarray:
@@ -292,48 +322,91 @@ class GuidancePasses:
 
 
 def guidance_passes(contract: ModelContract, style: np.ndarray | None, instrument: str, cfg_context: float,
-                    cfg_style: float, *, use_context: bool = True) -> GuidancePasses:
+                    cfg_style: float, *, use_context: bool = True, frame: dict | None = None,
+                    frame_scales: dict | None = None) -> GuidancePasses:
     """Which passes a request needs: a scale of 1 needs no pass for its condition's absence.
 
     ``use_context=False`` generates without the context (the condition dropped, as in training's
-    dropout): for a silent region, where conditioning on the silence would ask for silence.
+    dropout): for a silent region, where conditioning on the silence would ask for silence. ``frame``: a
+    conditioned denoiser's grid and harmony (``frame_conditions``), each with its scale in ``frame_scales``.
     """
     if not use_context:
         cfg_context = 1.0
+    frame = dict(frame or {})
+    frame_scales = {name: float((frame_scales or {}).get(name, 1.0)) for name in frame}
     # pass order: none, context, full (context + style). Without a style, full == context.
     passes = ("full",) if cfg_context == 1 and (cfg_style == 1 or style is None) else (
         ("none", "context") if style is None else ("none", "context", "full"))
+    without = tuple(f"without_{name}" for name, scale in frame_scales.items() if scale != 1)
+    passes = passes + without
+    style_on = lambda p: p == "full" or p.startswith("without_")  # a pass without a condition is full less it
     return GuidancePasses(
         passes=passes,
         context_mask=np.array([0.0 if p == "none" or not use_context else 1.0 for p in passes], np.float32),
-        style_mask=np.array([1.0 if p == "full" and style is not None else 0.0 for p in passes], np.float32),
+        style_mask=np.array([1.0 if style_on(p) and style is not None else 0.0 for p in passes], np.float32),
         style=np.asarray(style if style is not None else np.zeros(contract.style_dim), np.float32),
-        instrument=contract.instruments.index(instrument), cfg_context=cfg_context, cfg_style=cfg_style)
+        instrument=contract.instruments.index(instrument), cfg_context=cfg_context, cfg_style=cfg_style,
+        frame=frame, frame_scales=frame_scales)
 
 
 def make_guided_denoiser(bundle: Bundle, context: np.ndarray, style: np.ndarray | None, instrument: str,
-                         cfg_context: float, cfg_style: float, *, use_context: bool = True):
+                         cfg_context: float, cfg_style: float, *, use_context: bool = True, frame: dict | None = None,
+                         frame_scales: dict | None = None):
     """``denoise(x, sigma)`` for one request: the guidance passes run as one batch through the backend
-    (``guidance_passes`` says which; ``use_context=False`` drops the context)."""
-    guidance = guidance_passes(bundle.contract, style, instrument, cfg_context, cfg_style, use_context=use_context)
+    (``guidance_passes`` says which; ``use_context=False`` drops the context; ``frame``: a conditioned
+    denoiser's grid and harmony with their ``frame_scales``)."""
+    guidance = guidance_passes(bundle.contract, style, instrument, cfg_context, cfg_style, use_context=use_context,
+                               frame=frame, frame_scales=frame_scales)
     passes, cfg_context, cfg_style = list(guidance.passes), guidance.cfg_context, guidance.cfg_style
     batch = len(passes)
     context_mask, style_mask = guidance.context_mask, guidance.style_mask
     contexts = np.repeat(context[None].astype(np.float32), batch, axis=0)
     styles = np.repeat(guidance.style[None], batch, axis=0)
     instruments = np.full(batch, guidance.instrument, np.int64)
+    frame = guidance.frame_inputs(bundle.contract)
 
     def denoise(x: np.ndarray, sigma: float) -> np.ndarray:
         xs = np.repeat(x.astype(np.float32), batch, axis=0)
         out = bundle.backend.denoise(xs, np.full(batch, sigma, np.float32), contexts, context_mask, styles,
-                                     style_mask, instruments)
+                                     style_mask, instruments, **frame)
         predictions = dict(zip(passes, out[:, None]))
         if passes == ["full"]:
             return predictions["full"]
-        predictions.setdefault("full", predictions["context"])
-        return guided(predictions, cfg_context=cfg_context, cfg_style=cfg_style)
+        if "full" not in predictions:  # no style: the context pass is the full one
+            predictions["full"] = predictions["context"]
+        return guided(predictions, cfg_context=cfg_context, cfg_style=cfg_style, frame_scales=guidance.frame_scales)
 
     return denoise
+
+
+def frame_conditions(bundle: Bundle, request: GenerateRequest, inputs: Inputs) -> tuple[dict, dict]:
+    """A conditioned denoiser's beat grid and harmony for this request (``models/conditioning.py``), and what they
+    came from for the result's info. The grid: the request's tempo, else the beats tracked in the context (none over
+    silence); the harmony: the request's chords, else the harmony heard in the context."""
+    contract = bundle.contract
+    taken = dict(contract.frame_inputs)
+    frames, rate_hz = inputs.context_latents.shape[-1], contract.latent_rate_hz
+    frame, info = {}, {}
+    if "grid" in taken:
+        tempo = request.tempo
+        if tempo is not None:
+            frame["grid"] = beat_grid(frames, rate_hz, tempo.bpm, tempo.beats_per_bar, tempo.region_start_beats)
+            info["beat_grid"] = "the host's tempo"
+        elif not inputs.silent_context:
+            beats = estimate_beats(inputs.mono, bundle.sample_rate)
+            if len(beats) >= 2:
+                frame["grid"] = tracked_grid(frames, rate_hz, beats, 4)
+                info["beat_grid"] = f"{len(beats)} beats tracked in the context"
+    if "harmony" in taken:
+        if request.chords is not None:
+            tempo = request.tempo
+            frame["harmony"] = chord_frames(parse_chords(request.chords, tempo.beats_per_bar), frames, rate_hz,
+                                            tempo.bpm, tempo.region_start_beats)
+            info["harmony"] = "the chords given"
+        elif not inputs.silent_context:
+            frame["harmony"] = context_harmony(inputs.mono, bundle.sample_rate, frames, rate_hz)
+            info["harmony"] = "heard in the context"
+    return frame, info
 
 
 def step_constants(guidance: GuidancePasses, context: np.ndarray, *, known: np.ndarray | None = None,
@@ -471,12 +544,15 @@ def plan_sampling(bundle: Bundle, request: GenerateRequest, inputs: Inputs, styl
     contract = bundle.contract
     latents = inputs.context_latents
     schedule = get_sigmas_karras(request.steps, contract.sigma_min, contract.sigma_max)
-    use_context = not inputs.silent_context
+    frame, info = frame_conditions(bundle, request, inputs)
+    conditions = dict(use_context=not inputs.silent_context, frame=frame,
+                      frame_scales={"grid": request.cfg_tempo, "harmony": request.cfg_chords})
     guidance = guidance_passes(contract, style, request.instrument, request.cfg_context, request.cfg_style,
-                               use_context=use_context)
+                               **conditions)
     denoise = make_guided_denoiser(bundle, latents, style, request.instrument, request.cfg_context, request.cfg_style,
-                                   use_context=use_context)
-    info: dict = {"context": "none (silent region)"} if inputs.silent_context else {}
+                                   **conditions)
+    if inputs.silent_context:
+        info["context"] = "none (silent region)"
     period, release, keep = None, float("inf"), None
     if request.loop_seconds is not None:
         period = controls.loop_period_frames(request.loop_seconds, contract.latent_rate_hz, latents.shape[-1])
@@ -684,7 +760,9 @@ def request_from_params(params: dict, context: np.ndarray, sample_rate: int, **a
         if params.get("loop_seconds") is not None:
             raise ValueError("give the loop length in seconds or in bars, not both")
         fields["loop_seconds"] = tempo.bars_seconds(float(params["loop_bars"]))
-    return GenerateRequest(context=context, sample_rate=sample_rate, **fields, **audio)
+    if params.get("chords") is not None and tempo is None:
+        raise ValueError("chords in bars need the tempo (tempo_bpm)")
+    return GenerateRequest(context=context, sample_rate=sample_rate, tempo=tempo, **fields, **audio)
 
 
 def load_default_generator():

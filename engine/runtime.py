@@ -41,6 +41,7 @@ from typing import Protocol
 
 import numpy as np
 
+from backline.models.conditioning import frame_inputs
 from backline.models.dsp import istft, note_frequencies, pitch_locked, stft
 from backline.models.style_space import STATISTICS_SPACE
 
@@ -132,6 +133,7 @@ class ModelContract:
     style_space: str = STATISTICS_SPACE  # what the denoiser's style embeddings are (engine/style.py)
     latent_space: str | None = None  # which autoencoder's latents (check_latent_space)
     note_lowest_midi: int | None = None  # the autoencoder's note head's lowest note; None: it has none
+    frame_inputs: tuple[tuple[str, int], ...] = ()  # (name, channels): the beat grid and harmony it is told, if any
 
 
     @classmethod
@@ -149,7 +151,7 @@ class ModelContract:
             n_fft=int(ae["n_fft"]), stft_hop_length=int(ae["stft_hop_length"]), versions=dict(versions),
             guidance=dict(guidance), style_space=str(dn.get("style_space", STATISTICS_SPACE)),
             latent_space=latent_space_of(ae.get("latent_space"), versions.get("autoencoder")),
-            note_lowest_midi=_note_lowest_midi(ae),
+            note_lowest_midi=_note_lowest_midi(ae), frame_inputs=frame_inputs(dn),
         )
 
 
@@ -185,7 +187,8 @@ class Backend(Protocol):
 
     def notes(self, latents: np.ndarray) -> np.ndarray: ...
 
-    def denoise(self, x, sigma, context, context_mask, style, style_mask, instrument) -> np.ndarray: ...
+    def denoise(self, x, sigma, context, context_mask, style, style_mask, instrument, **frame) -> np.ndarray:
+        """``frame``: a conditioned denoiser's ``grid``, ``grid_mask``, ``harmony``, ``harmony_mask``."""
 
     def step_sampler(self, constants: dict[str, np.ndarray]) -> "StepGraphSampler | None": ...
 
@@ -388,7 +391,9 @@ class OnnxBackend:
             raise RuntimeModelError("this autoencoder has no note head")
         return self.sessions["notes"].run(None, {"latents": np.ascontiguousarray(latents, np.float32)})[0]
 
-    def denoise(self, x, sigma, context, context_mask, style, style_mask, instrument) -> np.ndarray:
+    def denoise(self, x, sigma, context, context_mask, style, style_mask, instrument, **frame) -> np.ndarray:
+        if frame:  # export refuses conditioned denoisers (export/onnx_export.py), so no graph takes them
+            raise RuntimeModelError("the ONNX graphs take no beat grid or harmony")
         values = (x, sigma, context, context_mask, style, style_mask)
         feeds = {name: np.ascontiguousarray(v, np.float32) for name, v in zip(DENOISER_INPUTS, values)}
         feeds["instrument"] = np.ascontiguousarray(instrument, np.int64)
@@ -482,10 +487,11 @@ class TorchBackend:
     def step_sampler(self, constants: dict[str, np.ndarray]) -> None:
         return None  # torch runs the numpy samplers over ``denoise``
 
-    def denoise(self, x, sigma, context, context_mask, style, style_mask, instrument) -> np.ndarray:
+    def denoise(self, x, sigma, context, context_mask, style, style_mask, instrument, **frame) -> np.ndarray:
         import torch
 
         f = lambda v: torch.from_numpy(np.ascontiguousarray(v, np.float32))
         with torch.inference_mode():
             return self.denoiser(f(x), f(sigma), f(context), f(context_mask), f(style), f(style_mask),
-                                 torch.from_numpy(np.ascontiguousarray(instrument, np.int64))).numpy()
+                                 torch.from_numpy(np.ascontiguousarray(instrument, np.int64)),
+                                 **{name: f(value) for name, value in frame.items()}).numpy()

@@ -153,22 +153,35 @@ GUIDANCE_RESCALE = 0.7  # how far a guided prediction's spread is pulled back to
 
 
 def guided(
-    predictions: dict[str, np.ndarray], *, cfg_context: float, cfg_style: float, rescale: float = GUIDANCE_RESCALE
+    predictions: dict[str, np.ndarray], *, cfg_context: float, cfg_style: float, rescale: float = GUIDANCE_RESCALE,
+    frame_scales: dict[str, float] | None = None,
 ) -> np.ndarray:
     """Combine denoised predictions with one guidance scale per condition (Diff-A-Riff's nesting).
 
     ``predictions`` holds ``none`` (no condition), ``context`` (context only) and ``full`` (context and
     style). D = D_none + s_c (D_context - D_none) + s_s (D_full - D_context): both scales 1 give
-    D_full exactly. Guidance in an unbounded latent space over-saturates at high scales, so the guided
+    D_full exactly. A conditioned denoiser's beat grid and harmony have their own scales (``frame_scales``,
+    by name): each adds (s_k - 1) (D_full - D_without_k), ``without_<name>`` being the full prediction
+    without that condition. Guidance in an unbounded latent space over-saturates at high scales, so the guided
     prediction's standard deviation is pulled back towards the conditional one's by ``rescale``
-    (Lin et al. 2023, "Common diffusion noise schedules are flawed", eq. 15-16).
+    (Lin et al. 2023, "Common diffusion noise schedules are flawed", eq. 15-16). A pass whose scale is 1
+    may be left out (``context`` stands in for ``full``, and ``none`` for ``context``, as the formula allows).
     """
-    none, context, full = predictions["none"], predictions["context"], predictions["full"]
-    if cfg_context == 1 and cfg_style == 1:
+    full = predictions["full"]
+    context = predictions.get("context", full)
+    none = predictions.get("none", context)
+    extra = None
+    for name, scale in (frame_scales or {}).items():
+        if scale != 1:
+            term = (scale - 1) * (full - predictions[f"without_{name}"])
+            extra = term if extra is None else extra + term
+    if cfg_context == 1 and cfg_style == 1 and extra is None:
         return full  # the formula's value, without its rounding
     if rescale > 0:
-        return combine_guidance(none, context, full, cfg_context, cfg_style, rescale, spread=_spread, floor=np.maximum)
-    return none + cfg_context * (context - none) + cfg_style * (full - context)
+        return combine_guidance(none, context, full, cfg_context, cfg_style, rescale, spread=_spread, floor=np.maximum,
+                                extra=extra)
+    estimate = none + cfg_context * (context - none) + cfg_style * (full - context)
+    return estimate if extra is None else estimate + extra
 
 
 def _spread(v: np.ndarray) -> np.ndarray:
@@ -176,10 +189,13 @@ def _spread(v: np.ndarray) -> np.ndarray:
     return v.std(axis=tuple(range(1, v.ndim)), keepdims=True)
 
 
-def combine_guidance(none, context, full, cfg_context, cfg_style, rescale, *, spread, floor):
+def combine_guidance(none, context, full, cfg_context, cfg_style, rescale, *, spread, floor, extra=None):
     """The guidance maths, written once for NumPy and for the exported step graph's torch tensors:
-    D_none + s_c (D_context - D_none) + s_s (D_full - D_context), its spread pulled ``rescale`` of the way to
-    D_full's. ``spread(v)``: the per-item standard deviation; ``floor(v, m)``: elementwise max with m."""
+    D_none + s_c (D_context - D_none) + s_s (D_full - D_context) (+ ``extra``, the frame conditions' terms),
+    its spread pulled ``rescale`` of the way to D_full's. ``spread(v)``: the per-item standard deviation;
+    ``floor(v, m)``: elementwise max with m."""
     estimate = none + cfg_context * (context - none) + cfg_style * (full - context)
+    if extra is not None:
+        estimate = estimate + extra
     ratio = spread(full) / floor(spread(estimate), 1e-8)
     return rescale * (estimate * ratio) + (1 - rescale) * estimate

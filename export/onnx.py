@@ -624,6 +624,9 @@ def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_d
     if denoiser.config.latent_channels != autoencoder.config.latent_channels:
         raise ValueError(f"the denoiser expects {denoiser.config.latent_channels} latent channels, "
                          f"the autoencoder makes {autoencoder.config.latent_channels}")
+    if denoiser.config.frame_inputs:
+        raise ValueError(f"{denoiser_path} is told the {' and the '.join(n for n, _ in denoiser.config.frame_inputs)} "
+                         "per frame: the ONNX graphs do not take those inputs yet; run it with --backend torch")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed = secrets.randbits(32) if seed is None else seed

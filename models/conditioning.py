@@ -103,6 +103,13 @@ def parse_chords(text: str, beats_per_bar: int) -> list[tuple[float, str]]:
     return chart
 
 
+def frame_inputs(denoiser_config: dict) -> tuple[tuple[str, int], ...]:
+    """(name, channels) of the per-frame conditions a denoiser config takes besides the context: ``grid`` and
+    ``harmony`` where its ``grid_channels`` and ``harmony_channels`` are set (none for an unconditioned one)."""
+    return tuple((name, int(denoiser_config.get(f"{name}_channels") or 0)) for name in ("grid", "harmony")
+                 if denoiser_config.get(f"{name}_channels"))
+
+
 def frame_beats(frames: int, frame_rate_hz: float, tempo_bpm: float, start_beats: float = 0.0) -> np.ndarray:
     """The beat position (from the song's first downbeat) at the centre of each latent frame."""
     if not 20.0 <= tempo_bpm <= 400.0:
@@ -115,9 +122,28 @@ def beat_grid(frames: int, frame_rate_hz: float, tempo_bpm: float, beats_per_bar
               start_beats: float = 0.0) -> np.ndarray:
     """(GRID_CHANNELS, frames) float32: sin and cos of the beat's phase, then of the bar's, per latent frame.
     ``start_beats``: the beat (from the first downbeat, so 0 is a downbeat) at the region's first sample."""
+    return _grid(frame_beats(frames, frame_rate_hz, tempo_bpm, start_beats), beats_per_bar)
+
+
+def tracked_grid(frames: int, frame_rate_hz: float, beat_seconds: np.ndarray, beats_per_bar: int) -> np.ndarray:
+    """``beat_grid`` from tracked beat times (seconds, ascending, at least two): the beat position follows them,
+    extended at their period before the first and after the last; the first tracked beat is taken as a downbeat."""
+    beat_seconds = np.asarray(beat_seconds, np.float64)
+    if len(beat_seconds) < 2 or np.any(np.diff(beat_seconds) <= 0):
+        raise ValueError("a tracked grid needs at least two ascending beat times")
+    seconds = (np.arange(frames, dtype=np.float64) + 0.5) / frame_rate_hz
+    index = np.arange(len(beat_seconds), dtype=np.float64)
+    beats = np.interp(seconds, beat_seconds, index)
+    first_period, last_period = beat_seconds[1] - beat_seconds[0], beat_seconds[-1] - beat_seconds[-2]
+    before, after = seconds < beat_seconds[0], seconds > beat_seconds[-1]
+    beats[before] = (seconds[before] - beat_seconds[0]) / first_period
+    beats[after] = index[-1] + (seconds[after] - beat_seconds[-1]) / last_period
+    return _grid(beats, beats_per_bar)
+
+
+def _grid(beats: np.ndarray, beats_per_bar: int) -> np.ndarray:
     if beats_per_bar < 1:
         raise ValueError(f"a bar needs at least one beat, got {beats_per_bar}")
-    beats = frame_beats(frames, frame_rate_hz, tempo_bpm, start_beats)
     beat_phase = 2 * np.pi * np.mod(beats, 1.0)
     bar_phase = 2 * np.pi * np.mod(beats, beats_per_bar) / beats_per_bar
     return np.stack([np.sin(beat_phase), np.cos(beat_phase), np.sin(bar_phase), np.cos(bar_phase)]).astype(np.float32)

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from backline.models.conditioning import GRID_CHANNELS, HARMONY_CHANNELS
+from backline.models.conditioning import GRID_CHANNELS, HARMONY_CHANNELS, frame_inputs
 from backline.models.style_space import STATISTICS_SPACE
 from backline.models.contract import load_model, save_model
 
@@ -73,8 +73,7 @@ class DenoiserConfig:
     def frame_inputs(self) -> tuple[tuple[str, int], ...]:
         """The per-frame conditions besides the context: (name, channels) of the beat grid and the harmony
         this denoiser takes (none for an unconditioned one)."""
-        return tuple((name, count) for name, count in (("grid", self.grid_channels), ("harmony", self.harmony_channels))
-                     if count)
+        return frame_inputs(self.to_dict())
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
