@@ -293,19 +293,29 @@ class GuidancePasses:
     cfg_style: float
     frame: dict = field(default_factory=dict)  # a conditioned denoiser's given grid / harmony, (channels, frames)
     frame_scales: dict = field(default_factory=dict)  # their guidance scales, by name
+    frame_taken: tuple = ()  # (name, channels) the denoiser takes: the contract's frame_inputs
 
-    def frame_inputs(self, contract: ModelContract) -> dict[str, np.ndarray]:
-        """The backend's per-pass ``grid``, ``grid_mask``, ``harmony``, ``harmony_mask`` (none for an
-        unconditioned denoiser): given to every pass but ``none`` and the one that goes without it."""
+    def frame_inputs(self, frames: int) -> dict[str, np.ndarray]:
+        """The backend's ``grid``, ``grid_mask``, ``harmony``, ``harmony_mask`` over ``frames`` latent frames (none
+        for an unconditioned denoiser): values (1, channels, frames), masks per pass: given to every pass but
+        ``none`` and the one that goes without it."""
         inputs = {}
-        for name, channels in contract.frame_inputs:
+        for name, channels in self.frame_taken:
             values = self.frame.get(name)
             given = [values is not None and p not in ("none", f"without_{name}") for p in self.passes]
-            frames = next(iter(self.frame.values())).shape[-1] if self.frame else 0
             block = values if values is not None else np.zeros((channels, frames), np.float32)
-            inputs[name] = np.repeat(block[None].astype(np.float32), len(self.passes), axis=0)
+            inputs[name] = block[None].astype(np.float32)
             inputs[f"{name}_mask"] = np.array(given, np.float32)
         return inputs
+
+    def frame_step_inputs(self) -> dict[str, np.ndarray]:
+        """The step graph's ``frame_guidance`` and ``frame_pass_index`` (runtime.STEP_INPUTS' notes)."""
+        if not self.frame_taken:
+            return {}
+        names = [name for name, _ in self.frame_taken]
+        return {"frame_guidance": np.array([self.frame_scales.get(n, 1.0) for n in names], np.float32),
+                "frame_pass_index": np.array([self.passes.index(f"without_{n}") if f"without_{n}" in self.passes
+                                              else 0 for n in names], np.int64)}
 
     @property
     def pass_index(self) -> np.ndarray:
@@ -346,7 +356,7 @@ def guidance_passes(contract: ModelContract, style: np.ndarray | None, instrumen
         style_mask=np.array([1.0 if style_on(p) and style is not None else 0.0 for p in passes], np.float32),
         style=np.asarray(style if style is not None else np.zeros(contract.style_dim), np.float32),
         instrument=contract.instruments.index(instrument), cfg_context=cfg_context, cfg_style=cfg_style,
-        frame=frame, frame_scales=frame_scales)
+        frame=frame, frame_scales=frame_scales, frame_taken=tuple(contract.frame_inputs))
 
 
 def make_guided_denoiser(bundle: Bundle, context: np.ndarray, style: np.ndarray | None, instrument: str,
@@ -363,7 +373,8 @@ def make_guided_denoiser(bundle: Bundle, context: np.ndarray, style: np.ndarray 
     contexts = np.repeat(context[None].astype(np.float32), batch, axis=0)
     styles = np.repeat(guidance.style[None], batch, axis=0)
     instruments = np.full(batch, guidance.instrument, np.int64)
-    frame = guidance.frame_inputs(bundle.contract)
+    frame = {name: np.repeat(value, batch, axis=0) if value.ndim == 3 else value
+             for name, value in guidance.frame_inputs(context.shape[-1]).items()}
 
     def denoise(x: np.ndarray, sigma: float) -> np.ndarray:
         xs = np.repeat(x.astype(np.float32), batch, axis=0)
@@ -425,7 +436,7 @@ def step_constants(guidance: GuidancePasses, context: np.ndarray, *, known: np.n
         "known": np.zeros((1, *context.shape), np.float32) if known is None else known.astype(np.float32),
         "keep": np.zeros(frames, np.float32) if keep is None else keep.astype(np.float32),
         "loop_index": index.astype(np.int64), "loop_counts": np.bincount(index).astype(np.float32),
-    }
+    } | guidance.frame_inputs(frames) | guidance.frame_step_inputs()
 
 
 def _level(stem: np.ndarray, context: np.ndarray, context_share: float = 1.0) -> np.ndarray:

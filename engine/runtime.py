@@ -69,7 +69,26 @@ DENOISER_INPUTS = ("x", "sigma", "context", "context_mask", "style", "style_mask
 STEP_INPUTS = ("x", "sigma", "context", "context_mask", "style", "style_mask", "instrument", "guidance", "pass_index",
                "known", "keep", "loop_index", "loop_counts", "tie", "coefficients", "previous_x0", "step_start")
 STEP_OUTPUTS = ("x_next", "denoised")
-STEP_INT_INPUTS = ("instrument", "pass_index", "loop_index")
+# A denoiser told the beat and the chords (ModelContract.frame_inputs) takes, after those, per condition k in the
+# contract's order: k (batch or 1, channels, n) and k_mask (batch or P,); its step graph also
+#   frame_guidance (K,)                           each condition's scale (1: no pass without it)
+#   frame_pass_index (K,) int64                   the row of the pass without it (any row when its scale is 1)
+STEP_INT_INPUTS = ("instrument", "pass_index", "loop_index", "frame_pass_index")
+
+
+def frame_input_names(frame_inputs) -> tuple[str, ...]:
+    """The per-frame inputs a conditioned denoiser's graphs take after ``DENOISER_INPUTS`` (none for an
+    unconditioned one): ``grid, grid_mask, harmony, harmony_mask`` in the contract's order."""
+    return tuple(name for condition, _ in frame_inputs for name in (condition, f"{condition}_mask"))
+
+
+def denoiser_input_names(frame_inputs=()) -> tuple[str, ...]:
+    return DENOISER_INPUTS + frame_input_names(frame_inputs)
+
+
+def step_input_names(frame_inputs=()) -> tuple[str, ...]:
+    extra = ("frame_guidance", "frame_pass_index") if frame_inputs else ()
+    return STEP_INPUTS + frame_input_names(frame_inputs) + extra
 
 
 def onnx_files(precision: str = "fp32") -> dict[str, str]:
@@ -358,6 +377,10 @@ class OnnxBackend:
             ae, dn, instruments=_number(denoiser, "instruments", paths["denoiser"]),
             versions={"autoencoder": encoder.get("backline_version"), "denoiser": denoiser.get("backline_version")},
             guidance=guidance_of(dn))
+        expected = list(denoiser_input_names(contract.frame_inputs))
+        if json.loads(denoiser.get("inputs") or json.dumps(expected)) != expected:
+            raise RuntimeModelError(f"{paths['denoiser']}: its inputs {denoiser.get('inputs')} are not those its config "
+                                    f"asks for ({', '.join(expected)}): export it again")
         for name, meta, path in (("sample_rate", encoder, paths["encoder"]), ("latent_rate_hz", encoder, paths["encoder"]),
                                  ("latent_scale", encoder, paths["encoder"]), ("sigma_min", denoiser, paths["denoiser"]),
                                  ("sigma_max", denoiser, paths["denoiser"]), ("sigma_data", denoiser, paths["denoiser"])):
@@ -392,10 +415,10 @@ class OnnxBackend:
         return self.sessions["notes"].run(None, {"latents": np.ascontiguousarray(latents, np.float32)})[0]
 
     def denoise(self, x, sigma, context, context_mask, style, style_mask, instrument, **frame) -> np.ndarray:
-        if frame:  # export refuses conditioned denoisers (export/onnx_export.py), so no graph takes them
-            raise RuntimeModelError("the ONNX graphs take no beat grid or harmony")
         values = (x, sigma, context, context_mask, style, style_mask)
         feeds = {name: np.ascontiguousarray(v, np.float32) for name, v in zip(DENOISER_INPUTS, values)}
+        feeds |= {name: np.ascontiguousarray(frame[name], np.float32) for name in
+                  frame_input_names(self.contract.frame_inputs)}
         feeds["instrument"] = np.ascontiguousarray(instrument, np.int64)
         return self.sessions["denoiser"].run(None, feeds)[0]
 

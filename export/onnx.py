@@ -50,8 +50,8 @@ from pathlib import Path
 
 import numpy as np
 
-from backline.engine.runtime import (DENOISER_INPUTS, GRAPH_NAMES, INT8_FILES, NOTES_FILE, ONNX_CONTRACT_VERSION, ONNX_FILES,
-                                     STEP_INPUTS, STEP_OUTPUTS, istft, stft)
+from backline.engine.runtime import (GRAPH_NAMES, INT8_FILES, NOTES_FILE, ONNX_CONTRACT_VERSION, ONNX_FILES, STEP_OUTPUTS,
+                                     denoiser_input_names, istft, step_input_names, stft)
 from backline.engine.sampling import GUIDANCE_RESCALE, combine_guidance, linear_update
 
 OPSET = 17
@@ -146,24 +146,47 @@ def _step_graph():
         def __init__(self, denoiser):
             super().__init__()
             self.denoiser = denoiser
+            self.conditions = [name for name, _ in denoiser.config.frame_inputs]
+            self.names = step_input_names(denoiser.config.frame_inputs)
 
-        def forward(self, x, sigma, context, context_mask, style, style_mask, instrument, guidance, pass_index,
-                    known, keep, loop_index, loop_counts, tie, coefficients, previous_x0, step_start):
+        def forward(self, *inputs):  # runtime.step_input_names, in order
+            i = dict(zip(self.names, inputs))
+            x, context_mask = i["x"], i["context_mask"]
             ones = torch.ones_like(context_mask)  # one row per guidance pass; broadcasting copies exactly
             rows = ones[:, None, None]
-            out = self.denoiser(x * rows, sigma * ones, context * rows, context_mask, style * ones[:, None],
-                                style_mask, instrument.expand_as(context_mask))
+            frame = {name: i[name] * rows for name in self.conditions} | {
+                f"{name}_mask": i[f"{name}_mask"] for name in self.conditions}
+            out = self.denoiser(x * rows, i["sigma"] * ones, i["context"] * rows, context_mask, i["style"] * ones[:, None],
+                                i["style_mask"], i["instrument"].expand_as(context_mask), **frame)
+            pass_index, guidance = i["pass_index"], i["guidance"]
             none, conditional, full = (out.index_select(0, pass_index[k:k + 1]) for k in range(3))
+            extra = None
+            for k in range(len(self.conditions)):  # (s_k - 1) (D_full - D_without_k), as sampling.guided
+                term = (i["frame_guidance"][k] - 1) * (full - out.index_select(0, i["frame_pass_index"][k:k + 1]))
+                extra = term if extra is None else extra + term
             estimate = combine_guidance(none, conditional, full, guidance[0], guidance[1], guidance[2], spread=spread,
-                                        floor=lambda v, m: torch.clamp(v, min=m))
+                                        floor=lambda v, m: torch.clamp(v, min=m), extra=extra)
+            known, keep, loop_index, loop_counts, tie = (i[n] for n in ("known", "keep", "loop_index", "loop_counts",
+                                                                         "tie"))
             index = loop_index.expand_as(estimate)
             sums = (torch.zeros_like(estimate[..., :1]) * loop_counts).scatter_add(2, index, estimate)
             tied = (sums / loop_counts).gather(2, index)
             estimate = torch.where(tie > 0, tied, estimate)
             estimate = keep * known + (1 - keep) * estimate
-            return linear_update(coefficients, x, estimate, previous_x0, step_start), estimate
+            return linear_update(i["coefficients"], x, estimate, i["previous_x0"], i["step_start"]), estimate
 
-    return GuidedStepGraph
+    class NamedInputs(nn.Module):
+        """The denoiser with its inputs in ``runtime.denoiser_input_names`` order, as ``denoiser.onnx`` takes them."""
+
+        def __init__(self, denoiser):
+            super().__init__()
+            self.denoiser = denoiser
+            self.names = denoiser_input_names(denoiser.config.frame_inputs)
+
+        def forward(self, *inputs):
+            return self.denoiser(**dict(zip(self.names, inputs)))
+
+    return GuidedStepGraph, NamedInputs
 
 
 def step_inputs(config, passes: int, frames: int, rng: np.random.Generator, *, period: int | None = None,
@@ -187,7 +210,22 @@ def step_inputs(config, passes: int, frames: int, rng: np.random.Generator, *, p
         "tie": np.array([1.0 if tie else 0.0], np.float32),
         "coefficients": rng.uniform(-1.5, 1.5, 4).astype(np.float32),
         "previous_x0": latents(), "step_start": latents(sigma),
-    }
+    } | _frame_feeds(config, 1, frames, rng, masks=passes) | ({
+        "frame_guidance": (np.ones(len(config.frame_inputs)) if passes == 1 else
+                           rng.choice([1.0, 0.5, 2.5], len(config.frame_inputs))).astype(np.float32),
+        "frame_pass_index": rng.integers(0, passes, len(config.frame_inputs)).astype(np.int64),
+    } if config.frame_inputs else {})
+
+
+def _frame_feeds(config, batch: int, frames: int, rng: np.random.Generator, *, masks: int) -> dict[str, np.ndarray]:
+    """Random beat grids (sin and cos in [-1, 1]) and harmonies ([0, 1]) for a conditioned denoiser, with ``masks``
+    random 0/1 masks each; nothing for an unconditioned one."""
+    feeds = {}
+    for name, channels in config.frame_inputs:
+        low = -1.0 if name == "grid" else 0.0
+        feeds[name] = rng.uniform(low, 1.0, (batch, channels, frames)).astype(np.float32)
+        feeds[f"{name}_mask"] = rng.integers(0, 2, masks).astype(np.float32)
+    return feeds
 
 
 def raw_metadata(path: str | Path) -> dict[str, str]:
@@ -361,7 +399,7 @@ def denoiser_inputs(config, batch: int, frames: int, rng: np.random.Generator) -
         "style": rng.standard_normal((batch, config.style_dim)).astype(np.float32),
         "style_mask": rng.integers(0, 2, batch).astype(np.float32),
         "instrument": rng.integers(0, 2, batch).astype(np.int64),
-    }
+    } | _frame_feeds(config, batch, frames, rng, masks=batch)
 
 
 def check_denoiser(denoiser, path: Path, *, rng: np.random.Generator, tolerance: float = TOLERANCE,
@@ -374,10 +412,10 @@ def check_denoiser(denoiser, path: Path, *, rng: np.random.Generator, tolerance:
     cases = []
     for batch, frames in ((1, 1), (3, 7), (2, 2 * denoiser.config.downsampling + 3), (3, 61)):
         feeds = denoiser_inputs(denoiser.config, batch, frames, rng)
-        tensors = [torch.from_numpy(feeds[name]) for name in DENOISER_INPUTS]
+        tensors = {name: torch.from_numpy(value) for name, value in feeds.items()}
         with torch.inference_mode():
-            torch32 = denoiser(*tensors).numpy()
-            exact = exact_model(*(t.double() if t.is_floating_point() else t for t in tensors)).numpy()
+            torch32 = denoiser(**tensors).numpy()
+            exact = exact_model(**{n: t.double() if t.is_floating_point() else t for n, t in tensors.items()}).numpy()
         got = session.run(None, feeds)[0]
         cases.append(_case(got, torch32, exact, tolerance, batch=batch, latent_frames=frames))
     return _summary(cases, tolerance)
@@ -395,15 +433,21 @@ def step_reference(denoiser, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, 
     dtype = next(denoiser.parameters()).dtype
     passes = len(feeds["context_mask"])
     as_torch = lambda name, rows: torch.from_numpy(np.repeat(feeds[name], rows, axis=0)).to(dtype)
+    conditions = [name for name, _ in denoiser.config.frame_inputs]
+    frame = {name: as_torch(name, passes) for name in conditions} | {
+        f"{name}_mask": torch.from_numpy(feeds[f"{name}_mask"]).to(dtype) for name in conditions}
     with torch.inference_mode():
         out = denoiser(as_torch("x", passes), as_torch("sigma", passes), as_torch("context", passes),
                        torch.from_numpy(feeds["context_mask"]).to(dtype), as_torch("style", passes),
                        torch.from_numpy(feeds["style_mask"]).to(dtype),
-                       torch.from_numpy(np.repeat(feeds["instrument"], passes))).numpy()
+                       torch.from_numpy(np.repeat(feeds["instrument"], passes)), **frame).numpy()
     none, context, full = (out[i][None] for i in feeds["pass_index"])
     cfg_context, cfg_style, rescale = (float(v) for v in feeds["guidance"])
-    estimate = full if passes == 1 else guided({"none": none, "context": context, "full": full},
-                                               cfg_context=cfg_context, cfg_style=cfg_style, rescale=rescale)
+    predictions = {"none": none, "context": context, "full": full} | {
+        f"without_{name}": out[feeds["frame_pass_index"][k]][None] for k, name in enumerate(conditions)}
+    scales = {name: float(feeds["frame_guidance"][k]) for k, name in enumerate(conditions)}
+    estimate = full if passes == 1 else guided(predictions, cfg_context=cfg_context, cfg_style=cfg_style,
+                                               rescale=rescale, frame_scales=scales)
     if feeds["tie"][0] > 0:
         estimate = tie(estimate, len(feeds["loop_counts"]))
     keep = feeds["keep"].astype(out.dtype)
@@ -496,7 +540,7 @@ def step_metadata(safetensors_metadata: dict[str, str], config) -> dict[str, str
                           "std rescaled towards D_full by rescale",
               "controls": "tie: the estimate averaged over loop_index places; then keep * known + (1 - keep) * estimate"}
     return {**denoiser_metadata(safetensors_metadata, config), "backline_graph": GRAPH_NAMES["step"],
-            "inputs": json.dumps(list(STEP_INPUTS)), "outputs": json.dumps(list(STEP_OUTPUTS)),
+            "inputs": json.dumps(list(step_input_names(config.frame_inputs))), "outputs": json.dumps(list(STEP_OUTPUTS)),
             "step": json.dumps(solver, sort_keys=True)}
 
 
@@ -514,7 +558,8 @@ def denoiser_metadata(safetensors_metadata: dict[str, str], config) -> dict[str,
     return {**safetensors_metadata, "backline_onnx_contract": ONNX_CONTRACT_VERSION, "backline_graph": "denoiser",
             "sigma_min": json.dumps(config.sigma_min), "sigma_max": json.dumps(config.sigma_max),
             "sigma_data": json.dumps(config.sigma_data), "style_dim": json.dumps(config.style_dim),
-            "instruments": json.dumps(list(INSTRUMENTS)), "inputs": json.dumps(list(DENOISER_INPUTS))}
+            "instruments": json.dumps(list(INSTRUMENTS)),
+            "inputs": json.dumps(list(denoiser_input_names(config.frame_inputs)))}
 
 
 STYLE_FILES = {"style_encoder": "style_encoder.onnx", "prompt_prior": "prompt_prior.onnx"}
@@ -624,9 +669,6 @@ def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_d
     if denoiser.config.latent_channels != autoencoder.config.latent_channels:
         raise ValueError(f"the denoiser expects {denoiser.config.latent_channels} latent channels, "
                          f"the autoencoder makes {autoencoder.config.latent_channels}")
-    if denoiser.config.frame_inputs:
-        raise ValueError(f"{denoiser_path} is told the {' and the '.join(n for n, _ in denoiser.config.frame_inputs)} "
-                         "per frame: the ONNX graphs do not take those inputs yet; run it with --backend torch")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed = secrets.randbits(32) if seed is None else seed
@@ -667,20 +709,23 @@ def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_d
             _write_metadata(temporary["notes"], autoencoder_metadata(ae_meta, c, "notes"))
 
         d = denoiser.config
+        GuidedStepGraph, NamedInputs = _step_graph()
+        names, conditions = denoiser_input_names(d.frame_inputs), [name for name, _ in d.frame_inputs]
         example = denoiser_inputs(d, 3, 2 * d.downsampling + 1, np.random.default_rng(0))
-        dynamic = {name: {0: "batch"} for name in DENOISER_INPUTS} | {
-            "x": {0: "batch", 2: "latent_frames"}, "context": {0: "batch", 2: "latent_frames"},
-            "denoised": {0: "batch", 2: "latent_frames"}}
-        _torch_export(denoiser, tuple(torch.from_numpy(example[n]) for n in DENOISER_INPUTS), temporary["denoiser"],
-                      list(DENOISER_INPUTS), ["denoised"], dynamic, opset)
+        dynamic = {name: {0: "batch"} for name in names} | {
+            name: {0: "batch", 2: "latent_frames"} for name in ("x", "context", "denoised", *conditions)}
+        _torch_export(NamedInputs(denoiser), tuple(torch.from_numpy(example[n]) for n in names), temporary["denoiser"],
+                      list(names), ["denoised"], dynamic, opset)
         _write_metadata(temporary["denoiser"], denoiser_metadata(raw_metadata(denoiser_path), d))
         step = step_inputs(d, 3, 2 * d.downsampling + 1, np.random.default_rng(0))
+        step_names = step_input_names(d.frame_inputs)
         step_dynamic = {name: {2: "latent_frames"} for name in ("x", "context", "known", "previous_x0", "step_start",
-                                                                "x_next", "denoised")} | {
+                                                                "x_next", "denoised", *conditions)} | {
             "context_mask": {0: "passes"}, "style_mask": {0: "passes"}, "keep": {0: "latent_frames"},
-            "loop_index": {0: "latent_frames"}, "loop_counts": {0: "loop_period"}}
-        _torch_export(_step_graph()(denoiser).eval(), tuple(torch.from_numpy(step[n]) for n in STEP_INPUTS),
-                      temporary["step"], list(STEP_INPUTS), list(STEP_OUTPUTS), step_dynamic, opset)
+            "loop_index": {0: "latent_frames"}, "loop_counts": {0: "loop_period"}} | {
+            f"{name}_mask": {0: "passes"} for name in conditions}
+        _torch_export(GuidedStepGraph(denoiser).eval(), tuple(torch.from_numpy(step[n]) for n in step_names),
+                      temporary["step"], list(step_names), list(STEP_OUTPUTS), step_dynamic, opset)
         _write_metadata(temporary["step"], step_metadata(raw_metadata(denoiser_path), d))
         if with_style:
             style = _export_style(Path(style_path or DEFAULT_PRIOR_PATH), temporary, c.latent_channels,

@@ -1,6 +1,6 @@
 """A denoiser told the beat and the chords, in the engine: the host's tempo or the tracked beats become its grid,
 the producer's chords or the context's harmony its harmony, each with its own guidance scale; a model that was not
-trained with them refuses chords with a sentence, and the ONNX export refuses it until its graphs take them."""
+trained with them refuses chords with a sentence, and the ONNX graphs take them as torch does."""
 
 from __future__ import annotations
 
@@ -56,12 +56,14 @@ def test_each_lock_has_its_own_pass_and_scale():
                              frame_inputs=(("grid", 4), ("harmony", 12)))
     frame = {"grid": np.ones((4, 10), np.float32), "harmony": np.ones((12, 10), np.float32)}
     plain = guidance_passes(contract, None, "bass", 1.0, 1.0, frame=frame)
-    assert plain.passes == ("full",) and plain.frame_inputs(contract)["harmony_mask"].tolist() == [1.0]
+    assert plain.passes == ("full",) and plain.frame_inputs(10)["harmony_mask"].tolist() == [1.0]
     locked = guidance_passes(contract, np.zeros(16), "bass", 1.5, 1.25, frame=frame, frame_scales={"harmony": 2.0})
     assert locked.passes == ("none", "context", "full", "without_harmony")
-    inputs = locked.frame_inputs(contract)
+    inputs = locked.frame_inputs(10)
     assert inputs["harmony_mask"].tolist() == [0.0, 1.0, 1.0, 0.0] and inputs["grid_mask"].tolist() == [0.0, 1.0, 1.0, 1.0]
-    assert locked.style_mask.tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert locked.style_mask.tolist() == [0.0, 0.0, 1.0, 1.0] and inputs["harmony"].shape == (1, 12, 10)
+    assert locked.frame_step_inputs()["frame_pass_index"].tolist() == [0, 3]
+    assert locked.frame_step_inputs()["frame_guidance"].tolist() == [1.0, 2.0]
     rng = np.random.default_rng(0)
     predictions = {name: rng.standard_normal((1, 8, 10)) for name in ("none", "context", "full", "without_harmony")}
     expected = (predictions["none"] + 1.5 * (predictions["context"] - predictions["none"])
@@ -84,9 +86,19 @@ def test_chords_are_refused_with_a_reason(conditioned, tmp_path):
         generate(plain, request_from_params({"tempo_bpm": 100.0, "chords": "Am F"}, context, SAMPLE_RATE))
 
 
-def test_the_export_refuses_a_denoiser_its_graphs_cannot_feed(conditioned, tmp_path):
+def test_the_onnx_graphs_take_the_grid_and_the_harmony_as_torch_does(conditioned, tmp_path):
     from backline.export.onnx import export_models
 
-    ae, dn, _ = conditioned
-    with pytest.raises(ValueError, match="do not take those inputs yet"):
-        export_models(ae, dn, tmp_path / "onnx")
+    ae, dn, torch_bundle = conditioned
+    report = export_models(ae, dn, tmp_path / "onnx", seed=0)
+    assert report.checks["denoiser"]["passed"] and report.checks["step"]["passed"]
+    params = {"instrument": "bass", "steps": 4, "candidates": 1, "seed": 3, "tempo_bpm": 120.0, "chords": "Am F C G7",
+              "cfg_chords": 2.0, "cfg_tempo": 1.5, "cfg_context": 1.5}
+    context = _clicks(seconds=4.0)
+    want = generate(torch_bundle, request_from_params(params, context, SAMPLE_RATE)).audio
+    for step_graph in (True, False):
+        bundle = load_bundle(onnx_dir=tmp_path / "onnx", backend="onnx", step_graph=step_graph)
+        assert bundle.contract.frame_inputs == (("grid", 4), ("harmony", 12))
+        got = generate(bundle, request_from_params(params, context, SAMPLE_RATE))
+        assert got.info["step_graph"] is step_graph
+        np.testing.assert_allclose(got.audio, want, atol=2e-3 * float(np.abs(want).max()))

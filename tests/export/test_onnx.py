@@ -129,12 +129,14 @@ def test_a_step_graph_that_differs_from_torch_is_refused(exported, tmp_path, mon
     step_graph = onnx_export._step_graph
 
     def tampered():
-        class OffStep(step_graph()):
+        graph, named_inputs = step_graph()
+
+        class OffStep(graph):
             def forward(self, *inputs):
                 x_next, denoised = super().forward(*inputs)
                 return x_next, denoised * 1.01
 
-        return OffStep
+        return OffStep, named_inputs
 
     monkeypatch.setattr(onnx_export, "_step_graph", tampered)
     with pytest.raises(ExportError, match=r"\(step: max relative error") as caught:
