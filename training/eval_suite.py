@@ -569,14 +569,40 @@ def _validation_stems(build_dir: Path, instrument: str, seconds: float, *, limit
     return out
 
 
+def song_timing(record: dict, offset_seconds: float, given: tuple[str, ...]) -> dict:
+    """``GenerateRequest`` fields for a segment from ``offset_seconds`` of ``record``'s song: its ``tempo`` (with the
+    segment's start as the region's beat position) and its ``chords`` (the chart as a producer types it), those of
+    ``given`` the record knows (MMA songs; nothing for other sources)."""
+    from backline.engine.controls import Tempo
+    from backline.training.latents import timing_of
+
+    timing = timing_of(record)
+    if not given or timing is None:
+        return {}
+    unknown = set(given) - {"tempo", "chords"}
+    if unknown:
+        raise ValueError(f"only the tempo and the chords can be given, not {', '.join(sorted(unknown))}")
+    tempo = Tempo(timing["tempo_bpm"], timing["beats_per_bar"], offset_seconds * timing["tempo_bpm"] / 60.0)
+    fields = {"tempo": tempo}
+    if "chords" in given:
+        starts = [beat for beat, _ in timing["chords"]] + [timing["chords"][-1][0] + timing["beats_per_bar"]]
+        fields["chords"] = " ".join(f"{symbol}:{end - start:g}" for (start, symbol), end in zip(timing["chords"], starts[1:]))
+        if timing["chords"][0][0] > 0:  # the chart starts later than the song: the region before it holds no chord
+            raise ValueError(f"{record['variant_id']}: its chart starts at beat {timing['chords'][0][0]}, not 0")
+    return fields
+
+
 def generate_stems(build_dir: str | Path, out_dir: str | Path, bundle, *, count: int = 4, seconds: float = 10.0,
                    offset_seconds: float = 30.0, instruments: tuple[str, ...] = ("bass", "drums"), steps: int = 30,
                    seed: int = 0, split: str = "test", cfg_context: float | None = None, cfg_style: float | None = None,
-                   candidates: int | None = None, log: Callable[[str], None] = lambda m: None) -> Path:
+                   candidates: int | None = None, given: tuple[str, ...] = (),
+                   log: Callable[[str], None] = lambda m: None) -> Path:
     """Generate ``<variant_id>__<instrument>.wav`` for the first ``count`` ``split`` pairs per instrument.
 
     Each context is cut to ``seconds`` from ``offset_seconds`` (earlier if the piece is shorter) and
     sent through ``backline.engine.pipeline.generate``; ``generated.json`` records the segments.
+    ``given``: ``tempo`` and/or ``chords`` from the song's record (MMA songs), sent as a host and a producer would
+    (the segment's start as the region's beat position), for a denoiser told the beat and the chords.
     """
     from backline.data.dataset import read_manifest
     from backline.engine.audio import read_audio, write_audio
@@ -597,7 +623,8 @@ def generate_stems(build_dir: str | Path, out_dir: str | Path, bundle, *, count:
             result = generate(bundle, GenerateRequest(context=segment, sample_rate=sample_rate, instrument=instrument,
                                                       steps=steps, seed=seed, cfg_context=cfg_context,
                                                       cfg_style=cfg_style,
-                                                      candidates=candidates if instrument == "bass" else None))
+                                                      candidates=candidates if instrument == "bass" else None,
+                                                      **song_timing(record, offset, given)))
             name = generated_name(record["variant_id"], instrument)
             write_audio(out_dir / name, result.audio, result.sample_rate)
             items[name] = {"offset_seconds": offset, "seconds": segment.shape[1] / sample_rate,
@@ -605,7 +632,7 @@ def generate_stems(build_dir: str | Path, out_dir: str | Path, bundle, *, count:
             log(f"generated {name} ({items[name]['compute_seconds']} s)")
     (out_dir / GENERATED_INDEX).write_text(json.dumps({"build": str(build_dir), "split": split, "steps": steps,
                                                        "seed": seed, "cfg_context": cfg_context, "cfg_style": cfg_style,
-                                                       "candidates": candidates,
+                                                       "candidates": candidates, "given": list(given),
                                                        "items": items}, indent=1, default=str))
     return out_dir
 

@@ -128,3 +128,19 @@ def test_fit_table_intervals_cover_the_score_and_narrow_with_more_pairs():
     low, high = many["generated"]["harmonic_fit_normalised_interval"]
     assert low < 0.5 < high  # the true normalised score: (0.4 - 0.3) / (0.5 - 0.3)
     assert np.isnan(es.fit_table(rows(6), "drums")["generated"]["harmonic_fit_normalised_interval"]).all()
+
+
+def test_an_mma_songs_tempo_and_chords_are_sent_as_a_host_and_a_producer_would():
+    from backline.models.conditioning import parse_chords
+    from backline.training.eval_suite import song_timing
+
+    record = {"variant_id": "v", "mma": {"tempo_bpm": 96.0, "beats_per_bar": 3,
+                                         "chords": [[0.0, "Am"], [3.0, "F"], [6.0, "G7"], [7.5, "C"]]}}
+    fields = song_timing(record, 5.0, ("tempo", "chords"))
+    assert fields["tempo"].bpm == 96.0 and fields["tempo"].beats_per_bar == 3
+    assert fields["tempo"].region_start_beats == pytest.approx(8.0)  # 5 s at 96 BPM
+    assert parse_chords(fields["chords"], 3) == [(0.0, "Am"), (3.0, "F"), (6.0, "G7"), (7.5, "C")]
+    assert set(song_timing(record, 0.0, ("tempo",))) == {"tempo"}
+    assert song_timing({"variant_id": "w", "source": "freedoom"}, 0.0, ("tempo", "chords")) == {}
+    with pytest.raises(ValueError, match="only the tempo and the chords"):
+        song_timing(record, 0.0, ("key",))
