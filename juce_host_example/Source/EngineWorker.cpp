@@ -354,6 +354,9 @@ void EngineWorker::runJob (void* contextPointer)
         const auto prompt = processor.getPrompt().trim();
         if (prompt.isNotEmpty())
             params->setProperty ("style_prompt", prompt);
+        const auto chords = processor.getChords().trim();
+        if (chords.isNotEmpty())
+            params->setProperty ("chords", chords);
         // The host's tempo and the region's position, so bar-based controls line up with the song.
         if (region.bpm >= 20.0 && region.bpm <= 400.0)
         {

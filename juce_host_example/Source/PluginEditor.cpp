@@ -55,6 +55,11 @@ BacklineEditor::BacklineEditor (BacklineProcessor& p)
     promptEditor.setTextToShowWhenEmpty ("a prompt, e.g. \"fretless bass\" (optional)", juce::Colours::grey);
     promptEditor.setText (p.getPrompt(), juce::dontSendNotification);
     promptEditor.onTextChange = [this] { processor.setPrompt (promptEditor.getText()); };
+    chordsLabel.setText ("Chords", juce::dontSendNotification);
+    chordsEditor.setTextToShowWhenEmpty ("e.g. Am F C G7, a chord a bar (optional: else heard in the song)",
+                                         juce::Colours::grey);
+    chordsEditor.setText (p.getChords(), juce::dontSendNotification);
+    chordsEditor.onTextChange = [this] { processor.setChords (chordsEditor.getText()); };
     referenceLabel.setColour (juce::Label::outlineColourId, juce::Colours::grey);
     clearReferenceButton.onClick = [this] { processor.clearStyleReference(); };
     statusLabel.setJustificationType (juce::Justification::topLeft);
@@ -65,13 +70,13 @@ BacklineEditor::BacklineEditor (BacklineProcessor& p)
     instrumentAttachment.sendInitialUpdate();   // the items exist only now
     generateButton.onClick = [this] { processor.requestGenerate(); };
     cancelButton.onClick = [this] { processor.requestCancel(); };
-    for (auto* c : std::initializer_list<juce::Component*> { &title, &instrumentLabel, &seedLabel, &stepsLabel, &takeLabel, &takeSlider, &promptLabel, &promptEditor, &referenceLabel, &clearReferenceButton, &statusLabel,
+    for (auto* c : std::initializer_list<juce::Component*> { &title, &instrumentLabel, &seedLabel, &stepsLabel, &takeLabel, &takeSlider, &promptLabel, &promptEditor, &chordsLabel, &chordsEditor, &referenceLabel, &clearReferenceButton, &statusLabel,
                                                              &instrumentBox, &seedSlider, &stepsSlider, &recordButton, &passButton,
                                                              &generateButton, &cancelButton, &progressBar, &stemView })
         addAndMakeVisible (c);
     setResizable (true, true);
-    setResizeLimits (420, 470, 1600, 1200);
-    setSize (560, 540);
+    setResizeLimits (420, 504, 1600, 1200);
+    setSize (560, 574);
     startTimerHz (10);
 }
 
@@ -102,6 +107,9 @@ void BacklineEditor::resized()
     clearReferenceButton.setBounds (r.removeFromRight (70));
     r.removeFromRight (8);
     referenceLabel.setBounds (r);
+    r = row();
+    chordsLabel.setBounds (r.removeFromLeft (90));
+    chordsEditor.setBounds (r);
     r = row();
     recordButton.setBounds (r.removeFromLeft (r.getWidth() / 2));
     passButton.setBounds (r);

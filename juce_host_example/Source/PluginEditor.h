@@ -34,8 +34,8 @@ private:
     void timerCallback() override;
 
     BacklineProcessor& processor;
-    juce::Label title, instrumentLabel, seedLabel, stepsLabel, promptLabel, takeLabel, statusLabel;
-    juce::TextEditor promptEditor;
+    juce::Label title, instrumentLabel, seedLabel, stepsLabel, promptLabel, chordsLabel, takeLabel, statusLabel;
+    juce::TextEditor promptEditor, chordsEditor;
     juce::Label referenceLabel;
     juce::TextButton clearReferenceButton { "Clear" };
     juce::ComboBox instrumentBox;

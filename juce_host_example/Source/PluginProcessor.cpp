@@ -332,6 +332,18 @@ void BacklineProcessor::setPrompt (const juce::String& text)
     prompt = text.substring (0, 500);
 }
 
+juce::String BacklineProcessor::getChords() const
+{
+    const juce::ScopedLock sl (infoLock);
+    return chords;
+}
+
+void BacklineProcessor::setChords (const juce::String& text)
+{
+    const juce::ScopedLock sl (infoLock);
+    chords = text.substring (0, 2000);
+}
+
 void BacklineProcessor::addTake (const Take& newTake)
 {
     int index = 0;
@@ -483,6 +495,7 @@ void BacklineProcessor::getStateInformation (juce::MemoryBlock& destData)
         xml.setAttribute ("stem_path", stemPath);
         xml.setAttribute ("stem_start_sample", juce::String (savedStemStart));
         xml.setAttribute ("prompt", prompt);
+        xml.setAttribute ("chords", chords);
         xml.setAttribute ("style_path", styleReference != nullptr ? styleReference->path : juce::String());
         xml.setAttribute ("region_path", droppedRegion != nullptr && droppedAtPass == capturePasses.load()
                                              ? droppedRegionPath : juce::String());
@@ -515,6 +528,7 @@ void BacklineProcessor::setStateInformation (const void* data, int sizeInBytes)
             if (withId != status && xml->hasAttribute ("param_" + withId->paramID))
                 p->setValueNotifyingHost ((float) xml->getDoubleAttribute ("param_" + withId->paramID));
     setPrompt (xml->getStringAttribute ("prompt"));
+    setChords (xml->getStringAttribute ("chords"));
     {
         std::vector<Take> restored;
         for (auto* element : xml->getChildWithTagNameIterator ("TAKE"))

@@ -70,6 +70,10 @@ public:
     // The style prompt typed in the editor (or restored with the project); sent as "style_prompt".
     juce::String getPrompt() const;
     void setPrompt (const juce::String&);
+    // The chords the stem follows, typed as "Am F C G7" (one per bar) or "Am:2 F:2"; sent as "chords" with the
+    // host's tempo (a model told the chords; the engine says so in words when the loaded one is not).
+    juce::String getChords() const;
+    void setChords (const juce::String&);
 
     // A style reference dropped on the editor (or restored with the project), read once on the
     // message thread; the worker uploads it as a reference job named by its content.
@@ -176,7 +180,7 @@ private:
     std::atomic<int> statusIndex { 0 };
     mutable juce::CriticalSection infoLock;
     juce::String statusMessage { "Idle. Play the region with Record on, then press Generate." };
-    juce::String stemPath, jobId, prompt;
+    juce::String stemPath, jobId, prompt, chords;
     std::shared_ptr<const StyleReference> styleReference;
     std::vector<Take> takes;
     std::shared_ptr<const Region> droppedRegion;

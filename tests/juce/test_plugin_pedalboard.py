@@ -213,14 +213,17 @@ def test_job_cancelled_at_the_engine_is_reported_and_audio_keeps_passing(free_ru
     np.testing.assert_array_equal(out, region)
 
 
-def test_the_style_prompt_is_restored_with_the_project_and_sent_with_the_job(free_running, engine, tmp_path):
+def test_the_style_prompt_and_the_chords_are_restored_with_the_project_and_sent_with_the_job(free_running, engine,
+                                                                                            tmp_path):
     plugin = free_running
-    plugin.raw_state = with_state(plugin.raw_state, prompt="slap bass")
+    plugin.raw_state = with_state(plugin.raw_state, prompt="slap bass", chords="Am F C G7")
     assert parse_state(plugin.raw_state)["prompt"] == "slap bass"
+    assert parse_state(plugin.raw_state)["chords"] == "Am F C G7"
     plugin.steps = 2
     _generate_and_wait(plugin, make_signal(SAMPLE_RATE // 2, SAMPLE_RATE), "")   # asserts the job is ready
     sent = [json.loads(meta.read_text())["info"]["params"] for meta in (tmp_path / "results").glob("*/meta.json")]
     assert [params.get("style_prompt") for params in sent] == ["slap bass"]
+    assert [params.get("chords") for params in sent] == ["Am F C G7"]
     assert "tempo_bpm" not in sent[0]  # pedalboard gives no tempo: none is sent
     assert "cfg_context" not in sent[0] and "cfg_style" not in sent[0]  # at 0: the model's own guidance
 
