@@ -68,11 +68,13 @@ BacklineEditor::BacklineEditor (BacklineProcessor& p)
         slider->setTextBoxStyle (juce::Slider::TextBoxRight, false, 70, 22);
     instrumentBox.addItemList (p.instrument->choices, 1);
     instrumentAttachment.sendInitialUpdate();   // the items exist only now
+    advancedButton.onClick = [this] { resized(); };
     generateButton.onClick = [this] { processor.requestGenerate(); };
     cancelButton.onClick = [this] { processor.requestCancel(); };
     for (auto* c : std::initializer_list<juce::Component*> { &title, &instrumentLabel, &seedLabel, &stepsLabel, &takeLabel, &takeSlider, &promptLabel, &promptEditor, &chordsLabel, &chordsEditor, &referenceLabel, &clearReferenceButton, &statusLabel,
                                                              &instrumentBox, &seedSlider, &stepsSlider, &recordButton, &passButton,
-                                                             &generateButton, &cancelButton, &progressBar, &stemView })
+                                                             &generateButton, &cancelButton, &progressBar, &stemView,
+                                                             &advancedButton })
         addAndMakeVisible (c);
     setResizable (true, true);
     setResizeLimits (420, 504, 1600, 1200);
@@ -85,17 +87,25 @@ void BacklineEditor::paint (juce::Graphics& g) { g.fillAll (juce::Colour (0xff26
 void BacklineEditor::resized()
 {
     auto area = getLocalBounds().reduced (12);
-    title.setBounds (area.removeFromTop (30));
+    auto top = area.removeFromTop (30);
+    advancedButton.setBounds (top.removeFromRight (110));
+    title.setBounds (top);
     const auto row = [&area] { auto r = area.removeFromTop (28); area.removeFromTop (6); return r; };
     auto r = row();
     instrumentLabel.setBounds (r.removeFromLeft (90));
     instrumentBox.setBounds (r.removeFromLeft (140));
-    r = row();
-    seedLabel.setBounds (r.removeFromLeft (90));
-    seedSlider.setBounds (r);
-    r = row();
-    stepsLabel.setBounds (r.removeFromLeft (90));
-    stepsSlider.setBounds (r);
+    const bool advanced = advancedButton.getToggleState();
+    for (auto* c : std::initializer_list<juce::Component*> { &seedLabel, &seedSlider, &stepsLabel, &stepsSlider })
+        c->setVisible (advanced);
+    if (advanced)
+    {
+        r = row();
+        seedLabel.setBounds (r.removeFromLeft (90));
+        seedSlider.setBounds (r);
+        r = row();
+        stepsLabel.setBounds (r.removeFromLeft (90));
+        stepsSlider.setBounds (r);
+    }
     r = row();
     takeLabel.setBounds (r.removeFromLeft (90));
     takeSlider.setBounds (r);

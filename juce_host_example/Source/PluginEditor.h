@@ -41,6 +41,8 @@ private:
     juce::ComboBox instrumentBox;
     juce::Slider seedSlider, stepsSlider, takeSlider;
     juce::ToggleButton recordButton { "Record while playing" }, passButton { "Pass input through" };
+    // The main page holds what a producer decides; seed and steps appear under Advanced.
+    juce::ToggleButton advancedButton { "Advanced" };
     juce::TextButton generateButton { "Generate" }, cancelButton { "Cancel" };
     double progressValue = 0.0;
     juce::ProgressBar progressBar { progressValue };
