@@ -362,25 +362,36 @@ def guidance_passes(contract: ModelContract, style: np.ndarray | None, instrumen
 def make_guided_denoiser(bundle: Bundle, context: np.ndarray, style: np.ndarray | None, instrument: str,
                          cfg_context: float, cfg_style: float, *, use_context: bool = True, frame: dict | None = None,
                          frame_scales: dict | None = None):
-    """``denoise(x, sigma)`` for one request: the guidance passes run as one batch through the backend
-    (``guidance_passes`` says which; ``use_context=False`` drops the context; ``frame``: a conditioned
-    denoiser's grid and harmony with their ``frame_scales``)."""
+    """``denoise(x, sigma)`` for one request: the guidance passes of every take in ``x`` (takes, C, n) run as one
+    batch through the backend (``guidance_passes`` says which; ``use_context=False`` drops the context;
+    ``frame``: a conditioned denoiser's grid and harmony with their ``frame_scales``)."""
     guidance = guidance_passes(bundle.contract, style, instrument, cfg_context, cfg_style, use_context=use_context,
                                frame=frame, frame_scales=frame_scales)
     passes, cfg_context, cfg_style = list(guidance.passes), guidance.cfg_context, guidance.cfg_style
-    batch = len(passes)
-    context_mask, style_mask = guidance.context_mask, guidance.style_mask
-    contexts = np.repeat(context[None].astype(np.float32), batch, axis=0)
-    styles = np.repeat(guidance.style[None], batch, axis=0)
-    instruments = np.full(batch, guidance.instrument, np.int64)
-    frame = {name: np.repeat(value, batch, axis=0) if value.ndim == 3 else value
-             for name, value in guidance.frame_inputs(context.shape[-1]).items()}
+    per_take = len(passes)
+    frame = guidance.frame_inputs(context.shape[-1])
+
+    def rows(takes: int) -> tuple:
+        """The batch's unchanging inputs for ``takes`` takes: take-major rows, each take's passes in order."""
+        batch = takes * per_take
+        flat = {name: np.repeat(value, batch, axis=0) if value.ndim == 3 else np.tile(value, takes)
+                for name, value in frame.items()}
+        return (np.repeat(context[None].astype(np.float32), batch, axis=0), np.tile(guidance.context_mask, takes),
+                np.repeat(guidance.style[None], batch, axis=0), np.tile(guidance.style_mask, takes),
+                np.full(batch, guidance.instrument, np.int64), flat)
+
+    cached = {}
 
     def denoise(x: np.ndarray, sigma: float) -> np.ndarray:
-        xs = np.repeat(x.astype(np.float32), batch, axis=0)
-        out = bundle.backend.denoise(xs, np.full(batch, sigma, np.float32), contexts, context_mask, styles,
-                                     style_mask, instruments, **frame)
-        predictions = dict(zip(passes, out[:, None]))
+        takes = x.shape[0]
+        if takes not in cached:
+            cached[takes] = rows(takes)
+        contexts, context_mask, styles, style_mask, instruments, flat = cached[takes]
+        xs = np.repeat(x.astype(np.float32), per_take, axis=0)
+        out = bundle.backend.denoise(xs, np.full(len(xs), sigma, np.float32), contexts, context_mask, styles,
+                                     style_mask, instruments, **flat)
+        out = out.reshape(takes, per_take, *out.shape[1:])
+        predictions = {name: out[:, index] for index, name in enumerate(passes)}
         if passes == ["full"]:
             return predictions["full"]
         if "full" not in predictions:  # no style: the context pass is the full one
@@ -586,27 +597,27 @@ def plan_sampling(bundle: Bundle, request: GenerateRequest, inputs: Inputs, styl
 
 def sample_takes(bundle: Bundle, sampling: Sampling, rng: np.random.Generator, progress: Progress | None
                  ) -> tuple[np.ndarray, dict | None]:
-    """Sample the request's takes and choose one: take 0 is the seed's own sample; with more takes (a bass),
-    the one whose notes sit most in the context's pitch classes. Returns the chosen latents and, with several
-    takes, what was chosen and why."""
+    """Sample the request's takes together, one batch through the denoiser, and choose one: take 0 is the seed's
+    own sample; with more takes (a bass), the one whose notes sit most in the context's pitch classes. Returns the
+    chosen latents and, with several takes, what was chosen and why."""
     request, contract = sampling.request, bundle.contract
     takes = _takes(bundle, request, sampling.inputs.silent_context)
-    weights = context_chroma_weights(sampling.inputs.mono, bundle.sample_rate) if takes > 1 else None
-    latents, shares, best, chosen = None, [], -np.inf, 0
-    for take in range(takes):
-        x, sigmas = sampling.start(rng if take == 0 else np.random.default_rng((request.seed, take)))
-        evaluations = len(sigmas) - 1
-        callback = ((lambda i, total, _x, _x0, done=take * evaluations: progress(done + i + 1, takes * total))
-                    if progress else None)
-        sample_latents = sampling.sample(x, sigmas, callback)
-        if takes == 1:
-            return sample_latents, None
-        share = in_key_share(bundle.backend.notes(sample_latents)[0], weights, lowest_midi=contract.note_lowest_midi,
-                             frame_seconds=contract.stft_hop_length / contract.sample_rate)
-        if latents is None or share > best:  # a NaN share (no notes heard) never beats another take
-            latents, chosen, best = sample_latents, take, (share if np.isfinite(share) else -np.inf)
-        shares.append(share)
-    return latents, {"takes": takes, "chosen": chosen, "in_key_share": [round(float(v), 4) for v in shares]}
+    starts = [sampling.start(rng if take == 0 else np.random.default_rng((request.seed, take))) for take in range(takes)]
+    sigmas = starts[0][1]
+    callback = (lambda i, total, _x, _x0: progress(i + 1, total)) if progress else None
+    latents = sampling.sample(np.concatenate([x for x, _ in starts]), sigmas, callback)
+    if takes == 1:
+        return latents, None
+    weights = context_chroma_weights(sampling.inputs.mono, bundle.sample_rate)
+    notes = bundle.backend.notes(latents)
+    shares = [in_key_share(notes[take], weights, lowest_midi=contract.note_lowest_midi,
+                           frame_seconds=contract.stft_hop_length / contract.sample_rate) for take in range(takes)]
+    chosen, best = 0, shares[0] if np.isfinite(shares[0]) else -np.inf
+    for take, share in enumerate(shares[1:], start=1):
+        if share > best:  # a NaN share (no notes heard) never beats another take
+            chosen, best = take, share
+    return latents[chosen:chosen + 1], {"takes": takes, "chosen": chosen,
+                                        "in_key_share": [round(float(v), 4) for v in shares]}
 
 
 def decoder(bundle: Bundle, request: GenerateRequest, inputs: Inputs, style: np.ndarray | None, match: float

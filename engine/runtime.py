@@ -56,16 +56,16 @@ PRECISIONS = ("fp32", "int8")
 INT8_FILES = {"denoiser": "denoiser.int8.onnx", "step": "guided_step.int8.onnx"}
 ONNX_CONTRACT_VERSION = "1"
 DENOISER_INPUTS = ("x", "sigma", "context", "context_mask", "style", "style_mask", "instrument")
-# guided_step.onnx, for P guidance passes over n latent frames (x and the states batch 1):
-#   x (1, C, n), sigma (1,)                       where the denoiser is evaluated
+# guided_step.onnx, for T takes of P guidance passes over n latent frames (x and the states batch T):
+#   x (T, C, n), sigma (1,)                       where the denoiser is evaluated
 #   context (1, C, n), context_mask (P,), style (1, style_dim), style_mask (P,), instrument (1,) int64
 #   guidance (3,) = cfg_context, cfg_style, rescale; pass_index (3,) int64 = the rows of the passes
 #                   none, context, full (a pass not run points at the one standing in for it)
 #   known (1, C, n), keep (n,)                    inpainting: the estimate is ``known`` where keep is 1
 #   loop_index (n,) int64, loop_counts (period,)  loops: frame -> place in the period, repeats per place
 #   tie (1,)                                      1: the estimate is tied to the period at this evaluation
-#   coefficients (4,), previous_x0 (1, C, n), step_start (1, C, n)   the solver (``sampling.solver_plan``)
-# -> x_next (1, C, n), denoised (1, C, n)
+#   coefficients (4,), previous_x0 (T, C, n), step_start (T, C, n)   the solver (``sampling.solver_plan``)
+# -> x_next (T, C, n), denoised (T, C, n)
 STEP_INPUTS = ("x", "sigma", "context", "context_mask", "style", "style_mask", "instrument", "guidance", "pass_index",
                "known", "keep", "loop_index", "loop_counts", "tie", "coefficients", "previous_x0", "step_start")
 STEP_OUTPUTS = ("x_next", "denoised")

@@ -152,17 +152,24 @@ def _step_graph():
         def forward(self, *inputs):  # runtime.step_input_names, in order
             i = dict(zip(self.names, inputs))
             x, context_mask = i["x"], i["context_mask"]
-            ones = torch.ones_like(context_mask)  # one row per guidance pass; broadcasting copies exactly
-            rows = ones[:, None, None]
-            frame = {name: i[name] * rows for name in self.conditions} | {
-                f"{name}_mask": i[f"{name}_mask"] for name in self.conditions}
-            out = self.denoiser(x * rows, i["sigma"] * ones, i["context"] * rows, context_mask, i["style"] * ones[:, None],
-                                i["style_mask"], i["instrument"].expand_as(context_mask), **frame)
+            # One row per take and guidance pass, take-major (as pipeline.make_guided_denoiser batches them);
+            # broadcasting copies exactly.
+            ones = torch.ones_like(x[:, 0, :1]) * torch.ones_like(context_mask)[None, :]  # (T, P)
+            rows = ones.reshape(-1)  # (T * P,)
+            per_row = lambda mask: (ones * mask[None, :]).reshape(-1)  # a pass's value in each take's row of it
+            takes_rows = (x[:, None] * ones[:, :, None, None]).reshape(-1, x.shape[1], x.shape[2])
+            frame = {name: i[name] * rows[:, None, None] for name in self.conditions} | {
+                f"{name}_mask": per_row(i[f"{name}_mask"]) for name in self.conditions}
+            out = self.denoiser(takes_rows, i["sigma"] * rows, i["context"] * rows[:, None, None], per_row(context_mask),
+                                i["style"] * rows[:, None], per_row(i["style_mask"]), i["instrument"].expand_as(rows),
+                                **frame)
+            out = out.reshape(x.shape[0], -1, *out.shape[1:])  # (T, P, C, n)
+            pick = lambda index: out.index_select(1, index).squeeze(1)
             pass_index, guidance = i["pass_index"], i["guidance"]
-            none, conditional, full = (out.index_select(0, pass_index[k:k + 1]) for k in range(3))
+            none, conditional, full = (pick(pass_index[k:k + 1]) for k in range(3))
             extra = None
             for k in range(len(self.conditions)):  # (s_k - 1) (D_full - D_without_k), as sampling.guided
-                term = (i["frame_guidance"][k] - 1) * (full - out.index_select(0, i["frame_pass_index"][k:k + 1]))
+                term = (i["frame_guidance"][k] - 1) * (full - pick(i["frame_pass_index"][k:k + 1]))
                 extra = term if extra is None else extra + term
             estimate = combine_guidance(none, conditional, full, guidance[0], guidance[1], guidance[2], spread=spread,
                                         floor=lambda v, m: torch.clamp(v, min=m), extra=extra)
@@ -190,15 +197,16 @@ def _step_graph():
 
 
 def step_inputs(config, passes: int, frames: int, rng: np.random.Generator, *, period: int | None = None,
-                inpaint: bool = True, tie: bool = True) -> dict[str, np.ndarray]:
-    """Random ``guided_step.onnx`` inputs: ``passes`` guidance rows over ``frames`` latent frames."""
+                inpaint: bool = True, tie: bool = True, takes: int = 1) -> dict[str, np.ndarray]:
+    """Random ``guided_step.onnx`` inputs: ``takes`` takes of ``passes`` guidance rows over ``frames`` latent frames."""
     sigma = float(np.exp(rng.uniform(np.log(config.sigma_min), np.log(config.sigma_max))))
-    latents = lambda scale=1.0: (rng.standard_normal((1, config.latent_channels, frames)) * scale).astype(np.float32)
+    latents = lambda scale=1.0, batch=1: (rng.standard_normal((batch, config.latent_channels, frames)) * scale
+                                          ).astype(np.float32)
     period = period or max(1, frames // 3)
     index = np.arange(frames) % period
     rows = {1: [0, 0, 0], 2: [0, 1, 1], 3: [0, 1, 2]}[passes]
     return {
-        "x": latents(sigma), "sigma": np.array([sigma], np.float32), "context": latents(),
+        "x": latents(sigma, takes), "sigma": np.array([sigma], np.float32), "context": latents(),
         "context_mask": rng.integers(0, 2, passes).astype(np.float32),
         "style": rng.standard_normal((1, config.style_dim)).astype(np.float32),
         "style_mask": rng.integers(0, 2, passes).astype(np.float32),
@@ -209,7 +217,7 @@ def step_inputs(config, passes: int, frames: int, rng: np.random.Generator, *, p
         "loop_index": index.astype(np.int64), "loop_counts": np.bincount(index, minlength=period).astype(np.float32),
         "tie": np.array([1.0 if tie else 0.0], np.float32),
         "coefficients": rng.uniform(-1.5, 1.5, 4).astype(np.float32),
-        "previous_x0": latents(), "step_start": latents(sigma),
+        "previous_x0": latents(1.0, takes), "step_start": latents(sigma, takes),
     } | _frame_feeds(config, 1, frames, rng, masks=passes) | ({
         "frame_guidance": (np.ones(len(config.frame_inputs)) if passes == 1 else
                            rng.choice([1.0, 0.5, 2.5], len(config.frame_inputs))).astype(np.float32),
@@ -424,7 +432,15 @@ def check_denoiser(denoiser, path: Path, *, rng: np.random.Generator, tolerance:
 def step_reference(denoiser, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """What the engine's numpy path computes for one ``guided_step.onnx`` evaluation, around ``denoiser``
     (a torch module, float32 or float64): the passes batched, ``sampling.guided``, ``controls.tie``,
-    the inpainting blend and the linear update. Returns (x_next, denoised) in the module's precision."""
+    the inpainting blend and the linear update, each take on its own. Returns (x_next, denoised) in the module's
+    precision."""
+    per_take = [_take_reference(denoiser, feeds | {name: feeds[name][t:t + 1] for name in ("x", "previous_x0",
+                                                                                         "step_start")})
+                for t in range(len(feeds["x"]))]
+    return tuple(np.concatenate(parts) for parts in zip(*per_take))
+
+
+def _take_reference(denoiser, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
     from backline.engine.controls import tie
@@ -465,14 +481,14 @@ def check_step(denoiser, path: Path, *, rng: np.random.Generator, tolerance: flo
     exact_model = _float64(denoiser)
     session = _session(path, threads)
     cases = []
-    for passes, frames, controls in ((1, 1, False), (2, 7, True), (3, 2 * denoiser.config.downsampling + 3, False),
-                                     (3, 61, True)):
-        feeds = step_inputs(denoiser.config, passes, frames, rng, inpaint=controls, tie=controls)
+    for passes, frames, controls, takes in ((1, 1, False, 1), (2, 7, True, 3), (3, 2 * denoiser.config.downsampling + 3,
+                                                                             False, 1), (3, 61, True, 4)):
+        feeds = step_inputs(denoiser.config, passes, frames, rng, inpaint=controls, tie=controls, takes=takes)
         torch32, exact = step_reference(denoiser, feeds), step_reference(exact_model, feeds)
         got = session.run(list(STEP_OUTPUTS), feeds)
         for output, g, t32, ex in zip(STEP_OUTPUTS, got, torch32, exact):
             cases.append(_case(g, t32, ex, tolerance, output=output, passes=passes, latent_frames=frames,
-                               controls=controls))
+                               controls=controls, takes=takes))
     return _summary(cases, tolerance)
 
 
@@ -717,10 +733,10 @@ def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_d
         _torch_export(NamedInputs(denoiser), tuple(torch.from_numpy(example[n]) for n in names), temporary["denoiser"],
                       list(names), ["denoised"], dynamic, opset)
         _write_metadata(temporary["denoiser"], denoiser_metadata(raw_metadata(denoiser_path), d))
-        step = step_inputs(d, 3, 2 * d.downsampling + 1, np.random.default_rng(0))
+        step = step_inputs(d, 3, 2 * d.downsampling + 1, np.random.default_rng(0), takes=2)
         step_names = step_input_names(d.frame_inputs)
-        step_dynamic = {name: {2: "latent_frames"} for name in ("x", "context", "known", "previous_x0", "step_start",
-                                                                "x_next", "denoised", *conditions)} | {
+        step_dynamic = {name: {2: "latent_frames"} for name in ("context", "known", *conditions)} | {
+            name: {0: "takes", 2: "latent_frames"} for name in ("x", "previous_x0", "step_start", "x_next", "denoised")} | {
             "context_mask": {0: "passes"}, "style_mask": {0: "passes"}, "keep": {0: "latent_frames"},
             "loop_index": {0: "latent_frames"}, "loop_counts": {0: "loop_period"}} | {
             f"{name}_mask": {0: "passes"} for name in conditions}

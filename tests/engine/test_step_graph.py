@@ -123,6 +123,8 @@ CONTROLS = {
     "inpaint": {"inpaint": True},
     "loop half": {"loop": 5, "loop_strength": 0.5},
     "loop and inpaint": {"loop": 6, "loop_strength": 1.0, "inpaint": True, "style": True},
+    "three takes": {"takes": 3, "style": True},
+    "two takes looped and inpainted": {"takes": 2, "loop": 6, "loop_strength": 1.0, "inpaint": True},
 }
 
 
@@ -137,7 +139,8 @@ def test_step_graph_sample_equals_the_numpy_sampler(bundle, name, case):
     cfg = spec.get("cfg_context", 3.0), spec.get("cfg_style", 2.0)
     use_context = spec.get("use_context", True)
     sigmas = get_sigmas_karras(6, contract.sigma_min, contract.sigma_max)
-    noise = rng.standard_normal((1, contract.latent_channels, FRAMES)).astype(np.float32)
+    takes = spec.get("takes", 1)
+    noise = rng.standard_normal((takes, contract.latent_channels, FRAMES)).astype(np.float32)
     denoise = make_guided_denoiser(bundle, context, style, "drums", *cfg, use_context=use_context)
     known = keep = period = None
     release = float("inf")
@@ -161,9 +164,12 @@ def test_step_graph_sample_equals_the_numpy_sampler(bundle, name, case):
     assert relative(got, want) < SAMPLE_TOLERANCE
     if keep is not None:  # the kept frames end exactly on the known latents, as in numpy
         kept = keep == 1
-        np.testing.assert_array_equal(got[..., kept], known[..., kept])
+        np.testing.assert_array_equal(got[..., kept], np.broadcast_to(known[..., kept], got[..., kept].shape))
     if period and spec["loop_strength"] == 1.0 and keep is None:  # exact repeats
         np.testing.assert_allclose(got[..., period:2 * period], got[..., :period], atol=1e-6 * np.abs(got).max())
+    for take in range(takes if takes > 1 else 0):  # a take sampled with others is the take sampled alone
+        alone = sampler(x[take:take + 1], sigmas, name, release_sigma=release)
+        assert relative(got[take:take + 1], alone) < SAMPLE_TOLERANCE
 
 
 def test_generate_samples_through_the_step_graph_by_default_with_the_same_stem(onnx_dir, bundle):
