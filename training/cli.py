@@ -175,6 +175,32 @@ def register_bench(bench_models: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed runs; the median is reported (default 3)")
     p.add_argument("--out", required=True, type=Path, help="JSON file to write")
     p.set_defaults(func=_bench_autoencoder)
+    p = bench_models.add_parser("latents", help="encoding speed of a data build's pairs with 1 and N workers",
+                                description="Encode the first VARIANTS variants of a build into a temporary folder with "
+                                            "each worker count; seconds of pairs (context and stem) per second of wall "
+                                            "time, written to a JSON file.")
+    p.add_argument("--data", required=True, type=Path, help="data build directory")
+    p.add_argument("--autoencoder", type=Path, default=None, help="autoencoder file (default: the shipped one)")
+    p.add_argument("--variants", type=int, default=16)
+    p.add_argument("--jobs", type=int, nargs="+", default=[1, 2], help="worker counts to measure")
+    p.add_argument("--cluster", metavar="ADDRESS", help="encode on a Dask cluster (`local`, or a scheduler address)")
+    p.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "data" / "benchmarks" / "encode.json")
+    p.set_defaults(func=_bench_latents)
+
+
+def _bench_latents(args: argparse.Namespace) -> int:
+    from backline.models.autoencoder import DEFAULT_MODEL_PATH
+    from backline.training.latents import bench_encode
+
+    figures = bench_encode(args.data, args.autoencoder or DEFAULT_MODEL_PATH, variants=args.variants, jobs=args.jobs,
+                           cluster=args.cluster)
+    for row in figures["results"]:
+        print(f"{row['jobs']} worker(s): {row['pairs']} pairs, {row['pair_seconds']} s in {row['wall_seconds']} s: "
+              f"{row['x_realtime_wall']}x real time")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(figures, indent=1) + "\n")
+    print(args.out)
+    return 0
 
 
 def _set_threads(threads: int | None) -> None:

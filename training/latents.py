@@ -32,16 +32,17 @@ AUTOENCODER_RECORD = "autoencoder.json"  # in a latent directory: which autoenco
 
 def encode_build(autoencoder_path: str | Path, build_dir: str | Path, out_dir: str | Path, *,
                  soundfonts: tuple[str, ...] | None = None, max_seconds: float | None = None,
-                 progress=None, jobs: int = 1, cluster: str | None = None) -> int:
+                 progress=None, jobs: int = 1, cluster: str | None = None, only: set[str] | None = None) -> int:
     """Encode every pair of ``build_dir`` into ``out_dir``; returns the number of pairs encoded now.
 
     Each variant is one task (``data/scheduling.py``): ``jobs`` local processes, or a Dask cluster
     (``cluster``), each loading the autoencoder once; finished pairs are kept, so an interrupted encoding
-    resumes."""
+    resumes. ``only``: these variant ids alone."""
     build_dir, out_dir = Path(build_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _, metadata = load_autoencoder(autoencoder_path)
-    records = [r for r in read_manifest(build_dir) if soundfonts is None or r["soundfont"] in soundfonts]
+    records = [r for r in read_manifest(build_dir) if (soundfonts is None or r["soundfont"] in soundfonts)
+               and (only is None or r["variant_id"] in only)]
     tasks = [(str(autoencoder_path), build_dir, out_dir, record, max_seconds) for record in records]
     entries, encoded, done, total = {}, 0, 0, sum(i in r["pairs"] for r in records for i in INSTRUMENTS)
     with scheduling.tasks(jobs, cluster) as run:
@@ -118,3 +119,32 @@ def require_latent_space(latent_dir: str | Path, space: str, autoencoder_path: s
     if made_by != space:
         raise ValueError(f"{latent_dir} holds latents of {made_by}, not of latent space {space} "
                          f"({autoencoder_path}): precompute them with this autoencoder")
+
+
+def bench_encode(build_dir: str | Path, autoencoder_path: str | Path, *, variants: int, jobs: list[int],
+                 cluster: str | None = None) -> dict:
+    """Encode the first ``variants`` variants of ``build_dir`` into a temporary folder with each worker count:
+    seconds of pairs (a context and its stem) encoded per second of wall time (``backline bench latents``)."""
+    import os
+    import platform
+    import tempfile
+    import time
+
+    only = {r["variant_id"] for r in read_manifest(build_dir)[:variants]}
+    rate_hz = load_autoencoder(autoencoder_path)[0].config.latent_rate_hz
+    results = []
+    with tempfile.TemporaryDirectory(prefix="backline-encode-bench-") as folder:
+        for count in jobs:
+            start = time.perf_counter()
+            pairs = encode_build(autoencoder_path, build_dir, Path(folder) / f"jobs{count}", jobs=count, cluster=cluster,
+                                 only=only)
+            wall = time.perf_counter() - start
+            index = (Path(folder) / f"jobs{count}" / "index.jsonl").read_text().splitlines()
+            pair_seconds = sum(json.loads(line)["frames"] for line in index) / rate_hz
+            results.append({"jobs": count, "scheduler": cluster or "process pool", "pairs": pairs,
+                            "pair_seconds": round(pair_seconds, 1), "wall_seconds": round(wall, 2),
+                            "x_realtime_wall": round(pair_seconds / wall, 1)})
+    version = load_autoencoder(autoencoder_path)[1].get("backline_version")
+    return {"build": str(build_dir), "autoencoder": version, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "results": results, "command": f"backline bench latents --data {build_dir} --variants {variants} --jobs "
+                                           + " ".join(map(str, jobs)) + (f" --cluster {cluster}" if cluster else "")}

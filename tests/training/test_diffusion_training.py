@@ -114,3 +114,18 @@ def test_a_conditioned_denoiser_trains_on_the_true_grid_and_chords_and_the_conte
     assert summary["step"] == 6
     losses = [float(line.split(",")[1]) for line in (tmp_path / "run" / "validation.csv").read_text().splitlines()[1:]]
     assert len(losses) == 2 and all(np.isfinite(losses))
+
+
+def test_the_encode_benchmark_times_the_first_variants_with_each_worker_count(synthetic_build, tmp_path):
+    from backline.training.latents import bench_encode
+
+    torch.manual_seed(0)
+    ae_path = save_autoencoder(tmp_path / "ae.safetensors", Autoencoder(AE_CONFIGS["tiny"]).eval(), version="tiny-b")
+    out = tmp_path / "encode.json"
+    assert main(["bench", "latents", "--data", str(synthetic_build), "--autoencoder", str(ae_path), "--variants", "2",
+                 "--jobs", "1", "2", "--out", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["autoencoder"] == "tiny-b" and [row["jobs"] for row in figures["results"]] == [1, 2]
+    for row in figures["results"]:
+        assert row["pairs"] == 4 and row["pair_seconds"] > 0 and row["x_realtime_wall"] > 0
+    assert bench_encode(synthetic_build, ae_path, variants=1, jobs=[1])["results"][0]["pairs"] == 2
