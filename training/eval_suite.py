@@ -385,6 +385,32 @@ def fit_table(rows: dict[str, list[dict]], instrument: str, *, resamples: int = 
     return means
 
 
+def _family(record: dict) -> str:
+    """A pair's style family (MMA songs) or its source."""
+    return (record.get("mma") or {}).get("family") or record.get("source") or "unknown"
+
+
+def _tempo_band(record: dict) -> str:
+    from backline.data.stats import tempo_band
+
+    song = record.get("mma")
+    return tempo_band(float(song["tempo_bpm"])) if song else "unknown tempo"
+
+
+def _grouped(fit_rows: dict[str, list[dict]], instrument: str, groups: list[str]) -> dict[str, dict]:
+    """Each group's pairs (at least two) scored as ``fit_table`` scores them: the normalised harmonic and rhythmic
+    fit of every set against the group's own real and shuffled stems, so a weak corner shows."""
+    out = {}
+    for group in sorted(set(groups)):
+        index = [i for i, g in enumerate(groups) if g == group]
+        if len(index) < 2:
+            continue
+        table = fit_table({name: [rows[i] for i in index] for name, rows in fit_rows.items()}, instrument, resamples=200)
+        out[group] = {"pairs": len(index), **{name: {k: m[f"{k}_normalised"] for k in ("harmonic_fit", "rhythmic_fit")}
+                                              for name, m in table.items()}}
+    return out
+
+
 def evaluate_accompaniment(build_dir: str | Path, *, generated_dir: str | Path | None = None, split: str = "test",
                            instruments: tuple[str, ...] = ("bass", "drums"), max_seconds: float | None = 60.0,
                            offset_seconds: float = 0.0, seed: int = 0, figure_dir: str | Path | None = None,
@@ -476,6 +502,8 @@ def evaluate_accompaniment(build_dir: str | Path, *, generated_dir: str | Path |
             "realism": realism,
             "per_pair": [{"variant_id": r["variant_id"], **{name: fit_rows[name][i] for name in candidates}}
                          for i, r in enumerate(chosen)],
+            "by_family": _grouped(fit_rows, instrument, [_family(r) for r in chosen]),
+            "by_tempo_band": _grouped(fit_rows, instrument, [_tempo_band(r) for r in chosen]),
         }
         if figure_dir is not None:
             audible = [i for i, row in enumerate(fit_rows["real"]) if np.isfinite(row["harmonic_fit"])] or [0]
@@ -696,6 +724,15 @@ def accompaniment_markdown(summary: dict, command: str) -> str:
         for row in block["per_pair"]:
             lines.append(f"| {row['variant_id']} | " + " | ".join(
                 f"{_fmt(row[n]['harmonic_fit'], 2)} / {_fmt(row[n]['rhythmic_fit'], 2)}" for n in names) + " |")
+        for title, key in (("style family", "by_family"), ("tempo band", "by_tempo_band")):
+            groups = block.get(key) or {}
+            if not groups:
+                continue
+            lines += ["", f"Per {title} (normalised harmonic / rhythmic fit; groups of two pairs or more):", "",
+                      f"| {title} | pairs | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
+            for group, row in groups.items():
+                lines.append(f"| {group} | {row['pairs']} | " + " | ".join(
+                    f"{_fmt(row[n]['harmonic_fit'], 2)} / {_fmt(row[n]['rhythmic_fit'], 2)}" for n in names) + " |")
         for figure in block.get("figures", []):
             lines += ["", f"![{figure}]({figure})"]
         lines.append("")

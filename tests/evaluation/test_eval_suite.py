@@ -69,8 +69,11 @@ def test_accompaniment_report_scores_real_one_and_flags_copies(tmp_path):
     assert block["sanity"]["generated"]["copy_of_context"] == 0.25
     assert block["sanity"]["real"]["any"] == 0.0
     assert set(block["realism"]) == {"rule-based", "generated"}
+    (group, row), = block["by_family"].items()  # the synthetic build: one source, no tempo recorded
+    assert row["pairs"] == 4 and row["real"]["harmonic_fit"] == 1.0 and row["shuffled"]["rhythmic_fit"] == 0.0
+    assert list(block["by_tempo_band"]) == ["unknown tempo"]
     md, js = es.write_report(tmp_path / "out", "report", summary, es.accompaniment_markdown(summary, "test"))
-    assert "| generated |" in md.read_text()
+    assert "| generated |" in md.read_text() and f"| {group} | 4 |" in md.read_text()
     for figure in block["figures"]:  # empty without matplotlib
         assert (tmp_path / "out" / figure).stat().st_size > 1000 and f"]({figure})" in md.read_text()
     assert json.loads(js.read_text())["instruments"]["bass"]["pairs"] == 4
