@@ -52,6 +52,15 @@ class Processes:
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return bool(tensor.item() > 0)
 
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every process's ``tensor`` (its rows of a batch), concatenated in rank order, with the gradient flowing
+        back to each process's own rows (torch.distributed.nn's all_gather); ``tensor`` itself in one process."""
+        if self.world == 1:
+            return tensor
+        from torch.distributed.nn.functional import all_gather
+
+        return torch.cat(all_gather(tensor))
+
     def barrier(self) -> None:
         """Wait until every process is here (for what rank 0 writes first, such as a cache)."""
         if self.world > 1:

@@ -41,6 +41,11 @@ def register_train(train_models: argparse._SubParsersAction, formatter) -> None:
                         "learned tower, or the tower's numbers followed by the statistics")
     p.add_argument("--tower-from", type=Path, default=None, help="keep the audio tower of this style file (no tower training)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="the prior's global batch: under torchrun each of N processes embeds batch / N (default 256)")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="keep a checkpoint of each phase here; the same command with it again resumes the run")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default 500)")
     add_threads_argument(p, None, what="torch")
     p.set_defaults(func=_train_style)
 
@@ -53,8 +58,11 @@ def _train_style(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     report = train(args.latents, args.data, args.out, steps=args.steps, seed=args.seed, audio_space=args.audio_space,
-                   tower_steps=args.tower_steps, tower_from=args.tower_from,
+                   tower_steps=args.tower_steps, tower_from=args.tower_from, batch_size=args.batch_size,
+                   run_dir=args.run_dir, checkpoint_every=args.checkpoint_every,
                    log=lambda message: print(message, file=sys.stderr))
+    if report["rank"] != 0:  # under torchrun, rank 0 reports
+        return 0
     report["command"] = "backline " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     (args.out.parent / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out.parent / "report.md").write_text(render_report(report))

@@ -19,6 +19,9 @@ mean squared error to the standardised audio embedding plus a symmetric InfoNCE 
 the mapped prompts and the audio embeddings of a batch (temperature 0.1), so prompts land both near
 their own sound and away from others. The text tower stays frozen; only the prior (an MLP) learns.
 
+A run directory (``--run-dir``) keeps a checkpoint of each phase, so a stopped run resumes; under ``torchrun``
+every process embeds its rows of each batch and the contrastive terms gather the whole batch's embeddings.
+
 Measures (held-out split): prompt-to-family retrieval (for each held-out segment, rank the family
 prompts by similarity: recall@1, @5 and chance), and audio-to-audio retrieval (a segment finds another
 segment of the same stem among one segment of every held-out stem).
@@ -40,6 +43,7 @@ from backline.engine.style import (PRIOR_KIND, TEXT_MODEL, PromptPrior, TextTowe
                                    hybrid_embedding, latent_statistics, prior_forward, tower_forward)
 from backline.models.style import AudioTower, Prior, tower_from_weights
 from backline.models.style_space import STATISTICS_SPACE
+from backline.training import distributed
 from backline.training.latents import latent_autoencoder
 from backline.training.seeding import isolated_seed
 
@@ -156,29 +160,83 @@ def _info_nce(logits: torch.Tensor, not_negative: torch.Tensor | None = None) ->
     return 0.5 * (nn.functional.cross_entropy(logits, labels) + nn.functional.cross_entropy(logits.T, labels))
 
 
+def _tower_loss(modules: nn.ModuleDict, first, second, text, not_negative, temperature: float, gather):
+    """The tower's loss on this process's rows, its embeddings gathered from every process so each InfoNCE sees
+    the whole batch (``gather``: ``Processes.gather``, identity in one process)."""
+    audio = gather(nn.functional.normalize(modules["tower"](first), dim=1))
+    other = gather(nn.functional.normalize(modules["tower"](second), dim=1))
+    text = gather(nn.functional.normalize(modules["projection"](text), dim=1))
+    nce_text = _info_nce(audio @ text.T / temperature, not_negative)
+    nce_audio = _info_nce(audio @ other.T / temperature)
+    return nce_text + 0.5 * nce_audio, nce_text.detach(), nce_audio.detach()
+
+
 def train_tower(stems: list[Stem], text_vectors: dict[str, np.ndarray], rng: np.random.Generator, rate_hz: float, *,
                 steps: int, batch_size: int = 64, learning_rate: float = 2e-3, dim: int = 64,
-                temperature: float = 0.1, log=print) -> AudioTower:
-    """The audio tower, trained contrastively against descriptions and against the same stem (see above)."""
+                temperature: float = 0.1, log=print, run: "_Run | None" = None) -> AudioTower:
+    """The audio tower, trained contrastively against descriptions and against the same stem (see above).
+    ``run``: the processes and the checkpoint (``_Run``); each process embeds its rows of every batch."""
+    run = run or _Run()
     tower = AudioTower(stems[0].latents.shape[0], dim)
     text_dim = len(next(iter(text_vectors.values())))
     projection = nn.Sequential(nn.Linear(text_dim, 256), nn.GELU(approximate="tanh"), nn.Linear(256, dim))
-    optimiser = torch.optim.AdamW([*tower.parameters(), *projection.parameters()], lr=learning_rate, weight_decay=1e-4)
+    modules = nn.ModuleDict({"tower": tower, "projection": projection})
+    optimiser = torch.optim.AdamW(modules.parameters(), lr=learning_rate, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
     shortest = min(s.latents.shape[1] for s in stems)
     batch_size = min(batch_size, len(stems))
-    for step in range(steps):
+    rows = run.processes.rows(batch_size)
+    first_step = run.restore("tower", modules, optimiser, schedule, rng)
+    loss_module = run.processes.wrap(distributed.LossModule(
+        modules, lambda m, *a: _tower_loss(m, *a, temperature, run.processes.gather)))
+    for step in range(first_step, steps):
         picks = rng.choice(len(stems), batch_size, replace=False)
         first, second = (_crops(stems, picks, min(shortest, int(rng.uniform(2.0, 8.0) * rate_hz)), rng) for _ in range(2))
-        audio, other = nn.functional.normalize(tower(first), dim=1), nn.functional.normalize(tower(second), dim=1)
         text = torch.from_numpy(np.stack([text_vectors[stems[i].texts[rng.integers(len(stems[i].texts))]] for i in picks]))
-        text = nn.functional.normalize(projection(text), dim=1)
-        nce_text = _info_nce(audio @ text.T / temperature, _same_family(stems, picks))
-        nce_audio = _info_nce(audio @ other.T / temperature)
-        _optimise(optimiser, schedule, nce_text + 0.5 * nce_audio)
-        if step % 500 == 0 or step == steps - 1:
+        loss, nce_text, nce_audio = loss_module(first[rows], second[rows], text[rows], _same_family(stems, picks))
+        _optimise(optimiser, schedule, loss)
+        run.saved("tower", step + 1, steps, modules, optimiser, schedule, rng)
+        if run.processes.main and (step % 500 == 0 or step == steps - 1):
             log(f"tower step {step}: text nce {nce_text.item():.4f} audio nce {nce_audio.item():.4f}")
     return tower.eval()
+
+
+class _Run:
+    """Where a style run is: its processes (training/distributed.py) and, with a run directory, a checkpoint every
+    ``checkpoint_every`` steps of each phase (``tower``, then ``prior``) written by rank 0, so a run resumes, under
+    any number of processes, where it stopped."""
+
+    def __init__(self, run_dir: Path | None = None, checkpoint_every: int = 500, processes=None):
+        self.processes = processes or distributed.Processes(0, 1, torch.device("cpu"))
+        self.path = Path(run_dir) / "checkpoint.pt" if run_dir else None
+        self.every = checkpoint_every
+        self.state = torch.load(self.path, weights_only=True) if self.path and self.path.is_file() else None
+        self.extra: dict = {}  # what the prior phase needs to rebuild its bank: the generator's state before it
+
+    @property
+    def phase(self) -> str | None:
+        return self.state["phase"] if self.state else None
+
+    def restore(self, phase: str, modules: nn.Module, optimiser, schedule, rng: np.random.Generator) -> int:
+        """The step ``phase`` resumes from (0 when it starts afresh), with the modules and the generator restored."""
+        if self.phase != phase:
+            return 0
+        modules.load_state_dict(self.state["modules"])
+        optimiser.load_state_dict(self.state["optimiser"])
+        schedule.load_state_dict(json.loads(self.state["schedule"]))
+        rng.bit_generator.state = json.loads(self.state["rng"])
+        return int(self.state["step"])
+
+    def saved(self, phase: str, step: int, steps: int, modules: nn.Module, optimiser, schedule,
+              rng: np.random.Generator) -> None:
+        if self.path is None or not self.processes.main or (step % self.every and step != steps):
+            return
+        state = {"phase": phase, "step": step, "modules": modules.state_dict(), "optimiser": optimiser.state_dict(),
+                 "schedule": json.dumps(schedule.state_dict()), "rng": json.dumps(rng.bit_generator.state),
+                 **self.extra}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, self.path.with_suffix(".tmp"))
+        self.path.with_suffix(".tmp").replace(self.path)
 
 
 def _similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -226,12 +284,20 @@ def evaluate(weights: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, 
 @isolated_seed(lambda arguments: arguments["seed"])
 def train(latent_dir: Path, data_dir: Path, out: Path, *, steps: int = 3000, batch_size: int = 256,
           learning_rate: float = 2e-3, seed: int = 0, rate_hz: float | None = None, audio_space: str = "statistics",
-          tower_steps: int = 2000, tower_dim: int = 64, tower_from: Path | None = None, log=print) -> dict:
+          tower_steps: int = 2000, tower_dim: int = 64, tower_from: Path | None = None, run_dir: Path | None = None,
+          checkpoint_every: int = 500, log=print) -> dict:
     """Train the audio tower (``audio_space="tower"``) then the prior; writes ``out`` (.safetensors with the
-    tower, the prior, the config and the standardisation) and returns the report."""
+    tower, the prior, the config and the standardisation) and returns the report.
+
+    ``run_dir``: a checkpoint every ``checkpoint_every`` steps of each phase; a run started again with the same
+    directory resumes there. Under ``torchrun`` each process embeds its rows of every batch (of ``batch_size`` in
+    all) and the contrastive terms see the whole batch (training/distributed.py); rank 0 checkpoints, measures and
+    writes."""
     if audio_space not in AUDIO_SPACES:
         raise ValueError(f"audio_space must be one of {', '.join(AUDIO_SPACES)}, got {audio_space!r}")
     started = time.perf_counter()
+    processes = distributed.start()
+    run = _Run(run_dir, checkpoint_every, processes)
     rng = np.random.default_rng(seed)
     rate_hz = rate_hz or _latent_rate(latent_dir)
     stems = load_stems(latent_dir, data_dir)
@@ -247,47 +313,75 @@ def train(latent_dir: Path, data_dir: Path, out: Path, *, steps: int = 3000, bat
         if tower_from is not None:  # the tower of an earlier style file, kept as it is
             audio_tower = load_tower(tower_from)
             tower_steps = 0
+        elif run.phase == "prior":  # trained before the run stopped
+            audio_tower = AudioTower(train_stems[0].latents.shape[0], tower_dim)
+            audio_tower.load_state_dict(run.state["tower"])
+            audio_tower.eval()
         else:
-            audio_tower = train_tower(train_stems, text_vectors, rng, rate_hz, steps=tower_steps, dim=tower_dim, log=log)
+            audio_tower = train_tower(train_stems, text_vectors, rng, rate_hz, steps=tower_steps, dim=tower_dim, log=log,
+                                      run=run)
+        run.extra["tower"] = audio_tower.state_dict()
         tower_weights = {f"tower.{k}": v.detach().half().float().numpy() for k, v in audio_tower.state_dict().items()}
 
         def embed(latents):  # as the engine will: NumPy, from the fp16 weights that ship
             return (hybrid_embedding if audio_space == "tower+statistics" else tower_forward)(tower_weights, latents)
+    if run.phase == "prior":
+        rng.bit_generator.state = json.loads(run.state["rng_before_bank"])
+    run.extra["rng_before_bank"] = json.dumps(rng.bit_generator.state)
     bank = np.stack([segments(s, 32, rng, rate_hz, embed) for s in train_stems])  # 32 segments per stem, embedded once
     pool = bank.reshape(-1, bank.shape[-1])
     mean, std = pool.mean(axis=0), pool.std(axis=0) + 1e-4
     model = Prior(len(next(iter(text_vectors.values()))), pool.shape[1])
     optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
-    for step in range(steps):
+    rows = processes.rows(batch_size)
+    first_step = run.restore("prior", model, optimiser, schedule, rng)
+    loss_module = processes.wrap(distributed.LossModule(model, lambda m, *a: _prior_loss(m, *a, processes)))
+    for step in range(first_step, steps):
         picks = rng.integers(0, len(train_stems), batch_size)
         text = torch.from_numpy(np.stack([text_vectors[train_stems[i].texts[rng.integers(len(train_stems[i].texts))]]
                                           for i in picks]))
         target = torch.from_numpy((bank[picks, rng.integers(0, bank.shape[1], batch_size)] - mean) / std)
-        predicted = model(text)
-        mse = ((predicted - target) ** 2).mean()
-        p, t = nn.functional.normalize(predicted, dim=1), nn.functional.normalize(target, dim=1)
-        nce = _info_nce(p @ t.T / 0.1, _same_family(train_stems, picks))
-        _optimise(optimiser, schedule, mse + 0.1 * nce)
+        loss, mse, nce = loss_module(text[rows], target[rows], _same_family(train_stems, picks))
+        _optimise(optimiser, schedule, loss)
+        run.saved("prior", step + 1, steps, model, optimiser, schedule, rng)
         if step % 500 == 0 or step == steps - 1:
-            log(f"step {step}: mse {mse.item():.4f} nce {nce.item():.4f}")
-    config = {"text_model": TEXT_MODEL, "text_dim": int(model.layers[0].in_features), "hidden": 256,
-              "style_dim": int(pool.shape[1]),
-              "audio_tower": {"kind": "frames x3 -> 192 -> 192, mean+std pool -> 192 -> 64, norm sqrt(64)",
-                              "steps": tower_steps, "from": str(tower_from) if tower_from else None}
-              if audio_tower is not None else None,
-              "audio_space_kind": audio_space,
-              "style_mean": mean.tolist(), "style_std": std.tolist(), "latent_rate_hz": rate_hz,
-              "autoencoder": latent_autoencoder(latent_dir),  # whose latents these are: the engine checks it
-              "training": {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
-                           "stems": len(train_stems)}}
-    version = f"0.2.0+{tower_steps}+{steps}steps" if audio_tower is not None else f"0.1.1+{steps}steps"
-    save_prior(out, model, config, version=version, audio_tower=audio_tower)
-    shipped = PromptPrior.load(out)  # measured as shipped: fp16 weights
-    return {"train_stems": len(train_stems), "held_out_stems": len(held_out), "steps": steps,
-            "tower_steps": tower_steps if audio_tower is not None else 0, "audio_space": shipped.audio_space,
-            "wall_seconds": round(time.perf_counter() - started, 1),
-            "held_out": evaluate(shipped.weights, mean, std, held_out, tower, rate_hz, embed=shipped.audio_embedding)}
+            mse_all = processes.mean(mse.item())  # the whole batch's (every process joins)
+            if processes.main:
+                log(f"step {step}: mse {mse_all:.4f} nce {nce.item():.4f}")
+    summary = {"train_stems": len(train_stems), "held_out_stems": len(held_out), "steps": steps,
+               "tower_steps": tower_steps if audio_tower is not None else 0, "processes": processes.world,
+               "rank": processes.rank, "global_batch": batch_size}
+    if processes.main:
+        config = {"text_model": TEXT_MODEL, "text_dim": int(model.layers[0].in_features), "hidden": 256,
+                  "style_dim": int(pool.shape[1]),
+                  "audio_tower": {"kind": "frames x3 -> 192 -> 192, mean+std pool -> 192 -> 64, norm sqrt(64)",
+                                  "steps": tower_steps, "from": str(tower_from) if tower_from else None}
+                  if audio_tower is not None else None,
+                  "audio_space_kind": audio_space,
+                  "style_mean": mean.tolist(), "style_std": std.tolist(), "latent_rate_hz": rate_hz,
+                  "autoencoder": latent_autoencoder(latent_dir),  # whose latents these are: the engine checks it
+                  "training": {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
+                               "stems": len(train_stems), "processes": processes.world}}
+        version = f"0.2.0+{tower_steps}+{steps}steps" if audio_tower is not None else f"0.1.1+{steps}steps"
+        save_prior(out, model, config, version=version, audio_tower=audio_tower)
+        shipped = PromptPrior.load(out)  # measured as shipped: fp16 weights
+        summary |= {"audio_space": shipped.audio_space, "wall_seconds": round(time.perf_counter() - started, 1),
+                    "held_out": evaluate(shipped.weights, mean, std, held_out, tower, rate_hz,
+                                         embed=shipped.audio_embedding)}
+    distributed.finish(processes)
+    return summary
+
+
+def _prior_loss(model: nn.Module, text, target, not_negative, processes):
+    """The prior's loss on this process's rows: their mean squared error, and the InfoNCE over the whole batch
+    (the predictions and targets gathered from every process)."""
+    predicted = model(text)
+    mse = ((predicted - target) ** 2).mean()
+    p = processes.gather(nn.functional.normalize(predicted, dim=1))
+    t = processes.gather(nn.functional.normalize(target, dim=1))
+    nce = _info_nce(p @ t.T / 0.1, not_negative)
+    return mse + 0.1 * nce, mse.detach(), nce.detach()
 
 
 def save_prior(path: Path, model: Prior, config: dict, *, version: str, audio_tower: AudioTower | None = None) -> Path:

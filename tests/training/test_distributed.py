@@ -110,3 +110,34 @@ def test_the_note_head_trains_in_two_processes_as_in_one_and_resumes_in_one(synt
                     dataclasses.replace(settings, steps=30), resume=True, progress=False)
     a, b = losses(one), losses(two)
     assert sorted(b) == [10, 20, 30] and abs(b[30] - a[30]) <= 1e-3 * abs(a[30])
+
+
+def test_the_style_encoder_trains_in_two_processes_as_in_one_and_resumes_in_one(synthetic_build, tmp_path):
+    from backline.engine.style import PromptPrior
+    from backline.training.style_prior import train as train_style
+
+    torch.manual_seed(0)
+    ae_path = save_autoencoder(tmp_path / "ae.safetensors", Autoencoder(AE_CONFIGS["tiny"]).eval(), version="tiny-test")
+    latents = tmp_path / "latents"
+    encode_build(ae_path, synthetic_build, latents)
+    settings = dict(steps=20, tower_steps=20, batch_size=8, audio_space="tower")
+    one = train_style(latents, synthetic_build, tmp_path / "one.safetensors", run_dir=tmp_path / "one", checkpoint_every=10,
+                      log=lambda message: None, **settings)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "backline",
+               "train", "style", "--latents", str(latents), "--data", str(synthetic_build), "--out",
+               str(tmp_path / "two.safetensors"), "--steps", "20", "--tower-steps", "20", "--batch-size", "8",
+               "--audio-space", "tower", "--run-dir", str(tmp_path / "two"), "--checkpoint-every", "10"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    a, b = (PromptPrior.load(tmp_path / f"{name}.safetensors").weights for name in ("one", "two"))
+    assert a.keys() == b.keys() and any(k.startswith("tower.") for k in a)
+    for key in a:  # fp16 files: the same weights to fp16's rounding
+        np.testing.assert_allclose(b[key], a[key], rtol=2e-2, atol=2e-3, err_msg=key)
+    assert one["processes"] == 1 and sorted(p.name for p in (tmp_path / "two").iterdir()) == ["checkpoint.pt"]
+
+    for name in ("one", "two"):  # 10 more prior steps in 1 process from each run's checkpoint
+        train_style(latents, synthetic_build, tmp_path / f"{name}-more.safetensors", run_dir=tmp_path / name,
+                    checkpoint_every=10, log=lambda message: None, **{**settings, "steps": 30})
+    a, b = (PromptPrior.load(tmp_path / f"{name}-more.safetensors").weights for name in ("one", "two"))
+    for key in a:
+        np.testing.assert_allclose(b[key], a[key], rtol=2e-2, atol=2e-3, err_msg=key)
