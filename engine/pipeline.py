@@ -140,6 +140,14 @@ class Bundle:
     def versions(self) -> dict:
         return self.backend.contract.versions
 
+    @property
+    def runtime(self) -> str:
+        """Where the models run: ``onnxruntime CUDAExecutionProvider`` (the provider in use) or ``torch cpu``."""
+        providers = getattr(self.backend, "providers", None)
+        if providers:
+            return f"onnxruntime {providers[0]}"
+        return f"torch {next(self.backend.denoiser.parameters()).device.type}"
+
 
 def default_model_paths() -> tuple[Path, Path]:
     from backline.models import autoencoder, diffusion
@@ -719,7 +727,7 @@ def generate(bundle: Bundle, request: GenerateRequest, *, progress: Progress | N
     info = {"seed": request.seed, "instrument": request.instrument, "steps": request.steps,
             "sampler": request.sampler, "cfg_context": request.cfg_context, "cfg_style": request.cfg_style,
             "style": _style_kind(request), "models": bundle.versions,
-            "backend": bundle.backend.name, "step_graph": sampling.step_sampler is not None, "controls": info_controls,
+            "backend": bundle.backend.name, "runtime": bundle.runtime, "step_graph": sampling.step_sampler is not None, "controls": info_controls,
             "timings": {k: round(v, 3) for k, v in timings.items()}}
     return GenerateResult(np.ascontiguousarray(out, dtype=np.float32), request.sample_rate, info)
 
@@ -827,8 +835,7 @@ def make_generator(bundle: Bundle):
 
     run.check_params = check
     # what the bridge's welcome names: each model and its version, and where it runs
-    runtime = f"onnxruntime {bundle.backend.providers[0]}" if hasattr(bundle.backend, "providers") else "torch"
-    run.models = [f"{part} {version}" for part, version in sorted(bundle.versions.items())] + [f"runtime {runtime}"]
+    run.models = [f"{part} {version}" for part, version in sorted(bundle.versions.items())] + [f"runtime {bundle.runtime}"]
     return run
 
 

@@ -198,7 +198,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise SystemExit(
             f"backline serve: cannot listen on {args.host} (port {args.port}, OSC port {args.osc_port}): {error}"
         ) from None
-    log.info("ready: connection file %s", server.connection_file)
+    log.info("ready: connection file %s; %s", server.connection_file, ", ".join(models) if models else "no models")
     stop = threading.Event()
     previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -76,6 +76,7 @@ def test_onnx_and_torch_backends_generate_the_same_stem(files, changes):
     via_torch = generate(load_bundle(ae_path, dn_path, backend="torch"), request)
     via_onnx = generate(load_bundle(backend="onnx", onnx_dir=onnx_dir, intra_op_threads=1), request)
     assert (via_torch.info["backend"], via_onnx.info["backend"]) == ("torch", "onnx")
+    assert (via_torch.info["runtime"], via_onnx.info["runtime"]) == ("torch cpu", "onnxruntime CPUExecutionProvider")
     assert via_onnx.info["models"] == via_torch.info["models"] == {"autoencoder": "debug-tiny-5", "denoiser": "debug-tiny-5"}
     assert via_onnx.audio.shape == via_torch.audio.shape == request.context.shape
     assert np.abs(via_torch.audio).max() > 0.01

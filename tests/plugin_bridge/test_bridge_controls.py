@@ -89,12 +89,12 @@ def test_a_style_reference_travels_as_its_own_job_and_steers_later_ones(start_se
         client.generate("styled-2", {"steps": 3, "style_job_id": "missing"}, region(0.5), RATE)
 
 
-def test_a_bass_is_the_most_in_key_of_its_takes_and_progress_counts_them(start_server, connect):
+def test_a_bass_is_the_most_in_key_of_its_takes_sampled_together(start_server, connect):
     client = connect(start_server(make_generator(make_bundle("tiny-notes"))))
     seen = []
     stem, _, info = client.generate("takes", {"steps": 3, "candidates": 3}, region(), RATE, on_progress=seen.append)
     takes = info["controls"]["candidates"]
-    assert seen and seen[-1]["step"] == seen[-1]["steps"] == 9  # 3 takes x 3 steps, one job's progress
+    assert seen and seen[-1]["step"] == seen[-1]["steps"] == 3  # the 3 takes go through each step as one batch
     assert stem.shape == (2, 2 * RATE) and takes["takes"] == 3
     assert takes["in_key_share"][takes["chosen"]] == max(takes["in_key_share"])
     _, _, info = client.generate("default", {"steps": 2}, region(), RATE)
@@ -104,7 +104,7 @@ def test_a_bass_is_the_most_in_key_of_its_takes_and_progress_counts_them(start_s
 def test_welcome_names_the_engines_models_and_runtime(start_server, connect, engine):
     server = start_server(engine)
     welcome = connect(server).hello()
-    assert welcome["models"] == ["autoencoder tiny", "denoiser tiny", "runtime torch"]
+    assert welcome["models"] == ["autoencoder tiny", "denoiser tiny", "runtime torch cpu"]
 
 
 def test_a_prompt_beside_a_reference_blends_at_the_command_lines_default_through_the_bridge(start_server, connect):
