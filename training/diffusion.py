@@ -213,6 +213,26 @@ def _plot(run_dir: Path) -> None:
     plt.close(figure)
 
 
+GROWABLE = ("name", "style_space", "style_dim", "grid_channels", "harmony_channels", "drop_grid", "drop_harmony")
+
+
+def initial_weights(start_from: EDMPrecond, config: DenoiserConfig, what: str) -> dict[str, torch.Tensor]:
+    """``start_from``'s weights for a model of ``config``, which may differ from its own in the style space (the style
+    projection then starts afresh) and in the beat grid and harmony it is told: the stem's new input channels start
+    at zero, so the model starts out as ``start_from`` itself and learns what the new conditions add."""
+    mine = {field: getattr(config, field) for field in GROWABLE}
+    if dataclasses.replace(start_from.config, **mine) != config:
+        raise ValueError(f"{what}: its config differs from this run's beyond the style space and the conditions")
+    own = EDMPrecond(config).state_dict()
+    weights = {k: v for k, v in start_from.state_dict().items() if own[k].shape == v.shape}
+    weights = {**own, **weights}
+    stem, theirs = "net.stem.weight", start_from.state_dict()["net.stem.weight"]
+    if own[stem].shape != theirs.shape:  # (out, inputs, kernel): the inputs it had first, the new ones after
+        weights[stem] = torch.zeros_like(own[stem])
+        weights[stem][:, :theirs.shape[1]] = theirs
+    return weights
+
+
 @torch.no_grad()
 def validation_loss(model: EDMPrecond, pairs: LatentPairs, frames: int, *, batches: int = 8, seed: int = 1234,
                     embed=latent_statistics, style_frames: tuple[int, int] = STYLE_FRAMES) -> float:
@@ -269,12 +289,7 @@ def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, o
     model = EDMPrecond(config)
     if options.init_from and not (resume and (run_dir / "checkpoint.pt").is_file()):
         start_from, _ = load_denoiser(options.init_from)
-        if dataclasses.replace(start_from.config, style_space=config.style_space, style_dim=config.style_dim) != config:
-            raise ValueError(f"{options.init_from}: its config differs from this run's beyond the style space")
-        own = model.state_dict()
-        # a new style space of another size: the style projection starts afresh, everything else carries over
-        kept = {k: v for k, v in start_from.state_dict().items() if own[k].shape == v.shape}
-        model.load_state_dict(kept, strict=False)
+        model.load_state_dict(initial_weights(start_from, config, options.init_from))
     ema = EDMPrecond(config)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)

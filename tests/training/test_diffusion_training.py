@@ -129,3 +129,26 @@ def test_the_encode_benchmark_times_the_first_variants_with_each_worker_count(sy
     for row in figures["results"]:
         assert row["pairs"] == 4 and row["pair_seconds"] > 0 and row["x_realtime_wall"] > 0
     assert bench_encode(synthetic_build, ae_path, variants=1, jobs=[1])["results"][0]["pairs"] == 2
+
+
+def test_a_conditioned_denoiser_starts_from_an_unconditioned_one_as_that_model_itself():
+    from backline.models.diffusion import EDMPrecond
+    from backline.training.diffusion import initial_weights
+
+    torch.manual_seed(0)
+    plain = EDMPrecond(CONFIGS["tiny"]).eval()
+    for parameter in plain.parameters():
+        torch.nn.init.normal_(parameter, std=0.1)
+    config = resolve_config("tiny-conditioned")
+    grown = EDMPrecond(config).eval()
+    grown.load_state_dict(initial_weights(plain, config, "plain"))
+    g = torch.Generator().manual_seed(1)
+    x, context = torch.randn(2, 8, 12, generator=g), torch.randn(2, 8, 12, generator=g)
+    inputs = (x, torch.ones(2), context, torch.ones(2), torch.randn(2, 16, generator=g), torch.ones(2),
+              torch.tensor([0, 1]))
+    with torch.no_grad():
+        want = plain(*inputs)
+        got = grown(*inputs, grid=torch.randn(2, 4, 12, generator=g), harmony=torch.rand(2, 12, 12, generator=g))
+    torch.testing.assert_close(got, want)  # the new inputs start silent
+    with pytest.raises(ValueError, match="beyond the style space and the conditions"):
+        initial_weights(plain, resolve_config("tiny", channels=(16, 48)), "plain")
