@@ -69,3 +69,21 @@ def make_synthetic_build(build_dir: Path, *, pieces: int = 4, duration_seconds: 
 @pytest.fixture(scope="session")
 def synthetic_build(tmp_path_factory) -> Path:
     return make_synthetic_build(tmp_path_factory.mktemp("build"))
+
+
+@pytest.fixture
+def tiny_latents(synthetic_build, tmp_path) -> tuple[Path, Path]:
+    """A tiny autoencoder (latent space "tiny-space") saved in ``tmp_path``, and the synthetic build's latents by it."""
+    import dataclasses
+
+    import torch
+
+    from backline.models.autoencoder import CONFIGS, Autoencoder, save_autoencoder
+    from backline.training.latents import encode_build
+
+    torch.manual_seed(0)
+    init = Autoencoder(dataclasses.replace(CONFIGS["tiny"], latent_space="tiny-space")).eval()
+    ae_path = save_autoencoder(tmp_path / "ae.safetensors", init, version="tiny-test")
+    latents = tmp_path / "latents"
+    encode_build(ae_path, synthetic_build, latents)
+    return ae_path, latents

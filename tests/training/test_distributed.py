@@ -81,16 +81,12 @@ def test_the_autoencoder_trains_in_two_processes_as_in_one_and_resumes_in_one(sy
     assert sorted(b) == [10, 20, 30] and abs(b[30] - a[30]) <= 1e-3 * abs(a[30])
 
 
-def test_the_note_head_trains_in_two_processes_as_in_one_and_resumes_in_one(synthetic_build, tmp_path):
+def test_the_note_head_trains_in_two_processes_as_in_one_and_resumes_in_one(synthetic_build, tiny_latents, tmp_path):
     import dataclasses
 
     from backline.training.notes import NoteSettings, train_notes
 
-    torch.manual_seed(0)
-    init = Autoencoder(dataclasses.replace(AE_CONFIGS["tiny"], latent_space="tiny-space")).eval()
-    ae_path = save_autoencoder(tmp_path / "ae.safetensors", init, version="tiny-test")
-    latents = tmp_path / "latents"
-    encode_build(ae_path, synthetic_build, latents)
+    ae_path, latents = tiny_latents
     settings = NoteSettings(**ARGS, crop_latent_frames=32, note_dim=16, note_blocks=1)
     one = tmp_path / "one"
     train_notes(ae_path, synthetic_build, latents, one, tmp_path / "one.safetensors", settings, progress=False)

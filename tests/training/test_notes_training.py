@@ -33,18 +33,8 @@ def test_scores_count_notes_pitch_classes_and_voicing():
     assert got["pitch_class_accuracy"] == pytest.approx(0.5) and got["voicing_accuracy"] == pytest.approx(0.8)
 
 
-def _tiny_autoencoder_and_latents(build, tmp_path):
-    """A tiny autoencoder (latent space "tiny-space") saved in ``tmp_path`` and ``build``'s latents by it."""
-    torch.manual_seed(0)
-    init = Autoencoder(dataclasses.replace(CONFIGS["tiny"], latent_space="tiny-space")).eval()
-    ae_path = save_autoencoder(tmp_path / "ae.safetensors", init, version="tiny-test")
-    latents = tmp_path / "latents"
-    encode_build(ae_path, build, latents)
-    return ae_path, latents
-
-
-def test_note_head_trains_frozen_and_decodes_pitch_locked_bass(synthetic_build, tmp_path):
-    ae_path, latents = _tiny_autoencoder_and_latents(synthetic_build, tmp_path)
+def test_note_head_trains_frozen_and_decodes_pitch_locked_bass(synthetic_build, tiny_latents, tmp_path):
+    ae_path, latents = tiny_latents
     run, out = tmp_path / "run", tmp_path / "ae-notes.safetensors"
     settings = NoteSettings(steps=40, batch_size=4, crop_latent_frames=32, learning_rate=3e-3, validate_every=20)
     summary = train_notes(ae_path, synthetic_build, latents, run, out, settings, progress=False)
@@ -127,8 +117,8 @@ def test_note_loss_counts_only_kept_rows_with_notes():
     assert note_loss(lambda x: x, denoised, notes, torch.zeros(3, dtype=torch.bool)).item() == 0.0
 
 
-def test_denoiser_fine_tunes_with_the_note_loss(synthetic_build, tmp_path):
-    ae_path, latents = _tiny_autoencoder_and_latents(synthetic_build, tmp_path)
+def test_denoiser_fine_tunes_with_the_note_loss(synthetic_build, tmp_path, tiny_latents):
+    ae_path, latents = tiny_latents
     with_head = tmp_path / "ae-notes.safetensors"
     train_notes(ae_path, synthetic_build, latents, tmp_path / "notes", with_head,
                 NoteSettings(steps=2, batch_size=2, crop_latent_frames=32, note_dim=16, note_blocks=1), progress=False)
