@@ -75,10 +75,28 @@ SECTIONS: dict[str, tuple[str, list[Figure]]] = {
                lambda r: f"{len(r['faults']['survived'])} of {len(r['faults']['tried'])}", "{}"),
     ]),
 }
+BROAD_STATS = "data/broad_stats.json"
+BROAD_STATS_COMMAND = "backline data stats $BACKLINE_DATA/broad --json > data/broad_stats.json"
+AE_UNSEEN = "training/reports/autoencoder-unseen/report.json"
+AE_UNSEEN_COMMAND = ("backline eval autoencoder --model models/autoencoder/default.safetensors --data $BACKLINE_DATA/broad "
+                     "--split unseen --max-files 12 --max-seconds 20 --out training/reports/autoencoder-unseen")
 OPTIONAL: dict[str, tuple[str, list[Figure]]] = {  # sections whose reports a later step of the work writes
     "Data": ("works: MMA grooves over chord charts, many sounds and kits, an unseen-sound split", [
+        Figure("broad build: hours of (context, stem) pairs", BROAD_STATS, lambda r: r["pair_hours"], "{:.1f}",
+               command=BROAD_STATS_COMMAND),
+        Figure("broad build: MMA grooves / style families / drum kits", BROAD_STATS,
+               lambda r: f"{r['grooves']} / {r['style_families']} / {r['drum_kits']}", "{}", command=BROAD_STATS_COMMAND),
         Figure("render speed, x real time per worker (broad-small)", "data/benchmarks/render.json",
                lambda r: r["results"][0]["x_realtime_per_worker"], "{:.1f}"),
+        Figure("encode speed, x real time, 2 workers", "data/benchmarks/encode.json",
+               lambda r: r["results"][-1]["x_realtime_wall"], "{:.1f}"),
+    ]),
+    "Autoencoder round trip (unseen sounds and styles)": ("works; the retraining is issue 23", [
+        Figure("bass: multi-resolution STFT distance", AE_UNSEEN,
+               lambda r: r["categories"]["bass"]["metrics"]["autoencoder"]["stft_distance"], command=AE_UNSEEN_COMMAND),
+        Figure("bass: log-mel Fréchet distance", AE_UNSEEN,
+               lambda r: r["categories"]["bass"]["metrics"]["autoencoder"]["log_mel_frechet"], "{:.1f}",
+               command=AE_UNSEEN_COMMAND),
     ]),
     "Tempo estimation (unseen split)": ("works: when no tempo is given", [
         Figure("right within 4 %", "training/reports/tempo/report.json", lambda r: r["overall"]["right"]),
