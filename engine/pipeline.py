@@ -831,7 +831,11 @@ def make_generator(bundle: Bundle):
         """Refuse bad parameters before any audio is uploaded (the bridge calls this at submit)."""
         if not isinstance(params.get("midi", False), bool):
             raise ValueError(f"midi must be true or false, got {params['midi']!r}")
-        check_params({k: v for k, v in params.items() if k != "midi"})
+        checked = check_params({k: v for k, v in params.items() if k != "midi"})
+        if checked.get("chords") is not None:  # a chart that cannot be read is refused before the upload too
+            if checked.get("tempo_bpm") is None:
+                raise ValueError("chords in bars need the tempo (tempo_bpm)")
+            parse_chords(checked["chords"], checked.get("beats_per_bar") or 4)
 
     run.check_params = check
     # what the bridge's welcome names: each model and its version, and where it runs

@@ -128,3 +128,12 @@ def test_a_prompt_beside_a_reference_blends_at_the_command_lines_default_through
                                               style_sample_rate=44_100, style_prompt="slap bass")).audio
     np.testing.assert_allclose(blended, direct, atol=1e-6)
     assert np.abs(blended - only_reference).max() > 1e-4  # the prompt counts
+
+
+def test_a_chord_chart_that_cannot_be_read_is_refused_before_the_upload(start_server, connect):
+    client = connect(start_server(make_generator(make_bundle())))
+    for params, reason in (({"chords": "Am Hx", "tempo_bpm": 100.0}, "starts with its root"),
+                           ({"chords": "Am F"}, "need the tempo"),
+                           ({"chords": "Am:0 F", "tempo_bpm": 100.0}, "more than 0")):
+        with pytest.raises(BridgeError, match=reason):
+            client.generate("chords", params, region(0.5), RATE)
