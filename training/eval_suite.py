@@ -597,6 +597,22 @@ def _validation_stems(build_dir: Path, instrument: str, seconds: float, *, limit
     return out
 
 
+def spread(records: list[dict], count: int, seed: int) -> list[dict]:
+    """``count`` records taken in turn from each style family (``_family``), each family's in a seeded order, so a
+    few pairs cover the split's families instead of its first style file."""
+    order = np.random.default_rng(seed).permutation(len(records))
+    families: dict[str, list[dict]] = {}
+    for index in order:
+        families.setdefault(_family(records[index]), []).append(records[index])
+    queues = [families[name] for name in sorted(families)]
+    picked = []
+    while len(picked) < min(count, len(records)):
+        for queue in queues:
+            if queue and len(picked) < count:
+                picked.append(queue.pop(0))
+    return picked
+
+
 def song_timing(record: dict, offset_seconds: float, given: tuple[str, ...]) -> dict:
     """``GenerateRequest`` fields for a segment from ``offset_seconds`` of ``record``'s song: its ``tempo`` (with the
     segment's start as the region's beat position) and its ``chords`` (the chart as a producer types it), those of
@@ -625,7 +641,8 @@ def generate_stems(build_dir: str | Path, out_dir: str | Path, bundle, *, count:
                    seed: int = 0, split: str = "test", cfg_context: float | None = None, cfg_style: float | None = None,
                    candidates: int | None = None, given: tuple[str, ...] = (),
                    log: Callable[[str], None] = lambda m: None) -> Path:
-    """Generate ``<variant_id>__<instrument>.wav`` for the first ``count`` ``split`` pairs per instrument.
+    """Generate ``<variant_id>__<instrument>.wav`` for ``count`` ``split`` pairs per instrument, spread over the
+    split's style families (``spread``).
 
     Each context is cut to ``seconds`` from ``offset_seconds`` (earlier if the piece is shorter) and
     sent through ``backline.engine.pipeline.generate``; ``generated.json`` records the segments.
@@ -641,7 +658,7 @@ def generate_stems(build_dir: str | Path, out_dir: str | Path, bundle, *, count:
     records = read_manifest(build_dir, split=split)
     items = {}
     for instrument in instruments:
-        for record in [r for r in records if instrument in r["pairs"]][:count]:
+        for record in spread([r for r in records if instrument in r["pairs"]], count, seed):
             context, sample_rate = read_audio(build_dir / record["pairs"][instrument]["context"])
             total = context.shape[1] / sample_rate
             offset = max(0.0, min(offset_seconds, total - seconds))

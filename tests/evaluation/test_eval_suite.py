@@ -147,3 +147,13 @@ def test_an_mma_songs_tempo_and_chords_are_sent_as_a_host_and_a_producer_would()
     assert song_timing({"variant_id": "w", "source": "freedoom"}, 0.0, ("tempo", "chords")) == {}
     with pytest.raises(ValueError, match="only the tempo and the chords"):
         song_timing(record, 0.0, ("key",))
+
+
+def test_generated_pairs_are_spread_over_the_style_families():
+    records = [{"variant_id": f"{family}{i}", "mma": {"family": family}} for family in ("rock", "latin", "waltz")
+               for i in range(5)] + [{"variant_id": "other", "source": "freedoom"}]
+    picked = es.spread(records, 7, seed=0)
+    families = [es._family(r) for r in picked]
+    assert len(picked) == 7 and len({r["variant_id"] for r in picked}) == 7
+    assert set(families) == {"rock", "latin", "waltz", "freedoom"} and max(families.count(f) for f in families) == 2
+    assert es.spread(records, 7, seed=0) == picked and len(es.spread(records, 99, seed=1)) == len(records)
