@@ -77,6 +77,7 @@ SECTIONS: dict[str, tuple[str, list[Figure]]] = {
 }
 BROAD_STATS = "data/broad_stats.json"
 BROAD_STATS_COMMAND = "backline data stats $BACKLINE_DATA/broad --json > data/broad_stats.json"
+ACC_UNSEEN = "training/reports/accompaniment-unseen/report.json"
 AE_UNSEEN = "training/reports/autoencoder-unseen/report.json"
 AE_UNSEEN_COMMAND = ("backline eval autoencoder --model models/autoencoder/default.safetensors --data $BACKLINE_DATA/broad "
                      "--split unseen --max-files 12 --max-seconds 20 --out training/reports/autoencoder-unseen")
@@ -90,6 +91,17 @@ OPTIONAL: dict[str, tuple[str, list[Figure]]] = {  # sections whose reports a la
                lambda r: r["results"][0]["x_realtime_per_worker"], "{:.1f}"),
         Figure("encode speed, x real time, 2 workers", "data/benchmarks/encode.json",
                lambda r: r["results"][-1]["x_realtime_wall"], "{:.1f}"),
+    ]),
+    "Accompaniment (unseen sounds and styles of the broad build: OPL3 soundfont, AVL and Black Pearl kits, reggae, "
+    "bossa/samba, march/polka)": ("works; few pairs (see the intervals in the report); issues 23-24 retrain", [
+        Figure("bass harmonic fit, normalised", ACC_UNSEEN,
+               lambda r: r["instruments"]["bass"]["fit"]["generated"]["harmonic_fit_normalised"]),
+        Figure("bass rhythmic fit, normalised", ACC_UNSEEN,
+               lambda r: r["instruments"]["bass"]["fit"]["generated"]["rhythmic_fit_normalised"]),
+        Figure("drums rhythmic fit, normalised", ACC_UNSEEN,
+               lambda r: r["instruments"]["drums"]["fit"]["generated"]["rhythmic_fit_normalised"]),
+        Figure("real bass through the autoencoder, harmonic fit normalised", ACC_UNSEEN,
+               lambda r: r["instruments"]["bass"]["fit"]["real, autoencoded"]["harmonic_fit_normalised"]),
     ]),
     "Autoencoder round trip (unseen sounds and styles)": ("works; the retraining is issue 23", [
         Figure("bass: multi-resolution STFT distance", AE_UNSEEN,
