@@ -342,10 +342,9 @@ def render_variant(variant: Variant, out_dir: Path) -> dict:
             count = int(rng.integers(1, len(others) + 1))
             chosen = sorted(rng.choice(others, size=count, replace=False).tolist(), key=midi_ops.STEM_GROUPS.index)
         context = np.sum([stems[g] for g in chosen], axis=0)
-        write_audio(folder / target / "target.flac", stems[target], SAMPLE_RATE, subtype="PCM_24")
         write_audio(folder / target / "context.flac", context, SAMPLE_RATE, subtype="PCM_24")
         pairs[target] = {
-            "target": str(rel / target / "target.flac"),
+            "target": record_stems[target],  # the stem itself, not a copy (a fifth of a variant's disk)
             "context": str(rel / target / "context.flac"),
             "context_stems": chosen,
             "target_wet": bool(chains[target].wet) if target in chains else bool(effects.reverb or effects.chorus),

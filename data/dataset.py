@@ -6,8 +6,10 @@ A build directory (made by ``backline data build``) holds:
     report.json               what was built, what was skipped and why, timings
     audio/<variant_id>/stems/<stem>.flac     each instrument group, rendered alone (mono, 44.1 kHz)
     audio/<variant_id>/mix.flac              sum of all stems
-    audio/<variant_id>/<instrument>/target.flac    the stem to generate ("bass" or "drums")
     audio/<variant_id>/<instrument>/context.flac   the sum of a seeded subset of the other stems
+
+A pair's ``target`` (the stem to generate, "bass" or "drums") is its file under ``stems/``; builds made before
+2026-12-07's second session also hold a copy as ``<instrument>/target.flac``: read the record's paths, not these.
 
 Records carry paths relative to the build directory, so a build can be moved as a whole.
 """

@@ -43,9 +43,8 @@ def _write_track(out_dir: Path, track_id: str, source: str, licence: str, origin
         if target not in stems or np.abs(stems[target]).max() < 1e-4:
             continue
         others = [n for n in stems if n != target]
-        write_audio(folder / target / "target.flac", stems[target], SAMPLE_RATE, subtype="PCM_24")
         write_audio(folder / target / "context.flac", np.sum([stems[n] for n in others], axis=0), SAMPLE_RATE, subtype="PCM_24")
-        pairs[target] = {"target": str(rel / target / "target.flac"), "context": str(rel / target / "context.flac"),
+        pairs[target] = {"target": record_stems[target], "context": str(rel / target / "context.flac"),
                          "context_stems": others}
     return {
         "variant_id": track_id, "piece_id": f"{source}/{track_id}", "source": source, "licence": licence,

@@ -211,7 +211,10 @@ def _alternate(paths: dict, sigmas, steps: int, repeats: int) -> tuple[dict[str,
 def _interleaved_sampling(onnx_dir: Path, seconds: float, steps: int, threads: int | None, no_style: bool,
                           repeats: int = 3) -> dict:
     """Median time per step of whole samplings through the step graph and through the per-call path,
-    alternating in one process, with the pipeline's guidance (the model's default scales)."""
+    alternating in one process, with the pipeline's guidance (the model's default scales); and of four takes
+    through the step graph as one batch against one after another (``generate``'s bass takes)."""
+    import numpy as np
+
     from backline.engine.pipeline import guidance_passes, load_bundle, make_guided_denoiser, step_constants
     from backline.engine.sampling import get_sampler, get_sigmas_karras
 
@@ -221,11 +224,15 @@ def _interleaved_sampling(onnx_dir: Path, seconds: float, steps: int, threads: i
     context, style, cfg, x = inputs["context"], inputs["style"], inputs["cfg"], inputs["x"]
     step_sampler = bundle.backend.step_sampler(step_constants(guidance_passes(contract, style, "bass", *cfg), context))
     denoise = make_guided_denoiser(bundle, context, style, "bass", *cfg)
+    takes = np.concatenate([x] * 4)
     paths = {"step_graph": lambda sigmas: step_sampler(x, sigmas, "dpmpp_2m"),
-             "per_call": lambda sigmas: get_sampler("dpmpp_2m")(denoise, x, sigmas)}
+             "per_call": lambda sigmas: get_sampler("dpmpp_2m")(denoise, x, sigmas),
+             "four_takes_batched": lambda sigmas: step_sampler(takes, sigmas, "dpmpp_2m"),
+             "four_takes_one_by_one": lambda sigmas: [step_sampler(take[None], sigmas, "dpmpp_2m") for take in takes]}
     medians, _ = _alternate(paths, get_sigmas_karras(steps, contract.sigma_min, contract.sigma_max), steps, repeats)
     return {"seconds": seconds, "latent_frames": inputs["frames"], "steps": steps, "median_step_ms": medians,
-            "step_graph_speedup": round(medians["per_call"] / medians["step_graph"], 3)}
+            "step_graph_speedup": round(medians["per_call"] / medians["step_graph"], 3),
+            "takes_batched_speedup": round(medians["four_takes_one_by_one"] / medians["four_takes_batched"], 3)}
 
 
 def _interleaved_precision(onnx_dir: Path, seconds: float, steps: int, threads: int | None, no_style: bool,
@@ -353,7 +360,9 @@ def table(report: dict) -> str:
         ms = r["median_step_ms"]
         lines.append(f"sampling, {r['seconds']:g} s ({r['latent_frames']} frames, {r['steps']} steps), alternating in one "
                      f"process: step graph {ms['step_graph']:.1f} ms/step, per-call {ms['per_call']:.1f} ms/step "
-                     f"(step graph {r['step_graph_speedup']:.2f}x)")
+                     f"(step graph {r['step_graph_speedup']:.2f}x); four takes as one batch "
+                     f"{ms['four_takes_batched']:.1f} ms/step, one after another {ms['four_takes_one_by_one']:.1f} ms/step "
+                     f"(batched {r['takes_batched_speedup']:.2f}x)")
     for r in report.get("interleaved_precision", []):
         ms = r["median_step_ms"]
         lines.append(f"precision, {r['seconds']:g} s ({r['latent_frames']} frames, {r['steps']} steps), alternating in "

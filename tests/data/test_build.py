@@ -41,6 +41,8 @@ def test_pairs_are_aligned_and_sum_to_the_mix(tmp_path, band):
             context = load(tmp_path, pair["context"])
             np.testing.assert_allclose(context, np.sum([stems[s] for s in pair["context_stems"]], axis=0), atol=1e-5)
             np.testing.assert_array_equal(load(tmp_path, pair["target"]), stems[target])
+            assert pair["target"] == record["stems"][target]  # the stem file itself, no copy on disk
+    assert not list(tmp_path.glob("audio/*/*/target.flac"))
     pairs = list(iter_pairs(tmp_path, "bass"))
     assert len(pairs) == 4 and all(p.context.shape == p.target.shape for p in pairs)
 
