@@ -54,6 +54,9 @@ SILENT_CONTEXT_RMS = 1e-4  # -80 dBFS: a region this quiet is generated from not
 # met one drum stem by reference at -145 dBFS): up to this many more seeds are sampled in its place.
 SILENT_STEM_RMS = 1e-5
 SILENT_STEM_RETRIES = 2
+# Takes sampled as one batch hold this many latent frames at most (four takes of two minutes); longer regions
+# sample fewer takes at a time, so a five-minute region peaks no higher than one take at a time would.
+TAKE_BATCH_FRAMES = 4 * 2584
 Progress = Callable[[int, int], None]
 
 
@@ -605,15 +608,22 @@ def plan_sampling(bundle: Bundle, request: GenerateRequest, inputs: Inputs, styl
 
 def sample_takes(bundle: Bundle, sampling: Sampling, rng: np.random.Generator, progress: Progress | None
                  ) -> tuple[np.ndarray, dict | None]:
-    """Sample the request's takes together, one batch through the denoiser, and choose one: take 0 is the seed's
+    """Sample the request's takes together, batches of takes through the denoiser (as many as fit in
+    ``TAKE_BATCH_FRAMES`` latent frames: all four of a bass up to two minutes), and choose one: take 0 is the seed's
     own sample; with more takes (a bass), the one whose notes sit most in the context's pitch classes. Returns the
     chosen latents and, with several takes, what was chosen and why."""
     request, contract = sampling.request, bundle.contract
     takes = _takes(bundle, request, sampling.inputs.silent_context)
     starts = [sampling.start(rng if take == 0 else np.random.default_rng((request.seed, take))) for take in range(takes)]
     sigmas = starts[0][1]
-    callback = (lambda i, total, _x, _x0: progress(i + 1, total)) if progress else None
-    latents = sampling.sample(np.concatenate([x for x, _ in starts]), sigmas, callback)
+    per_batch = max(1, TAKE_BATCH_FRAMES // sampling.inputs.context_latents.shape[-1])
+    batches = [np.concatenate([x for x, _ in starts[first:first + per_batch]]) for first in range(0, takes, per_batch)]
+    parts = []
+    for index, batch in enumerate(batches):
+        callback = ((lambda i, total, _x, _x0, index=index: progress(index * total + i + 1, len(batches) * total))
+                    if progress else None)
+        parts.append(sampling.sample(batch, sigmas, callback))
+    latents = np.concatenate(parts)
     if takes == 1:
         return latents, None
     weights = context_chroma_weights(sampling.inputs.mono, bundle.sample_rate)

@@ -102,3 +102,17 @@ def test_a_silent_take_over_a_sounding_region_is_sampled_again(monkeypatch):
     # a silent region is generated from nothing and is never retried
     quiet = GenerateRequest(context=np.zeros((2, 24000), np.float32), sample_rate=48000, instrument="drums", steps=2)
     assert "silent_retries" not in generate(bundle, quiet).info["controls"]
+
+
+def test_long_regions_sample_their_takes_in_smaller_batches(noted, monkeypatch):
+    from backline.engine import pipeline
+
+    context = song(seconds=1.5)
+    whole = generate(noted, GenerateRequest(context=context, sample_rate=48000, steps=3, seed=5))
+    monkeypatch.setattr(pipeline, "TAKE_BATCH_FRAMES", 1)  # one take per batch: as a very long region would
+    steps = []
+    one_by_one = generate(noted, GenerateRequest(context=context, sample_rate=48000, steps=3, seed=5),
+                          progress=lambda i, total: steps.append((i, total)))
+    assert steps == [(i, 12) for i in range(1, 13)]  # four batches of three steps, one progress
+    assert one_by_one.info["controls"]["candidates"]["chosen"] == whole.info["controls"]["candidates"]["chosen"]
+    np.testing.assert_allclose(one_by_one.audio, whole.audio, atol=1e-5)
