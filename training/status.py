@@ -28,19 +28,22 @@ def _result(report: dict, backend: str, seconds: float, key: str) -> float:
     return next(r[key] for r in report["results"] if r["backend"] == backend and r["seconds"] == seconds)
 
 
+def accompaniment_figures(report: str) -> list[Figure]:
+    """The generated stems' normalised fits (real 1, another song's 0) and the autoencoder's ceiling, from a
+    ``backline eval accompaniment`` report."""
+    fit = lambda instrument, stems, key: lambda r: r["instruments"][instrument]["fit"][stems][f"{key}_normalised"]
+    return [Figure("bass harmonic fit, normalised (real 1, another song's 0)", report, fit("bass", "generated", "harmonic_fit")),
+            Figure("bass rhythmic fit, normalised", report, fit("bass", "generated", "rhythmic_fit")),
+            Figure("drums rhythmic fit, normalised", report, fit("drums", "generated", "rhythmic_fit")),
+            Figure("real bass through the autoencoder, harmonic fit normalised", report,
+                   fit("bass", "real, autoencoded", "harmonic_fit"))]
+
+
 ACCOMPANIMENT = "training/reports/accompaniment-default/report.json"
 SECTIONS: dict[str, tuple[str, list[Figure]]] = {
     "Accompaniment (in-distribution test split: it shares sources and soundfont with training, so these are not "
-    "generalisation claims; issues 22-24)": ("works: bass and drums, 4 bass takes ranked by key", [
-        Figure("bass harmonic fit, normalised (real 1, another song's 0)", ACCOMPANIMENT,
-               lambda r: r["instruments"]["bass"]["fit"]["generated"]["harmonic_fit_normalised"]),
-        Figure("bass rhythmic fit, normalised", ACCOMPANIMENT,
-               lambda r: r["instruments"]["bass"]["fit"]["generated"]["rhythmic_fit_normalised"]),
-        Figure("drums rhythmic fit, normalised", ACCOMPANIMENT,
-               lambda r: r["instruments"]["drums"]["fit"]["generated"]["rhythmic_fit_normalised"]),
-        Figure("real bass through the autoencoder, harmonic fit normalised", ACCOMPANIMENT,
-               lambda r: r["instruments"]["bass"]["fit"]["real, autoencoded"]["harmonic_fit_normalised"]),
-    ]),
+    "generalisation claims; issues 22-24)": ("works: bass and drums, 4 bass takes ranked by key",
+                                             accompaniment_figures(ACCOMPANIMENT)),
     "Style (test split)": ("works: a reference, a prompt, or both blended", [
         Figure("bass reference APA, judge's space", "training/reports/style/report.json",
                lambda r: r["bass"]["reference_apa_judge"],
@@ -93,16 +96,8 @@ OPTIONAL: dict[str, tuple[str, list[Figure]]] = {  # sections whose reports a la
                lambda r: r["results"][-1]["x_realtime_wall"], "{:.1f}"),
     ]),
     "Accompaniment (unseen sounds and styles of the broad build: OPL3 soundfont, AVL and Black Pearl kits, reggae, "
-    "bossa/samba, march/polka)": ("works; few pairs (see the intervals in the report); issues 23-24 retrain", [
-        Figure("bass harmonic fit, normalised", ACC_UNSEEN,
-               lambda r: r["instruments"]["bass"]["fit"]["generated"]["harmonic_fit_normalised"]),
-        Figure("bass rhythmic fit, normalised", ACC_UNSEEN,
-               lambda r: r["instruments"]["bass"]["fit"]["generated"]["rhythmic_fit_normalised"]),
-        Figure("drums rhythmic fit, normalised", ACC_UNSEEN,
-               lambda r: r["instruments"]["drums"]["fit"]["generated"]["rhythmic_fit_normalised"]),
-        Figure("real bass through the autoencoder, harmonic fit normalised", ACC_UNSEEN,
-               lambda r: r["instruments"]["bass"]["fit"]["real, autoencoded"]["harmonic_fit_normalised"]),
-    ]),
+    "bossa/samba, march/polka)": ("works; few pairs (see the intervals in the report); issues 23-24 retrain",
+                                  accompaniment_figures(ACC_UNSEEN)),
     "Autoencoder round trip (unseen sounds and styles)": ("works; the retraining is issue 23", [
         Figure("bass: multi-resolution STFT distance", AE_UNSEEN,
                lambda r: r["categories"]["bass"]["metrics"]["autoencoder"]["stft_distance"], command=AE_UNSEEN_COMMAND),
