@@ -263,6 +263,13 @@ def _takes(bundle: Bundle, request: GenerateRequest, silent_context: bool) -> in
     return DEFAULT_BASS_CANDIDATES if can_choose and not silent_context else 1
 
 
+def chord_chart(chords: str, tempo: controls.Tempo | None) -> list[tuple[float, str]]:
+    """The producer's chords as (start beat, symbol), read at the song's meter: bars need the tempo."""
+    if tempo is None:
+        raise ValueError("chords in bars need the tempo (tempo_bpm)")
+    return parse_chords(chords, tempo.beats_per_bar)
+
+
 def _check(bundle: Bundle, request: GenerateRequest) -> None:
     for name in ("instrument", "seed", "candidates", "steps", "sampler", "cfg_context", "cfg_style", "style_ratio",
                  "style_prompt", "style_match", "regenerate_seconds", "variation_strength", "loop_seconds",
@@ -272,9 +279,7 @@ def _check(bundle: Bundle, request: GenerateRequest) -> None:
         if "harmony" not in dict(bundle.contract.frame_inputs):
             raise ValueError("this model reads the harmony from the context and takes no chords; leave the chords "
                              "out, or load a denoiser told the chords")
-        if request.tempo is None:
-            raise ValueError("chords in bars need the tempo (tempo_bpm)")
-        parse_chords(request.chords, request.tempo.beats_per_bar)
+        chord_chart(request.chords, request.tempo)
     instruments = bundle.contract.instruments
     if request.instrument not in instruments:
         raise ValueError(f"instrument must be one of {', '.join(instruments)}, got {request.instrument!r}")
@@ -433,8 +438,8 @@ def frame_conditions(bundle: Bundle, request: GenerateRequest, inputs: Inputs) -
     if "harmony" in taken:
         if request.chords is not None:
             tempo = request.tempo
-            frame["harmony"] = chord_frames(parse_chords(request.chords, tempo.beats_per_bar), frames, rate_hz,
-                                            tempo.bpm, tempo.region_start_beats)
+            frame["harmony"] = chord_frames(chord_chart(request.chords, tempo), frames, rate_hz, tempo.bpm,
+                                            tempo.region_start_beats)
             info["harmony"] = "the chords given"
         elif not inputs.silent_context:
             frame["harmony"] = context_harmony(inputs.mono, bundle.sample_rate, frames, rate_hz)
@@ -737,7 +742,8 @@ def generate(bundle: Bundle, request: GenerateRequest, *, progress: Progress | N
     info = {"seed": request.seed, "instrument": request.instrument, "steps": request.steps,
             "sampler": request.sampler, "cfg_context": request.cfg_context, "cfg_style": request.cfg_style,
             "style": _style_kind(request), "models": bundle.versions,
-            "backend": bundle.backend.name, "runtime": bundle.runtime, "step_graph": sampling.step_sampler is not None, "controls": info_controls,
+            "backend": bundle.backend.name, "runtime": bundle.runtime, "step_graph": sampling.step_sampler is not None,
+            "controls": info_controls,
             "timings": {k: round(v, 3) for k, v in timings.items()}}
     return GenerateResult(np.ascontiguousarray(out, dtype=np.float32), request.sample_rate, info)
 
@@ -800,8 +806,8 @@ def request_from_params(params: dict, context: np.ndarray, sample_rate: int, **a
         if params.get("loop_seconds") is not None:
             raise ValueError("give the loop length in seconds or in bars, not both")
         fields["loop_seconds"] = tempo.bars_seconds(float(params["loop_bars"]))
-    if params.get("chords") is not None and tempo is None:
-        raise ValueError("chords in bars need the tempo (tempo_bpm)")
+    if params.get("chords") is not None:
+        chord_chart(params["chords"], tempo)
     return GenerateRequest(context=context, sample_rate=sample_rate, tempo=tempo, **fields, **audio)
 
 
@@ -843,9 +849,9 @@ def make_generator(bundle: Bundle):
             raise ValueError(f"midi must be true or false, got {params['midi']!r}")
         checked = check_params({k: v for k, v in params.items() if k != "midi"})
         if checked.get("chords") is not None:  # a chart that cannot be read is refused before the upload too
-            if checked.get("tempo_bpm") is None:
-                raise ValueError("chords in bars need the tempo (tempo_bpm)")
-            parse_chords(checked["chords"], checked.get("beats_per_bar") or 4)
+            tempo = checked.get("tempo_bpm")
+            chord_chart(checked["chords"], None if tempo is None else controls.Tempo(
+                float(tempo), int(checked.get("beats_per_bar") or 4)))
 
     run.check_params = check
     # what the bridge's welcome names: each model and its version, and where it runs

@@ -33,7 +33,6 @@ import csv
 import dataclasses
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -477,12 +476,8 @@ def train(
         distributed.record_run(run_dir, settings, processes, step)
 
     def save_checkpoint() -> None:
-        if not main:
-            return
         state = _checkpoint_state(model, optimizer, step, rng, torch_generator, elapsed_before + time.monotonic() - started)
-        temporary = run_dir / "checkpoint.pt.tmp"
-        torch.save(state, temporary)
-        os.replace(temporary, run_dir / "checkpoint.pt")
+        distributed.save_checkpoint(processes, state, run_dir / "checkpoint.pt")
 
     started = time.monotonic()
     model.train()

@@ -313,9 +313,9 @@ def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, o
     generator = torch.Generator().manual_seed(options.seed * 1_000_003 + step)
 
     def save_checkpoint() -> None:
-        if processes.main:
-            torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "optimiser": optimiser.state_dict(),
-                        "step": torch.tensor(step)}, checkpoint_path)
+        distributed.save_checkpoint(processes, {"model": model.state_dict(), "ema": ema.state_dict(),
+                                                "optimiser": optimiser.state_dict(), "step": torch.tensor(step)},
+                                    checkpoint_path)
 
     main = processes.main
     train_log = (run_dir / "train.csv").open("a", newline="") if main else None

@@ -115,6 +115,15 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
+def save_checkpoint(processes: Processes, state: dict, path: Path) -> None:
+    """Rank 0 writes ``state`` to ``path`` whole or not at all (a run killed mid-write keeps its last checkpoint)."""
+    if not processes.main:
+        return
+    temporary = Path(path).with_name(Path(path).name + ".tmp")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+
+
 def record_run(run_dir: Path, settings, processes: Processes, step: int) -> None:
     """training.json: the run's settings (a RunSettings), its global batch and learning rate and, per (re)start,
     how many processes took the global batch. Rank 0 calls it."""

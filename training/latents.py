@@ -131,7 +131,7 @@ def bench_encode(build_dir: str | Path, autoencoder_path: str | Path, *, variant
     import time
 
     only = {r["variant_id"] for r in read_manifest(build_dir)[:variants]}
-    rate_hz = load_autoencoder(autoencoder_path)[0].config.latent_rate_hz
+    model, metadata = load_autoencoder(autoencoder_path)
     results = []
     with tempfile.TemporaryDirectory(prefix="backline-encode-bench-") as folder:
         for count in jobs:
@@ -140,11 +140,10 @@ def bench_encode(build_dir: str | Path, autoencoder_path: str | Path, *, variant
                                  only=only)
             wall = time.perf_counter() - start
             index = (Path(folder) / f"jobs{count}" / "index.jsonl").read_text().splitlines()
-            pair_seconds = sum(json.loads(line)["frames"] for line in index) / rate_hz
+            pair_seconds = sum(json.loads(line)["frames"] for line in index) / model.config.latent_rate_hz
             results.append({"jobs": count, "scheduler": cluster or "process pool", "pairs": pairs,
                             "pair_seconds": round(pair_seconds, 1), "wall_seconds": round(wall, 2),
                             "x_realtime_wall": round(pair_seconds / wall, 1)})
-    version = load_autoencoder(autoencoder_path)[1].get("backline_version")
-    return {"build": str(build_dir), "autoencoder": version, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    return {"build": str(build_dir), "autoencoder": metadata.get("backline_version"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             "results": results, "command": f"backline bench latents --data {build_dir} --variants {variants} --jobs "
                                            + " ".join(map(str, jobs)) + (f" --cluster {cluster}" if cluster else "")}

@@ -211,13 +211,10 @@ def train_notes(init_from: Path, build_dir: Path, latents_dir: Path, run_dir: Pa
     loss_module = processes.wrap(distributed.LossModule(model, lambda m, x, y: F.cross_entropy(m.decode_notes(x), y)))
 
     def save_checkpoint() -> None:
-        if main:
-            state = {"head": head.state_dict(), "optimiser": optimiser.state_dict(),
-                     "schedule": json.dumps(schedule.state_dict()), "step": step,
-                     "elapsed_seconds": elapsed_before + time.monotonic() - started,
-                     "numpy_rng": json.dumps(rng.bit_generator.state), "torch_rng": generator.get_state()}
-            torch.save(state, run_dir / "checkpoint.pt.tmp")
-            (run_dir / "checkpoint.pt.tmp").replace(checkpoint_path)
+        distributed.save_checkpoint(processes, {
+            "head": head.state_dict(), "optimiser": optimiser.state_dict(), "schedule": json.dumps(schedule.state_dict()),
+            "step": step, "elapsed_seconds": elapsed_before + time.monotonic() - started,
+            "numpy_rng": json.dumps(rng.bit_generator.state), "torch_rng": generator.get_state()}, checkpoint_path)
 
     def validate() -> dict[str, float]:
         head.eval()

@@ -235,8 +235,7 @@ class _Run:
                  "schedule": json.dumps(schedule.state_dict()), "rng": json.dumps(rng.bit_generator.state),
                  **self.extra}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(state, self.path.with_suffix(".tmp"))
-        self.path.with_suffix(".tmp").replace(self.path)
+        distributed.save_checkpoint(self.processes, state, self.path)
 
 
 def _similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -91,6 +91,12 @@ void BacklineEditor::resized()
     advancedButton.setBounds (top.removeFromRight (110));
     title.setBounds (top);
     const auto row = [&area] { auto r = area.removeFromTop (28); area.removeFromTop (6); return r; };
+    const auto labelled = [&row] (juce::Component& label, juce::Component& control)   // a row: label, then control
+    {
+        auto r = row();
+        label.setBounds (r.removeFromLeft (90));
+        control.setBounds (r);
+    };
     auto r = row();
     instrumentLabel.setBounds (r.removeFromLeft (90));
     instrumentBox.setBounds (r.removeFromLeft (140));
@@ -99,27 +105,17 @@ void BacklineEditor::resized()
         c->setVisible (advanced);
     if (advanced)
     {
-        r = row();
-        seedLabel.setBounds (r.removeFromLeft (90));
-        seedSlider.setBounds (r);
-        r = row();
-        stepsLabel.setBounds (r.removeFromLeft (90));
-        stepsSlider.setBounds (r);
+        labelled (seedLabel, seedSlider);
+        labelled (stepsLabel, stepsSlider);
     }
-    r = row();
-    takeLabel.setBounds (r.removeFromLeft (90));
-    takeSlider.setBounds (r);
-    r = row();
-    promptLabel.setBounds (r.removeFromLeft (90));
-    promptEditor.setBounds (r);
+    labelled (takeLabel, takeSlider);
+    labelled (promptLabel, promptEditor);
     r = row();
     r.removeFromLeft (90);
     clearReferenceButton.setBounds (r.removeFromRight (70));
     r.removeFromRight (8);
     referenceLabel.setBounds (r);
-    r = row();
-    chordsLabel.setBounds (r.removeFromLeft (90));
-    chordsEditor.setBounds (r);
+    labelled (chordsLabel, chordsEditor);
     r = row();
     recordButton.setBounds (r.removeFromLeft (r.getWidth() / 2));
     passButton.setBounds (r);
