@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "backline.engine.transcribe_cli",
     "backline.engine.clap_cli",
     "backline.plugin_bridge.cli",
+    "backline.plugin_bridge.daw",
     "backline.data.cli",
     "backline.training.cli",
     "backline.export.cli",
@@ -29,6 +30,7 @@ Backline generates a bass or drum stem that plays along with the audio you alrea
 Typical session:
   backline generate --context song.wav --instrument bass --out bass.wav   the main job
   backline serve                                                  the local engine the plugin talks to
+  backline daw install ardour                                     "generate accompaniment" on a region in Ardour
   backline data build --preset small --out $BACKLINE_DATA/small   render paired (mix, stem) audio
   backline data stats $BACKLINE_DATA/small                        hours per instrument, source, split
   backline train autoencoder --config tiny --data DIR --run DIR   train the audio autoencoder

@@ -1,0 +1,249 @@
+"""`backline daw`: "generate accompaniment" on a DAW region, through real sockets to the real engine pipeline on
+tiny models; and Ardour's Lua action's helpers run inside Ardour's own Lua interpreter (`ardour7-lua`) on a
+session it built, at 96 BPM in 4/4 with the region at bar 3."""
+
+import argparse
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from backline.engine.pipeline import make_generator
+from backline.plugin_bridge import daw
+from tiny_bundle import make_bundle
+
+TEMPO_BPM = 96.0
+BAR_3_BEATS = 8.0
+
+
+@pytest.fixture(scope="module")
+def engine():
+    """The tiny engine, with a stand-in prompt encoder (a fixed vector) so prompts are accepted."""
+    from dataclasses import replace
+
+    bundle = make_bundle()
+    prompt_vector = np.linspace(-2, 2, bundle.contract.style_dim).astype(np.float32)
+    return make_generator(replace(bundle, prompts=lambda text: prompt_vector))
+
+
+def recording(generate, requests, step_seconds=0.0):
+    """The generator, recording each job's parameters (and slowed by ``step_seconds`` a step)."""
+
+    def run(params, context, sample_rate, progress, cancelled):
+        requests.append(dict(params))
+
+        def slow(step, total):
+            time.sleep(step_seconds)
+            progress(step, total)
+
+        return generate(params, context, sample_rate, slow, cancelled)
+
+    run.check_params, run.models = generate.check_params, generate.models
+    return run
+
+
+def ardour_sources(folder, sample_rate, seconds=12.0):
+    """A stereo recording kept as Ardour keeps it: one mono file per channel, a bass line at 96 BPM."""
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    beat = (t * TEMPO_BPM / 60.0) % 1.0
+    left = 0.3 * np.sin(2 * np.pi * 110 * t) * np.exp(-4 * beat)
+    right = 0.3 * np.sin(2 * np.pi * 165 * t) * np.exp(-4 * beat)
+    paths = []
+    for name, channel in (("take%L.wav", left), ("take%R.wav", right)):
+        paths.append(folder / name)
+        sf.write(str(paths[-1]), channel.astype(np.float32), sample_rate, subtype="FLOAT")
+    return paths, np.stack([left, right]).astype(np.float32)
+
+
+def region_args(tmp_path, sources, connection_file, **overrides):
+    values = dict(source=sources, start_samples=0, length_samples=0, name="Verse", out_dir=tmp_path / "stems",
+                  instrument="bass", tempo=TEMPO_BPM, beats_per_bar=4, region_start_beats=BAR_3_BEATS, prompt=None,
+                  style=None, midi=False, cancel_file=tmp_path / "cancel", connection_file=connection_file,
+                  engine_command="", no_start_engine=True, timeout=60.0)
+    return argparse.Namespace(**{**values, **overrides})
+
+
+@pytest.fixture(autouse=True)
+def own_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+
+
+@pytest.mark.parametrize("sample_rate", [44_100, 48_000])
+def test_a_region_at_bar_3_comes_back_as_a_stem_of_its_exact_length_with_the_sessions_timing(
+        tmp_path, start_server, engine, sample_rate):
+    requests = []
+    server = start_server(recording(engine, requests))
+    sources, audio = ardour_sources(tmp_path, sample_rate)
+    start, length = sample_rate // 2, int(5.3 * sample_rate)  # the region starts half a second into its files
+    lines = []
+    args = region_args(tmp_path, sources, server.connection_file, start_samples=start, length_samples=length,
+                       instrument="both")
+    written = daw.generate_for_region(args, lines.append)
+
+    assert [r["instrument"] for r in requests] == ["bass", "drums"]
+    for request in requests:
+        assert (request["tempo_bpm"], request["beats_per_bar"], request["region_start_beats"]) == (96.0, 4, 8.0)
+    assert [line.split(" ", 2)[:2] for line in lines if line.startswith("stem")] == [["stem", "bass"],
+                                                                                   ["stem", "drums"]]
+    fractions = [float(line.split()[1]) for line in lines if line.startswith("progress")]
+    assert fractions == sorted(fractions) and fractions[-1] <= 1.0 and fractions[0] < 0.5
+    region = audio[:, start:start + length]
+    for (instrument, path), request in zip(written, requests):
+        stem, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        assert path.name == f"Verse {instrument}.wav" and rate == sample_rate and stem.shape[0] == length
+        expected, _, _ = engine({k: v for k, v in request.items()}, region, sample_rate, lambda *a: None,
+                                lambda: False)
+        np.testing.assert_allclose(stem.T, expected[:, :length], atol=1e-6)
+    assert daw.remembered()["instrument"] == "both"
+
+
+def test_the_engine_not_running_is_said_and_nothing_is_written(tmp_path, capsys):
+    sources, _ = ardour_sources(tmp_path, 44_100, seconds=3.0)
+    args = region_args(tmp_path, sources, tmp_path / "nowhere" / "engine.json", length_samples=44_100 * 2)
+    assert daw._region(args) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("error the Backline engine is not running") and "backline serve" in out
+    assert not (tmp_path / "stems").exists() or not any((tmp_path / "stems").iterdir())
+
+
+def test_an_engine_that_cannot_start_is_said(tmp_path, capsys):
+    sources, _ = ardour_sources(tmp_path, 44_100, seconds=3.0)
+    failing = shlex.join([sys.executable, "-c", "import sys; sys.exit(7)"])
+    args = region_args(tmp_path, sources, tmp_path / "run" / "engine.json", length_samples=44_100 * 2,
+                       engine_command=failing, no_start_engine=False)
+    assert daw._region(args) == 2
+    assert "the Backline engine did not start (it exited with status 7)" in capsys.readouterr().out
+
+
+def test_an_engine_is_started_when_none_runs(tmp_path, monkeypatch):
+    """The action's default: no engine yet, so it starts `backline serve` (here its DSP demo generator) and waits."""
+    from backline.plugin_bridge.client import read_connection_file
+
+    monkeypatch.setenv("BACKLINE_RESULTS_DIR", str(tmp_path / "results"))
+    sources, _ = ardour_sources(tmp_path, 44_100, seconds=3.0)
+    runtime = tmp_path / "run"
+    command = shlex.join([sys.executable, "-m", "backline", "serve", "--demo-generator", "--runtime-dir", str(runtime)])
+    args = region_args(tmp_path, sources, runtime / "engine.json", length_samples=44_100 * 2, engine_command=command,
+                       no_start_engine=False)
+    lines = []
+    try:
+        (_, path), = daw.generate_for_region(args, lines.append)
+        assert sf.info(str(path)).frames == 44_100 * 2
+    finally:
+        pid = read_connection_file(runtime / "engine.json")["pid"]
+        os.kill(pid, 15)
+        for _ in range(100):
+            if not (runtime / "engine.json").exists():
+                break
+            time.sleep(0.1)
+
+
+def test_cancel_stops_the_job_and_writes_nothing(tmp_path, start_server, engine, capsys):
+    requests = []
+    server = start_server(recording(engine, requests, step_seconds=0.05))
+    sources, _ = ardour_sources(tmp_path, 44_100, seconds=4.0)
+    args = region_args(tmp_path, sources, server.connection_file, length_samples=44_100 * 3)
+
+    def say(line):  # the action's progress window: the producer presses Cancel at the first progress
+        if line.startswith("progress"):
+            args.cancel_file.touch()
+
+    with pytest.raises(daw.Cancelled):
+        daw.generate_for_region(args, say)
+    assert not any((tmp_path / "stems").glob("*.wav"))
+    assert requests  # the job had started
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda audio: np.zeros_like(audio), "the region is silent"),
+    (lambda audio: audio[:, :int(0.5 * 44_100)], "shorter than a beat (0.62 s at 96 BPM)"),
+])
+def test_a_silent_or_too_short_region_is_refused_in_words(tmp_path, make, message):
+    _, audio = ardour_sources(tmp_path, 44_100, seconds=2.0)
+    with pytest.raises(daw.RegionError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        daw.check_region(make(audio), 44_100, TEMPO_BPM)
+
+
+def test_a_region_past_the_end_of_its_file_is_refused(tmp_path):
+    sources, _ = ardour_sources(tmp_path, 44_100, seconds=2.0)
+    with pytest.raises(daw.RegionError, match="ends past the end"):
+        daw.read_region(sources, 44_100, 44_100 * 2)
+
+
+def test_install_and_uninstall_the_ardour_action(tmp_path, capsys):
+    from backline.cli import main
+
+    assert main(["daw", "install", "ardour", "--scripts-dir", str(tmp_path)]) == 0
+    script = (tmp_path / daw.ACTION_FILE).read_text()
+    assert daw.COMMAND_PLACEHOLDER not in script and f'"{shlex.join([sys.executable, "-m", "backline"])}"' in script
+    assert main(["daw", "uninstall", "ardour", "--scripts-dir", str(tmp_path)]) == 0
+    assert not (tmp_path / daw.ACTION_FILE).exists()
+
+
+ARDOUR_LUA = shutil.which("ardour7-lua")
+
+LUA_TEST = """
+function ardour (descriptor) end  -- the action's descriptor, read by Ardour's script manager
+dofile ("{action}")
+local s = create_session ("{session}", "daw", {rate})
+local tm = Temporal.TempoMap.fetch_writable ()
+tm:set_tempo (Temporal.Tempo ({tempo}, {tempo}, 4), Temporal.timepos_t (0))
+Temporal.TempoMap.update (tm)
+local H = backline_helpers ()
+local position = Temporal.timepos_t ({position})
+local tempo, beats_per_bar, beats = H.timing (position)
+print (string.format ("TIMING %.3f %d %.3f", tempo, beats_per_bar, beats))
+for _, case in ipairs ({{ {{ "{name}", {start} }}, {{ "silence", {silent_start} }} }}) do
+  local command = H.region_command {{ sources = {{ {sources} }}, start = case[2], length = {length}, name = case[1],
+    out_dir = "{out_dir}", instrument = "bass", tempo = tempo, beats_per_bar = beats_per_bar, beats = beats,
+    prompt = "warm, round", cancel_file = "{cancel}" }}
+  local answer = H.run (command, "{cancel}", function (fraction, text) return false end)
+  for _, stem in ipairs (answer.stems) do print ("STEM " .. stem.instrument .. " " .. stem.path) end
+  if answer.error then print ("ERROR " .. answer.error) end
+end
+print ("SETTINGS " .. H.settings ().instrument .. " " .. H.settings ().prompt)
+close_session ()
+"""
+
+
+@pytest.mark.skipif(ARDOUR_LUA is None, reason="Ardour 7 (Debian's ardour, `ardour7-lua`) is not installed")
+@pytest.mark.parametrize("sample_rate", [44_100, 48_000])
+def test_the_ardour_actions_helpers_run_in_ardour_on_a_96_bpm_session(tmp_path, start_server, engine, sample_rate):
+    requests = []
+    server = start_server(recording(engine, requests))
+    sources, audio = ardour_sources(tmp_path, sample_rate)
+    silent = np.zeros((1, audio.shape[1]), np.float32)  # the second case: the same files, read from a silent part
+    sf.write(str(sources[0]), np.concatenate([audio[0], silent[0]]), sample_rate, subtype="FLOAT")
+    sf.write(str(sources[1]), np.concatenate([audio[1], silent[0]]), sample_rate, subtype="FLOAT")
+    action = daw.install_ardour(tmp_path / "scripts", shlex.join([sys.executable, "-m", "backline"]))
+    position = int(BAR_3_BEATS * 60.0 / TEMPO_BPM * sample_rate)
+    length = int(4 * 60.0 / TEMPO_BPM * sample_rate)  # one bar
+    script = tmp_path / "test.lua"
+    script.write_text(LUA_TEST.format(
+        action=action, session=tmp_path / "session", rate=sample_rate, tempo=TEMPO_BPM, position=position,
+        name="Verse", start=sample_rate, silent_start=audio.shape[1], sources=", ".join(f'"{p}"' for p in sources), length=length,
+        out_dir=tmp_path / "stems", cancel=tmp_path / "cancel"))
+    env = {**os.environ, "BACKLINE_RUNTIME_DIR": str(server.connection_file.parent),
+           "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    done = subprocess.run([ARDOUR_LUA, str(script)], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=tmp_path)
+    lines = [line for line in done.stdout.splitlines() if line.split(" ")[0] in ("TIMING", "STEM", "ERROR",
+                                                                                  "SETTINGS")]
+    assert lines[0] == "TIMING 96.000 4 8.000", done.stdout + done.stderr
+    assert lines[1] == f"STEM bass {tmp_path / 'stems' / 'Verse bass.wav'}", done.stdout + done.stderr
+    assert lines[2].startswith("ERROR the region is silent")
+    assert lines[3] == "SETTINGS bass warm, round"
+    (request,) = requests
+    assert (request["tempo_bpm"], request["beats_per_bar"], request["region_start_beats"]) == (96.0, 4, 8.0)
+    assert request["style_prompt"] == "warm, round"
+    stem, rate = sf.read(str(tmp_path / "stems" / "Verse bass.wav"), dtype="float32", always_2d=True)
+    assert rate == sample_rate and stem.shape[0] == length
+    expected, _, _ = engine(request, audio[:, sample_rate:sample_rate + length], sample_rate, lambda *a: None,
+                            lambda: False)
+    np.testing.assert_allclose(stem.T, expected[:, :length], atol=1e-6)
