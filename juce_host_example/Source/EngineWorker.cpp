@@ -366,6 +366,40 @@ void EngineWorker::runJob (void* contextPointer)
             if (region.beatsPerBar >= 1 && region.beatsPerBar <= 32)
                 params->setProperty ("beats_per_bar", region.beatsPerBar);
         }
+        // Variation and Redo bars start from the take that plays (the engine holds its result by job id).
+        const auto action = processor.action->getIndex();
+        if (action > 0)
+        {
+            const auto takes = processor.getTakes();
+            const auto current = processor.getCurrentTake();
+            if (current < 0 || current >= (int) takes.size())
+                throw JobFailure (Status::error, "Generate a take first: a variation or redone bars start from the take that plays.");
+            params->setProperty ("source_job_id", takes[(size_t) current].jobId);
+            if (action == 1)
+            {
+                params->setProperty ("variation_strength", (double) processor.variation->get());
+            }
+            else
+            {
+                if (! params->hasProperty ("tempo_bpm"))
+                    throw JobFailure (Status::error, "Redo bars needs the song's tempo: play the region from the host's transport.");
+                const int from = processor.redoFromBar->get(), to = processor.redoToBar->get();
+                if (to <= from)
+                    throw JobFailure (Status::error, "Redo bars: the last bar (" + juce::String (to) + ") must come after the first ("
+                                                         + juce::String (from) + ").");
+                params->setProperty ("regenerate_bars", juce::Array<juce::var> { juce::String (from), juce::String (to) });
+            }
+        }
+        if (processor.loopBars->get() > 0)
+        {
+            if (! params->hasProperty ("tempo_bpm"))
+                throw JobFailure (Status::error, "Loop bars needs the song's tempo: play the region from the host's transport.");
+            params->setProperty ("loop_bars", processor.loopBars->get());
+        }
+        if (processor.stereoWidth->get() > 0.0f)
+            params->setProperty ("stereo_width", (double) processor.stereoWidth->get());
+        if (processor.midi->get())
+            params->setProperty ("midi", true);
         // A dropped style reference goes first, as its own job named by its content (uploaded once).
         if (const auto reference = processor.getStyleReference())
         {
@@ -386,6 +420,8 @@ void EngineWorker::runJob (void* contextPointer)
                     snapshot = m.header;
             }
             params->setProperty ("style_job_id", reference->jobId);
+            if (params->hasProperty ("style_prompt"))   // a reference and words: blended
+                params->setProperty ("style_ratio", (double) processor.styleBlend->get());
         }
         // For testing against `serve --demo-generator` (e.g. {"demo_step_seconds": 0.5}): extra parameters
         // from the environment, merged as given. The real engine refuses unknown ones (bad_request).
@@ -520,9 +556,19 @@ void EngineWorker::runJob (void* contextPointer)
                 stemFilePath = wav.getFullPathName();
             }
         }
+        // The transcription, when asked for, beside the WAV (drag it out as a MIDI clip).
+        juce::String midiFilePath;
+        const auto midiText = result.getProperty ("info", {}).getProperty ("midi_base64", {}).toString();
+        if (midiText.isNotEmpty())
+        {
+            juce::MemoryOutputStream midiData;
+            const auto midiFile = wav.withFileExtension ("mid");
+            if (juce::Base64::convertFromBase64 (midiData, midiText) && midiFile.replaceWithData (midiData.getData(), midiData.getDataSize()))
+                midiFilePath = midiFile.getFullPathName();
+        }
         const auto startSample = newStem->startSample;
         processor.publishStem (std::move (newStem), stemFilePath, jobId);
-        processor.addTake ({ stemFilePath, jobId, startSample });
+        processor.addTake ({ stemFilePath, jobId, startSample, midiFilePath });
         processor.setStatus (Status::ready, stemFilePath.isNotEmpty() ? "Stem ready, saved to " + stemFilePath
                                                                       : "Stem ready (could not save it to " + folder.getFullPathName() + ")", 1.0f);
     }

@@ -36,14 +36,41 @@ void StemView::mouseDrag (const juce::MouseEvent&)
                                                                 [this] { dragging = false; });
 }
 
+void MidiDragButton::paint (juce::Graphics& g)
+{
+    const bool ready = juce::File (processor.getMidiPath()).existsAsFile();
+    g.setColour (juce::Colour (ready ? 0xff3a4150 : 0xff2a2f38));
+    g.fillRoundedRectangle (getLocalBounds().toFloat(), 4.0f);
+    g.setColour (juce::Colours::white.withAlpha (ready ? 0.9f : 0.35f));
+    g.drawText ("drag MIDI", getLocalBounds(), juce::Justification::centred);
+}
+
+void MidiDragButton::mouseDrag (const juce::MouseEvent&)
+{
+    const juce::File file (processor.getMidiPath());
+    if (dragging || ! file.existsAsFile())
+        return;
+    dragging = true;
+    juce::DragAndDropContainer::performExternalDragDropOfFiles ({ file.getFullPathName() }, false, this,
+                                                                [this] { dragging = false; });
+}
+
 BacklineEditor::BacklineEditor (BacklineProcessor& p)
-    : AudioProcessorEditor (&p), processor (p), stemView (p),
+    : AudioProcessorEditor (&p), processor (p), stemView (p), midiDrag (p),
       instrumentAttachment (*p.instrument, instrumentBox),
+      actionAttachment (*p.action, actionBox),
       seedAttachment (*p.seed, seedSlider),
       stepsAttachment (*p.steps, stepsSlider),
       takeAttachment (*p.take, takeSlider),
+      variationAttachment (*p.variation, variationSlider),
+      fromBarAttachment (*p.redoFromBar, fromBarSlider),
+      toBarAttachment (*p.redoToBar, toBarSlider),
+      blendAttachment (*p.styleBlend, blendSlider),
+      loopAttachment (*p.loopBars, loopSlider),
+      widthAttachment (*p.stereoWidth, widthSlider),
       recordAttachment (*p.record, recordButton),
-      passAttachment (*p.passInput, passButton)
+      passAttachment (*p.passInput, passButton),
+      midiAttachment (*p.midi, midiButton)
 {
     title.setText ("Backline", juce::dontSendNotification);
     title.setFont (juce::Font (22.0f, juce::Font::bold));
@@ -51,6 +78,16 @@ BacklineEditor::BacklineEditor (BacklineProcessor& p)
     seedLabel.setText ("Seed", juce::dontSendNotification);
     stepsLabel.setText ("Steps", juce::dontSendNotification);
     takeLabel.setText ("Take", juce::dontSendNotification);
+    actionLabel.setText ("Make", juce::dontSendNotification);
+    variationLabel.setText ("How different", juce::dontSendNotification);
+    barsLabel.setText ("Bars", juce::dontSendNotification);
+    blendLabel.setText ("Blend", juce::dontSendNotification);
+    blendSlider.setTooltip ("0: the reference's sound, 1: the words'");
+    loopLabel.setText ("Loop bars", juce::dontSendNotification);
+    widthLabel.setText ("Width", juce::dontSendNotification);
+    fromBarSlider.setTextValueSuffix (" from");
+    toBarSlider.setTextValueSuffix (" to");
+    loopSlider.textFromValueFunction = [] (double bars) { return bars < 0.5 ? juce::String ("off") : juce::String ((int) bars); };
     promptLabel.setText ("Style", juce::dontSendNotification);
     promptEditor.setTextToShowWhenEmpty ("a prompt, e.g. \"fretless bass\" (optional)", juce::Colours::grey);
     promptEditor.setText (p.getPrompt(), juce::dontSendNotification);
@@ -64,21 +101,29 @@ BacklineEditor::BacklineEditor (BacklineProcessor& p)
     clearReferenceButton.onClick = [this] { processor.clearStyleReference(); };
     statusLabel.setJustificationType (juce::Justification::topLeft);
     statusLabel.setMinimumHorizontalScale (1.0f);
-    for (auto* slider : { &seedSlider, &stepsSlider, &takeSlider })
+    for (auto* slider : { &seedSlider, &stepsSlider, &takeSlider, &variationSlider, &fromBarSlider, &toBarSlider,
+                          &blendSlider, &loopSlider, &widthSlider })
         slider->setTextBoxStyle (juce::Slider::TextBoxRight, false, 70, 22);
+    loopSlider.updateText();
     instrumentBox.addItemList (p.instrument->choices, 1);
     instrumentAttachment.sendInitialUpdate();   // the items exist only now
+    actionBox.addItemList (p.action->choices, 1);
+    actionAttachment.sendInitialUpdate();
+    actionBox.onChange = [this] { resized(); };
     advancedButton.onClick = [this] { resized(); };
     generateButton.onClick = [this] { processor.requestGenerate(); };
     cancelButton.onClick = [this] { processor.requestCancel(); };
     for (auto* c : std::initializer_list<juce::Component*> { &title, &instrumentLabel, &seedLabel, &stepsLabel, &takeLabel, &takeSlider, &promptLabel, &promptEditor, &chordsLabel, &chordsEditor, &referenceLabel, &clearReferenceButton, &statusLabel,
                                                              &instrumentBox, &seedSlider, &stepsSlider, &recordButton, &passButton,
                                                              &generateButton, &cancelButton, &progressBar, &stemView,
-                                                             &advancedButton })
+                                                             &advancedButton, &actionLabel, &actionBox, &variationLabel,
+                                                             &variationSlider, &barsLabel, &fromBarSlider, &toBarSlider,
+                                                             &blendLabel, &blendSlider, &loopLabel, &loopSlider, &widthLabel,
+                                                             &widthSlider, &midiButton, &midiDrag })
         addAndMakeVisible (c);
     setResizable (true, true);
-    setResizeLimits (420, 504, 1600, 1200);
-    setSize (560, 574);
+    setResizeLimits (460, 640, 1600, 1400);
+    setSize (600, 720);
     startTimerHz (10);
 }
 
@@ -99,7 +144,25 @@ void BacklineEditor::resized()
     };
     auto r = row();
     instrumentLabel.setBounds (r.removeFromLeft (90));
-    instrumentBox.setBounds (r.removeFromLeft (140));
+    instrumentBox.setBounds (r.removeFromLeft (120));
+    r.removeFromLeft (16);
+    actionLabel.setBounds (r.removeFromLeft (50));
+    actionBox.setBounds (r.removeFromLeft (140));
+    // what a variation or a redo of bars asks, under the choice
+    const auto action = actionBox.getSelectedItemIndex();
+    for (auto* c : std::initializer_list<juce::Component*> { &variationLabel, &variationSlider })
+        c->setVisible (action == 1);
+    for (auto* c : std::initializer_list<juce::Component*> { &barsLabel, &fromBarSlider, &toBarSlider })
+        c->setVisible (action == 2);
+    if (action == 1)
+        labelled (variationLabel, variationSlider);
+    if (action == 2)
+    {
+        r = row();
+        barsLabel.setBounds (r.removeFromLeft (90));
+        fromBarSlider.setBounds (r.removeFromLeft (r.getWidth() / 2));
+        toBarSlider.setBounds (r);
+    }
     const bool advanced = advancedButton.getToggleState();
     for (auto* c : std::initializer_list<juce::Component*> { &seedLabel, &seedSlider, &stepsLabel, &stepsSlider })
         c->setVisible (advanced);
@@ -115,10 +178,22 @@ void BacklineEditor::resized()
     clearReferenceButton.setBounds (r.removeFromRight (70));
     r.removeFromRight (8);
     referenceLabel.setBounds (r);
+    const bool blend = processor.getStyleReference() != nullptr && processor.getPrompt().trim().isNotEmpty();
+    blendLabel.setVisible (blend);
+    blendSlider.setVisible (blend);
+    if (blend)
+        labelled (blendLabel, blendSlider);
     labelled (chordsLabel, chordsEditor);
     r = row();
-    recordButton.setBounds (r.removeFromLeft (r.getWidth() / 2));
-    passButton.setBounds (r);
+    loopLabel.setBounds (r.removeFromLeft (90));
+    loopSlider.setBounds (r.removeFromLeft (r.getWidth() / 2 - 10));
+    r.removeFromLeft (10);
+    widthLabel.setBounds (r.removeFromLeft (50));
+    widthSlider.setBounds (r);
+    r = row();
+    recordButton.setBounds (r.removeFromLeft (r.getWidth() * 2 / 5));
+    passButton.setBounds (r.removeFromLeft (r.getWidth() * 3 / 5));
+    midiButton.setBounds (r);
     r = row();
     generateButton.setBounds (r.removeFromLeft (120));
     r.removeFromLeft (8);
@@ -126,6 +201,8 @@ void BacklineEditor::resized()
     r.removeFromLeft (8);
     progressBar.setBounds (r);
     statusLabel.setBounds (area.removeFromTop (48));
+    midiDrag.setBounds (area.removeFromBottom (26).removeFromRight (110));
+    area.removeFromBottom (4);
     stemView.setBounds (area);
 }
 
@@ -158,6 +235,9 @@ void BacklineEditor::timerCallback()
                                                  : juce::String ("Drop a reference recording (WAV, AIFF) for the style"),
                             juce::dontSendNotification);
     clearReferenceButton.setEnabled (reference != nullptr);
+    if (const bool blend = reference != nullptr && processor.getPrompt().trim().isNotEmpty(); blend != blendSlider.isVisible())
+        resized();   // the blend appears once there is both a reference and words
+    midiDrag.repaint();
     const auto takeCount = (int) processor.getTakes().size();
     takeLabel.setText (takeCount > 1 ? "Take (" + juce::String (takeCount) + ")" : juce::String ("Take"), juce::dontSendNotification);
     progressValue = processor.progress->get();

@@ -20,6 +20,20 @@ private:
     bool dragging = false;
 };
 
+// "drag MIDI": the playing take's transcription, dragged into the DAW as a MIDI clip.
+class MidiDragButton : public juce::Component
+{
+public:
+    explicit MidiDragButton (BacklineProcessor& p) : processor (p) {}
+    void paint (juce::Graphics&) override;
+    void mouseDrag (const juce::MouseEvent&) override;
+    void mouseUp (const juce::MouseEvent&) override { dragging = false; }
+
+private:
+    BacklineProcessor& processor;
+    bool dragging = false;
+};
+
 class BacklineEditor : public juce::AudioProcessorEditor, public juce::FileDragAndDropTarget, private juce::Timer
 {
 public:
@@ -35,11 +49,14 @@ private:
 
     BacklineProcessor& processor;
     juce::Label title, instrumentLabel, seedLabel, stepsLabel, promptLabel, chordsLabel, takeLabel, statusLabel;
+    juce::Label actionLabel, variationLabel, barsLabel, blendLabel, loopLabel, widthLabel;
     juce::TextEditor promptEditor, chordsEditor;
     juce::Label referenceLabel;
     juce::TextButton clearReferenceButton { "Clear" };
-    juce::ComboBox instrumentBox;
-    juce::Slider seedSlider, stepsSlider, takeSlider;
+    juce::ComboBox instrumentBox, actionBox;
+    juce::Slider seedSlider, stepsSlider, takeSlider, variationSlider, fromBarSlider, toBarSlider, blendSlider,
+                 loopSlider, widthSlider;
+    juce::ToggleButton midiButton { "MIDI too" };
     juce::ToggleButton recordButton { "Record while playing" }, passButton { "Pass input through" };
     // The main page holds what a producer decides; seed and steps appear under Advanced.
     juce::ToggleButton advancedButton { "Advanced" };
@@ -47,9 +64,11 @@ private:
     double progressValue = 0.0;
     juce::ProgressBar progressBar { progressValue };
     StemView stemView;
-    juce::ComboBoxParameterAttachment instrumentAttachment;
-    juce::SliderParameterAttachment seedAttachment, stepsAttachment, takeAttachment;
-    juce::ButtonParameterAttachment recordAttachment, passAttachment;
+    MidiDragButton midiDrag;
+    juce::ComboBoxParameterAttachment instrumentAttachment, actionAttachment;
+    juce::SliderParameterAttachment seedAttachment, stepsAttachment, takeAttachment, variationAttachment,
+                                    fromBarAttachment, toBarAttachment, blendAttachment, loopAttachment, widthAttachment;
+    juce::ButtonParameterAttachment recordAttachment, passAttachment, midiAttachment;
 
     JUCE_DECLARE_NON_COPYABLE_WITH_LEAK_DETECTOR (BacklineEditor)
 };

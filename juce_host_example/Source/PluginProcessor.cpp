@@ -10,6 +10,8 @@ const juce::StringArray statusChoices { "idle", "working", "ready", "engine not 
 const juce::StringArray instrumentChoices { "bass", "drums" };
 }
 
+const juce::StringArray BacklineProcessor::actionChoices { "New take", "Variation", "Redo bars" };
+
 BacklineProcessor::BacklineProcessor()
     : AudioProcessor (BusesProperties()
                           .withInput ("Input", juce::AudioChannelSet::stereo(), true)
@@ -35,6 +37,18 @@ BacklineProcessor::BacklineProcessor()
     // For hosts without a transport (pedalboard, offline tools): positions count from the last reset().
     addParameter (freeRun = new AudioParameterBool ({ "free_run", 1 }, "Free Run", false));
     addParameter (take = new AudioParameterInt ({ "take", 1 }, "Take", 1, maxTakes, 1));
+    addParameter (action = new AudioParameterChoice ({ "action", 1 }, "Action", actionChoices, 0));
+    addParameter (variation = new AudioParameterFloat ({ "variation", 1 }, "Variation",
+                                                       NormalisableRange<float> (0.05f, 1.0f, 0.01f), 0.5f));
+    addParameter (redoFromBar = new AudioParameterInt ({ "redo_from_bar", 1 }, "Redo From Bar", 1, 999, 1));
+    addParameter (redoToBar = new AudioParameterInt ({ "redo_to_bar", 1 }, "Redo To Bar", 2, 1000, 2));
+    addParameter (loopBars = new AudioParameterInt ({ "loop_bars", 1 }, "Loop Bars", 0, 16, 0));
+    addParameter (stereoWidth = new AudioParameterFloat ({ "stereo_width", 1 }, "Stereo Width",
+                                                         NormalisableRange<float> (0.0f, 1.0f, 0.01f), 0.0f));
+    // The engine's default blend (engine/params.py style_ratio; a test keeps the two equal).
+    addParameter (styleBlend = new AudioParameterFloat ({ "style_blend", 1 }, "Style Blend",
+                                                        NormalisableRange<float> (0.0f, 1.0f, 0.01f), 0.5f));
+    addParameter (midi = new AudioParameterBool ({ "midi", 1 }, "MIDI", false));
     worker = std::make_unique<EngineWorker> (*this);
     worker->startThread();
 }
@@ -318,6 +332,13 @@ void BacklineProcessor::setStatus (Status newStatus, const juce::String& message
 
 juce::String BacklineProcessor::getStatusMessage() const { const juce::ScopedLock sl (infoLock); return statusMessage; }
 juce::String BacklineProcessor::getStemPath() const { const juce::ScopedLock sl (infoLock); return stemPath; }
+juce::String BacklineProcessor::getMidiPath() const
+{
+    const juce::ScopedLock sl (infoLock);
+    const int index = currentTake.load();
+    return index >= 0 && index < (int) takes.size() ? takes[(size_t) index].midiPath : juce::String();
+}
+
 std::vector<float> BacklineProcessor::getStemPeaks() const { const juce::ScopedLock sl (infoLock); return stemPeaks; }
 
 juce::String BacklineProcessor::getPrompt() const
@@ -506,8 +527,10 @@ void BacklineProcessor::getStateInformation (juce::MemoryBlock& destData)
         element->setAttribute ("path", each.path);
         element->setAttribute ("job_id", each.jobId);
         element->setAttribute ("start_sample", juce::String (each.startSample));
+        element->setAttribute ("midi_path", each.midiPath);
     }
     xml.setAttribute ("current_take", currentTake.load() + 1);
+    xml.setAttribute ("midi_path", getMidiPath());
     xml.setAttribute ("region_start_sample", juce::String (regionStartSample.load()));
     xml.setAttribute ("region_frames", juce::String (capturedFrames.load()));
     xml.setAttribute ("region_start_ppq", regionStartPpq.load());
@@ -533,7 +556,8 @@ void BacklineProcessor::setStateInformation (const void* data, int sizeInBytes)
         std::vector<Take> restored;
         for (auto* element : xml->getChildWithTagNameIterator ("TAKE"))
             restored.push_back ({ element->getStringAttribute ("path"), element->getStringAttribute ("job_id"),
-                                  element->getStringAttribute ("start_sample").getLargeIntValue() });
+                                  element->getStringAttribute ("start_sample").getLargeIntValue(),
+                                  element->getStringAttribute ("midi_path") });
         const juce::ScopedLock sl (infoLock);
         takes = std::move (restored);
     }

@@ -67,6 +67,7 @@ public:
     juce::String getStatusMessage() const;
     Status getStatus() const { return (Status) statusIndex.load(); }
     juce::String getStemPath() const;
+    juce::String getMidiPath() const;        // the playing take's transcription, or empty
     // The style prompt typed in the editor (or restored with the project); sent as "style_prompt".
     juce::String getPrompt() const;
     void setPrompt (const juce::String&);
@@ -89,6 +90,7 @@ public:
     {
         juce::String path, jobId;
         juce::int64 startSample = 0;
+        juce::String midiPath;               // its transcription, when "MIDI too" was on
     };
     void addTake (const Take&);              // worker, after a generation: the new take becomes current
     std::vector<Take> getTakes() const;
@@ -136,6 +138,16 @@ public:
     juce::AudioParameterChoice* status = nullptr;   // read-only: written by the plugin
     juce::AudioParameterFloat* progress = nullptr;  // read-only: written by the plugin
     juce::AudioParameterInt* take = nullptr;        // which take plays (1 = the first)
+    // What Generate makes: a new take, a variation of the take that plays, or that take with some bars redone.
+    juce::AudioParameterChoice* action = nullptr;
+    juce::AudioParameterFloat* variation = nullptr;  // a variation's distance from the take: 0 the take, 1 a new one
+    juce::AudioParameterInt* redoFromBar = nullptr;  // Redo bars: from the start of this bar of the song...
+    juce::AudioParameterInt* redoToBar = nullptr;    // ...to the start of this one (needs the host's tempo)
+    juce::AudioParameterInt* loopBars = nullptr;     // the stem repeats every this many bars; 0: no loop
+    juce::AudioParameterFloat* stereoWidth = nullptr;
+    juce::AudioParameterFloat* styleBlend = nullptr; // with a reference and a prompt: 0 the reference, 1 the prompt
+    juce::AudioParameterBool* midi = nullptr;        // also the stem transcribed as MIDI, to drag out
+    static const juce::StringArray actionChoices;
 
     std::atomic<bool> cancelRequested { false };
     std::atomic<int> jobsRequested { 0 }, jobsFinished { 0 };

@@ -181,3 +181,32 @@ def test_engine_killed_mid_job_is_reported_within_the_silence_timeout(plugin_pat
     assert 2.0 < elapsed < 30.0
     assert np.isfinite(out).all()
     np.testing.assert_array_equal(out, audio)
+
+
+def test_redo_bars_and_loop_bars_travel_with_the_hosts_tempo(plugin_path, engine, tmp_path):
+    """With a host tempo, Redo bars names the playing take and the bars; Loop bars goes with it."""
+    sample_rate, bpm = 44_100, 120.0
+    audio = make_signal(4 * sample_rate, sample_rate)
+    host = Host(plugin_path, sample_rate, 512, bpm, audio)
+    host.set("Record", 1.0)
+    host.render()
+    host.set("Record", 0.0)
+    host.set("Generate", 1.0)
+    host.render()
+    first, _ = host.state(tmp_path)
+    assert first["status"] == "ready", first
+    host.set("Generate", 0.0)
+    host.render()
+    host.set("Action", 1.0)  # the last of New take, Variation, Redo bars
+    host.set("Redo From Bar", (2 - 1) / 998)
+    host.set("Redo To Bar", (3 - 2) / 998)
+    host.set("Loop Bars", 1 / 16)
+    host.set("Generate", 1.0)
+    host.render()
+    second, _ = host.state(tmp_path)
+    assert second["status"] == "ready" and second["job_id"] != first["job_id"], second
+    metas = sorted((json.loads(m.read_text()) for m in (tmp_path / "results").glob("*/meta.json")),
+                   key=lambda meta: meta["finished_at"])
+    sent = metas[-1]["info"]["params"]
+    assert sent["regenerate_bars"] == ["2", "3"] and sent["loop_bars"] == 1 and sent["tempo_bpm"] == pytest.approx(bpm)
+    assert sent["stem"].startswith("<audio (")  # the first take, resolved by the server from its job id

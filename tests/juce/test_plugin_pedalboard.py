@@ -365,3 +365,92 @@ def test_with_the_real_engine_on_a_tiny_model_the_plugin_plays_exactly_the_retur
     out = plugin.process(np.zeros_like(region), SAMPLE_RATE, buffer_size=512)
     for channel in range(2):
         np.testing.assert_allclose(out[channel], returned[min(channel, meta["channels"] - 1)], atol=1e-6, rtol=0)
+
+
+def _sent_params(tmp_path) -> list[dict]:
+    """The parameters of each stem job the engine finished, oldest first."""
+    metas = [json.loads(meta.read_text()) for meta in (tmp_path / "results").glob("*/meta.json")]
+    stems = sorted((m for m in metas if m["info"].get("kind") != "reference"), key=lambda m: m.get("finished_at", 0))
+    return [m["info"]["params"] for m in stems]
+
+
+def test_the_producers_controls_have_their_parameters_and_the_blend_default_is_the_engines(plugin):
+    from backline.engine.params import default
+
+    for name in ("action", "variation", "redo_from_bar", "redo_to_bar", "loop_bars", "stereo_width", "style_blend",
+                 "midi"):
+        assert name in plugin.parameters, f"parameter {name!r} missing"
+    assert plugin.action == "New take" and plugin.loop_bars == 0 and not plugin.midi
+    assert abs(plugin.style_blend - default("style_ratio")) < 1e-6  # one default: the command line's
+
+
+def test_a_variation_starts_from_the_take_that_plays_with_its_strength(free_running, engine, tmp_path):
+    plugin = free_running
+    plugin.steps = 2
+    first = _generate_and_wait(plugin, make_signal(20_000, SAMPLE_RATE, seed=3), "")
+    plugin.action = "Variation"
+    plugin.variation = 0.3
+    plugin.stereo_width = 0.4
+    _generate_and_wait(plugin, make_signal(20_000, SAMPLE_RATE, seed=3), first["job_id"])
+    new_take, variation = _sent_params(tmp_path)
+    assert "variation_strength" not in new_take and "stem" not in new_take
+    assert abs(variation["variation_strength"] - 0.3) < 1e-6 and abs(variation["stereo_width"] - 0.4) < 1e-6
+    assert variation["stem"].startswith("<audio (")  # the server resolved the first take's job for the generator
+
+
+@pytest.mark.parametrize("controls, message", [
+    ({"action": "Variation"}, "Generate a take first"),
+    ({"action": "Redo bars"}, "Generate a take first"),
+    ({"loop_bars": 2}, "Loop bars needs the song's tempo"),
+])
+def test_controls_that_cannot_apply_say_why_in_words(free_running, engine, controls, message):
+    plugin = free_running
+    for name, value in controls.items():
+        setattr(plugin, name, value)
+    plugin.record = True
+    plugin.process(make_signal(20_000, SAMPLE_RATE), SAMPLE_RATE, buffer_size=512)
+    plugin.record = False
+    plugin.generate = True
+    plugin.process(np.zeros((2, 256), np.float32), SAMPLE_RATE)
+    state = wait_for_status(plugin, {"error", "ready"})
+    assert state["status"] == "error" and message in state["message"], state
+
+
+def test_redo_bars_without_the_hosts_tempo_says_so(free_running, engine):
+    plugin = free_running
+    plugin.steps = 2
+    _generate_and_wait(plugin, make_signal(20_000, SAMPLE_RATE), "")
+    plugin.action = "Redo bars"
+    plugin.record = True
+    plugin.process(make_signal(20_000, SAMPLE_RATE), SAMPLE_RATE, buffer_size=512)
+    plugin.record = False
+    plugin.generate = True
+    plugin.process(np.zeros((2, 256), np.float32), SAMPLE_RATE)
+    state = wait_for_status(plugin, {"error", "ready"})
+    assert state["status"] == "error" and "Redo bars needs the song's tempo" in state["message"], state
+
+
+def test_a_reference_and_words_are_blended_as_the_producer_sets(free_running, engine, tmp_path):
+    import soundfile
+
+    reference = tmp_path / "reference.wav"
+    soundfile.write(reference, make_signal(20_000, 22_050, seed=7).T, 22_050)
+    plugin = free_running
+    plugin.raw_state = with_state(plugin.raw_state, style_path=str(reference), prompt="slap bass")
+    plugin.style_blend = 0.25
+    plugin.steps = 2
+    _generate_and_wait(plugin, make_signal(20_000, SAMPLE_RATE), "")
+    (sent,) = _sent_params(tmp_path)
+    assert sent["style_prompt"] == "slap bass" and abs(sent["style_ratio"] - 0.25) < 1e-6
+
+
+def test_midi_too_saves_the_takes_transcription_beside_its_wav(free_running, model_engine):
+    import mido
+
+    plugin = free_running
+    plugin.steps = 2
+    plugin.midi = True
+    state = _generate_and_wait(plugin, make_signal(SAMPLE_RATE, SAMPLE_RATE, seed=12), "")
+    midi_path = state["midi_path"]
+    assert midi_path.endswith(".mid") and midi_path[:-4] == state["stem_path"][:-4]
+    assert mido.MidiFile(midi_path).tracks  # a Standard MIDI File
