@@ -42,7 +42,7 @@ from typing import Protocol
 import numpy as np
 
 from backline.models.conditioning import frame_inputs
-from backline.models.dsp import istft, note_frequencies, pitch_locked, stft
+from backline.models.dsp import istft, note_frequencies, note_phase, pitch_locked, stft
 from backline.models.style_space import STATISTICS_SPACE
 
 ONNX_FILES = {"encoder": "autoencoder_encoder.onnx", "decoder": "autoencoder_decoder.onnx",
@@ -219,6 +219,21 @@ def pitch_locked_spectrum(contract: ModelContract, real: np.ndarray, imag: np.nd
                         sample_rate=contract.sample_rate, n_fft=contract.n_fft, hop=contract.stft_hop_length)
 
 
+# The ONNX autoencoder runs on windows of a long region: its spectra and activations stay this size whatever
+# the region's length. Each window reaches CHUNK_CONTEXT_FRAMES further either side, beyond the autoencoder's
+# receptive field, and only its middle is kept, so the joins are seamless.
+CHUNK_LATENT_FRAMES = 1024  # about 48 s of audio
+CHUNK_CONTEXT_FRAMES = 16
+
+
+def latent_windows(frames: int, chunk_frames: int = CHUNK_LATENT_FRAMES, context_frames: int = CHUNK_CONTEXT_FRAMES):
+    """``(start, stop, keep_start, keep_stop)`` latent-frame windows covering ``frames``: run on [start, stop),
+    keep [keep_start, keep_stop)."""
+    for keep_start in range(0, frames, chunk_frames):
+        keep_stop = min(keep_start + chunk_frames, frames)
+        yield max(0, keep_start - context_frames), min(frames, keep_stop + context_frames), keep_start, keep_stop
+
+
 def _pad_to_hop(audio: np.ndarray, hop_length: int) -> np.ndarray:
     remainder = audio.shape[-1] % hop_length
     return np.pad(audio, ((0, 0), (0, hop_length - remainder))) if remainder else audio
@@ -323,7 +338,8 @@ class OnnxBackend:
     name = "onnx"
 
     def __init__(self, onnx_dir: str | Path | None = None, *, providers: list[str] | None = None,
-                 intra_op_threads: int | None = None, step_graph: bool = True, precision: str = "fp32"):
+                 intra_op_threads: int | None = None, step_graph: bool = True, precision: str = "fp32",
+                 chunk_frames: int = CHUNK_LATENT_FRAMES):
         import onnxruntime as ort
 
         self.onnx_dir = Path(onnx_dir) if onnx_dir is not None else default_onnx_dir()
@@ -353,6 +369,7 @@ class OnnxBackend:
         self.metadata = {part: dict(s.get_modelmeta().custom_metadata_map) for part, s in self.sessions.items()}
         self.contract = self._contract(paths)
         self.step_graph = bool(step_graph)
+        self.chunk_frames = int(chunk_frames)  # latent frames the autoencoder's graphs see at once (module top)
         self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
 
     def _contract(self, paths: dict[str, Path]) -> ModelContract:
@@ -398,21 +415,44 @@ class OnnxBackend:
 
     def encode(self, audio: np.ndarray) -> np.ndarray:
         c = self.contract
-        real, imag = stft(_pad_to_hop(np.asarray(audio, np.float32), c.hop_length), c.n_fft, c.stft_hop_length)
-        return self.sessions["encoder"].run(None, {"spec_real": real, "spec_imag": imag})[0]
+        audio = _pad_to_hop(np.asarray(audio, np.float32), c.hop_length)
+        parts = []
+        for start, stop, keep_start, keep_stop in latent_windows(audio.shape[-1] // c.hop_length, self.chunk_frames):
+            real, imag = stft(audio[..., start * c.hop_length:stop * c.hop_length], c.n_fft, c.stft_hop_length)
+            latents = self.sessions["encoder"].run(None, {"spec_real": real, "spec_imag": imag})[0]
+            parts.append(latents[..., keep_start - start:keep_stop - start])
+        return np.concatenate(parts, axis=-1)
 
     def decode(self, latents: np.ndarray, instrument: str | None = None) -> np.ndarray:
+        c = self.contract
         latents = np.ascontiguousarray(latents, np.float32)
-        real, imag = self.sessions["decoder"].run(None, {"latents": latents})
-        if instrument == "bass" and self.contract.note_lowest_midi is not None:
-            real, imag = pitch_locked_spectrum(self.contract, real, imag, self.notes(latents))
-        return istft(real, imag, self.contract.n_fft, self.contract.stft_hop_length)
+        per_latent = c.hop_length // c.stft_hop_length  # STFT frames per latent frame
+        locked = instrument == "bass" and c.note_lowest_midi is not None
+        if locked:  # the notes' phase runs across the windows: computed once for the whole region
+            f0_hz = note_frequencies(self.notes(latents), c.note_lowest_midi)
+            phase = note_phase(f0_hz, sample_rate=c.sample_rate, hop=c.stft_hop_length)
+        parts = []
+        for start, stop, keep_start, keep_stop in latent_windows(latents.shape[-1], self.chunk_frames):
+            real, imag = self.sessions["decoder"].run(None, {"latents": latents[..., start:stop]})
+            if locked:
+                frames = slice(start * per_latent, stop * per_latent)
+                real, imag = pitch_locked(real, imag, f0_hz[:, frames], sample_rate=c.sample_rate, n_fft=c.n_fft,
+                                          hop=c.stft_hop_length, phase=phase[:, frames])
+            audio = istft(real, imag, c.n_fft, c.stft_hop_length)
+            parts.append(audio[..., (keep_start - start) * c.hop_length:(keep_stop - start) * c.hop_length])
+        return np.concatenate(parts, axis=-1)
 
     def notes(self, latents: np.ndarray) -> np.ndarray:
         """Note logits (batch, classes, stft_frames) of the note head (``autoencoder_notes.onnx``)."""
         if self.contract.note_lowest_midi is None:
             raise RuntimeModelError("this autoencoder has no note head")
-        return self.sessions["notes"].run(None, {"latents": np.ascontiguousarray(latents, np.float32)})[0]
+        latents = np.ascontiguousarray(latents, np.float32)
+        per_latent = self.contract.hop_length // self.contract.stft_hop_length
+        parts = []
+        for start, stop, keep_start, keep_stop in latent_windows(latents.shape[-1], self.chunk_frames):
+            logits = self.sessions["notes"].run(None, {"latents": latents[..., start:stop]})[0]
+            parts.append(logits[..., (keep_start - start) * per_latent:(keep_stop - start) * per_latent])
+        return np.concatenate(parts, axis=-1)
 
     def denoise(self, x, sigma, context, context_mask, style, style_mask, instrument, **frame) -> np.ndarray:
         values = (x, sigma, context, context_mask, style, style_mask)

@@ -51,9 +51,11 @@ def note_phase(f0_hz: np.ndarray, *, sample_rate: int, hop: int) -> np.ndarray:
 
 
 def pitch_locked(real: np.ndarray, imag: np.ndarray, f0_hz: np.ndarray, *, sample_rate: int, n_fft: int, hop: int,
-                 below_hz: float = BELOW_HZ, lobe_bins: float = LOBE_BINS) -> tuple[np.ndarray, np.ndarray]:
+                 below_hz: float = BELOW_HZ, lobe_bins: float = LOBE_BINS,
+                 phase: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Spectrum (batch, bins, frames) and f0 (batch, frames) -> the spectrum with its low band's phase locked
-    to the notes' harmonics (module docstring). The inputs are not modified."""
+    to the notes' harmonics (module docstring). ``phase``: the frames' ``note_phase`` when the spectrum is a
+    window of a longer one (else computed from ``f0_hz``). The inputs are not modified."""
     real, imag = np.asarray(real, np.float32), np.asarray(imag, np.float32)
     f0_hz = np.asarray(f0_hz, np.float64)
     if f0_hz.shape != (real.shape[0], real.shape[2]):
@@ -61,16 +63,18 @@ def pitch_locked(real: np.ndarray, imag: np.ndarray, f0_hz: np.ndarray, *, sampl
     bin_hz = sample_rate / n_fft
     low = min(real.shape[1], int(np.ceil(below_hz / bin_hz)))
     k = np.arange(1, low, dtype=np.float64)[None, :, None]  # bin 0 (DC) stays real
-    theta = np.mod(note_phase(f0_hz, sample_rate=sample_rate, hop=hop), 2 * np.pi)[:, None, :]
+    if phase is None:
+        phase = note_phase(f0_hz, sample_rate=sample_rate, hop=hop)
+    theta = np.mod(phase, 2 * np.pi)[:, None, :]
     f0 = f0_hz[:, None, :]
     voiced = f0 > 0
     harmonic = np.maximum(1.0, np.round(k * bin_hz / np.where(voiced, f0, 1.0)))
     near = voiced & (np.abs(k - harmonic * f0 / bin_hz) <= lobe_bins)
     magnitude = np.hypot(real[:, 1:low], imag[:, 1:low])
-    phase = np.mod(harmonic * theta, 2 * np.pi) - np.pi * k
+    locked = np.mod(harmonic * theta, 2 * np.pi) - np.pi * k
     real, imag = real.copy(), imag.copy()
-    real[:, 1:low] = np.where(near, magnitude * np.cos(phase), real[:, 1:low])
-    imag[:, 1:low] = np.where(near, magnitude * np.sin(phase), imag[:, 1:low])
+    real[:, 1:low] = np.where(near, magnitude * np.cos(locked), real[:, 1:low])
+    imag[:, 1:low] = np.where(near, magnitude * np.sin(locked), imag[:, 1:low])
     return real, imag
 
 

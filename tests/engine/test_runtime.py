@@ -140,3 +140,27 @@ def test_providers_default_to_cuda_then_cpu_and_can_be_overridden(files):
     if "CUDAExecutionProvider" not in available:
         with pytest.raises(RuntimeModelError, match="not CUDAExecutionProvider"):
             OnnxBackend(files[2], providers=["CUDAExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def note_files(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("note-models")
+    ae_path, dn_path = write_debug_models(directory, "tiny", seed=3, autoencoder_config="tiny-notes")
+    export_models(ae_path, dn_path, directory / "onnx", seed=0, threads=1)
+    return directory / "onnx"
+
+
+@pytest.mark.parametrize("instrument", ["drums", "bass"])  # bass: the pitch-locked decode, its phase across windows
+def test_the_autoencoder_runs_in_windows_with_seamless_joins(note_files, instrument):
+    """A long region's encode, decode and notes in windows of 6 latent frames equal one run over all of it."""
+    whole = OnnxBackend(note_files, intra_op_threads=1, chunk_frames=10_000)
+    windows = OnnxBackend(note_files, intra_op_threads=1, chunk_frames=6)
+    hop = whole.contract.hop_length
+    audio = song(44100, 41 * hop / 44100, channels=2)
+    latents = whole.encode(audio)
+    assert latents.shape[-1] == 41
+    np.testing.assert_allclose(windows.encode(audio), latents, atol=1e-5 * np.abs(latents).max())
+    np.testing.assert_array_equal(windows.notes(latents).argmax(1), whole.notes(latents).argmax(1))
+    decoded = whole.decode(latents, instrument)
+    assert decoded.shape == (2, 41 * hop)
+    np.testing.assert_allclose(windows.decode(latents, instrument), decoded, atol=1e-5 * np.abs(decoded).max())
