@@ -566,10 +566,20 @@ void EngineWorker::runJob (void* contextPointer)
             if (juce::Base64::convertFromBase64 (midiData, midiText) && midiFile.replaceWithData (midiData.getData(), midiData.getDataSize()))
                 midiFilePath = midiFile.getFullPathName();
         }
+        // A bass is chosen among takes by the share of its notes in the song's key: kept with the take.
+        float inKeyShare = -1.0f;
+        const auto candidates = result.getProperty ("info", {}).getProperty ("controls", {}).getProperty ("candidates", {});
+        if (const auto* shares = candidates.getProperty ("in_key_share", {}).getArray())
+        {
+            const int chosen = (int) candidates.getProperty ("chosen", 0);
+            if (chosen >= 0 && chosen < shares->size() && (shares->getReference (chosen).isDouble() || shares->getReference (chosen).isInt()))
+                inKeyShare = (float) (double) shares->getReference (chosen);
+        }
         const auto startSample = newStem->startSample;
         processor.publishStem (std::move (newStem), stemFilePath, jobId);
-        processor.addTake ({ stemFilePath, jobId, startSample, midiFilePath });
-        processor.setStatus (Status::ready, stemFilePath.isNotEmpty() ? "Stem ready, saved to " + stemFilePath
+        const BacklineProcessor::Take made { stemFilePath, jobId, startSample, midiFilePath, inKeyShare };
+        processor.addTake (made);
+        processor.setStatus (Status::ready, stemFilePath.isNotEmpty() ? "Stem ready" + BacklineProcessor::inKeyText (made) + ", saved to " + stemFilePath
                                                                       : "Stem ready (could not save it to " + folder.getFullPathName() + ")", 1.0f);
     }
     catch (const JobFailure& failure)

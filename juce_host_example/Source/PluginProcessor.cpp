@@ -401,12 +401,18 @@ void BacklineProcessor::pollTakeChange()
         publishStem (std::move (loaded), chosen.path, chosen.jobId);
         currentTake.store (index);
         setStatus (Status::ready, "Take " + juce::String (wanted) + " of " + juce::String ((int) all.size())
-                                      + ": " + juce::File (chosen.path).getFileName(), 1.0f);
+                                      + ": " + juce::File (chosen.path).getFileName() + inKeyText (chosen), 1.0f);
     }
     else
     {
         setStatus (Status::error, "Take " + juce::String (wanted) + "'s file is gone: " + chosen.path, 0.0f);
     }
+}
+
+juce::String BacklineProcessor::inKeyText (const Take& t)
+{
+    return t.inKeyShare >= 0.0f ? " (" + juce::String (juce::roundToInt (100.0f * t.inKeyShare)) + "% of its notes in key)"
+                                : juce::String();
 }
 
 static std::unique_ptr<juce::AudioFormatReader> openAudio (const juce::File& file)
@@ -528,6 +534,7 @@ void BacklineProcessor::getStateInformation (juce::MemoryBlock& destData)
         element->setAttribute ("job_id", each.jobId);
         element->setAttribute ("start_sample", juce::String (each.startSample));
         element->setAttribute ("midi_path", each.midiPath);
+        element->setAttribute ("in_key_share", each.inKeyShare);
     }
     xml.setAttribute ("current_take", currentTake.load() + 1);
     xml.setAttribute ("midi_path", getMidiPath());
@@ -557,7 +564,8 @@ void BacklineProcessor::setStateInformation (const void* data, int sizeInBytes)
         for (auto* element : xml->getChildWithTagNameIterator ("TAKE"))
             restored.push_back ({ element->getStringAttribute ("path"), element->getStringAttribute ("job_id"),
                                   element->getStringAttribute ("start_sample").getLargeIntValue(),
-                                  element->getStringAttribute ("midi_path") });
+                                  element->getStringAttribute ("midi_path"),
+                                  (float) element->getDoubleAttribute ("in_key_share", -1.0) });
         const juce::ScopedLock sl (infoLock);
         takes = std::move (restored);
     }

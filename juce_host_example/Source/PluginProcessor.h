@@ -91,11 +91,13 @@ public:
         juce::String path, jobId;
         juce::int64 startSample = 0;
         juce::String midiPath;               // its transcription, when "MIDI too" was on
+        float inKeyShare = -1.0f;            // the share of its notes in the song's key (a bass), -1: not scored
     };
     void addTake (const Take&);              // worker, after a generation: the new take becomes current
     std::vector<Take> getTakes() const;
     int getCurrentTake() const { return currentTake.load(); }   // 0-based; -1 before the first
     void pollTakeChange();                   // worker: load the take the parameter names, when it changes
+    static juce::String inKeyText (const Take&);   // " (78% of its notes in key)", or empty when not scored
     static constexpr int maxTakes = 16;
 
     // An audio file dropped on the waveform (or restored with the project) as the region: it is used by

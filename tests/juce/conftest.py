@@ -99,6 +99,20 @@ def model_engine(tmp_path, plugin_env):
                                              "--denoiser", str(tmp_path / "dn.safetensors")])
 
 
+@pytest.fixture
+def note_model_engine(tmp_path, plugin_env):
+    """`serve` with the real engine on tiny models whose autoencoder reads notes (a bass gets four takes)."""
+    from backline.models.autoencoder import save_autoencoder
+    from backline.models.diffusion import save_denoiser
+    from tiny_bundle import make_bundle
+
+    backend = make_bundle("tiny-notes").backend
+    save_autoencoder(tmp_path / "ae.safetensors", backend.autoencoder, version="tiny-notes")
+    save_denoiser(tmp_path / "dn.safetensors", backend.denoiser, version="tiny")
+    yield from _serve(tmp_path, plugin_env, ["--autoencoder", str(tmp_path / "ae.safetensors"),
+                                             "--denoiser", str(tmp_path / "dn.safetensors")])
+
+
 def _serve(tmp_path, plugin_env, extra: list[str]):
     runtime, _ = plugin_env
     process = subprocess.Popen(

@@ -454,3 +454,14 @@ def test_midi_too_saves_the_takes_transcription_beside_its_wav(free_running, mod
     midi_path = state["midi_path"]
     assert midi_path.endswith(".mid") and midi_path[:-4] == state["stem_path"][:-4]
     assert mido.MidiFile(midi_path).tracks  # a Standard MIDI File
+
+
+def test_a_bass_take_says_how_much_of_it_is_in_key(free_running, note_model_engine, tmp_path):
+    plugin = free_running
+    plugin.steps = 2
+    state = _generate_and_wait(plugin, make_signal(SAMPLE_RATE, SAMPLE_RATE, seed=12), "")
+    (meta,) = [json.loads(m.read_text()) for m in (tmp_path / "results").glob("*/meta.json")]
+    candidates = meta["info"]["controls"]["candidates"]
+    share = candidates["in_key_share"][candidates["chosen"]]
+    assert candidates["takes"] == 4
+    assert f"({round(100 * share)}% of its notes in key)" in state["message"], state["message"]
