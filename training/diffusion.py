@@ -33,6 +33,7 @@ from backline.models.autoencoder import load_autoencoder
 from backline.models.conditioning import GRID_CHANNELS, HARMONY_CHANNELS, beat_grid, chord_frames
 from backline.models.diffusion import INSTRUMENTS, EDMPrecond, DenoiserConfig, load_denoiser, save_denoiser
 from backline.training import distributed
+from backline.training.distill import TEACHER_SOLVERS, Teacher, consistency_loss
 from backline.training.latents import latent_autoencoder, require_latent_space
 from backline.training.notes import read_label_cache
 from backline.training.run import RunSettings
@@ -173,6 +174,9 @@ class TrainOptions(RunSettings):
     note_autoencoder: str | None = None  # the autoencoder file with the note head (latents of its space)
     note_labels: tuple[str, ...] = ()  # labels*.npz caches of `backline train notes` runs on these latents
     note_sigma_max: float = 1.0
+    distill_from: str | None = None  # a teacher denoiser file: consistency distillation (training/distill.py)
+    grid_points: int = 40  # distillation: noise levels of the teacher's steps
+    teacher_solver: str = "heun"  # distillation: the teacher's step, heun or euler
 
 
 def _note_reader(options: TrainOptions, latent_dir, device: torch.device = torch.device("cpu")) -> tuple:
@@ -287,9 +291,17 @@ def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, o
     rows = processes.rows(options.batch_size)
 
     model = EDMPrecond(config)
-    if options.init_from and not (resume and (run_dir / "checkpoint.pt").is_file()):
-        start_from, _ = load_denoiser(options.init_from)
-        model.load_state_dict(initial_weights(start_from, config, options.init_from))
+    teacher = None
+    if options.distill_from:  # the student has the teacher's config and starts from its weights
+        teacher = Teacher.load(options.distill_from, processes.device)
+        if teacher.model.config.to_dict() != config.to_dict():
+            raise ValueError(f"{options.distill_from}: a student has its teacher's config; this run's is {config.name}")
+        if options.teacher_solver not in TEACHER_SOLVERS:
+            raise ValueError(f"teacher_solver is one of {', '.join(TEACHER_SOLVERS)}, not {options.teacher_solver!r}")
+    init_from = options.init_from or options.distill_from
+    if init_from and not (resume and (run_dir / "checkpoint.pt").is_file()):
+        start_from, _ = load_denoiser(init_from)
+        model.load_state_dict(initial_weights(start_from, config, init_from))
     ema = EDMPrecond(config)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
@@ -303,8 +315,12 @@ def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, o
         ema.load_state_dict(state["ema"])
         optimiser.load_state_dict(state["optimiser"])
         step = int(state["step"])
-    loss_module = processes.wrap(distributed.LossModule(
-        model, lambda m, batch, draws, details: m.loss(**batch, draws=draws, details=details)))
+    if teacher is None:
+        objective = lambda m, batch, draws, details: m.loss(**batch, draws=draws, details=details)
+    else:
+        objective = lambda m, batch, draws, details: consistency_loss(
+            m, teacher, batch, draws, grid_points=options.grid_points, solver=options.teacher_solver)
+    loss_module = processes.wrap(distributed.LossModule(model, objective))
     ema.to(processes.device)
     if processes.main:
         (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))

@@ -65,6 +65,12 @@ def register_train(train_models: argparse._SubParsersAction, formatter) -> None:
     p.add_argument("--note-labels", type=Path, action="append", default=[],
                    help="labels*.npz of a `backline train notes` run on these latents (note loss; repeatable)")
     p.add_argument("--note-sigma-max", type=float, default=1.0, help="the note loss only below this noise level")
+    p.add_argument("--distill-from", type=Path, default=None, metavar="TEACHER",
+                   help="consistency distillation of this denoiser file (guided at its recorded scales) into a "
+                        "few-step student of its config, started from its weights (training/distill.py)")
+    p.add_argument("--grid-points", type=int, default=40, help="distillation: noise levels of the teacher's steps")
+    p.add_argument("--teacher-solver", choices=("heun", "euler"), default="heun",
+                   help="distillation: the teacher's ODE step (heun: two guided evaluations, euler: one)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--validate-every", type=int, default=250)
@@ -117,6 +123,11 @@ def _diffusion(args: argparse.Namespace) -> int:
     from backline.training.diffusion import TrainOptions, train
 
     _threads(args.threads)
+    config = resolve_config(args.config)
+    if args.distill_from:  # the student has the teacher's config
+        from backline.models.diffusion import load_denoiser
+
+        config = load_denoiser(args.distill_from)[0].config
     options = TrainOptions(steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                            validate_every=args.validate_every, checkpoint_every=args.checkpoint_every, seed=args.seed,
                            time_limit_minutes=args.time_limit_minutes,
@@ -126,8 +137,10 @@ def _diffusion(args: argparse.Namespace) -> int:
                            note_weight=args.note_weight, note_sigma_max=args.note_sigma_max,
                            note_autoencoder=str(args.note_autoencoder) if args.note_autoencoder else None,
                            note_labels=tuple(str(p) for p in args.note_labels),
-                           **_style_frames(args.style_seconds, resolve_config(args.config).latent_rate_hz))
-    summary = train(resolve_config(args.config), args.latents, args.run, options, resume=args.resume,
+                           distill_from=str(args.distill_from) if args.distill_from else None,
+                           grid_points=args.grid_points, teacher_solver=args.teacher_solver,
+                           **_style_frames(args.style_seconds, config.latent_rate_hz))
+    summary = train(config, args.latents, args.run, options, resume=args.resume,
                     progress=not args.quiet)
     if summary.get("rank", 0) == 0:  # under torchrun, one summary
         print(json.dumps(summary))

@@ -1,0 +1,116 @@
+"""Few-step generation by consistency distillation of a guided teacher (Song et al. 2023, "Consistency
+Models", CD in the EDM parameterisation, with the improvements of Song & Dhariwal 2023, "Improved techniques
+for training consistency models": no EMA target, a pseudo-Huber distance, weights 1 / (sigma_hi - sigma_lo)).
+
+A training step takes the crop of a latent pair, two adjacent noise levels sigma_hi > sigma_lo of a Karras grid of
+``grid_points`` levels, noises the crop to sigma_hi and runs one step of the *guided* teacher down to sigma_lo
+(Heun, or Euler): the teacher's estimates use the engine's guidance formula at the scales its file records
+(``engine.sampling.combine_guidance``), with the training's condition dropout. The student's estimate at
+(x_hi, sigma_hi) is pulled towards its own estimate at (x_lo, sigma_lo), the latter without gradient. So the
+student learns, per noise level, where the guided teacher's ODE ends, and needs no guidance passes: it runs
+at guidance 1 (one network evaluation per step) with a few Euler steps.
+
+The student has the teacher's config and starts from its weights; ``train`` in training/diffusion.py runs it
+(``TrainOptions.distill_from``), so torchrun, checkpoints and logs are the denoiser's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from backline.engine.runtime import guidance_for, guidance_of
+from backline.engine.sampling import GUIDANCE_RESCALE, combine_guidance
+from backline.models.diffusion import INSTRUMENTS, EDMPrecond, load_denoiser
+
+TEACHER_SOLVERS = ("heun", "euler")
+HUBER_C = 0.03  # the pseudo-Huber distance's scale, per latent value (sigma_data 1)
+
+
+@dataclass
+class Teacher:
+    """A frozen denoiser and its default guidance scales per instrument (index into ``INSTRUMENTS``)."""
+
+    model: EDMPrecond
+    cfg_context: torch.Tensor  # (instruments,)
+    cfg_style: torch.Tensor
+
+    @classmethod
+    def load(cls, path, device: torch.device = torch.device("cpu")) -> "Teacher":
+        model, metadata = load_denoiser(path)
+        model.requires_grad_(False)
+        guidance = guidance_of(metadata["config"])
+        scales = [guidance_for(guidance, name) for name in INSTRUMENTS]
+        return cls(model.to(device), torch.tensor([s["cfg_context"] for s in scales], device=device),
+                   torch.tensor([s["cfg_style"] for s in scales], device=device))
+
+    @torch.no_grad()
+    def denoise(self, x, sigma, conditions: dict) -> torch.Tensor:
+        """The guided estimate: full, context-only and unconditioned passes combined as the engine does."""
+        instrument = conditions["instrument"]
+        context_mask, style_mask = conditions["context_mask"], conditions["style_mask"]
+        frame = {k: v for k, v in conditions.items() if k not in ("context", "style", "instrument", "context_mask",
+                                                                   "style_mask")}
+        rows = x.shape[0]
+        passes = torch.cat([x, x, x])
+        sigmas = torch.cat([sigma, sigma, sigma])
+        stacked = self.model(passes, sigmas, conditions["context"].repeat(3, 1, 1),
+                             torch.cat([context_mask, context_mask, torch.zeros_like(context_mask)]),
+                             conditions["style"].repeat(3, 1),
+                             torch.cat([style_mask, torch.zeros_like(style_mask), torch.zeros_like(style_mask)]),
+                             instrument.repeat(3), **{k: v.repeat(3, *([1] * (v.ndim - 1))) for k, v in frame.items()})
+        full, context, none = stacked[:rows], stacked[rows:2 * rows], stacked[2 * rows:]
+        per_row = lambda scales: scales[instrument][:, None, None]
+        return combine_guidance(none, context, full, per_row(self.cfg_context), per_row(self.cfg_style),
+                                GUIDANCE_RESCALE, spread=_spread, floor=torch.clamp_min)
+
+    def step(self, x_hi, sigma_hi, sigma_lo, conditions: dict, solver: str = "heun") -> torch.Tensor:
+        """One step of the probability-flow ODE from sigma_hi down to sigma_lo (per row)."""
+        s_hi, s_lo = sigma_hi[:, None, None], sigma_lo[:, None, None]
+        slope = (x_hi - self.denoise(x_hi, sigma_hi, conditions)) / s_hi
+        x_euler = x_hi + (s_lo - s_hi) * slope
+        if solver == "euler":
+            return x_euler
+        slope_lo = (x_euler - self.denoise(x_euler, sigma_lo, conditions)) / s_lo
+        return x_hi + (s_lo - s_hi) * 0.5 * (slope + slope_lo)
+
+
+def _spread(v: torch.Tensor) -> torch.Tensor:
+    return v.std(dim=tuple(range(1, v.ndim)), keepdim=True, unbiased=False)
+
+
+def karras_grid(points: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
+    """``points`` noise levels from sigma_max down to sigma_min (Karras et al. 2022, eq. 5)."""
+    ramp = torch.linspace(0, 1, points, dtype=torch.float64)
+    return ((sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho).float()
+
+
+def consistency_loss(student: EDMPrecond, teacher: Teacher, batch: dict, draws: dict, *, grid_points: int = 40,
+                     solver: str = "heun") -> torch.Tensor:
+    """The distillation loss of one batch. ``draws``: ``EDMPrecond.loss_draws``'s (its normal sigma draw picks the
+    grid step, its noise noises the crop, its uniforms drop conditions at the student's config's rates)."""
+    config = student.config
+    grid = karras_grid(grid_points, config.sigma_min, config.sigma_max).to(batch["target"].device)
+    step = (torch.special.ndtr(draws["sigma_normal"]) * (grid_points - 1)).long().clamp_(0, grid_points - 2)
+    sigma_hi, sigma_lo = grid[step], grid[step + 1]
+    target = batch["target"]
+    x_hi = target + draws["noise_normal"] * sigma_hi[:, None, None]
+    conditions = {"context": batch["context"], "style": batch["style"], "instrument": batch["instrument"],
+                  "context_mask": (draws["context_uniform"] >= config.drop_context).float(),
+                  "style_mask": (draws["style_uniform"] >= config.drop_style).float()}
+    for name, rate in (("grid", config.drop_grid), ("harmony", config.drop_harmony)):
+        if name in batch and f"{name}_uniform" in draws:
+            kept = (draws[f"{name}_uniform"] >= rate).float()
+            mask = batch.get(f"{name}_mask")
+            conditions |= {name: batch[name], f"{name}_mask": kept if mask is None else kept * mask}
+    x_lo = teacher.step(x_hi, sigma_hi, sigma_lo, conditions, solver)
+    student_conditions = (conditions["context"], conditions["context_mask"], conditions["style"],
+                          conditions["style_mask"], conditions["instrument"])
+    frame = {k: v for k, v in conditions.items() if k.startswith(("grid", "harmony"))}
+    estimate = student(x_hi, sigma_hi, *student_conditions, **frame)
+    with torch.no_grad():
+        aim = student(x_lo, sigma_lo, *student_conditions, **frame)
+    distance = ((estimate - aim) ** 2).mean(dim=tuple(range(1, estimate.ndim)))
+    huber = (distance + HUBER_C ** 2).sqrt() - HUBER_C
+    return (huber / (sigma_hi - sigma_lo)).mean()
