@@ -44,8 +44,8 @@ PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
 
 # The generation parameters a command takes as flags, all from one schema (engine/params.py), in --help order.
-SOUND_PARAMS = ("seed", "steps", "sampler", "cfg_context", "cfg_style", "style_ratio", "style_prompt", "style_match",
-                "stereo_width", "candidates")
+SOUND_PARAMS = ("seed", "steps", "sampler", "cfg_context", "cfg_style", "style_ratio", "style_prompt", "style_pad",
+                "style_match", "stereo_width", "candidates")
 CONTROL_PARAMS = ("regenerate_seconds", "regenerate_bars", "variation_strength", "loop_seconds", "loop_bars",
                   "loop_strength", "tempo_bpm", "beats_per_bar", "region_start_beats", "chords", "cfg_tempo",
                   "cfg_chords")
@@ -76,6 +76,8 @@ def add_param_arguments(p: argparse.ArgumentParser, names: tuple[str, ...], *, s
             kwargs["choices"] = param.choices
         elif param.kind == "range":
             kwargs.update(type=float, nargs=2, metavar=("START", "END"))
+        elif param.kind == "point":
+            kwargs.update(type=float, nargs=2, metavar=("X", "Y"))
         elif param.kind == "bars":
             kwargs.update(nargs=2, metavar=("BAR", "BAR"))
         p.add_argument(flag_of(name), **kwargs)
@@ -89,7 +91,7 @@ def generation_params(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
     if params.get("tempo_bpm") is None:  # meter and bar position mean something only with a tempo
         for name in TEMPO_PARAMS:
             params.pop(name, None)
-    for name in ("regenerate_seconds", "regenerate_bars"):
+    for name in ("regenerate_seconds", "regenerate_bars", "style_pad"):
         if name in params:
             params[name] = list(params[name])
     return params

@@ -20,7 +20,7 @@ class ParamError(ValueError):
 
 @dataclass(frozen=True)
 class Param:
-    kind: str  # "int", "number", "text", "choice", "range" (two numbers), "bars" (two bar positions)
+    kind: str  # "int", "number", "text", "choice", "range" (two numbers), "bars" (two bar positions), "point" (x, y)
     meaning: str
     low: float | None = None
     high: float | None = None
@@ -41,6 +41,8 @@ class Param:
             return f"text of at most {self.max_length} characters"
         if self.kind == "range":
             return f"two numbers of seconds, start before end, from {self.low:g} to {self.high:g}"
+        if self.kind == "point":
+            return f"two numbers (x, y), each from {self.low:g} to {self.high:g}"
         return 'two bar positions such as 5 and 9.3 (bar 5, bar 9 beat 3), the first before the second'
 
 
@@ -57,6 +59,8 @@ PARAMS: dict[str, Param] = {
                          "reference only, 1 the other only", 0, 1, default=0.5),
     "style_prompt": Param("text", 'a text description of the sound, e.g. "slap bass, funky"', max_length=500,
                           flag="--prompt"),
+    "style_pad": Param("point", "a point on the style pad, where the named sounds the welcome lists lie (instead of "
+                       "words)", -1, 1),
     "style_match": Param("number", "with a reference: how far the stem's latent mean and std, and its level, move to "
                          "the reference's (default 1; 0: levelled to the context like an unsteered stem)", 0, 1),
     "regenerate_seconds": Param("range", "seconds of the stem to generate again, keeping the rest", 0, 600,
@@ -141,6 +145,10 @@ def check_param(name: str, value: object) -> object:
         if not (_number(start) and _number(end) and param.low <= start < end <= param.high):
             raise _fail(name, param, value)
         return float(start), float(end)
+    if param.kind == "point":
+        if not all(_number(v) and param.low <= v <= param.high for v in value):
+            raise _fail(name, param, value)
+        return float(value[0]), float(value[1])
     start, end = (_bar_position(v) for v in value)
     if start is None or end is None or not start < end:
         raise _fail(name, param, value)

@@ -34,8 +34,8 @@ from backline.engine.runtime import (ONNX_FILES, STYLE_ENCODER_FILE, Backend, Mo
                                      TorchBackend, default_onnx_dir, guidance_for, onnx_audio_style)
 from backline.engine.sampling import GUIDANCE_RESCALE, get_sampler, get_sigmas_karras, guided
 from backline.engine.tempo import estimate_beats
-from backline.engine.style import (DEFAULT_PRIOR_PATH, PromptEncoder, audio_style, interpolate, latent_statistics,
-                                   match_latent_statistics)
+from backline.engine.style import (DEFAULT_PRIOR_PATH, PAD_SOUNDS, PromptEncoder, audio_style, interpolate,
+                                   latent_statistics, match_latent_statistics)
 from backline.models.conditioning import beat_grid, chord_frames, parse_chords, tracked_grid
 from backline.models.style_space import STATISTICS_SPACE
 
@@ -75,6 +75,7 @@ class GenerateRequest:
     style_sample_rate: int | None = None
     style_audio_b: np.ndarray | None = None  # a second reference to blend with the first
     style_prompt: str | None = None  # a text description; blended with ``style_audio`` when both are given
+    style_pad: tuple[float, float] | None = None  # a point on the instrument's style pad, in a prompt's stead
     style_ratio: float = default("style_ratio")  # 0 = the reference only, 1 = the second reference (or the prompt) only
     seed: int = default("seed")
     steps: int = default("steps")
@@ -219,7 +220,9 @@ def _style(bundle: Bundle, request: GenerateRequest) -> np.ndarray | None:
     """The style embedding: a reference, a prompt, a blend of two of them (``style_ratio``), or none."""
     if request.style_audio is None and request.style_audio_b is not None:
         raise ValueError("a second style reference needs a first one")
-    if request.style_audio_b is not None and request.style_prompt is not None:
+    if request.style_prompt is not None and request.style_pad is not None:
+        raise ValueError("give the style in words or as a point on the style pad, not both")
+    if request.style_audio_b is not None and (request.style_prompt is not None or request.style_pad is not None):
         raise ValueError("blend a reference with a second reference or with a prompt, not both")
     rate = request.style_sample_rate or request.sample_rate
     embeddings = [bundle.reference_embedding(audio, rate, what, request.max_duration_seconds)
@@ -232,6 +235,10 @@ def _style(bundle: Bundle, request: GenerateRequest) -> np.ndarray | None:
         if prompt.shape != (bundle.contract.style_dim,):
             raise ValueError(f"the prompt encoder gives {prompt.shape[-1]} numbers, the denoiser wants {bundle.contract.style_dim}")
         embeddings.append(prompt)
+    if request.style_pad is not None:
+        if bundle.prompts is None:
+            raise ValueError("this engine has no prompt prior, so no style pad; use a reference recording")
+        embeddings.append(bundle.prompts.pad(request.instrument).embedding(request.style_pad))
     if not embeddings:
         return None
     return embeddings[0] if len(embeddings) == 1 else interpolate(embeddings[0], embeddings[1], request.style_ratio)
@@ -239,7 +246,7 @@ def _style(bundle: Bundle, request: GenerateRequest) -> np.ndarray | None:
 
 def _style_kind(request: GenerateRequest) -> str:
     kinds = [k for k, v in (("audio", request.style_audio), ("audio", request.style_audio_b),
-                            ("prompt", request.style_prompt)) if v is not None]
+                            ("prompt", request.style_prompt), ("pad", request.style_pad)) if v is not None]
     return "+".join(kinds) or "none"
 
 
@@ -251,7 +258,8 @@ def _style_match(bundle: Bundle, request: GenerateRequest, style: np.ndarray | N
             bundle.contract.style_space != STATISTICS_SPACE):
         return 0.0
     strength = DEFAULT_STYLE_MATCH if request.style_match is None else float(request.style_match)
-    return strength * (1.0 - request.style_ratio) if request.style_prompt is not None else strength
+    words = request.style_prompt is not None or request.style_pad is not None  # a family's average, not a sound
+    return strength * (1.0 - request.style_ratio) if words else strength
 
 
 def _takes(bundle: Bundle, request: GenerateRequest, silent_context: bool) -> int:
@@ -272,7 +280,7 @@ def chord_chart(chords: str, tempo: controls.Tempo | None) -> list[tuple[float, 
 
 def _check(bundle: Bundle, request: GenerateRequest) -> None:
     for name in ("instrument", "seed", "candidates", "steps", "sampler", "cfg_context", "cfg_style", "style_ratio",
-                 "style_prompt", "style_match", "regenerate_seconds", "variation_strength", "loop_seconds",
+                 "style_prompt", "style_pad", "style_match", "regenerate_seconds", "variation_strength", "loop_seconds",
                  "loop_strength", "stereo_width", "chords", "cfg_tempo", "cfg_chords"):
         check_param(name, getattr(request, name))  # the one schema every entry point shares (engine/params.py)
     if request.chords is not None:
@@ -816,6 +824,17 @@ def load_default_generator():
     return make_generator(load_bundle())
 
 
+def style_pads(bundle: Bundle) -> dict[str, list[dict]]:
+    """Each instrument's style pad as a plugin draws it (``StylePad.layout``); none where the prior has no pad."""
+    pads = {}
+    for instrument in PAD_SOUNDS:
+        try:
+            pads[instrument] = bundle.prompts.pad(instrument).layout()
+        except (AttributeError, ValueError):  # no prompt prior, or one without pads (StyleUnavailable)
+            continue
+    return pads
+
+
 def make_generator(bundle: Bundle):
     """The bridge's compute: ``run(params, context, sample_rate, progress, cancelled)`` over ``bundle``."""
 
@@ -854,6 +873,7 @@ def make_generator(bundle: Bundle):
                 float(tempo), int(checked.get("beats_per_bar") or 4)))
 
     run.check_params = check
+    run.style_pads = style_pads(bundle)
     # what the bridge's welcome names: each model and its version, and where it runs
     run.models = [f"{part} {version}" for part, version in sorted(bundle.versions.items())] + [f"runtime {bundle.runtime}"]
     return run

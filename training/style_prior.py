@@ -422,3 +422,24 @@ def render_report(report: dict) -> str:
     if "command" in report:
         lines += ["", f"Command: `{report['command']}`"]
     return "\n".join(lines) + "\n"
+
+
+def store_pad(path: Path) -> Path:
+    """Embed the style pad's sounds (``PAD_SOUNDS``) with the prior at ``path`` (its text tower and prior) and store
+    them in the same file as ``pad.<instrument>`` with their names in its config; the rest stays as it was."""
+    import numpy as np
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    from backline.engine.style import PAD_SOUNDS, PromptEncoder
+
+    path = Path(path)
+    encoder = PromptEncoder(path)
+    pads = {f"pad.{instrument}": np.stack([encoder(name) for name in names]).astype(np.float16)
+            for instrument, names in PAD_SOUNDS.items()}
+    with safe_open(str(path), framework="numpy") as file:
+        metadata = dict(file.metadata() or {})
+        tensors = {name: file.get_tensor(name) for name in file.keys() if not name.startswith("pad.")}
+    config = json.loads(metadata["config"]) | {"pad_sounds": {k: list(v) for k, v in PAD_SOUNDS.items()}}
+    save_file(tensors | pads, str(path), metadata=metadata | {"config": json.dumps(config)})
+    return path

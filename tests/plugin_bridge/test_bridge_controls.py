@@ -137,3 +137,21 @@ def test_a_chord_chart_that_cannot_be_read_is_refused_before_the_upload(start_se
                            ({"chords": "Am:0 F", "tempo_bpm": 100.0}, "more than 0")):
         with pytest.raises(BridgeError, match=reason):
             client.generate("chords", params, region(0.5), RATE)
+
+
+def test_the_welcome_lists_the_style_pads_and_a_point_on_one_steers_the_job(start_server, connect):
+    from dataclasses import replace
+
+    from tiny_bundle import Pads
+
+    tiny = make_bundle()
+    pads = Pads(tiny.contract.style_dim)
+    client = connect(start_server(make_generator(replace(tiny, prompts=pads))))
+    welcome = client.hello()
+    assert welcome["style_pads"]["bass"] == pads.pads["bass"].layout()
+    point = [welcome["style_pads"]["bass"][0]["x"], welcome["style_pads"]["bass"][0]["y"]]
+    steered, _, info = client.generate("pad", {"steps": 3, "style_pad": point}, region(0.5), RATE)
+    plain, _, _ = client.generate("plain", {"steps": 3}, region(0.5), RATE)
+    assert info["style"] == "pad" and np.abs(steered - plain).max() > 1e-4
+    with pytest.raises(BridgeError, match="style pad must be two numbers"):
+        client.generate("off", {"steps": 3, "style_pad": [2, 0]}, region(0.5), RATE)
