@@ -66,3 +66,11 @@ def demo_generate(
     return audio, sample_rate, {"generator": "demo (not a model): low-passed octave-down copy", "steps": steps,
                                 "params": {k: f"<audio {v.shape}>" if isinstance(v, np.ndarray) else v
                                            for k, v in params.items()}}  # echoed, so tests see what arrived
+
+
+# The demo's style pads (the welcome lists them): fixed points so a plugin's pad can be tried without a model.
+demo_generate.style_pads = {
+    instrument: [{"name": f"demo {instrument} {name}", "x": x, "y": y}
+                 for name, x, y in (("dark", -0.6, -0.4), ("bright", 0.6, -0.4), ("busy", 0.0, 0.6))]
+    for instrument in ("bass", "drums")
+}

@@ -175,6 +175,18 @@ int intField (const juce::var& object, const char* name, int fallback)
     const auto text = error.getProperty ("message", "the engine refused the request").toString();
     throw JobFailure (Status::error, "Engine error (" + code + "): " + text);
 }
+
+// Where the engine listens: its Unix socket when it advertises one (same machine, about three times loopback TCP's
+// throughput; PROTOCOL.md; it only advertises a socket it has bound), else TCP. Empty when the file is unreadable.
+juce::String engineEndpoint (const juce::var& info)
+{
+    const auto host = info.getProperty ("host", "127.0.0.1").toString();
+    const int port = intField (info, "port", 0);
+    if (port <= 0 || info.getProperty ("token", {}).toString().isEmpty())
+        return {};
+    const auto ipc = info.getProperty ("ipc_endpoint", {}).toString();
+    return ipc.startsWith ("ipc://") ? ipc : "tcp://" + (host.contains (":") ? "[" + host + "]" : host) + ":" + juce::String (port);
+}
 }
 
 juce::File EngineWorker::connectionFile()
@@ -195,10 +207,16 @@ void EngineWorker::run()
     // The context lives on this thread's stack: created and terminated here, never by a static destructor.
     zmq::context_t context (1);
     int handled = processor.jobsFinished.load();
+    double nextPadLookUp = 0.0;
     while (! threadShouldExit())
     {
         processor.pollGenerateTrigger();
         processor.pollTakeChange();
+        if (! processor.hasStylePads() && juce::Time::getMillisecondCounterHiRes() >= nextPadLookUp)
+        {
+            nextPadLookUp = juce::Time::getMillisecondCounterHiRes() + 5000.0;
+            lookUpStylePads (&context);
+        }
         if (processor.jobsRequested.load() > handled)
         {
             handled = processor.jobsRequested.load();   // requests that arrive during a job start the next one
@@ -209,6 +227,30 @@ void EngineWorker::run()
         wait (10);
     }
     context.close();
+}
+
+void EngineWorker::lookUpStylePads (void* contextPointer)
+{
+    // The style pads come with the engine's welcome: asked for as soon as an engine runs, so the pad shows its
+    // sounds before the first Generate. Any failure is silent: the next job says what is wrong, in words.
+    const auto file = connectionFile();
+    if (! file.existsAsFile())
+        return;
+    const auto info = juce::JSON::parse (file);
+    const auto where = engineEndpoint (info);
+    if (where.isEmpty())
+        return;
+    try
+    {
+        Connection connection (*static_cast<zmq::context_t*> (contextPointer), *this, where, info.getProperty ("token", {}).toString());
+        auto hello = request ("hello");
+        hello->setProperty ("client", "Backline plugin " JucePlugin_VersionString);
+        connection.send (hello);
+        Message m;
+        if (connection.receive (m, 1000) && m.type() == "welcome" && m.header.getProperty ("style_pads", {}).isObject())
+            processor.setStylePads (m.header.getProperty ("style_pads", {}));
+    }
+    catch (const zmq::error_t&) {}
 }
 
 void EngineWorker::runJob (void* contextPointer)
@@ -235,16 +277,11 @@ void EngineWorker::runJob (void* contextPointer)
         const auto info = juce::JSON::parse (file);
         const auto host = info.getProperty ("host", "127.0.0.1").toString();
         const int port = intField (info, "port", 0);
-        const auto token = info.getProperty ("token", {}).toString();
-        if (port <= 0 || token.isEmpty())
+        const auto where = engineEndpoint (info);
+        if (where.isEmpty())
             throw JobFailure (Status::engineNotRunning, "The engine's connection file " + file.getFullPathName()
                                                             + " is unreadable. " + startHint);
-        // The engine's Unix socket when it advertises one (same machine, about three times loopback TCP's
-        // throughput; PROTOCOL.md), else TCP. It only advertises a socket it has bound.
-        const auto ipc = info.getProperty ("ipc_endpoint", {}).toString();
-        const auto where = ipc.startsWith ("ipc://") ? ipc
-                                                     : "tcp://" + (host.contains (":") ? "[" + host + "]" : host) + ":" + juce::String (port);
-        Connection connection (context, *this, where, token);
+        Connection connection (context, *this, where, info.getProperty ("token", {}).toString());
 
         juce::var lastJob;
         const auto isPush = [] (const Message& m) { return m.header.getProperty ("req", {}).isVoid(); };
@@ -279,6 +316,8 @@ void EngineWorker::runJob (void* contextPointer)
         auto hello = request ("hello");
         hello->setProperty ("client", "Backline plugin " JucePlugin_VersionString);
         const auto welcome = await (connection.send (hello), 3000, "hello").header;
+        if (welcome.getProperty ("style_pads", {}).isObject())
+            processor.setStylePads (welcome.getProperty ("style_pads", {}));
         const auto limits = welcome.getProperty ("limits", {});
         const double heartbeat = (double) limits.getProperty ("heartbeat_interval_seconds", 1.0);
         const int silenceMs = (int) juce::jmax (5000.0, 8000.0 * heartbeat);
@@ -352,7 +391,9 @@ void EngineWorker::runJob (void* contextPointer)
         if (processor.cfgStyle->get() > 0.0f)
             params->setProperty ("cfg_style", (double) processor.cfgStyle->get());
         const auto prompt = processor.getPrompt().trim();
-        if (prompt.isNotEmpty())
+        if (processor.padOn->get())   // the point on the style pad stands for the words
+            params->setProperty ("style_pad", juce::Array<juce::var> { (double) processor.padX->get(), (double) processor.padY->get() });
+        else if (prompt.isNotEmpty())
             params->setProperty ("style_prompt", prompt);
         const auto chords = processor.getChords().trim();
         if (chords.isNotEmpty())
@@ -420,7 +461,7 @@ void EngineWorker::runJob (void* contextPointer)
                     snapshot = m.header;
             }
             params->setProperty ("style_job_id", reference->jobId);
-            if (params->hasProperty ("style_prompt"))   // a reference and words: blended
+            if (params->hasProperty ("style_prompt") || params->hasProperty ("style_pad"))   // a reference and words: blended
                 params->setProperty ("style_ratio", (double) processor.styleBlend->get());
         }
         // For testing against `serve --demo-generator` (e.g. {"demo_step_seconds": 0.5}): extra parameters

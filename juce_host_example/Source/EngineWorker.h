@@ -19,5 +19,6 @@ public:
 
 private:
     void runJob (void* zmqContext);
+    void lookUpStylePads (void* zmqContext);   // the engine's welcome's style pads, before any job
     BacklineProcessor& processor;
 };

@@ -55,8 +55,67 @@ void MidiDragButton::mouseDrag (const juce::MouseEvent&)
                                                                 [this] { dragging = false; });
 }
 
+juce::Point<float> StylePadView::toScreen (float x, float y) const
+{
+    const auto area = getLocalBounds().toFloat().reduced (10.0f);
+    return { area.getCentreX() + x * area.getWidth() * 0.5f, area.getCentreY() - y * area.getHeight() * 0.5f };
+}
+
+void StylePadView::paint (juce::Graphics& g)
+{
+    g.fillAll (juce::Colour (0xff1d2128));
+    g.setColour (juce::Colour (0xff3a4150));
+    g.drawRect (getLocalBounds());
+    const auto sounds = processor.getStylePads().getProperty (processor.instrument->getCurrentChoiceName(), {});
+    g.setFont (11.0f);
+    if (! sounds.isArray() || sounds.size() == 0)
+    {
+        g.setColour (juce::Colours::grey);
+        g.drawFittedText ("Style pad: its sounds appear once the engine runs", getLocalBounds().reduced (8),
+                          juce::Justification::centred, 3);
+        return;
+    }
+    for (const auto& sound : *sounds.getArray())
+    {
+        const auto at = toScreen ((float) (double) sound.getProperty ("x", 0.0), (float) (double) sound.getProperty ("y", 0.0));
+        g.setColour (juce::Colour (0xff6fc3df));
+        g.fillEllipse (at.x - 3.0f, at.y - 3.0f, 6.0f, 6.0f);
+        g.setColour (juce::Colours::white.withAlpha (0.75f));
+        const auto label = juce::Rectangle<float> (at.x - 60.0f, at.y + 3.0f, 120.0f, 14.0f)
+                               .constrainedWithin (getLocalBounds().toFloat().reduced (2.0f));   // names stay inside
+        g.drawText (sound.getProperty ("name", "").toString(), label, juce::Justification::centred);
+    }
+    const bool on = processor.padOn->get();
+    const auto point = toScreen (processor.padX->get(), processor.padY->get());
+    g.setColour (on ? juce::Colour (0xfff2b84b) : juce::Colours::grey);
+    g.drawEllipse (point.x - 7.0f, point.y - 7.0f, 14.0f, 14.0f, 2.0f);
+}
+
+void StylePadView::place (juce::Point<float> at)
+{
+    const auto area = getLocalBounds().toFloat().reduced (10.0f);
+    const auto set = [] (juce::AudioParameterFloat& p, float v) { p.setValueNotifyingHost (p.convertTo0to1 (juce::jlimit (-1.0f, 1.0f, v))); };
+    set (*processor.padX, (at.x - area.getCentreX()) / (area.getWidth() * 0.5f));
+    set (*processor.padY, (area.getCentreY() - at.y) / (area.getHeight() * 0.5f));
+    repaint();
+}
+
+void StylePadView::mouseDown (const juce::MouseEvent& e)
+{
+    for (auto* p : std::initializer_list<juce::AudioProcessorParameter*> { processor.padOn, processor.padX, processor.padY })
+        p->beginChangeGesture();
+    processor.padOn->setValueNotifyingHost (1.0f);
+    place (e.position);
+}
+
+void StylePadView::mouseUp (const juce::MouseEvent&)
+{
+    for (auto* p : std::initializer_list<juce::AudioProcessorParameter*> { processor.padOn, processor.padX, processor.padY })
+        p->endChangeGesture();
+}
+
 BacklineEditor::BacklineEditor (BacklineProcessor& p)
-    : AudioProcessorEditor (&p), processor (p), stemView (p), midiDrag (p),
+    : AudioProcessorEditor (&p), processor (p), stemView (p), midiDrag (p), stylePad (p),
       instrumentAttachment (*p.instrument, instrumentBox),
       actionAttachment (*p.action, actionBox),
       seedAttachment (*p.seed, seedSlider),
@@ -111,6 +170,8 @@ BacklineEditor::BacklineEditor (BacklineProcessor& p)
     actionAttachment.sendInitialUpdate();
     actionBox.onChange = [this] { resized(); };
     advancedButton.onClick = [this] { resized(); };
+    useWordsButton.onClick = [this] { processor.padOn->setValueNotifyingHost (0.0f); stylePad.repaint(); };
+    useWordsButton.setTooltip ("The style comes from the words (and the reference), not the pad");
     generateButton.onClick = [this] { processor.requestGenerate(); };
     cancelButton.onClick = [this] { processor.requestCancel(); };
     for (auto* c : std::initializer_list<juce::Component*> { &title, &instrumentLabel, &seedLabel, &stepsLabel, &takeLabel, &takeSlider, &promptLabel, &promptEditor, &chordsLabel, &chordsEditor, &referenceLabel, &clearReferenceButton, &statusLabel,
@@ -119,7 +180,7 @@ BacklineEditor::BacklineEditor (BacklineProcessor& p)
                                                              &advancedButton, &actionLabel, &actionBox, &variationLabel,
                                                              &variationSlider, &barsLabel, &fromBarSlider, &toBarSlider,
                                                              &blendLabel, &blendSlider, &loopLabel, &loopSlider, &widthLabel,
-                                                             &widthSlider, &midiButton, &midiDrag })
+                                                             &widthSlider, &midiButton, &midiDrag, &stylePad, &useWordsButton })
         addAndMakeVisible (c);
     setResizable (true, true);
     setResizeLimits (460, 640, 1600, 1400);
@@ -201,6 +262,11 @@ void BacklineEditor::resized()
     r.removeFromLeft (8);
     progressBar.setBounds (r);
     statusLabel.setBounds (area.removeFromTop (48));
+    auto padArea = area.removeFromRight (juce::jmin (area.getHeight(), area.getWidth() / 2));
+    useWordsButton.setBounds (padArea.removeFromBottom (26).removeFromRight (90));
+    padArea.removeFromBottom (4);
+    stylePad.setBounds (padArea);
+    area.removeFromRight (8);
     midiDrag.setBounds (area.removeFromBottom (26).removeFromRight (110));
     area.removeFromBottom (4);
     stemView.setBounds (area);
@@ -238,6 +304,9 @@ void BacklineEditor::timerCallback()
     if (const bool blend = reference != nullptr && processor.getPrompt().trim().isNotEmpty(); blend != blendSlider.isVisible())
         resized();   // the blend appears once there is both a reference and words
     midiDrag.repaint();
+    stylePad.repaint();
+    promptEditor.setAlpha (processor.padOn->get() ? 0.5f : 1.0f);   // the pad stands for the words
+    useWordsButton.setEnabled (processor.padOn->get());
     const auto takeCount = (int) processor.getTakes().size();
     takeLabel.setText (takeCount > 1 ? "Take (" + juce::String (takeCount) + ")" : juce::String ("Take"), juce::dontSendNotification);
     progressValue = processor.progress->get();

@@ -34,6 +34,23 @@ private:
     bool dragging = false;
 };
 
+// The style pad: the engine's named sounds for the instrument, placed on a plane; click or drag to put the style
+// there (it stands for the words until Use words is pressed).
+class StylePadView : public juce::Component
+{
+public:
+    explicit StylePadView (BacklineProcessor& p) : processor (p) {}
+    void paint (juce::Graphics&) override;
+    void mouseDown (const juce::MouseEvent& e) override;
+    void mouseDrag (const juce::MouseEvent& e) override { place (e.position); }
+    void mouseUp (const juce::MouseEvent&) override;
+
+private:
+    void place (juce::Point<float>);
+    juce::Point<float> toScreen (float x, float y) const;
+    BacklineProcessor& processor;
+};
+
 class BacklineEditor : public juce::AudioProcessorEditor, public juce::FileDragAndDropTarget, private juce::Timer
 {
 public:
@@ -65,6 +82,8 @@ private:
     juce::ProgressBar progressBar { progressValue };
     StemView stemView;
     MidiDragButton midiDrag;
+    StylePadView stylePad;
+    juce::TextButton useWordsButton { "Use words" };
     juce::ComboBoxParameterAttachment instrumentAttachment, actionAttachment;
     juce::SliderParameterAttachment seedAttachment, stepsAttachment, takeAttachment, variationAttachment,
                                     fromBarAttachment, toBarAttachment, blendAttachment, loopAttachment, widthAttachment;

@@ -49,6 +49,9 @@ BacklineProcessor::BacklineProcessor()
     addParameter (styleBlend = new AudioParameterFloat ({ "style_blend", 1 }, "Style Blend",
                                                         NormalisableRange<float> (0.0f, 1.0f, 0.01f), 0.5f));
     addParameter (midi = new AudioParameterBool ({ "midi", 1 }, "MIDI", false));
+    addParameter (padOn = new AudioParameterBool ({ "style_pad_on", 1 }, "Style Pad On", false));
+    addParameter (padX = new AudioParameterFloat ({ "style_pad_x", 1 }, "Style Pad X", NormalisableRange<float> (-1.0f, 1.0f), 0.0f));
+    addParameter (padY = new AudioParameterFloat ({ "style_pad_y", 1 }, "Style Pad Y", NormalisableRange<float> (-1.0f, 1.0f), 0.0f));
     worker = std::make_unique<EngineWorker> (*this);
     worker->startThread();
 }
@@ -365,6 +368,24 @@ void BacklineProcessor::setChords (const juce::String& text)
     chords = text.substring (0, 2000);
 }
 
+juce::var BacklineProcessor::getStylePads() const
+{
+    const juce::ScopedLock sl (infoLock);
+    return juce::JSON::parse (stylePadsJson);
+}
+
+bool BacklineProcessor::hasStylePads() const
+{
+    const juce::ScopedLock sl (infoLock);
+    return stylePadsJson.isNotEmpty();
+}
+
+void BacklineProcessor::setStylePads (const juce::var& pads)
+{
+    const juce::ScopedLock sl (infoLock);
+    stylePadsJson = pads.isObject() ? juce::JSON::toString (pads, true) : juce::String();
+}
+
 void BacklineProcessor::addTake (const Take& newTake)
 {
     int index = 0;
@@ -523,6 +544,7 @@ void BacklineProcessor::getStateInformation (juce::MemoryBlock& destData)
         xml.setAttribute ("stem_start_sample", juce::String (savedStemStart));
         xml.setAttribute ("prompt", prompt);
         xml.setAttribute ("chords", chords);
+        xml.setAttribute ("style_pads", stylePadsJson);
         xml.setAttribute ("style_path", styleReference != nullptr ? styleReference->path : juce::String());
         xml.setAttribute ("region_path", droppedRegion != nullptr && droppedAtPass == capturePasses.load()
                                              ? droppedRegionPath : juce::String());
@@ -559,6 +581,7 @@ void BacklineProcessor::setStateInformation (const void* data, int sizeInBytes)
                 p->setValueNotifyingHost ((float) xml->getDoubleAttribute ("param_" + withId->paramID));
     setPrompt (xml->getStringAttribute ("prompt"));
     setChords (xml->getStringAttribute ("chords"));
+    setStylePads (juce::JSON::parse (xml->getStringAttribute ("style_pads")));
     {
         std::vector<Take> restored;
         for (auto* element : xml->getChildWithTagNameIterator ("TAKE"))

@@ -75,6 +75,10 @@ public:
     // host's tempo (a model told the chords; the engine says so in words when the loaded one is not).
     juce::String getChords() const;
     void setChords (const juce::String&);
+    // The style pads the engine's welcome lists (JSON: instrument -> [{name, x, y}]), kept with the project.
+    juce::var getStylePads() const;
+    bool hasStylePads() const;
+    void setStylePads (const juce::var&);
 
     // A style reference dropped on the editor (or restored with the project), read once on the
     // message thread; the worker uploads it as a reference job named by its content.
@@ -149,6 +153,9 @@ public:
     juce::AudioParameterFloat* stereoWidth = nullptr;
     juce::AudioParameterFloat* styleBlend = nullptr; // with a reference and a prompt: 0 the reference, 1 the prompt
     juce::AudioParameterBool* midi = nullptr;        // also the stem transcribed as MIDI, to drag out
+    juce::AudioParameterBool* padOn = nullptr;       // the style is the point on the style pad (not the words)
+    juce::AudioParameterFloat* padX = nullptr;       // the point, each from -1 to 1
+    juce::AudioParameterFloat* padY = nullptr;
     static const juce::StringArray actionChoices;
 
     std::atomic<bool> cancelRequested { false };
@@ -194,7 +201,7 @@ private:
     std::atomic<int> statusIndex { 0 };
     mutable juce::CriticalSection infoLock;
     juce::String statusMessage { "Idle. Play the region with Record on, then press Generate." };
-    juce::String stemPath, jobId, prompt, chords;
+    juce::String stemPath, jobId, prompt, chords, stylePadsJson;
     std::shared_ptr<const StyleReference> styleReference;
     std::vector<Take> takes;
     std::shared_ptr<const Region> droppedRegion;

@@ -465,3 +465,21 @@ def test_a_bass_take_says_how_much_of_it_is_in_key(free_running, note_model_engi
     share = candidates["in_key_share"][candidates["chosen"]]
     assert candidates["takes"] == 4
     assert f"({round(100 * share)}% of its notes in key)" in state["message"], state["message"]
+
+
+def test_the_style_pad_shows_the_engines_sounds_and_its_point_stands_for_the_words(free_running, engine, tmp_path):
+    plugin = free_running
+    deadline = time.monotonic() + 15
+    while not parse_state(plugin.raw_state)["style_pads"]:  # looked up as soon as an engine runs
+        assert time.monotonic() < deadline, "the plugin never learnt the engine's style pads"
+        time.sleep(0.1)
+    from backline.plugin_bridge.demo_generator import demo_generate
+
+    assert json.loads(parse_state(plugin.raw_state)["style_pads"]) == demo_generate.style_pads
+    plugin.raw_state = with_state(plugin.raw_state, prompt="slap bass")
+    plugin.style_pad_on = True
+    plugin.style_pad_x, plugin.style_pad_y = 0.25, -0.5
+    plugin.steps = 2
+    _generate_and_wait(plugin, make_signal(20_000, SAMPLE_RATE), "")
+    (sent,) = _sent_params(tmp_path)
+    assert sent["style_pad"] == pytest.approx([0.25, -0.5], abs=1e-3) and "style_prompt" not in sent
