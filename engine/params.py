@@ -51,8 +51,9 @@ PARAMS: dict[str, Param] = {
     "seed": Param("int", "which take: the same seed gives the same stem", 0, MAX_SEED, default=0),
     "candidates": Param("int", "bass takes to sample, keeping the one most in key with the context (default 4 where "
                         "the autoencoder reads notes; 1 = the seed's own take, 4x faster)", 1, 8),
-    "steps": Param("int", "diffusion steps", 1, 500, default=30),
-    "sampler": Param("choice", "the diffusion solver", choices=("euler", "heun", "dpmpp_2m"), default="dpmpp_2m"),
+    "steps": Param("int", "diffusion steps (default: the model's, 30 for one that names none)", 1, 500),
+    "sampler": Param("choice", "the diffusion solver (default: the model's, dpmpp_2m for one that names none)",
+                     choices=("euler", "heun", "dpmpp_2m")),
     "cfg_context": Param("number", "guidance scale of the context (default: the model's, see its card)", 0, 20),
     "cfg_style": Param("number", "guidance scale of the style (default: the model's)", 0, 20),
     "style_ratio": Param("number", "blend of the reference with the second reference or the prompt: 0 the "

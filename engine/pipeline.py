@@ -78,8 +78,8 @@ class GenerateRequest:
     style_pad: tuple[float, float] | None = None  # a point on the instrument's style pad, in a prompt's stead
     style_ratio: float = default("style_ratio")  # 0 = the reference only, 1 = the second reference (or the prompt) only
     seed: int = default("seed")
-    steps: int = default("steps")
-    sampler: str = default("sampler")
+    steps: int | None = None  # None: the denoiser file's default (DEFAULT_SAMPLING where it names none)
+    sampler: str | None = None
     cfg_context: float | None = None  # None: the denoiser file's default (its card says how it was chosen)
     cfg_style: float | None = None
     max_duration_seconds: float = MAX_DURATION_SECONDS
@@ -291,7 +291,8 @@ def _check(bundle: Bundle, request: GenerateRequest) -> None:
     instruments = bundle.contract.instruments
     if request.instrument not in instruments:
         raise ValueError(f"instrument must be one of {', '.join(instruments)}, got {request.instrument!r}")
-    get_sampler(request.sampler)
+    if request.sampler is not None:
+        get_sampler(request.sampler)
     if (request.regenerate_seconds is not None or request.variation_strength is not None) and request.stem is None:
         raise ValueError("regenerating a range or making a variation needs the stem to work on")
     if request.regenerate_seconds is not None and request.variation_strength is not None:
@@ -520,9 +521,10 @@ class Inputs:
 
 
 def validate(bundle: Bundle, request: GenerateRequest) -> GenerateRequest:
-    """Check ``request`` against the schema and the models, and fill in the models' default guidance."""
+    """Check ``request`` against the schema and the models, and fill in the models' default guidance, steps and
+    sampler."""
     _check(bundle, request)
-    defaults = guidance_for(bundle.contract.guidance, request.instrument)
+    defaults = guidance_for(bundle.contract.guidance, request.instrument) | bundle.contract.sampling
     return replace(request, **{k: v for k, v in defaults.items() if getattr(request, k) is None})
 
 

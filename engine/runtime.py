@@ -149,6 +149,7 @@ class ModelContract:
     stft_hop_length: int
     versions: dict = field(default_factory=dict)
     guidance: dict = field(default_factory=lambda: dict(DEFAULT_GUIDANCE))  # the denoiser's default scales
+    sampling: dict = field(default_factory=lambda: dict(DEFAULT_SAMPLING))  # its default steps and sampler
     style_space: str = STATISTICS_SPACE  # what the denoiser's style embeddings are (engine/style.py)
     latent_space: str | None = None  # which autoencoder's latents (check_latent_space)
     note_lowest_midi: int | None = None  # the autoencoder's note head's lowest note; None: it has none
@@ -156,7 +157,8 @@ class ModelContract:
 
 
     @classmethod
-    def from_configs(cls, ae: dict, dn: dict, *, instruments, versions: dict, guidance: dict) -> "ModelContract":
+    def from_configs(cls, ae: dict, dn: dict, *, instruments, versions: dict, guidance: dict,
+                     sampling: dict | None = None) -> "ModelContract":
         """The one way a contract is made: from the autoencoder's and the denoiser's configs, as their
         safetensors and ONNX files record them (both backends call this)."""
         if dn["latent_channels"] != ae["latent_channels"]:
@@ -168,13 +170,22 @@ class ModelContract:
             latent_scale=float(ae["latent_scale"]), style_dim=int(dn["style_dim"]), sigma_min=float(dn["sigma_min"]),
             sigma_max=float(dn["sigma_max"]), sigma_data=float(dn["sigma_data"]), instruments=tuple(instruments),
             n_fft=int(ae["n_fft"]), stft_hop_length=int(ae["stft_hop_length"]), versions=dict(versions),
-            guidance=dict(guidance), style_space=str(dn.get("style_space", STATISTICS_SPACE)),
+            guidance=dict(guidance), sampling=dict(sampling or DEFAULT_SAMPLING),
+            style_space=str(dn.get("style_space", STATISTICS_SPACE)),
             latent_space=latent_space_of(ae.get("latent_space"), versions.get("autoencoder")),
             note_lowest_midi=_note_lowest_midi(ae), frame_inputs=frame_inputs(dn),
         )
 
 
 DEFAULT_GUIDANCE = {"cfg_context": 1.25, "cfg_style": 1.25}  # Diff-A-Riff's, for files that name none
+DEFAULT_SAMPLING = {"steps": 30, "sampler": "dpmpp_2m"}  # for files that name none (a distilled one names its own)
+
+
+def sampling_of(denoiser_config: dict) -> dict:
+    """The default steps and sampler a denoiser file records (``config.provenance.sampling``), else DEFAULT_SAMPLING."""
+    recorded = (denoiser_config.get("provenance") or {}).get("sampling") or {}
+    return {"steps": int(recorded.get("steps", DEFAULT_SAMPLING["steps"])),
+            "sampler": str(recorded.get("sampler", DEFAULT_SAMPLING["sampler"]))}
 
 
 def guidance_of(denoiser_config: dict) -> dict:
@@ -393,7 +404,7 @@ class OnnxBackend:
         contract = ModelContract.from_configs(
             ae, dn, instruments=_number(denoiser, "instruments", paths["denoiser"]),
             versions={"autoencoder": encoder.get("backline_version"), "denoiser": denoiser.get("backline_version")},
-            guidance=guidance_of(dn))
+            guidance=guidance_of(dn), sampling=sampling_of(dn))
         expected = list(denoiser_input_names(contract.frame_inputs))
         if json.loads(denoiser.get("inputs") or json.dumps(expected)) != expected:
             raise RuntimeModelError(f"{paths['denoiser']}: its inputs {denoiser.get('inputs')} are not those its config "
@@ -499,13 +510,14 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, autoencoder, denoiser, versions: dict | None = None, guidance: dict | None = None):
+    def __init__(self, autoencoder, denoiser, versions: dict | None = None, guidance: dict | None = None,
+                 sampling: dict | None = None):
         from backline.models.diffusion import INSTRUMENTS
 
         self.autoencoder, self.denoiser = autoencoder.eval(), denoiser.eval()
         self.contract = ModelContract.from_configs(autoencoder.config.to_dict(), denoiser.config.to_dict(),
                                                    instruments=INSTRUMENTS, versions=dict(versions or {}),
-                                                   guidance=dict(guidance or DEFAULT_GUIDANCE))
+                                                   guidance=dict(guidance or DEFAULT_GUIDANCE), sampling=sampling)
 
     @classmethod
     def from_files(cls, autoencoder_path: str | Path, denoiser_path: str | Path) -> "TorchBackend":
@@ -516,7 +528,7 @@ class TorchBackend:
         denoiser, dn_meta = load_denoiser(denoiser_path)
         backend = cls(autoencoder, denoiser, {"autoencoder": ae_meta.get("backline_version"),
                                               "denoiser": dn_meta.get("backline_version")},
-                      guidance=guidance_of(dn_meta.get("config", {})))
+                      guidance=guidance_of(dn_meta.get("config", {})), sampling=sampling_of(dn_meta.get("config", {})))
         check_latent_space(str(denoiser_path), (dn_meta["config"].get("provenance") or {}).get("autoencoder"),
                            backend.contract.latent_space)
         return backend

@@ -414,11 +414,13 @@ def _guidance_record(guidance: dict) -> dict:
     return record | ({"instruments": instruments} if instruments else {})
 
 
-def set_guidance(path: str | Path, guidance: dict) -> Path:
-    """Record new default guidance scales in an existing denoiser file (same weights, same version).
+def set_guidance(path: str | Path, guidance: dict, sampling: dict | None = None) -> Path:
+    """Record new default guidance scales (and steps and sampler) in an existing denoiser file (same weights, same
+    version).
 
-    The scales are measured after training (see the model card), so they can change without
-    retraining; ``guidance`` is merged into what the file records, per instrument too.
+    The defaults are measured after training (see the model card), so they can change without
+    retraining; ``guidance`` is merged into what the file records, per instrument too; ``sampling``
+    (``{"steps": n, "sampler": name}``, either) into its sampling record.
     """
     from backline.models.contract import load_model, save_model
     from backline.models.diffusion import KIND
@@ -432,14 +434,16 @@ def set_guidance(path: str | Path, guidance: dict) -> Path:
         instruments.setdefault(name, {}).update(scales)
     recorded.update({k: v for k, v in guidance.items() if k != "instruments"})
     provenance["guidance"] = _guidance_record(recorded | {"instruments": instruments})
+    if sampling:
+        provenance["sampling"] = dict(provenance.get("sampling") or {}) | sampling
     config["provenance"] = provenance
     return save_model(path, state_dict, config, kind=KIND, version=metadata["backline_version"], dtype=None)
 
 
 def ship(run_dir: str | Path, to: str | Path, *, version: str, latent_dir: str | Path | None = None,
-         guidance: dict | None = None) -> Path:
+         guidance: dict | None = None, sampling: dict | None = None) -> Path:
     """Write the run's EMA weights as an fp16 model file, recording the autoencoder it was trained on and
-    the guidance scales the engine uses by default with it (measured, see the model card)."""
+    the guidance scales, steps and sampler the engine uses by default with it (measured, see the model card)."""
     run_dir = Path(run_dir)
     config = DenoiserConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
@@ -448,6 +452,8 @@ def ship(run_dir: str | Path, to: str | Path, *, version: str, latent_dir: str |
     extra = {"steps": int(state["step"])}
     if guidance:
         extra["guidance"] = _guidance_record(guidance)
+    if sampling:
+        extra["sampling"] = dict(sampling)
     if latent_dir is not None and (recorded := latent_autoencoder(latent_dir)) is not None:
         extra["autoencoder"] = recorded
     return save_denoiser(to, model, version=version, extra=extra)

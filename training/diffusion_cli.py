@@ -92,6 +92,10 @@ def register_ship(ship_models: argparse._SubParsersAction) -> None:
     p.add_argument("--cfg-style", type=float, help="default style guidance the engine uses with this model")
     p.add_argument("--instrument-cfg", action="append", default=[], metavar="INSTRUMENT:NAME=VALUE",
                    help="a default for one instrument only, e.g. drums:cfg_context=9 (repeatable)")
+    p.add_argument("--default-steps", type=int, help="the steps the engine takes with this model unless asked "
+                   "otherwise (a distilled student: a few)")
+    p.add_argument("--default-sampler", choices=("euler", "heun", "dpmpp_2m"),
+                   help="the sampler the engine uses with this model unless asked otherwise")
     p.set_defaults(func=_ship)
 
 
@@ -179,12 +183,15 @@ def _ship(args: argparse.Namespace) -> int:
     from backline.training.diffusion import set_guidance, ship
 
     guidance = parse_guidance(args.cfg_context, args.cfg_style, args.instrument_cfg)
+    sampling = {k: v for k, v in (("steps", args.default_steps), ("sampler", args.default_sampler)) if v is not None}
     if args.run is None:
-        if not guidance:
-            raise SystemExit("without --run, give the guidance to record: --cfg-context, --cfg-style or --instrument-cfg")
-        print(set_guidance(args.to, guidance))
+        if not guidance and not sampling:
+            raise SystemExit("without --run, give the defaults to record: --cfg-context, --cfg-style, --instrument-cfg, "
+                             "--default-steps or --default-sampler")
+        print(set_guidance(args.to, guidance, sampling))
         return 0
     if args.version is None:
         raise SystemExit("--version is required with --run")
-    print(ship(args.run, args.to, version=args.version, latent_dir=args.latents, guidance=guidance or None))
+    print(ship(args.run, args.to, version=args.version, latent_dir=args.latents, guidance=guidance or None,
+               sampling=sampling or None))
     return 0

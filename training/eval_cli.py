@@ -96,7 +96,7 @@ def register_eval(eval_models: argparse._SubParsersAction, formatter=argparse.Ra
     p.add_argument("--count", type=int, default=4, help="--generate: pairs per instrument (default 4)")
     p.add_argument("--seconds", type=float, default=10.0, help="--generate: seconds per pair (default 10)")
     p.add_argument("--offset-seconds", type=float, default=30.0, help="--generate: where in each piece to start")
-    p.add_argument("--steps", type=int, default=30, help="--generate: diffusion steps")
+    p.add_argument("--steps", type=int, default=None, help="--generate: diffusion steps (default: the model's)")
     p.add_argument("--round-trip", action="store_true",
                    help="also score the real stems through the autoencoder (always on with --generate)")
     p.add_argument("--cfg-context", type=float, help="--generate: context guidance scale (default: the model's)")

@@ -637,7 +637,7 @@ def song_timing(record: dict, offset_seconds: float, given: tuple[str, ...]) -> 
 
 
 def generate_stems(build_dir: str | Path, out_dir: str | Path, bundle, *, count: int = 4, seconds: float = 10.0,
-                   offset_seconds: float = 30.0, instruments: tuple[str, ...] = ("bass", "drums"), steps: int = 30,
+                   offset_seconds: float = 30.0, instruments: tuple[str, ...] = ("bass", "drums"), steps: int | None = None,
                    seed: int = 0, split: str = "test", cfg_context: float | None = None, cfg_style: float | None = None,
                    candidates: int | None = None, given: tuple[str, ...] = (),
                    log: Callable[[str], None] = lambda m: None) -> Path:

@@ -385,7 +385,8 @@ void EngineWorker::runJob (void* contextPointer)
         juce::DynamicObject::Ptr params (new juce::DynamicObject());
         params->setProperty ("instrument", processor.instrument->getCurrentChoiceName());
         params->setProperty ("seed", processor.seed->get());
-        params->setProperty ("steps", processor.steps->get());
+        if (processor.steps->get() > 0)   // 0: the model's default (a distilled one takes a few)
+            params->setProperty ("steps", processor.steps->get());
         if (processor.cfgContext->get() > 0.0f)   // 0: the model's own default
             params->setProperty ("cfg_context", (double) processor.cfgContext->get());
         if (processor.cfgStyle->get() > 0.0f)

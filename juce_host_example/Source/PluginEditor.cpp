@@ -147,6 +147,7 @@ BacklineEditor::BacklineEditor (BacklineProcessor& p)
     fromBarSlider.setTextValueSuffix (" from");
     toBarSlider.setTextValueSuffix (" to");
     loopSlider.textFromValueFunction = [] (double bars) { return bars < 0.5 ? juce::String ("off") : juce::String ((int) bars); };
+    stepsSlider.textFromValueFunction = [] (double n) { return n < 0.5 ? juce::String ("model's") : juce::String ((int) n); };
     promptLabel.setText ("Style", juce::dontSendNotification);
     promptEditor.setTextToShowWhenEmpty ("a prompt, e.g. \"fretless bass\" (optional)", juce::Colours::grey);
     promptEditor.setText (p.getPrompt(), juce::dontSendNotification);
@@ -164,6 +165,7 @@ BacklineEditor::BacklineEditor (BacklineProcessor& p)
                           &blendSlider, &loopSlider, &widthSlider })
         slider->setTextBoxStyle (juce::Slider::TextBoxRight, false, 70, 22);
     loopSlider.updateText();
+    stepsSlider.updateText();
     instrumentBox.addItemList (p.instrument->choices, 1);
     instrumentAttachment.sendInitialUpdate();   // the items exist only now
     actionBox.addItemList (p.action->choices, 1);

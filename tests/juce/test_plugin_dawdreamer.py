@@ -32,7 +32,7 @@ class Host:
         self.plugin = self.engine.make_plugin_processor("backline", plugin_path)
         self.engine.load_graph([(source, []), (self.plugin, ["source"])])
         self.index = {self.plugin.get_parameter_name(i): i for i in range(self.plugin.get_plugin_parameter_size())}
-        self.set("Steps", (STEPS - 1) / 199)
+        self.set("Steps", STEPS / 200)
 
     def set(self, name: str, value: float) -> None:
         self.plugin.set_parameter(self.index[name], float(value))

@@ -101,12 +101,21 @@ def test_distillation_lowers_its_loss_and_the_student_generates_in_two_unguided_
 
     student = folder / "student.safetensors"
     assert main(["ship", "diffusion", "--run", str(run), "--to", str(student), "--version", "student",
-                 "--cfg-context", "1", "--cfg-style", "1"]) == 0
-    bundle = load_bundle(ae_path, student)
+                 "--cfg-context", "1", "--cfg-style", "1", "--default-steps", "2", "--default-sampler", "euler"]) == 0
+    from backline.export.onnx import export_models
+
+    export_models(ae_path, student, folder / "onnx", seed=0)
     context = np.random.default_rng(0).standard_normal((2, 20_000)).astype(np.float32) * 0.1
-    result = generate(bundle, GenerateRequest(context=context, sample_rate=44_100, steps=2, sampler="euler"))
-    assert result.audio.shape == (2, 20_000) and np.isfinite(result.audio).all()
-    assert (result.info["cfg_context"], result.info["cfg_style"]) == (1.0, 1.0)
+    for bundle in (load_bundle(ae_path, student), load_bundle(backend="onnx", onnx_dir=folder / "onnx")):
+        result = generate(bundle, GenerateRequest(context=context, sample_rate=44_100))  # the student's defaults
+        assert result.audio.shape == (2, 20_000) and np.isfinite(result.audio).all()
+        assert (result.info["cfg_context"], result.info["cfg_style"]) == (1.0, 1.0)
+        assert (result.info["steps"], result.info["sampler"]) == (2, "euler")
+        asked = generate(bundle, GenerateRequest(context=context, sample_rate=44_100, steps=5, sampler="heun")).info
+        assert (asked["steps"], asked["sampler"]) == (5, "heun")  # a request's own wins
+    teacher_info = generate(load_bundle(ae_path, teacher_path), GenerateRequest(context=context, sample_rate=44_100,
+                                                                                 steps=None)).info
+    assert (teacher_info["steps"], teacher_info["sampler"]) == (30, "dpmpp_2m")  # a file that names none
 
 
 def test_a_student_must_have_its_teachers_config(tiny):
