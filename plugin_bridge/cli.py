@@ -121,11 +121,8 @@ def _client_generate(args: argparse.Namespace) -> int:
     try:
         with BridgeClient(connection, timeout_seconds=30.0, silence_seconds=30.0) as client:
             client.hello()
-            if style is not None:  # a reference travels as its own job, named by its content (uploaded once)
-                reference_id = "ref-" + hashlib.sha256(style[0].tobytes() + str(style[1]).encode()).hexdigest()[:16]
-                client.submit(reference_id, {"kind": "reference"}, style[0], style[1])
-                client.wait(reference_id, timeout_seconds=args.timeout)
-                params["style_job_id"] = reference_id
+            if style is not None:
+                params["style_job_id"] = client.reference(*style, timeout_seconds=args.timeout)
             stem, rate, info = client.generate(job_id, params, audio, sample_rate, on_progress=show,
                                                timeout_seconds=args.timeout)
     except BridgeError as error:  # the engine not running (a missing or stale connection file) included

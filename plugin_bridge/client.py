@@ -288,6 +288,17 @@ class BridgeClient:
             deadline = time.monotonic() + self.timeout_seconds
         return audio, result["sample_rate"], result["info"]
 
+    def reference(self, audio: np.ndarray, sample_rate: int, *, timeout_seconds: float = 600.0) -> str:
+        """Upload a style reference as its own job, named by its content (so it is uploaded once), and wait for
+        it; returns the job id a generation names as ``style_job_id``."""
+        import hashlib
+
+        audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
+        job_id = "ref-" + hashlib.sha256(audio.tobytes() + str(sample_rate).encode()).hexdigest()[:16]
+        self.submit(job_id, {"kind": "reference"}, audio, sample_rate)
+        self.wait(job_id, timeout_seconds=timeout_seconds)
+        return job_id
+
     def generate(self, job_id: str, params: dict, audio: np.ndarray, sample_rate: int, *,
                  on_progress: Callable[[dict], None] | None = None, timeout_seconds: float = 600.0):
         """Submit, wait and fetch in one call; raises ``BridgeError`` if the job fails or is cancelled."""

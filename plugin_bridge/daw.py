@@ -170,11 +170,8 @@ def generate_for_region(args: argparse.Namespace, say) -> list[tuple[str, Path]]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     with BridgeClient(connection, timeout_seconds=30.0, silence_seconds=30.0) as client:
         client.hello()
-        if style is not None:  # a reference travels as its own job, named by its content (uploaded once)
-            reference_id = "ref-" + hashlib.sha256(style[0].tobytes() + str(style[1]).encode()).hexdigest()[:16]
-            client.submit(reference_id, {"kind": "reference"}, style[0], style[1])
-            client.wait(reference_id, timeout_seconds=args.timeout)
-            params["style_job_id"] = reference_id
+        if style is not None:
+            params["style_job_id"] = client.reference(*style, timeout_seconds=args.timeout)
         for index, instrument in enumerate(instruments):
             job_params = {**params, "instrument": instrument}
             job_id = "daw-" + hashlib.sha256(audio.tobytes() + json.dumps(job_params, sort_keys=True).encode()

@@ -407,13 +407,18 @@ def test_controls_that_cannot_apply_say_why_in_words(free_running, engine, contr
     plugin = free_running
     for name, value in controls.items():
         setattr(plugin, name, value)
+    state = _record_and_generate(plugin)
+    assert state["status"] == "error" and message in state["message"], state
+
+
+def _record_and_generate(plugin) -> dict:
+    """Record a pass, press Generate, and return the state once the job is ready or refused."""
     plugin.record = True
     plugin.process(make_signal(20_000, SAMPLE_RATE), SAMPLE_RATE, buffer_size=512)
     plugin.record = False
     plugin.generate = True
     plugin.process(np.zeros((2, 256), np.float32), SAMPLE_RATE)
-    state = wait_for_status(plugin, {"error", "ready"})
-    assert state["status"] == "error" and message in state["message"], state
+    return wait_for_status(plugin, {"error", "ready"})
 
 
 def test_redo_bars_without_the_hosts_tempo_says_so(free_running, engine):
@@ -421,12 +426,7 @@ def test_redo_bars_without_the_hosts_tempo_says_so(free_running, engine):
     plugin.steps = 2
     _generate_and_wait(plugin, make_signal(20_000, SAMPLE_RATE), "")
     plugin.action = "Redo bars"
-    plugin.record = True
-    plugin.process(make_signal(20_000, SAMPLE_RATE), SAMPLE_RATE, buffer_size=512)
-    plugin.record = False
-    plugin.generate = True
-    plugin.process(np.zeros((2, 256), np.float32), SAMPLE_RATE)
-    state = wait_for_status(plugin, {"error", "ready"})
+    state = _record_and_generate(plugin)
     assert state["status"] == "error" and "Redo bars needs the song's tempo" in state["message"], state
 
 
