@@ -61,3 +61,29 @@ def test_the_client_takes_the_same_flags_as_generate(start_server, tmp_path, cap
     assert out.is_file()
     job = next(iter(server.jobs.values()))
     assert job.params == {"instrument": "bass", "steps": 2}  # only what was given: the engine has the defaults
+
+
+def test_a_style_reference_goes_up_once_as_its_own_job_and_the_stem_names_it(start_server, tmp_path):
+    requests = []
+
+    def recording(params, context, sample_rate, progress, cancelled):
+        from backline.plugin_bridge.demo_generator import demo_generate
+
+        requests.append(params)
+        return demo_generate({k: v for k, v in params.items() if k == "steps"}, context, sample_rate, progress,
+                             cancelled)
+
+    server = start_server(recording)
+    region, reference = tmp_path / "region.wav", tmp_path / "reference.wav"
+    sf.write(region, (0.2 * np.sin(np.arange(22_050) * 0.05)).astype(np.float32), 22_050)
+    sf.write(reference, (0.2 * np.sign(np.sin(np.arange(30_000) * 0.01))).astype(np.float32), 44_100)
+    for seed in (1, 2):
+        assert main(["client", "generate", "--context", str(region), "--connection-file", str(server.connection_file),
+                     "--style", str(reference), "--seed", str(seed), "--param", "steps=2",
+                     "--out", str(tmp_path / f"{seed}.wav")]) == 0
+    assert [r["style_sample_rate"] for r in requests] == [44_100, 44_100]  # the reference's audio reached each job
+    assert all(r["style_audio"].shape == (1, 30_000) for r in requests)
+    import json
+
+    jobs = [json.loads(meta.read_text())["job_id"] for meta in (tmp_path / "results").glob("*/meta.json")]
+    assert len([job for job in jobs if job.startswith("ref-")]) == 1 and len(jobs) == 3  # one reference, two stems
