@@ -137,3 +137,23 @@ def test_the_style_encoder_trains_in_two_processes_as_in_one_and_resumes_in_one(
     a, b = (PromptPrior.load(tmp_path / f"{name}-more.safetensors").weights for name in ("one", "two"))
     for key in a:
         np.testing.assert_allclose(b[key], a[key], rtol=2e-2, atol=2e-3, err_msg=key)
+
+
+def test_distillation_trains_in_two_processes_as_in_one(synthetic_build, tmp_path):
+    from backline.models.diffusion import EDMPrecond, save_denoiser
+
+    torch.manual_seed(0)
+    ae_path = save_autoencoder(tmp_path / "ae.safetensors", Autoencoder(AE_CONFIGS["tiny"]).eval(), version="tiny-test")
+    latents = tmp_path / "latents"
+    encode_build(ae_path, synthetic_build, latents)
+    teacher = save_denoiser(tmp_path / "teacher.safetensors", EDMPrecond(resolve_config("tiny")), version="teacher",
+                            extra={"guidance": {"cfg_context": 2.0, "cfg_style": 3.0}}, dtype=None)
+    one = tmp_path / "one"
+    train(resolve_config("tiny"), latents, one, TrainOptions(**ARGS, distill_from=str(teacher), grid_points=18),
+          progress=False)
+    two = tmp_path / "two"
+    torchrun("diffusion", "--distill-from", str(teacher), "--grid-points", "18", "--latents", str(latents),
+             "--run-dir", str(two))
+    a, b = losses(one), losses(two)
+    assert sorted(a) == sorted(b) == [10, 20]
+    np.testing.assert_allclose([b[s] for s in sorted(b)], [a[s] for s in sorted(a)], rtol=1e-3)
