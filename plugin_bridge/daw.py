@@ -165,7 +165,7 @@ def generate_for_region(args: argparse.Namespace, say) -> list[tuple[str, Path]]
         raise RegionError(f"the style reference cannot be used: {error}") from None
     connection = args.connection_file or default_runtime_dir() / CONNECTION_FILE_NAME
     engine_command = None if args.no_start_engine else shlex.split(args.engine_command)
-    connection = engine_connection(connection, engine_command, settings_file().parent / "engine.log")
+    connection = engine_connection(connection, engine_command, connection.parent / "engine.log")
     written: list[tuple[str, Path]] = []
     args.out_dir.mkdir(parents=True, exist_ok=True)
     with BridgeClient(connection, timeout_seconds=30.0, silence_seconds=30.0) as client:
