@@ -103,6 +103,10 @@ def register_eval(eval_models: argparse._SubParsersAction, formatter=argparse.Ra
     p.add_argument("--cfg-style", type=float, help="--generate: style guidance scale (default: the model's)")
     p.add_argument("--candidates", type=int, default=None,
                    help="--generate: bass takes per pair, the most in key kept (default: the engine's)")
+    p.add_argument("--cfg-tempo", type=float, default=None,
+                   help="--generate: beat grid guidance scale (a denoiser told the beat; default 1)")
+    p.add_argument("--cfg-chords", type=float, default=None,
+                   help="--generate: harmony guidance scale (a denoiser told the chords; default 1)")
     p.add_argument("--given", action="append", choices=("tempo", "chords"), default=[],
                    help="--generate: send each song's tempo and/or chords as a host and a producer would (repeatable; "
                         "MMA songs; a denoiser told the beat and the chords)")
@@ -235,7 +239,9 @@ def _eval_accompaniment(args: argparse.Namespace) -> int:
         generate_stems(args.data, args.generated, bundle, count=args.count, seconds=args.seconds,
                        offset_seconds=args.offset_seconds, instruments=instruments, steps=args.steps,
                        seed=args.seed, split=args.split, cfg_context=args.cfg_context, cfg_style=args.cfg_style,
-                       candidates=args.candidates, given=tuple(args.given), log=_log)
+                       candidates=args.candidates, given=tuple(args.given), log=_log,
+                       frame_guidance={k: v for k, v in (("cfg_tempo", args.cfg_tempo), ("cfg_chords", args.cfg_chords))
+                                       if v is not None})
     round_trip = None
     if args.generate or args.round_trip:
         from backline.engine.audio import resample

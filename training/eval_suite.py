@@ -640,7 +640,7 @@ def generate_stems(build_dir: str | Path, out_dir: str | Path, bundle, *, count:
                    offset_seconds: float = 30.0, instruments: tuple[str, ...] = ("bass", "drums"), steps: int | None = None,
                    seed: int = 0, split: str = "test", cfg_context: float | None = None, cfg_style: float | None = None,
                    candidates: int | None = None, given: tuple[str, ...] = (),
-                   log: Callable[[str], None] = lambda m: None) -> Path:
+                   log: Callable[[str], None] = lambda m: None, frame_guidance: dict | None = None) -> Path:
     """Generate ``<variant_id>__<instrument>.wav`` for ``count`` ``split`` pairs per instrument, spread over the
     split's style families (``spread``).
 
@@ -669,7 +669,7 @@ def generate_stems(build_dir: str | Path, out_dir: str | Path, bundle, *, count:
                                                       steps=steps, seed=seed, cfg_context=cfg_context,
                                                       cfg_style=cfg_style,
                                                       candidates=candidates if instrument == "bass" else None,
-                                                      **song_timing(record, offset, given)))
+                                                      **(frame_guidance or {}), **song_timing(record, offset, given)))
             name = generated_name(record["variant_id"], instrument)
             write_audio(out_dir / name, result.audio, result.sample_rate)
             items[name] = {"offset_seconds": offset, "seconds": segment.shape[1] / sample_rate,
@@ -678,6 +678,7 @@ def generate_stems(build_dir: str | Path, out_dir: str | Path, bundle, *, count:
     (out_dir / GENERATED_INDEX).write_text(json.dumps({"build": str(build_dir), "split": split, "steps": steps,
                                                        "seed": seed, "cfg_context": cfg_context, "cfg_style": cfg_style,
                                                        "candidates": candidates, "given": list(given),
+                                                       "frame_guidance": frame_guidance or {},
                                                        "items": items}, indent=1, default=str))
     return out_dir
 

@@ -100,8 +100,9 @@ def test_generate_mode_writes_one_stem_per_pair_with_a_tiny_bundle(tmp_path):
                                  {"autoencoder": "tiny", "denoiser": "tiny"}))
     build = write_build(tmp_path / "build", count=2, seconds=3.0)
     out = es.generate_stems(build, tmp_path / "gen", bundle, count=2, seconds=1.0, offset_seconds=0.5,
-                            instruments=("bass",), steps=2)
+                            instruments=("bass",), steps=2, frame_guidance={"cfg_chords": 3.0})
     index = json.loads((out / es.GENERATED_INDEX).read_text())
+    assert index["frame_guidance"] == {"cfg_chords": 3.0}  # the scale each stem was asked for (recorded)
     assert sorted(index["items"]) == ["synthetic_0__bass.wav", "synthetic_1__bass.wav"]
     assert index["items"]["synthetic_0__bass.wav"]["offset_seconds"] == 0.5
     summary = es.evaluate_accompaniment(build, generated_dir=out, instruments=("bass",))
