@@ -25,9 +25,9 @@ void StemView::paint (juce::Graphics& g)
     g.drawText ("drag me", getLocalBounds().reduced (6), juce::Justification::bottomRight);
 }
 
-void StemView::mouseDrag (const juce::MouseEvent&)
+void FileDragSource::mouseDrag (const juce::MouseEvent&)
 {
-    const juce::File file (processor.getStemPath());
+    const juce::File file (fileToDrag());
     if (dragging || ! file.existsAsFile())
         return;
     dragging = true;
@@ -43,16 +43,6 @@ void MidiDragButton::paint (juce::Graphics& g)
     g.fillRoundedRectangle (getLocalBounds().toFloat(), 4.0f);
     g.setColour (juce::Colours::white.withAlpha (ready ? 0.9f : 0.35f));
     g.drawText ("drag MIDI", getLocalBounds(), juce::Justification::centred);
-}
-
-void MidiDragButton::mouseDrag (const juce::MouseEvent&)
-{
-    const juce::File file (processor.getMidiPath());
-    if (dragging || ! file.existsAsFile())
-        return;
-    dragging = true;
-    juce::DragAndDropContainer::performExternalDragDropOfFiles ({ file.getFullPathName() }, false, this,
-                                                                [this] { dragging = false; });
 }
 
 juce::Point<float> StylePadView::toScreen (float x, float y) const

@@ -3,35 +3,45 @@
 #include "PluginProcessor.h"
 #include <juce_gui_basics/juce_gui_basics.h>
 
-// The result's waveform; drag it into the DAW to drop the saved WAV on a new track.
-class StemView : public juce::Component, public juce::FileDragAndDropTarget
+// A component whose file (a saved stem, its MIDI) is dragged out of the window into the DAW.
+class FileDragSource : public juce::Component
 {
 public:
-    explicit StemView (BacklineProcessor& p) : processor (p) {}
+    explicit FileDragSource (BacklineProcessor& p) : processor (p) {}
+    void mouseDrag (const juce::MouseEvent&) override;
+    void mouseUp (const juce::MouseEvent&) override { dragging = false; }
+
+protected:
+    virtual juce::String fileToDrag() const = 0;
+    BacklineProcessor& processor;
+
+private:
+    bool dragging = false;
+};
+
+// The result's waveform; drag it into the DAW to drop the saved WAV on a new track.
+class StemView : public FileDragSource, public juce::FileDragAndDropTarget
+{
+public:
+    using FileDragSource::FileDragSource;
     // An audio file dropped here becomes the region to accompany (the rest of the window takes references).
     bool isInterestedInFileDrag (const juce::StringArray& files) override;
     void filesDropped (const juce::StringArray& files, int, int) override;
     void paint (juce::Graphics&) override;
-    void mouseDrag (const juce::MouseEvent&) override;
-    void mouseUp (const juce::MouseEvent&) override { dragging = false; }
 
 private:
-    BacklineProcessor& processor;
-    bool dragging = false;
+    juce::String fileToDrag() const override { return processor.getStemPath(); }
 };
 
 // "drag MIDI": the playing take's transcription, dragged into the DAW as a MIDI clip.
-class MidiDragButton : public juce::Component
+class MidiDragButton : public FileDragSource
 {
 public:
-    explicit MidiDragButton (BacklineProcessor& p) : processor (p) {}
+    using FileDragSource::FileDragSource;
     void paint (juce::Graphics&) override;
-    void mouseDrag (const juce::MouseEvent&) override;
-    void mouseUp (const juce::MouseEvent&) override { dragging = false; }
 
 private:
-    BacklineProcessor& processor;
-    bool dragging = false;
+    juce::String fileToDrag() const override { return processor.getMidiPath(); }
 };
 
 // The style pad: the engine's named sounds for the instrument, placed on a plane; click or drag to put the style
