@@ -829,10 +829,10 @@ def load_default_generator():
 def style_pads(bundle: Bundle) -> dict[str, list[dict]]:
     """Each instrument's style pad as a plugin draws it (``StylePad.layout``); none where the prior has no pad."""
     pads = {}
-    for instrument in PAD_SOUNDS:
+    for instrument in PAD_SOUNDS if bundle.prompts is not None else ():
         try:
             pads[instrument] = bundle.prompts.pad(instrument).layout()
-        except (AttributeError, ValueError):  # no prompt prior, or one without pads (StyleUnavailable)
+        except ValueError:  # a prior without this pad (StyleUnavailable)
             continue
     return pads
 

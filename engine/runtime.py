@@ -223,13 +223,6 @@ class Backend(Protocol):
     def step_sampler(self, constants: dict[str, np.ndarray]) -> "StepGraphSampler | None": ...
 
 
-def pitch_locked_spectrum(contract: ModelContract, real: np.ndarray, imag: np.ndarray,
-                          note_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The decoder's spectrum with its low band's phase following the note head's notes (both backends)."""
-    return pitch_locked(real, imag, note_frequencies(note_logits, contract.note_lowest_midi),
-                        sample_rate=contract.sample_rate, n_fft=contract.n_fft, hop=contract.stft_hop_length)
-
-
 # The ONNX autoencoder runs on windows of a long region: its spectra and activations stay this size whatever
 # the region's length. Each window reaches CHUNK_CONTEXT_FRAMES further either side, beyond the autoencoder's
 # receptive field, and only its middle is kept, so the joins are seamless.
@@ -237,12 +230,17 @@ CHUNK_LATENT_FRAMES = 1024  # about 48 s of audio
 CHUNK_CONTEXT_FRAMES = 16
 
 
-def latent_windows(frames: int, chunk_frames: int = CHUNK_LATENT_FRAMES, context_frames: int = CHUNK_CONTEXT_FRAMES):
-    """``(start, stop, keep_start, keep_stop)`` latent-frame windows covering ``frames``: run on [start, stop),
-    keep [keep_start, keep_stop)."""
+def in_windows(run, frames: int, per_frame: int, chunk_frames: int = CHUNK_LATENT_FRAMES,
+               context_frames: int = CHUNK_CONTEXT_FRAMES) -> np.ndarray:
+    """``run(start, stop)`` over latent-frame windows covering ``frames``, each reaching ``context_frames`` further
+    either side; its outputs (``per_frame`` values a latent frame on the last axis) kept in the middle and joined."""
+    parts = []
     for keep_start in range(0, frames, chunk_frames):
         keep_stop = min(keep_start + chunk_frames, frames)
-        yield max(0, keep_start - context_frames), min(frames, keep_stop + context_frames), keep_start, keep_stop
+        start = max(0, keep_start - context_frames)
+        out = run(start, min(frames, keep_stop + context_frames))
+        parts.append(out[..., (keep_start - start) * per_frame:(keep_stop - start) * per_frame])
+    return np.concatenate(parts, axis=-1)
 
 
 def _pad_to_hop(audio: np.ndarray, hop_length: int) -> np.ndarray:
@@ -427,12 +425,12 @@ class OnnxBackend:
     def encode(self, audio: np.ndarray) -> np.ndarray:
         c = self.contract
         audio = _pad_to_hop(np.asarray(audio, np.float32), c.hop_length)
-        parts = []
-        for start, stop, keep_start, keep_stop in latent_windows(audio.shape[-1] // c.hop_length, self.chunk_frames):
+
+        def run(start: int, stop: int) -> np.ndarray:
             real, imag = stft(audio[..., start * c.hop_length:stop * c.hop_length], c.n_fft, c.stft_hop_length)
-            latents = self.sessions["encoder"].run(None, {"spec_real": real, "spec_imag": imag})[0]
-            parts.append(latents[..., keep_start - start:keep_stop - start])
-        return np.concatenate(parts, axis=-1)
+            return self.sessions["encoder"].run(None, {"spec_real": real, "spec_imag": imag})[0]
+
+        return in_windows(run, audio.shape[-1] // c.hop_length, 1, self.chunk_frames)
 
     def decode(self, latents: np.ndarray, instrument: str | None = None) -> np.ndarray:
         c = self.contract
@@ -442,28 +440,25 @@ class OnnxBackend:
         if locked:  # the notes' phase runs across the windows: computed once for the whole region
             f0_hz = note_frequencies(self.notes(latents), c.note_lowest_midi)
             phase = note_phase(f0_hz, sample_rate=c.sample_rate, hop=c.stft_hop_length)
-        parts = []
-        for start, stop, keep_start, keep_stop in latent_windows(latents.shape[-1], self.chunk_frames):
+
+        def run(start: int, stop: int) -> np.ndarray:
             real, imag = self.sessions["decoder"].run(None, {"latents": latents[..., start:stop]})
             if locked:
                 frames = slice(start * per_latent, stop * per_latent)
                 real, imag = pitch_locked(real, imag, f0_hz[:, frames], sample_rate=c.sample_rate, n_fft=c.n_fft,
                                           hop=c.stft_hop_length, phase=phase[:, frames])
-            audio = istft(real, imag, c.n_fft, c.stft_hop_length)
-            parts.append(audio[..., (keep_start - start) * c.hop_length:(keep_stop - start) * c.hop_length])
-        return np.concatenate(parts, axis=-1)
+            return istft(real, imag, c.n_fft, c.stft_hop_length)
+
+        return in_windows(run, latents.shape[-1], c.hop_length, self.chunk_frames)
 
     def notes(self, latents: np.ndarray) -> np.ndarray:
         """Note logits (batch, classes, stft_frames) of the note head (``autoencoder_notes.onnx``)."""
         if self.contract.note_lowest_midi is None:
             raise RuntimeModelError("this autoencoder has no note head")
         latents = np.ascontiguousarray(latents, np.float32)
-        per_latent = self.contract.hop_length // self.contract.stft_hop_length
-        parts = []
-        for start, stop, keep_start, keep_stop in latent_windows(latents.shape[-1], self.chunk_frames):
-            logits = self.sessions["notes"].run(None, {"latents": latents[..., start:stop]})[0]
-            parts.append(logits[..., (keep_start - start) * per_latent:(keep_stop - start) * per_latent])
-        return np.concatenate(parts, axis=-1)
+        run = lambda start, stop: self.sessions["notes"].run(None, {"latents": latents[..., start:stop]})[0]
+        return in_windows(run, latents.shape[-1], self.contract.hop_length // self.contract.stft_hop_length,
+                          self.chunk_frames)
 
     def denoise(self, x, sigma, context, context_mask, style, style_mask, instrument, **frame) -> np.ndarray:
         values = (x, sigma, context, context_mask, style, style_mask)
