@@ -828,10 +828,11 @@ def load_default_generator():
 
 def style_pads(bundle: Bundle) -> dict[str, list[dict]]:
     """Each instrument's style pad as a plugin draws it (``StylePad.layout``); none where the prior has no pad."""
+    pad_of = getattr(bundle.prompts, "pad", None)  # none without a prompt encoder (or with a stand-in that has no pads)
     pads = {}
-    for instrument in PAD_SOUNDS if bundle.prompts is not None else ():
+    for instrument in PAD_SOUNDS if pad_of is not None else ():
         try:
-            pads[instrument] = bundle.prompts.pad(instrument).layout()
+            pads[instrument] = pad_of(instrument).layout()
         except ValueError:  # a prior without this pad (StyleUnavailable)
             continue
     return pads
