@@ -268,6 +268,21 @@ class EDMPrecond(nn.Module):
             draws[f"{name}_uniform"] = torch.rand(batch, device=device, generator=generator)
         return draws
 
+    def dropped_conditions(self, draws: dict, grid: torch.Tensor | None = None, grid_mask: torch.Tensor | None = None,
+                           harmony: torch.Tensor | None = None, harmony_mask: torch.Tensor | None = None) -> dict:
+        """The training's condition dropout from ``draws``: ``context_mask`` and ``style_mask``, and a conditioned
+        denoiser's ``grid`` and ``harmony`` with their masks (a row's own mask times its keep), each dropped at the
+        config's rate."""
+        config = self.config
+        conditions = {"context_mask": (draws["context_uniform"] >= config.drop_context).float(),
+                      "style_mask": (draws["style_uniform"] >= config.drop_style).float()}
+        for name, values, mask, rate in (("grid", grid, grid_mask, config.drop_grid),
+                                         ("harmony", harmony, harmony_mask, config.drop_harmony)):
+            if values is not None and f"{name}_uniform" in draws:
+                kept = (draws[f"{name}_uniform"] >= rate).float()
+                conditions |= {name: values, f"{name}_mask": kept if mask is None else kept * mask}
+        return conditions
+
     def loss(self, target: torch.Tensor, context: torch.Tensor, style: torch.Tensor, instrument: torch.Tensor,
              generator: torch.Generator | None = None, details: bool = False, draws: dict | None = None,
              grid: torch.Tensor | None = None, grid_mask: torch.Tensor | None = None,
@@ -282,14 +297,8 @@ class EDMPrecond(nn.Module):
             draws = self.loss_draws(tuple(target.shape), generator, target.device)
         sigma = (config.p_mean + config.p_std * draws["sigma_normal"]).exp()
         noise = draws["noise_normal"] * sigma[:, None, None]
-        context_mask = (draws["context_uniform"] >= config.drop_context).float()
-        style_mask = (draws["style_uniform"] >= config.drop_style).float()
-        frame_conditions = {}
-        for name, values, mask, rate in (("grid", grid, grid_mask, config.drop_grid),
-                                         ("harmony", harmony, harmony_mask, config.drop_harmony)):
-            if values is not None and f"{name}_uniform" in draws:
-                kept = (draws[f"{name}_uniform"] >= rate).float()
-                frame_conditions |= {name: values, f"{name}_mask": kept if mask is None else kept * mask}
+        frame_conditions = self.dropped_conditions(draws, grid, grid_mask, harmony, harmony_mask)
+        context_mask, style_mask = frame_conditions.pop("context_mask"), frame_conditions.pop("style_mask")
         denoised = self(target + noise, sigma, context, context_mask, style, style_mask, instrument, **frame_conditions)
         weight = (sigma**2 + config.sigma_data**2) / (sigma * config.sigma_data) ** 2
         loss = (weight[:, None, None] * (denoised - target) ** 2).mean()

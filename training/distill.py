@@ -96,14 +96,9 @@ def consistency_loss(student: EDMPrecond, teacher: Teacher, batch: dict, draws: 
     sigma_hi, sigma_lo = grid[step], grid[step + 1]
     target = batch["target"]
     x_hi = target + draws["noise_normal"] * sigma_hi[:, None, None]
-    conditions = {"context": batch["context"], "style": batch["style"], "instrument": batch["instrument"],
-                  "context_mask": (draws["context_uniform"] >= config.drop_context).float(),
-                  "style_mask": (draws["style_uniform"] >= config.drop_style).float()}
-    for name, rate in (("grid", config.drop_grid), ("harmony", config.drop_harmony)):
-        if name in batch and f"{name}_uniform" in draws:
-            kept = (draws[f"{name}_uniform"] >= rate).float()
-            mask = batch.get(f"{name}_mask")
-            conditions |= {name: batch[name], f"{name}_mask": kept if mask is None else kept * mask}
+    conditions = {"context": batch["context"], "style": batch["style"], "instrument": batch["instrument"]}
+    conditions |= student.dropped_conditions(draws, **{k: batch.get(k) for k in ("grid", "grid_mask", "harmony",
+                                                                               "harmony_mask")})
     x_lo = teacher.step(x_hi, sigma_hi, sigma_lo, conditions, solver)
     student_conditions = (conditions["context"], conditions["context_mask"], conditions["style"],
                           conditions["style_mask"], conditions["instrument"])
