@@ -77,10 +77,10 @@ PARAMS: dict[str, Param] = {
     "chords": Param("text", 'the chords the stem follows instead of those heard in the context, one per bar '
                     '("Am F C G7") or with their beats ("Am:2 F:2"); needs the tempo and a denoiser told the chords',
                     max_length=2000),
-    "cfg_tempo": Param("number", "how firmly the stem keeps to the beat (a denoiser told the beat; 1: as trained)",
-                       0, 20, default=1.0),
-    "cfg_chords": Param("number", "how firmly the stem follows the chords (a denoiser told the chords; 1: as trained)",
-                        0, 20, default=1.0),
+    "cfg_tempo": Param("number", "how firmly the stem keeps to the beat (a denoiser told the beat; 1: as trained; "
+                       "default: the model's)", 0, 20),
+    "cfg_chords": Param("number", "how firmly the stem follows the chords (a denoiser told the chords; 1: as "
+                        "trained; default: the model's)", 0, 20),
     "tempo_bpm": Param("number", "the song's tempo in BPM, for bar positions, loops in bars, the beat grid and MIDI",
                        20, 400, flag="--tempo"),
     "beats_per_bar": Param("int", "beats per bar", 1, 32, default=4),

@@ -101,8 +101,8 @@ class GenerateRequest:
     # chords to follow (a denoiser told the chords; else the harmony heard in the context), engine/params.py
     tempo: controls.Tempo | None = None
     chords: str | None = None
-    cfg_tempo: float = default("cfg_tempo")
-    cfg_chords: float = default("cfg_chords")
+    cfg_tempo: float | None = None  # None: the denoiser file's default, as cfg_context
+    cfg_chords: float | None = None
 
 
 @dataclass(frozen=True)
@@ -751,7 +751,7 @@ def generate(bundle: Bundle, request: GenerateRequest, *, progress: Progress | N
     timings["total_seconds"] = time.perf_counter() - started
     info = {"seed": request.seed, "instrument": request.instrument, "steps": request.steps,
             "sampler": request.sampler, "cfg_context": request.cfg_context, "cfg_style": request.cfg_style,
-            "style": _style_kind(request), "models": bundle.versions,
+            "cfg_tempo": request.cfg_tempo, "cfg_chords": request.cfg_chords, "style": _style_kind(request), "models": bundle.versions,
             "backend": bundle.backend.name, "runtime": bundle.runtime, "step_graph": sampling.step_sampler is not None,
             "controls": info_controls,
             "timings": {k: round(v, 3) for k, v in timings.items()}}

@@ -177,7 +177,8 @@ class ModelContract:
         )
 
 
-DEFAULT_GUIDANCE = {"cfg_context": 1.25, "cfg_style": 1.25}  # Diff-A-Riff's, for files that name none
+# Diff-A-Riff's context and style scales, and the beat grid and harmony as trained, for files that name none
+DEFAULT_GUIDANCE = {"cfg_context": 1.25, "cfg_style": 1.25, "cfg_tempo": 1.0, "cfg_chords": 1.0}
 DEFAULT_SAMPLING = {"steps": 30, "sampler": "dpmpp_2m"}  # for files that name none (a distilled one names its own)
 
 
@@ -191,8 +192,8 @@ def sampling_of(denoiser_config: dict) -> dict:
 def guidance_of(denoiser_config: dict) -> dict:
     """The default guidance scales a denoiser file records (``config.provenance.guidance``), else Diff-A-Riff's.
 
-    ``{"cfg_context": c, "cfg_style": s, "instruments": {"drums": {"cfg_context": c2}, ...}}``: the
-    scales for every instrument, and those an instrument overrides (``guidance_for`` merges them).
+    ``{"cfg_context": c, "cfg_style": s, "cfg_tempo": t, "cfg_chords": h, "instruments": {"drums": {"cfg_context":
+    c2}, ...}}``: the scales for every instrument, and those an instrument overrides (``guidance_for`` merges them).
     """
     recorded = (denoiser_config.get("provenance") or {}).get("guidance") or {}
     guidance = {key: float(recorded.get(key, value)) for key, value in DEFAULT_GUIDANCE.items()}
@@ -202,7 +203,7 @@ def guidance_of(denoiser_config: dict) -> dict:
 
 
 def guidance_for(guidance: dict, instrument: str) -> dict[str, float]:
-    """``{"cfg_context", "cfg_style"}`` for ``instrument`` from a ``guidance_of`` dict."""
+    """Every scale of DEFAULT_GUIDANCE for ``instrument`` from a ``guidance_of`` dict."""
     scales = {key: float(guidance.get(key, value)) for key, value in DEFAULT_GUIDANCE.items()}
     return scales | (guidance.get("instruments") or {}).get(instrument, {})
 

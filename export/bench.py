@@ -187,7 +187,8 @@ def _sampling_inputs(contract, seconds: float, no_style: bool) -> dict:
     rng = np.random.default_rng(0)
     context = rng.standard_normal((contract.latent_channels, frames)).astype(np.float32)
     style = None if no_style else rng.standard_normal(contract.style_dim).astype(np.float32)
-    cfg = tuple(guidance_for(contract.guidance, "bass").values())
+    scales = guidance_for(contract.guidance, "bass")
+    cfg = (scales["cfg_context"], scales["cfg_style"])
     x = (rng.standard_normal((1, contract.latent_channels, frames)) * contract.sigma_max).astype(np.float32)
     return {"frames": frames, "context": context, "style": style, "cfg": cfg, "x": x}
 

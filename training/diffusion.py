@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from backline.engine.style import latent_statistics
-from backline.engine.runtime import latent_space_of
+from backline.engine.runtime import DEFAULT_GUIDANCE, latent_space_of
 from backline.models.autoencoder import load_autoencoder
 from backline.models.conditioning import GRID_CHANNELS, HARMONY_CHANNELS, beat_grid, chord_frames
 from backline.models.diffusion import INSTRUMENTS, EDMPrecond, DenoiserConfig, load_denoiser, save_denoiser
@@ -407,8 +407,9 @@ def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, o
 
 
 def _guidance_record(guidance: dict) -> dict:
-    """``{"cfg_context": c, "cfg_style": s, "instruments": {name: {...}}}`` with floats, empty parts left out."""
-    record = {k: float(v) for k, v in guidance.items() if k in ("cfg_context", "cfg_style")}
+    """``{"cfg_context": c, ..., "instruments": {name: {...}}}`` (DEFAULT_GUIDANCE's names) with floats, empty parts
+    left out."""
+    record = {k: float(v) for k, v in guidance.items() if k in DEFAULT_GUIDANCE}
     instruments = {name: {k: float(v) for k, v in scales.items()} for name, scales in
                    (guidance.get("instruments") or {}).items() if scales}
     return record | ({"instruments": instruments} if instruments else {})

@@ -90,6 +90,8 @@ def register_ship(ship_models: argparse._SubParsersAction) -> None:
     p.add_argument("--latents", type=Path, help="latent directory, to record which autoencoder was used")
     p.add_argument("--cfg-context", type=float, help="default context guidance the engine uses with this model")
     p.add_argument("--cfg-style", type=float, help="default style guidance the engine uses with this model")
+    p.add_argument("--cfg-tempo", type=float, help="default beat-grid guidance (a denoiser told the beat)")
+    p.add_argument("--cfg-chords", type=float, help="default harmony guidance (a denoiser told the chords)")
     p.add_argument("--instrument-cfg", action="append", default=[], metavar="INSTRUMENT:NAME=VALUE",
                    help="a default for one instrument only, e.g. drums:cfg_context=9 (repeatable)")
     p.add_argument("--default-steps", type=int, help="the steps the engine takes with this model unless asked "
@@ -160,11 +162,13 @@ def _style_frames(seconds: list[float] | None, latent_rate_hz: float) -> dict:
     return {"style_frames": (shortest, longest)}
 
 
-def parse_guidance(cfg_context: float | None, cfg_style: float | None, per_instrument: list[str]) -> dict:
-    """The guidance record from the command line; ``per_instrument`` items read ``drums:cfg_context=9``."""
+def parse_guidance(scales: dict[str, float | None], per_instrument: list[str]) -> dict:
+    """The guidance record from the command line: ``scales`` by DEFAULT_GUIDANCE's names (None: not given);
+    ``per_instrument`` items read ``drums:cfg_context=9``."""
+    from backline.engine.runtime import DEFAULT_GUIDANCE
     from backline.models.diffusion import INSTRUMENTS
 
-    guidance: dict = {k: v for k, v in (("cfg_context", cfg_context), ("cfg_style", cfg_style)) if v is not None}
+    guidance: dict = {k: v for k, v in scales.items() if v is not None}
     for item in per_instrument:
         try:
             instrument, assignment = item.split(":", 1)
@@ -172,9 +176,9 @@ def parse_guidance(cfg_context: float | None, cfg_style: float | None, per_instr
             value = float(value)
         except ValueError:
             raise SystemExit(f"--instrument-cfg {item!r}: expected INSTRUMENT:NAME=VALUE, e.g. drums:cfg_context=9")
-        if instrument not in INSTRUMENTS or name not in ("cfg_context", "cfg_style"):
+        if instrument not in INSTRUMENTS or name not in DEFAULT_GUIDANCE:
             raise SystemExit(f"--instrument-cfg {item!r}: the instrument is one of {', '.join(INSTRUMENTS)}, "
-                             "the name cfg_context or cfg_style")
+                             f"the name one of {', '.join(DEFAULT_GUIDANCE)}")
         guidance.setdefault("instruments", {}).setdefault(instrument, {})[name] = value
     return guidance
 
@@ -182,12 +186,14 @@ def parse_guidance(cfg_context: float | None, cfg_style: float | None, per_instr
 def _ship(args: argparse.Namespace) -> int:
     from backline.training.diffusion import set_guidance, ship
 
-    guidance = parse_guidance(args.cfg_context, args.cfg_style, args.instrument_cfg)
+    from backline.engine.runtime import DEFAULT_GUIDANCE
+
+    guidance = parse_guidance({name: getattr(args, name) for name in DEFAULT_GUIDANCE}, args.instrument_cfg)
     sampling = {k: v for k, v in (("steps", args.default_steps), ("sampler", args.default_sampler)) if v is not None}
     if args.run is None:
         if not guidance and not sampling:
-            raise SystemExit("without --run, give the defaults to record: --cfg-context, --cfg-style, --instrument-cfg, "
-                             "--default-steps or --default-sampler")
+            raise SystemExit("without --run, give the defaults to record: --cfg-context, --cfg-style, --cfg-tempo, "
+                             "--cfg-chords, --instrument-cfg, --default-steps or --default-sampler")
         print(set_guidance(args.to, guidance, sampling))
         return 0
     if args.version is None:

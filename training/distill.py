@@ -5,7 +5,8 @@ for training consistency models": no EMA target, a pseudo-Huber distance, weight
 A training step takes the crop of a latent pair, two adjacent noise levels sigma_hi > sigma_lo of a Karras grid of
 ``grid_points`` levels, noises the crop to sigma_hi and runs one step of the *guided* teacher down to sigma_lo
 (Heun, or Euler): the teacher's estimates use the engine's guidance formula at the scales its file records
-(``engine.sampling.combine_guidance``), with the training's condition dropout. The student's estimate at
+(``engine.sampling.combine_guidance``, with the beat grid's and harmony's own scales for a conditioned
+denoiser), with the training's condition dropout. The student's estimate at
 (x_hi, sigma_hi) is pulled towards its own estimate at (x_lo, sigma_lo), the latter without gradient. So the
 student learns, per noise level, where the guided teacher's ODE ends, and needs no guidance passes: it runs
 at guidance 1 (one network evaluation per step) with a few Euler steps.
@@ -28,42 +29,57 @@ TEACHER_SOLVERS = ("heun", "euler")
 HUBER_C = 0.03  # the pseudo-Huber distance's scale, per latent value (sigma_data 1)
 
 
+FRAME_SCALES = {"grid": "cfg_tempo", "harmony": "cfg_chords"}  # each frame condition's guidance scale
+
+
 @dataclass
 class Teacher:
-    """A frozen denoiser and its default guidance scales per instrument (index into ``INSTRUMENTS``)."""
+    """A frozen denoiser and its default guidance scales per instrument (index into ``INSTRUMENTS``), by
+    DEFAULT_GUIDANCE's names: context, style, and the beat grid's and harmony's of a conditioned denoiser."""
 
     model: EDMPrecond
-    cfg_context: torch.Tensor  # (instruments,)
-    cfg_style: torch.Tensor
+    scales: dict[str, torch.Tensor]  # name -> (instruments,)
 
     @classmethod
     def load(cls, path, device: torch.device = torch.device("cpu")) -> "Teacher":
         model, metadata = load_denoiser(path)
         model.requires_grad_(False)
         guidance = guidance_of(metadata["config"])
-        scales = [guidance_for(guidance, name) for name in INSTRUMENTS]
-        return cls(model.to(device), torch.tensor([s["cfg_context"] for s in scales], device=device),
-                   torch.tensor([s["cfg_style"] for s in scales], device=device))
+        per_instrument = [guidance_for(guidance, name) for name in INSTRUMENTS]
+        return cls(model.to(device), {key: torch.tensor([s[key] for s in per_instrument], device=device)
+                                      for key in per_instrument[0]})
 
     @torch.no_grad()
     def denoise(self, x, sigma, conditions: dict) -> torch.Tensor:
-        """The guided estimate: full, context-only and unconditioned passes combined as the engine does."""
+        """The guided estimate as the engine makes it: full, context-only and unconditioned passes, and the full
+        one without each frame condition whose scale is not 1 (``engine.sampling.guided``)."""
         instrument = conditions["instrument"]
         context_mask, style_mask = conditions["context_mask"], conditions["style_mask"]
-        frame = {k: v for k, v in conditions.items() if k not in ("context", "style", "instrument", "context_mask",
-                                                                   "style_mask")}
+        frame = {k: v for k, v in conditions.items() if k.startswith(("grid", "harmony"))}
+        per_row = lambda key: self.scales[key][instrument][:, None, None]
+        without = [name for name, key in FRAME_SCALES.items()
+                   if f"{name}_mask" in frame and bool((self.scales[key] != 1).any())]
+        zeros = torch.zeros_like(context_mask)
+        masks = {"context": [context_mask, context_mask, zeros] + [context_mask] * len(without),
+                 "style": [style_mask, zeros, zeros] + [style_mask] * len(without)}
+        for name in frame:
+            if name.endswith("_mask"):
+                condition = name.removesuffix("_mask")
+                masks[name] = [frame[name], frame[name], zeros] + [zeros if other == condition else frame[name]
+                                                                   for other in without]
+        passes = 3 + len(without)
         rows = x.shape[0]
-        passes = torch.cat([x, x, x])
-        sigmas = torch.cat([sigma, sigma, sigma])
-        stacked = self.model(passes, sigmas, conditions["context"].repeat(3, 1, 1),
-                             torch.cat([context_mask, context_mask, torch.zeros_like(context_mask)]),
-                             conditions["style"].repeat(3, 1),
-                             torch.cat([style_mask, torch.zeros_like(style_mask), torch.zeros_like(style_mask)]),
-                             instrument.repeat(3), **{k: v.repeat(3, *([1] * (v.ndim - 1))) for k, v in frame.items()})
-        full, context, none = stacked[:rows], stacked[rows:2 * rows], stacked[2 * rows:]
-        per_row = lambda scales: scales[instrument][:, None, None]
-        return combine_guidance(none, context, full, per_row(self.cfg_context), per_row(self.cfg_style),
-                                GUIDANCE_RESCALE, spread=_spread, floor=torch.clamp_min)
+        repeat = lambda v: v.repeat(passes, *([1] * (v.ndim - 1)))
+        stacked = self.model(repeat(x), repeat(sigma), repeat(conditions["context"]), torch.cat(masks["context"]),
+                             repeat(conditions["style"]), torch.cat(masks["style"]), repeat(instrument),
+                             **{k: torch.cat(masks[k]) if k.endswith("_mask") else repeat(v) for k, v in frame.items()})
+        full, context, none = stacked[:rows], stacked[rows:2 * rows], stacked[2 * rows:3 * rows]
+        extra = None
+        for index, name in enumerate(without):
+            term = (per_row(FRAME_SCALES[name]) - 1) * (full - stacked[(3 + index) * rows:(4 + index) * rows])
+            extra = term if extra is None else extra + term
+        return combine_guidance(none, context, full, per_row("cfg_context"), per_row("cfg_style"),
+                                GUIDANCE_RESCALE, spread=_spread, floor=torch.clamp_min, extra=extra)
 
     def step(self, x_hi, sigma_hi, sigma_lo, conditions: dict, solver: str = "heun") -> torch.Tensor:
         """One step of the probability-flow ODE from sigma_hi down to sigma_lo (per row)."""

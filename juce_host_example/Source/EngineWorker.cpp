@@ -391,6 +391,10 @@ void EngineWorker::runJob (void* contextPointer)
             params->setProperty ("cfg_context", (double) processor.cfgContext->get());
         if (processor.cfgStyle->get() > 0.0f)
             params->setProperty ("cfg_style", (double) processor.cfgStyle->get());
+        if (processor.cfgTempo->get() > 0.0f)
+            params->setProperty ("cfg_tempo", (double) processor.cfgTempo->get());
+        if (processor.cfgChords->get() > 0.0f)
+            params->setProperty ("cfg_chords", (double) processor.cfgChords->get());
         const auto prompt = processor.getPrompt().trim();
         if (processor.padOn->get())   // the point on the style pad stands for the words
             params->setProperty ("style_pad", juce::Array<juce::var> { (double) processor.padX->get(), (double) processor.padY->get() });

@@ -117,6 +117,8 @@ BacklineEditor::BacklineEditor (BacklineProcessor& p)
       blendAttachment (*p.styleBlend, blendSlider),
       loopAttachment (*p.loopBars, loopSlider),
       widthAttachment (*p.stereoWidth, widthSlider),
+      beatLockAttachment (*p.cfgTempo, beatLockSlider),
+      chordLockAttachment (*p.cfgChords, chordLockSlider),
       recordAttachment (*p.record, recordButton),
       passAttachment (*p.passInput, passButton),
       midiAttachment (*p.midi, midiButton)
@@ -138,6 +140,12 @@ BacklineEditor::BacklineEditor (BacklineProcessor& p)
     toBarSlider.setTextValueSuffix (" to");
     loopSlider.textFromValueFunction = [] (double bars) { return bars < 0.5 ? juce::String ("off") : juce::String ((int) bars); };
     stepsSlider.textFromValueFunction = [] (double n) { return n < 0.5 ? juce::String ("model's") : juce::String ((int) n); };
+    beatLockLabel.setText ("Beat lock", juce::dontSendNotification);
+    chordLockLabel.setText ("Chord lock", juce::dontSendNotification);
+    beatLockSlider.setTooltip ("How firmly the stem keeps to the beat (0: the model's own)");
+    chordLockSlider.setTooltip ("How firmly the stem follows the chords (0: the model's own)");
+    for (auto* slider : { &beatLockSlider, &chordLockSlider })
+        slider->textFromValueFunction = [] (double v) { return v <= 0.0 ? juce::String ("model's") : juce::String (v, 2); };
     promptLabel.setText ("Style", juce::dontSendNotification);
     promptEditor.setTextToShowWhenEmpty ("a prompt, e.g. \"fretless bass\" (optional)", juce::Colours::grey);
     promptEditor.setText (p.getPrompt(), juce::dontSendNotification);
@@ -152,10 +160,12 @@ BacklineEditor::BacklineEditor (BacklineProcessor& p)
     statusLabel.setJustificationType (juce::Justification::topLeft);
     statusLabel.setMinimumHorizontalScale (1.0f);
     for (auto* slider : { &seedSlider, &stepsSlider, &takeSlider, &variationSlider, &fromBarSlider, &toBarSlider,
-                          &blendSlider, &loopSlider, &widthSlider })
+                          &blendSlider, &loopSlider, &widthSlider, &beatLockSlider, &chordLockSlider })
         slider->setTextBoxStyle (juce::Slider::TextBoxRight, false, 70, 22);
     loopSlider.updateText();
     stepsSlider.updateText();
+    beatLockSlider.updateText();
+    chordLockSlider.updateText();
     instrumentBox.addItemList (p.instrument->choices, 1);
     instrumentAttachment.sendInitialUpdate();   // the items exist only now
     actionBox.addItemList (p.action->choices, 1);
@@ -172,7 +182,8 @@ BacklineEditor::BacklineEditor (BacklineProcessor& p)
                                                              &advancedButton, &actionLabel, &actionBox, &variationLabel,
                                                              &variationSlider, &barsLabel, &fromBarSlider, &toBarSlider,
                                                              &blendLabel, &blendSlider, &loopLabel, &loopSlider, &widthLabel,
-                                                             &widthSlider, &midiButton, &midiDrag, &stylePad, &useWordsButton })
+                                                             &widthSlider, &midiButton, &midiDrag, &stylePad, &useWordsButton,
+                                                             &beatLockLabel, &beatLockSlider, &chordLockLabel, &chordLockSlider })
         addAndMakeVisible (c);
     setResizable (true, true);
     setResizeLimits (460, 640, 1600, 1400);
@@ -217,12 +228,15 @@ void BacklineEditor::resized()
         toBarSlider.setBounds (r);
     }
     const bool advanced = advancedButton.getToggleState();
-    for (auto* c : std::initializer_list<juce::Component*> { &seedLabel, &seedSlider, &stepsLabel, &stepsSlider })
+    for (auto* c : std::initializer_list<juce::Component*> { &seedLabel, &seedSlider, &stepsLabel, &stepsSlider,
+                                                             &beatLockLabel, &beatLockSlider, &chordLockLabel, &chordLockSlider })
         c->setVisible (advanced);
     if (advanced)
     {
         labelled (seedLabel, seedSlider);
         labelled (stepsLabel, stepsSlider);
+        labelled (beatLockLabel, beatLockSlider);
+        labelled (chordLockLabel, chordLockSlider);
     }
     labelled (takeLabel, takeSlider);
     labelled (promptLabel, promptEditor);

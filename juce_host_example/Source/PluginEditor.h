@@ -76,16 +76,16 @@ private:
 
     BacklineProcessor& processor;
     juce::Label title, instrumentLabel, seedLabel, stepsLabel, promptLabel, chordsLabel, takeLabel, statusLabel;
-    juce::Label actionLabel, variationLabel, barsLabel, blendLabel, loopLabel, widthLabel;
+    juce::Label actionLabel, variationLabel, barsLabel, blendLabel, loopLabel, widthLabel, beatLockLabel, chordLockLabel;
     juce::TextEditor promptEditor, chordsEditor;
     juce::Label referenceLabel;
     juce::TextButton clearReferenceButton { "Clear" };
     juce::ComboBox instrumentBox, actionBox;
     juce::Slider seedSlider, stepsSlider, takeSlider, variationSlider, fromBarSlider, toBarSlider, blendSlider,
-                 loopSlider, widthSlider;
+                 loopSlider, widthSlider, beatLockSlider, chordLockSlider;
     juce::ToggleButton midiButton { "MIDI too" };
     juce::ToggleButton recordButton { "Record while playing" }, passButton { "Pass input through" };
-    // The main page holds what a producer decides; seed and steps appear under Advanced.
+    // The main page holds what a producer decides; seed, steps and the beat and chord locks appear under Advanced.
     juce::ToggleButton advancedButton { "Advanced" };
     juce::TextButton generateButton { "Generate" }, cancelButton { "Cancel" };
     double progressValue = 0.0;
@@ -96,7 +96,8 @@ private:
     juce::TextButton useWordsButton { "Use words" };
     juce::ComboBoxParameterAttachment instrumentAttachment, actionAttachment;
     juce::SliderParameterAttachment seedAttachment, stepsAttachment, takeAttachment, variationAttachment,
-                                    fromBarAttachment, toBarAttachment, blendAttachment, loopAttachment, widthAttachment;
+                                    fromBarAttachment, toBarAttachment, blendAttachment, loopAttachment, widthAttachment,
+                                    beatLockAttachment, chordLockAttachment;
     juce::ButtonParameterAttachment recordAttachment, passAttachment, midiAttachment;
 
     JUCE_DECLARE_NON_COPYABLE_WITH_LEAK_DETECTOR (BacklineEditor)

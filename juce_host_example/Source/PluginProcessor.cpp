@@ -30,6 +30,11 @@ BacklineProcessor::BacklineProcessor()
                                                         NormalisableRange<float> (0.0f, 10.0f, 0.01f), 0.0f));
     addParameter (cfgStyle = new AudioParameterFloat ({ "cfg_style", 1 }, "CFG Style",
                                                       NormalisableRange<float> (0.0f, 10.0f, 0.01f), 0.0f));
+    // How firmly the stem keeps to the beat and follows the chords (a denoiser told them); 0: the model's own.
+    addParameter (cfgTempo = new AudioParameterFloat ({ "cfg_tempo", 1 }, "Beat Lock",
+                                                      NormalisableRange<float> (0.0f, 10.0f, 0.01f), 0.0f));
+    addParameter (cfgChords = new AudioParameterFloat ({ "cfg_chords", 1 }, "Chord Lock",
+                                                       NormalisableRange<float> (0.0f, 10.0f, 0.01f), 0.0f));
     addParameter (status = new AudioParameterChoice ({ "status", 1 }, "Status", statusChoices, 0,
                                                      AudioParameterChoiceAttributes().withAutomatable (false)));
     addParameter (progress = new AudioParameterFloat ({ "progress", 1 }, "Progress", NormalisableRange<float> (0.0f, 1.0f), 0.0f,

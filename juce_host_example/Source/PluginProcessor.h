@@ -130,7 +130,7 @@ public:
     static std::unique_ptr<Stem> loadStemFile (const juce::File& file, juce::int64 startSample, double hostRate);
 
     // Parameters (pedalboard names them generate, record, pass_input, cancel, instrument, seed, steps,
-    // cfg_context, cfg_style, status, progress, free_run).
+    // cfg_context, cfg_style, cfg_tempo, cfg_chords, status, progress, free_run).
     juce::AudioParameterBool* generate = nullptr;
     juce::AudioParameterBool* record = nullptr;
     juce::AudioParameterBool* passInput = nullptr;
@@ -141,6 +141,8 @@ public:
     juce::AudioParameterInt* steps = nullptr;
     juce::AudioParameterFloat* cfgContext = nullptr;
     juce::AudioParameterFloat* cfgStyle = nullptr;
+    juce::AudioParameterFloat* cfgTempo = nullptr;   // beat lock
+    juce::AudioParameterFloat* cfgChords = nullptr;  // chord lock
     juce::AudioParameterChoice* status = nullptr;   // read-only: written by the plugin
     juce::AudioParameterFloat* progress = nullptr;  // read-only: written by the plugin
     juce::AudioParameterInt* take = nullptr;        // which take plays (1 = the first)

@@ -102,3 +102,30 @@ def test_the_onnx_graphs_take_the_grid_and_the_harmony_as_torch_does(conditioned
         got = generate(bundle, request_from_params(params, context, SAMPLE_RATE))
         assert got.info["step_graph"] is step_graph
         np.testing.assert_allclose(got.audio, want, atol=2e-3 * float(np.abs(want).max()))
+
+
+def test_the_default_chord_and_tempo_guidance_come_from_the_model_file(tmp_path):
+    """`ship diffusion --cfg-chords/--cfg-tempo` records the defaults (per instrument too); a request that names
+    none takes them, one that names its own wins."""
+    import shutil
+
+    from backline.cli import main
+
+    ae, dn = write_debug_models(tmp_path, "tiny-conditioned", autoencoder_config="tiny")
+    recorded = tmp_path / "recorded.safetensors"
+    shutil.copy(dn, recorded)
+    assert main(["ship", "diffusion", "--to", str(recorded), "--cfg-chords", "3", "--cfg-tempo", "1.5",
+                 "--instrument-cfg", "drums:cfg_chords=1"]) == 0
+    bundle = load_bundle(ae, recorded, backend="torch")
+    context = _clicks(seconds=3.0)
+    base = dict(instrument="bass", steps=3, candidates=1, seed=2, tempo_bpm=120.0)
+    default = generate(bundle, request_from_params(base, context, SAMPLE_RATE))
+    assert (default.info["cfg_chords"], default.info["cfg_tempo"]) == (3.0, 1.5)
+    named = generate(bundle, request_from_params({**base, "cfg_chords": 3.0, "cfg_tempo": 1.5}, context, SAMPLE_RATE))
+    np.testing.assert_array_equal(default.audio, named.audio)
+    own = generate(bundle, request_from_params({**base, "cfg_chords": 1.0}, context, SAMPLE_RATE))
+    assert own.info["cfg_chords"] == 1.0 and not np.allclose(own.audio, default.audio)
+    drums = generate(bundle, request_from_params({**base, "instrument": "drums"}, context, SAMPLE_RATE))
+    assert (drums.info["cfg_chords"], drums.info["cfg_tempo"]) == (1.0, 1.5)
+    plain = generate(load_bundle(ae, dn, backend="torch"), request_from_params(base, context, SAMPLE_RATE))
+    assert (plain.info["cfg_chords"], plain.info["cfg_tempo"]) == (1.0, 1.0)  # a file that records none: as trained

@@ -48,7 +48,7 @@ def test_plugin_loads_with_its_parameters_and_reports_no_latency(plugin):
     assert plugin.name == "Backline"
     assert plugin.is_effect
     for name in ("generate", "record", "pass_input", "cancel", "instrument", "seed", "steps", "cfg_context",
-                 "cfg_style", "status", "progress", "free_run", "take"):
+                 "cfg_style", "beat_lock", "chord_lock", "status", "progress", "free_run", "take"):
         assert name in plugin.parameters, f"parameter {name!r} missing: {sorted(plugin.parameters)}"
     assert plugin.status == "idle"
     assert plugin.instrument == "bass"
@@ -150,6 +150,7 @@ def test_the_plugin_reaches_the_engine_over_its_unix_socket(free_running, engine
         info["port"] = probe.getsockname()[1]   # nothing listens there once the probe closes
     connection.write_text(json.dumps(info))
     plugin.steps = 2
+    plugin.chord_lock = 2.5
     _generate_and_wait(plugin, make_signal(SAMPLE_RATE // 2, SAMPLE_RATE), "")   # asserts the job is ready
 
 
@@ -220,12 +221,14 @@ def test_the_style_prompt_and_the_chords_are_restored_with_the_project_and_sent_
     assert parse_state(plugin.raw_state)["prompt"] == "slap bass"
     assert parse_state(plugin.raw_state)["chords"] == "Am F C G7"
     plugin.steps = 2
+    plugin.chord_lock = 2.5
     _generate_and_wait(plugin, make_signal(SAMPLE_RATE // 2, SAMPLE_RATE), "")   # asserts the job is ready
     sent = [json.loads(meta.read_text())["info"]["params"] for meta in (tmp_path / "results").glob("*/meta.json")]
     assert [params.get("style_prompt") for params in sent] == ["slap bass"]
     assert [params.get("chords") for params in sent] == ["Am F C G7"]
     assert "tempo_bpm" not in sent[0]  # pedalboard gives no tempo: none is sent
     assert "cfg_context" not in sent[0] and "cfg_style" not in sent[0]  # at 0: the model's own guidance
+    assert sent[0]["cfg_chords"] == pytest.approx(2.5) and "cfg_tempo" not in sent[0]  # the chord lock, Advanced
 
 
 def _generate_and_wait(plugin, region, previous_job):

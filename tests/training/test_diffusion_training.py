@@ -68,7 +68,7 @@ def test_latents_train_resume_ship_and_generate_end_to_end(synthetic_build, tmp_
 
     export_models(ae_path, tuned, tmp_path / "onnx", seed=0)
     for engine in (load_bundle(ae_path, tuned), load_bundle(backend="onnx", onnx_dir=tmp_path / "onnx")):
-        assert engine.contract.guidance == {"cfg_context": 2.5, "cfg_style": 1.5,
+        assert engine.contract.guidance == {"cfg_context": 2.5, "cfg_style": 1.5, "cfg_tempo": 1.0, "cfg_chords": 1.0,
                                             "instruments": {"drums": {"cfg_context": 3.5}}}
         info = generate(engine, GenerateRequest(context=context, sample_rate=48000, steps=2, seed=5)).info
         assert (info["cfg_context"], info["cfg_style"]) == (2.5, 1.5)

@@ -123,3 +123,40 @@ def test_a_student_must_have_its_teachers_config(tiny):
     with pytest.raises(ValueError, match="a student has its teacher's config"):
         train(resolve_config("tiny-conditioned"), latents, folder / "wrong", TrainOptions(
             steps=1, distill_from=str(teacher_path)), progress=False)
+
+
+def test_a_conditioned_teacher_guides_the_beat_and_the_chords_with_its_files_scales(tmp_path):
+    """A teacher told the beat and the chords runs the engine's extra passes (the full one without each condition
+    whose recorded scale is not 1) and adds their terms as ``guided`` does."""
+    torch.manual_seed(1)
+    model = EDMPrecond(resolve_config("tiny-conditioned")).eval()
+    for p in model.parameters():
+        if not p.data.any():
+            p.data.normal_(0, 0.05)
+    path = save_denoiser(tmp_path / "conditioned.safetensors", model, version="teacher", dtype=None,
+                         extra={"guidance": {"cfg_context": 2.0, "cfg_style": 1.5, "cfg_chords": 3.0,
+                                             "instruments": {"drums": {"cfg_tempo": 2.5, "cfg_chords": 1.0}}}})
+    teacher = Teacher.load(path)
+    config, rows, frames = model.config, 4, 16
+    x = torch.randn(rows, config.latent_channels, frames)
+    sigma, ones, zeros = torch.full((rows,), 0.9), torch.ones(rows), torch.zeros(rows)
+    given = {"context": torch.randn(rows, config.latent_channels, frames), "style": torch.randn(rows, config.style_dim),
+             "instrument": torch.tensor([0, 1, 0, 1]), "grid": torch.randn(rows, config.grid_channels, frames),
+             "harmony": torch.rand(rows, config.harmony_channels, frames)}
+    conditions = given | {"context_mask": ones, "style_mask": ones, "grid_mask": ones, "harmony_mask": ones}
+    got = teacher.denoise(x, sigma, conditions).numpy()
+
+    def run(context, style, grid, harmony):
+        with torch.no_grad():
+            return model(x, sigma, given["context"], context, given["style"], style, given["instrument"],
+                         grid=given["grid"], grid_mask=grid, harmony=given["harmony"], harmony_mask=harmony).numpy()
+
+    predictions = {"full": run(ones, ones, ones, ones), "context": run(ones, zeros, ones, ones),
+                   "none": run(zeros, zeros, zeros, zeros), "without_grid": run(ones, ones, zeros, ones),
+                   "without_harmony": run(ones, ones, ones, zeros)}
+    for row, instrument in enumerate(given["instrument"].tolist()):
+        scales = {"grid": 2.5, "harmony": 1.0} if instrument == 1 else {"grid": 1.0, "harmony": 3.0}
+        want = guided({k: v[row:row + 1] for k, v in predictions.items()}, cfg_context=2.0, cfg_style=1.5,
+                      frame_scales=scales)
+        np.testing.assert_allclose(got[row:row + 1], want, atol=1e-5)
+    assert not np.allclose(got[0], guided({k: v[:1] for k, v in predictions.items()}, cfg_context=2.0, cfg_style=1.5))
