@@ -450,7 +450,7 @@ def evaluate_accompaniment(build_dir: str | Path, *, generated_dir: str | Path |
         if len(chosen) < 2:
             log(f"{instrument}: fewer than two pairs, skipped")
             continue
-        contexts, targets, generated, sample_rates = [], [], [], []
+        contexts, targets, generated, sample_rates, offsets = [], [], [], [], []
         for record in chosen:
             pair = record["pairs"][instrument]
             context, sample_rate = read_audio(build_dir / pair["context"])
@@ -467,6 +467,7 @@ def evaluate_accompaniment(build_dir: str | Path, *, generated_dir: str | Path |
                                                           {}).get("offset_seconds", offset_seconds))
                 frames = len(stem)
                 generated.append(stem)
+            offsets.append(offset)
             contexts.append(_segment(context[0], sample_rate, offset, frames))
             targets.append(_segment(target[0], sample_rate, offset, frames))
             sample_rates.append(sample_rate)
@@ -499,6 +500,10 @@ def evaluate_accompaniment(build_dir: str | Path, *, generated_dir: str | Path |
             "pairs": len(chosen), "seconds": round(sum(len(c) for c in contexts) / sample_rate, 1),
             "fit": fit_table(fit_rows, instrument),
             "sanity": {name: fm.sanity_shares(rows) for name, rows in sanity_rows.items()},
+            # copy-likeness: how alike each set's spectrograms are to their contexts' (a copy scores near 1)
+            "context_correlation": {name: float(np.mean([fm.context_correlation(s, c, sample_rate)
+                                                         for s, c in zip(candidates[name], contexts)]))
+                                    for name in candidates},
             "realism": realism,
             "per_pair": [{"variant_id": r["variant_id"], **{name: fit_rows[name][i] for name in candidates}}
                          for i, r in enumerate(chosen)],
@@ -510,15 +515,32 @@ def evaluate_accompaniment(build_dir: str | Path, *, generated_dir: str | Path |
             example = audible[0]
             examples = {"context": contexts[example], **{name: audio[example] for name, audio in candidates.items()}}
             figures = _figures(Path(figure_dir), instrument, summary["instruments"][instrument], examples,
-                               sample_rate, chosen[example]["variant_id"])
+                               sample_rate, chosen[example]["variant_id"],
+                               beats=beat_grid_seconds(chosen[example], offsets[example], len(contexts[example]) / sample_rate))
             summary["instruments"][instrument]["figures"] = figures
         log(f"{instrument}: {len(chosen)} pairs scored")
     return summary
 
 
+def beat_grid_seconds(record: dict, offset_seconds: float, seconds: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """The song's beats and bar starts (seconds into a segment of ``seconds`` from ``offset_seconds``) where its
+    record knows its timing (MMA songs: the first downbeat at 0 s), else None."""
+    from backline.training.latents import timing_of
+
+    timing = timing_of(record)
+    if timing is None:
+        return None
+    period = 60.0 / timing["tempo_bpm"]
+    first = int(np.ceil(offset_seconds / period - 1e-9))
+    indices = np.arange(first, int(np.floor((offset_seconds + seconds) / period)) + 1)
+    times = indices * period - offset_seconds
+    return times, times[indices % timing["beats_per_bar"] == 0]
+
+
 def _figures(figure_dir: Path, instrument: str, block: dict, examples: dict[str, np.ndarray], sample_rate: int,
-             variant_id: str) -> list[str]:
-    """Per-pair fit bars and example spectrograms; returns the file names written (none without matplotlib)."""
+             variant_id: str, beats: tuple[np.ndarray, np.ndarray] | None = None) -> list[str]:
+    """Per-pair fit bars and example spectrograms (with the song's beat grid where ``beats``, from
+    ``beat_grid_seconds``, gives it); returns the file names written (none without matplotlib)."""
     try:
         from matplotlib.figure import Figure  # the object API: no pyplot, no process-wide backend switch
     except ImportError:
@@ -562,7 +584,14 @@ def _figures(figure_dir: Path, instrument: str, block: dict, examples: dict[str,
         ax.imshow(mel.T, origin="lower", aspect="auto", vmin=top - 80, vmax=top,
                   extent=(start / sample_rate, start / sample_rate + len(mel) * 512 / 22_050, 0, mel.shape[1]))
         ax.set_ylabel(name, fontsize=8)
-    axes[0, 0].set_title(f"{variant_id} ({instrument}): log-mel, 64 bands, 80 dB range", fontsize=9)
+        if beats is not None:  # the song's beats (thin) and bar starts (thick), as the denoiser is told them
+            shown = lambda t: t[(t >= start / sample_rate) & (t <= start / sample_rate + window / sample_rate)]
+            for t in shown(beats[0]):
+                ax.axvline(t, color="white", linewidth=0.4, alpha=0.5)
+            for t in shown(beats[1]):
+                ax.axvline(t, color="white", linewidth=1.2, alpha=0.9)
+    grid = ", the song's beats and bars in white" if beats is not None else ""
+    axes[0, 0].set_title(f"{variant_id} ({instrument}): log-mel, 64 bands, 80 dB range{grid}", fontsize=9)
     axes[-1, 0].set_xlabel("seconds into the evaluated segment")
     fig.tight_layout()
     spec_name = f"{instrument}_spectrograms.png"
@@ -736,6 +765,10 @@ def accompaniment_markdown(summary: dict, command: str) -> str:
         for name, s in block["sanity"].items():
             lines.append(f"| {name} | " + " | ".join(f"{100 * s[k]:.0f} %" for k in
                          ("non_finite", "silent", "clipped", "wrong_length", "copy_of_context", "any")) + " |")
+        if "context_correlation" in block:
+            lines += ["", "Copy-likeness (mean log-mel correlation with the context; a copy scores near 1): "
+                      + ", ".join(f"{name} {_fmt(value, 2)}" for name, value in block["context_correlation"].items())
+                      + "."]
         names = [n for n in block["fit"]]
         lines += ["", "Per pair (harmonic fit / rhythmic fit):", "",
                   "| variant | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]

@@ -67,6 +67,8 @@ def test_accompaniment_report_scores_real_one_and_flags_copies(tmp_path):
     assert block["fit"]["real"]["harmonic_fit_normalised"] == 1.0
     assert block["fit"]["shuffled"]["rhythmic_fit_normalised"] == 0.0
     assert block["sanity"]["generated"]["copy_of_context"] == 0.25
+    copies = block["context_correlation"]  # one of four is the context itself (correlation 1), three the real stems
+    assert copies["real"] < 0.9 and copies["real"] < copies["generated"] <= copies["real"] + 0.25 + 1e-9
     assert block["sanity"]["real"]["any"] == 0.0
     assert set(block["realism"]) == {"rule-based", "generated"}
     (group, row), = block["by_family"].items()  # the synthetic build: one source, no tempo recorded
@@ -158,3 +160,13 @@ def test_generated_pairs_are_spread_over_the_style_families():
     assert len(picked) == 7 and len({r["variant_id"] for r in picked}) == 7
     assert set(families) == {"rock", "latin", "waltz", "freedoom"} and max(families.count(f) for f in families) == 2
     assert es.spread(records, 7, seed=0) == picked and len(es.spread(records, 99, seed=1)) == len(records)
+
+
+def test_the_spectrograms_beat_grid_is_the_songs_within_the_segment():
+    from backline.training.eval_suite import beat_grid_seconds
+
+    record = {"mma": {"tempo_bpm": 120.0, "beats_per_bar": 4, "chords": [[0, "C"]]}}
+    beats, bars = beat_grid_seconds(record, offset_seconds=1.25, seconds=3.0)
+    np.testing.assert_allclose(beats, [0.25, 0.75, 1.25, 1.75, 2.25, 2.75])  # song beats 3..8, from 1.5 s
+    np.testing.assert_allclose(bars, [0.75, 2.75])  # beats 4 and 8 start bars
+    assert beat_grid_seconds({"source": "freedoom"}, 0.0, 3.0) is None  # no timing recorded: no grid
