@@ -128,6 +128,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--time-limit-minutes", type=float, default=None, help="stop and write the model after this long")
     add_threads_argument(p, None, what="torch")
     p.set_defaults(func=_train_notes)
+    p = train_models.add_parser("labels", help="transcribe a build's bass stems into note labels (the denoiser's note "
+                                "loss reads them: train diffusion --note-labels)")
+    p.add_argument("--data", required=True, type=Path, help="data build directory")
+    p.add_argument("--latents", required=True, type=Path, help="latents of that build (the labels match their frames)")
+    p.add_argument("--autoencoder", type=Path, default=Path("models/autoencoder/default.safetensors"),
+                   help="the autoencoder whose note head the loss uses (its STFT hop and note range)")
+    p.add_argument("--out", required=True, type=Path, help="the labels file to write (.npz)")
+    p.add_argument("--split", choices=SPLITS, default="train", help="the split to label (default train)")
+    p.add_argument("--every", type=int, default=1, help="label every N-th bass stem only (default 1: all)")
+    p.add_argument("--jobs", type=int, default=1, help="transcribing processes (default 1)")
+    p.set_defaults(func=_train_labels)
     diffusion_cli.register_train(train_models, formatter)
     from backline.training import style_cli
 
@@ -241,6 +252,22 @@ def _train_autoencoder(args: argparse.Namespace) -> int:
     summary = train(config, args.data, args.run, settings, resume=args.resume, progress=not args.quiet)
     if summary["rank"] == 0:  # under torchrun, one summary
         print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _train_labels(args: argparse.Namespace) -> int:
+    from backline.models.autoencoder import load_autoencoder
+    from backline.training.notes import NoteSettings, build_labels, write_label_cache
+
+    config = load_autoencoder(args.autoencoder)[0].config  # without a note head yet: the head's default range
+    labels = build_labels(args.data, args.latents, stft_hop=config.stft_hop_length,
+                          frames_per_latent=config.frames_per_latent,
+                          lowest_midi=config.note_lowest_midi or NoteSettings.note_lowest_midi,
+                          count=config.note_count or NoteSettings.note_count, split=args.split, every=args.every,
+                          jobs=args.jobs)
+    key = json.dumps({"build": str(args.data.resolve()), "latents": str(args.latents.resolve()), "split": args.split,
+                      "every": args.every})
+    print(f"wrote {write_label_cache(args.out, key, labels)}: {len(labels)} bass stems")
     return 0
 
 

@@ -145,7 +145,8 @@ class LatentPairs:
 
 
 def read_note_labels(paths) -> dict[str, np.ndarray]:
-    """Frame labels by latent file name, from the ``labels*.npz`` caches of ``backline train notes`` runs."""
+    """Frame labels by latent file name, from `backline train labels` files or the `labels*.npz` caches of `backline
+    train notes` runs."""
     return {entry["file"]: entry["labels"] for path in paths for entry in read_label_cache(path)[1].values()}
 
 

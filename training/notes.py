@@ -63,27 +63,46 @@ def frame_labels(notes, frames: int, *, sample_rate: int, hop: int, lowest_midi:
     return labels
 
 
-def build_labels(build_dir: Path, latents_dir: Path, *, stft_hop: int, frames_per_latent: int, lowest_midi: int,
-                 count: int, progress: bool = True) -> dict[str, dict]:
-    """Every bass entry of ``latents_dir``'s index with its split, file and frame labels, keyed by variant id."""
-    from backline.data.dataset import read_manifest
+def _stem_labels(job: tuple) -> tuple[dict, np.ndarray]:
+    """One bass stem's frame labels (a worker of ``build_labels``' pool)."""
     from backline.engine.audio import read_audio, to_mono
     from backline.engine.transcribe import transcribe_bass
 
+    entry, latents_dir, target, stft_hop, frames_per_latent, lowest_midi, count = job
+    latent_frames = np.load(Path(latents_dir) / entry["file"])["target"].shape[-1]
+    audio, rate = read_audio(target)
+    return entry, frame_labels(transcribe_bass(to_mono(audio)[0], rate), latent_frames * frames_per_latent,
+                               sample_rate=rate, hop=stft_hop, lowest_midi=lowest_midi, count=count)
+
+
+def build_labels(build_dir: Path, latents_dir: Path, *, stft_hop: int, frames_per_latent: int, lowest_midi: int,
+                 count: int, progress: bool = True, split: str | None = None, every: int = 1,
+                 jobs: int = 1) -> dict[str, dict]:
+    """Every bass entry of ``latents_dir``'s index (of ``split`` only, every ``every``-th) with its split, file and
+    frame labels, keyed by variant id; ``jobs`` processes transcribe (data/scheduling.py's pool)."""
+    from backline.data.dataset import read_manifest
+    from backline.data.scheduling import tasks
+
     records = {r["variant_id"]: r for r in read_manifest(build_dir)}
     entries = [json.loads(line) for line in (latents_dir / "index.jsonl").read_text().splitlines() if line.strip()]
-    entries = [e for e in entries if e["instrument"] == "bass" and e["variant_id"] in records]
+    entries = [e for e in entries if e["instrument"] == "bass" and e["variant_id"] in records
+               and split in (None, e["split"])][::every]
+    work = [(e, str(latents_dir), str(build_dir / records[e["variant_id"]]["pairs"]["bass"]["target"]), stft_hop,
+             frames_per_latent, lowest_midi, count) for e in entries]
     out: dict[str, dict] = {}
-    for index, entry in enumerate(entries):
-        record = records[entry["variant_id"]]
-        latent_frames = np.load(latents_dir / entry["file"])["target"].shape[-1]
-        audio, rate = read_audio(build_dir / record["pairs"]["bass"]["target"])
-        labels = frame_labels(transcribe_bass(to_mono(audio)[0], rate), latent_frames * frames_per_latent,
-                              sample_rate=rate, hop=stft_hop, lowest_midi=lowest_midi, count=count)
-        out[entry["variant_id"]] = {"split": entry["split"], "file": entry["file"], "labels": labels}
-        if progress and (index + 1) % 25 == 0:
-            print(f"labels: {index + 1}/{len(entries)} stems", flush=True)
+    with tasks(jobs) as run:
+        for index, (entry, labels) in enumerate(run(_stem_labels, work)):
+            out[entry["variant_id"]] = {"split": entry["split"], "file": entry["file"], "labels": labels}
+            if progress and (index + 1) % 25 == 0:
+                print(f"labels: {index + 1}/{len(entries)} stems", flush=True)
     return out
+
+
+def write_label_cache(path: str | Path, key: str, labels: dict[str, dict]) -> Path:
+    """``build_labels``' result as a ``labels*.npz`` cache (``read_label_cache`` reads it)."""
+    np.savez(path, key=key, entries=json.dumps({v: {"split": d["split"], "file": d["file"]} for v, d in labels.items()}),
+             **{v: d["labels"] for v, d in labels.items()})
+    return Path(path)
 
 
 def read_label_cache(path: str | Path) -> tuple[str, dict[str, dict]]:
@@ -109,8 +128,7 @@ def _load_labels(run_dir: Path, build_dir: Path, latents_dir: Path, config, sett
     labels = build_labels(build_dir, latents_dir, stft_hop=config.stft_hop_length,
                           frames_per_latent=config.frames_per_latent, lowest_midi=settings.note_lowest_midi,
                           count=settings.note_count)
-    np.savez(cache, key=key, entries=json.dumps({v: {"split": d["split"], "file": d["file"]} for v, d in labels.items()}),
-             **{v: d["labels"] for v, d in labels.items()})
+    write_label_cache(cache, key, labels)
     return labels
 
 

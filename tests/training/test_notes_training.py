@@ -135,3 +135,24 @@ def test_denoiser_fine_tunes_with_the_note_loss(synthetic_build, tmp_path, tiny_
     with pytest.raises(ValueError, match="needs a note head"):
         train(config, latents, tmp_path / "headless", dataclasses.replace(noted, note_autoencoder=str(ae_path)),
               progress=False)
+
+
+def test_train_labels_writes_the_note_losss_labels_in_parallel_as_in_one_process(synthetic_build, tiny_latents,
+                                                                                 tmp_path):
+    from backline.cli import main
+    from backline.training.notes import read_label_cache
+
+    ae_path, latents = tiny_latents
+    command = ["train", "labels", "--data", str(synthetic_build), "--latents", str(latents), "--autoencoder",
+               str(ae_path)]
+    assert main(command + ["--out", str(tmp_path / "two.npz"), "--jobs", "2"]) == 0
+    assert main(command + ["--out", str(tmp_path / "one.npz")]) == 0
+    assert main(command + ["--out", str(tmp_path / "half.npz"), "--every", "2"]) == 0
+    two, one, half = (read_label_cache(tmp_path / f"{name}.npz")[1] for name in ("two", "one", "half"))
+    assert len(one) == 3 and {e["split"] for e in one.values()} == {"train"}  # the train basses
+    assert set(two) == set(one) and len(half) == 2
+    for variant, entry in one.items():
+        np.testing.assert_array_equal(two[variant]["labels"], entry["labels"])
+        assert np.mean(entry["labels"] > 0) > 0.5  # the synthetic bass is transcribed into notes
+    # the diffusion trainer reads them by latent file
+    assert set(read_note_labels([tmp_path / "two.npz"])) == {entry["file"] for entry in one.values()}
