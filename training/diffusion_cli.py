@@ -63,7 +63,8 @@ def register_train(train_models: argparse._SubParsersAction, formatter) -> None:
                    help="weight of the note loss (the note head's reading of the denoised bass vs its notes)")
     p.add_argument("--note-autoencoder", type=Path, default=None, help="autoencoder with the note head (note loss)")
     p.add_argument("--note-labels", type=Path, action="append", default=[],
-                   help="labels of these latents' basses: `backline train labels` or a `train notes` run's labels*.npz (note loss; repeatable)")
+                   help="labels of these latents' basses: `backline train labels` or a `train notes` run's "
+                        "labels*.npz (note loss; repeatable)")
     p.add_argument("--note-sigma-max", type=float, default=1.0, help="the note loss only below this noise level")
     p.add_argument("--distill-from", type=Path, default=None, metavar="TEACHER",
                    help="consistency distillation of this denoiser file (guided at its recorded scales) into a "
