@@ -590,8 +590,8 @@ def _figures(figure_dir: Path, instrument: str, block: dict, examples: dict[str,
                 ax.axvline(t, color="white", linewidth=0.4, alpha=0.5)
             for t in shown(beats[1]):
                 ax.axvline(t, color="white", linewidth=1.2, alpha=0.9)
-    grid = ", the song's beats and bars in white" if beats is not None else ""
-    axes[0, 0].set_title(f"{variant_id} ({instrument}): log-mel, 64 bands, 80 dB range{grid}", fontsize=9)
+    grid = "; white: the song's beats, bars thicker" if beats is not None else ""
+    axes[0, 0].set_title(f"{variant_id} ({instrument}): log-mel, 64 bands, 80 dB{grid}", fontsize=8)
     axes[-1, 0].set_xlabel("seconds into the evaluated segment")
     fig.tight_layout()
     spec_name = f"{instrument}_spectrograms.png"
