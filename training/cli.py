@@ -126,6 +126,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the head's residual blocks (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and crops (default 0)")
     p.add_argument("--time-limit-minutes", type=float, default=None, help="stop and write the model after this long")
+    p.add_argument("--label-jobs", type=int, default=1, help="processes transcribing the targets (default 1)")
     add_threads_argument(p, None, what="torch")
     p.set_defaults(func=_train_notes)
     p = train_models.add_parser("labels", help="transcribe a build's bass stems into note labels (the denoiser's note "
@@ -263,7 +264,7 @@ def _train_labels(args: argparse.Namespace) -> int:
     labels = build_labels(args.data, args.latents, stft_hop=config.stft_hop_length,
                           frames_per_latent=config.frames_per_latent,
                           lowest_midi=config.note_lowest_midi or NoteSettings.note_lowest_midi,
-                          count=config.note_count or NoteSettings.note_count, split=args.split, every=args.every,
+                          count=config.note_count or NoteSettings.note_count, splits=(args.split,), every=args.every,
                           jobs=args.jobs)
     key = json.dumps({"build": str(args.data.resolve()), "latents": str(args.latents.resolve()), "split": args.split,
                       "every": args.every})
@@ -281,7 +282,7 @@ def _train_notes(args: argparse.Namespace) -> int:
                             note_dim=args.note_dim, note_blocks=args.note_blocks)
     summary = train_notes(args.init_from, args.data, args.latents, args.run, args.out, settings,
                           extra=tuple(tuple(pair) for pair in args.extra), time_limit_minutes=args.time_limit_minutes,
-                          resume=args.resume, progress=not args.quiet)
+                          resume=args.resume, progress=not args.quiet, label_jobs=args.label_jobs)
     if summary["rank"] == 0:  # under torchrun, one summary
         print(json.dumps(summary, indent=2))
     return 0

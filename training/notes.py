@@ -76,9 +76,9 @@ def _stem_labels(job: tuple) -> tuple[dict, np.ndarray]:
 
 
 def build_labels(build_dir: Path, latents_dir: Path, *, stft_hop: int, frames_per_latent: int, lowest_midi: int,
-                 count: int, progress: bool = True, split: str | None = None, every: int = 1,
+                 count: int, progress: bool = True, splits: tuple[str, ...] | None = None, every: int = 1,
                  jobs: int = 1) -> dict[str, dict]:
-    """Every bass entry of ``latents_dir``'s index (of ``split`` only, every ``every``-th) with its split, file and
+    """Every bass entry of ``latents_dir``'s index (of ``splits`` only, every ``every``-th) with its split, file and
     frame labels, keyed by variant id; ``jobs`` processes transcribe (data/scheduling.py's pool)."""
     from backline.data.dataset import read_manifest
     from backline.data.scheduling import tasks
@@ -86,7 +86,7 @@ def build_labels(build_dir: Path, latents_dir: Path, *, stft_hop: int, frames_pe
     records = {r["variant_id"]: r for r in read_manifest(build_dir)}
     entries = [json.loads(line) for line in (latents_dir / "index.jsonl").read_text().splitlines() if line.strip()]
     entries = [e for e in entries if e["instrument"] == "bass" and e["variant_id"] in records
-               and split in (None, e["split"])][::every]
+               and (splits is None or e["split"] in splits)][::every]
     work = [(e, str(latents_dir), str(build_dir / records[e["variant_id"]]["pairs"]["bass"]["target"]), stft_hop,
              frames_per_latent, lowest_midi, count) for e in entries]
     out: dict[str, dict] = {}
@@ -115,8 +115,9 @@ def read_label_cache(path: str | Path) -> tuple[str, dict[str, dict]]:
 
 
 def _load_labels(run_dir: Path, build_dir: Path, latents_dir: Path, config, settings: NoteSettings,
-                 cache_name: str = "labels.npz") -> dict[str, dict]:
-    """The frame labels, from the run's cache when it was made for the same build, latents and classes."""
+                 cache_name: str = "labels.npz", jobs: int = 1) -> dict[str, dict]:
+    """The frame labels of the train and validation basses, from the run's cache when it was made for the same
+    build, latents and classes; else transcribed by ``jobs`` processes."""
     key = json.dumps({"build": str(Path(build_dir).resolve()), "latents": str(Path(latents_dir).resolve()),
                       "stft_hop": config.stft_hop_length, "lowest_midi": settings.note_lowest_midi,
                       "count": settings.note_count})
@@ -127,7 +128,7 @@ def _load_labels(run_dir: Path, build_dir: Path, latents_dir: Path, config, sett
             return entries
     labels = build_labels(build_dir, latents_dir, stft_hop=config.stft_hop_length,
                           frames_per_latent=config.frames_per_latent, lowest_midi=settings.note_lowest_midi,
-                          count=settings.note_count)
+                          count=settings.note_count, splits=("train", "validation"), jobs=jobs)
     write_label_cache(cache, key, labels)
     return labels
 
@@ -147,7 +148,8 @@ def scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 def train_notes(init_from: Path, build_dir: Path, latents_dir: Path, run_dir: Path, out: Path,
                 settings: NoteSettings = NoteSettings(), *, extra: tuple[tuple[Path, Path], ...] = (),
-                time_limit_minutes: float | None = None, resume: bool = False, progress: bool = True) -> dict:
+                time_limit_minutes: float | None = None, resume: bool = False, progress: bool = True,
+                label_jobs: int = 1) -> dict:
     """Train (or, with ``resume``, continue) the note head of ``init_from``'s autoencoder (the rest frozen); write
     it to ``out``.
 
@@ -194,7 +196,7 @@ def train_notes(init_from: Path, build_dir: Path, latents_dir: Path, run_dir: Pa
         cache_name = "labels.npz" if index == 0 else f"labels-extra{index}.npz"
         if not main:
             processes.barrier()  # rank 0 transcribes the stems and writes the cache first
-        labels = _load_labels(run_dir, build_path, latents_path, config, settings, cache_name)
+        labels = _load_labels(run_dir, build_path, latents_path, config, settings, cache_name, label_jobs)
         if main:
             processes.barrier()
         for entry in labels.values():
