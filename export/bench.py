@@ -1,14 +1,17 @@
 """Generation speed and memory for each runtime backend: ``backline bench generate`` (or ``python -m backline.export.bench``).
 
 For every backend and region length it starts a fresh process that loads the models and generates
-one stem with the request's defaults (30 steps, DPM-Solver++(2M), both guidance scales with a style
-reference, so three guidance passes per step). The backends: ``torch``; ``onnx``, the engine's
+one stem with the request's defaults (the denoiser file's steps and sampler unless ``--steps``: 30 steps of
+DPM-Solver++(2M) for a file that names none; its guidance with a style reference, so three guidance passes per step
+for a guided model, one for a distilled one). The backends: ``torch``; ``onnx``, the engine's
 default (the sampler step as one ``guided_step.onnx`` run, state kept in onnxruntime through I/O
 binding); ``onnx-calls`` (one ``denoiser.onnx`` call per step, guidance and update in numpy). Reported:
 
     process seconds      the child's whole life: interpreter, imports, model load, generation (and
                          the denoiser timing loop)
-    generate_seconds     ``generate`` alone (encode, sample, decode, resample)
+    generate_seconds     ``generate`` alone (encode, sample, decode, resample), the first after loading
+    warm_generate_seconds  the same request again (a warm engine: the server with its models loaded and run)
+    warm_one_take_seconds  one take of it (``candidates=1``), warm
     realtime_factor      seconds of audio per second of ``generate`` (above 1 is faster than real time)
     takes                bass takes sampled (the engine's default for a bass; each is a whole sampling)
     step_ms              sampling time per diffusion step of one take (denoiser call + guidance + solver update)
@@ -29,6 +32,7 @@ depend on the weights); the ONNX graphs are exported (and checked) first.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -95,6 +99,13 @@ def _child(spec: dict) -> dict:
     generate_started = time.perf_counter()
     result = generate(bundle, request)
     generate_seconds = time.perf_counter() - generate_started
+    # a warm engine (the server, models loaded and run once): the same request again, and one take of it
+    warm_started = time.perf_counter()
+    generate(bundle, request)
+    warm_seconds = time.perf_counter() - warm_started
+    one_started = time.perf_counter()
+    generate(bundle, dataclasses.replace(request, candidates=1))
+    one_take_seconds = time.perf_counter() - one_started
     # warm per-call latency of the batched denoiser at this length
     contract = bundle.contract
     frames = -(-int(rate * spec["seconds"]) // contract.hop_length)
@@ -111,16 +122,18 @@ def _child(spec: dict) -> dict:
     timings = result.info["timings"]
     takes = result.info["controls"].get("candidates", {}).get("takes", 1)
     return {
-        "backend": spec["backend"], "seconds": spec["seconds"], "steps": spec["steps"],
+        "backend": spec["backend"], "seconds": spec["seconds"], "steps": result.info["steps"],
+        "sampler": result.info["sampler"],
         "guidance_passes": 2 if spec["no_style"] else 3, "latent_frames": frames,
         "providers": list(bundle.backend.providers) if onnx else ["torch-cpu"],
         "step_graph": result.info["step_graph"],
         "threads": spec.get("threads"), "load_seconds": round(load_seconds, 3),
         "generate_seconds": round(generate_seconds, 3),
         "realtime_factor": round(spec["seconds"] / generate_seconds, 2),
+        "warm_generate_seconds": round(warm_seconds, 3), "warm_one_take_seconds": round(one_take_seconds, 3),
         # a bass samples several takes by default (GenerateRequest.candidates): a step is one take's step
         "takes": takes,
-        "step_ms": round(1000 * timings["sample_seconds"] / (spec["steps"] * takes), 2),
+        "step_ms": round(1000 * timings["sample_seconds"] / (result.info["steps"] * takes), 2),
         "denoiser_call_ms": round(1000 * float(np.median(calls)), 2),
         "encode_seconds": timings["encode_seconds"], "decode_seconds": timings["decode_seconds"],
         "peak_rss_mib": _peak_rss_mib(),
@@ -287,6 +300,7 @@ def _model_files(args, work: Path) -> tuple[Path, Path, str]:
 
 def run(args: argparse.Namespace) -> dict:
     """Export (and check) the graphs, measure each backend and length in a fresh process; returns the report."""
+    from backline.engine.runtime import DEFAULT_SAMPLING
     from backline.export.onnx import export_models
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="backline-bench-"))
@@ -313,13 +327,14 @@ def run(args: argparse.Namespace) -> dict:
             print(_row(result), file=sys.stderr, flush=True)
     interleaved = [_interleaved(ae_path, dn_path, work / "onnx", seconds, args.threads, args.no_style)
                    for seconds in args.seconds] if {"torch", "onnx"} <= set(args.backends) else []
-    sampling = [_interleaved_sampling(work / "onnx", seconds, args.steps, args.threads, args.no_style)
+    steps = args.steps or DEFAULT_SAMPLING["steps"]  # the per-step comparisons: a step costs the same either way
+    sampling = [_interleaved_sampling(work / "onnx", seconds, steps, args.threads, args.no_style)
                 for seconds in args.seconds] if {"onnx", "onnx-calls"} <= set(args.backends) else []
-    precision = [_interleaved_precision(work / "onnx", seconds, args.steps, args.threads, args.no_style)
+    precision = [_interleaved_precision(work / "onnx", seconds, steps, args.threads, args.no_style)
                  for seconds in args.seconds] if {"onnx", "onnx-int8"} <= set(args.backends) else []
     return {
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "settings": {"steps": args.steps, "sampler": "dpmpp_2m", "threads": args.threads,
+        "settings": {"steps": args.steps or "the denoiser's", "threads": args.threads,
                      "style_reference": not args.no_style},
         "interleaved_denoiser": interleaved,
         "interleaved_sampling": sampling,
@@ -333,14 +348,14 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
-HEADER = (f"{'backend':10} {'audio s':>7} {'passes':>6} {'takes':>5} {'frames':>6} {'step ms':>8} {'call ms':>8} "
-          f"{'generate s':>10} {'RTF':>6} {'process s':>9} {'peak MiB':>8}")
+HEADER = (f"{'backend':10} {'audio s':>7} {'steps':>5} {'takes':>5} {'frames':>6} {'step ms':>8} {'call ms':>8} "
+          f"{'generate s':>10} {'warm s':>7} {'1 take s':>8} {'process s':>9} {'peak MiB':>8}")
 
 
 def _row(r: dict) -> str:
-    return (f"{r['backend']:10} {r['seconds']:7g} {r['guidance_passes']:6d} {r.get('takes', 1):5d} {r['latent_frames']:6d} "
-            f"{r['step_ms']:8.1f} "
-            f"{r['denoiser_call_ms']:8.1f} {r['generate_seconds']:10.2f} {r['realtime_factor']:6.1f} "
+    return (f"{r['backend']:10} {r['seconds']:7g} {r['steps']:5d} {r.get('takes', 1):5d} {r['latent_frames']:6d} "
+            f"{r['step_ms']:8.1f} {r['denoiser_call_ms']:8.1f} {r['generate_seconds']:10.2f} "
+            f"{r.get('warm_generate_seconds', float('nan')):7.2f} {r.get('warm_one_take_seconds', float('nan')):8.2f} "
             f"{r['wall_seconds_with_interpreter']:9.2f} {r['peak_rss_mib']:8.0f}")
 
 
@@ -380,7 +395,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="default", choices=("tiny", "default"),
                    help="config of the random-weight models used when files are missing (default: default)")
     p.add_argument("--seconds", type=float, nargs="+", default=[60.0], help="region lengths (default: 60)")
-    p.add_argument("--steps", type=int, default=30, help="diffusion steps (default 30)")
+    p.add_argument("--steps", type=int, default=None, help="diffusion steps (default: the denoiser file's)")
     p.add_argument("--backends", nargs="+", default=["torch", "onnx", "onnx-calls"], choices=("torch", *ONNX_BACKENDS),
                    help="torch; onnx (the engine's default: the step graph); onnx-calls (one denoiser call per step); "
                         "onnx-int8 (the step graph with int8 weights, CPU)")

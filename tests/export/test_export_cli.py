@@ -49,3 +49,17 @@ def test_registration_and_help_need_no_torch():
         done = subprocess.run([sys.executable, "-c", script, *command, "--help"], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         assert "examples:" in done.stdout
+
+
+def test_bench_generate_measures_the_files_defaults_cold_warm_and_one_take(tmp_path, capsys):
+    """`bench generate` with a distilled-style file: its recorded steps and sampler are what is timed."""
+    from backline.cli import main
+
+    ae_path, dn_path = write_debug_models(tmp_path, "tiny", seed=1)
+    assert main(["ship", "diffusion", "--to", str(dn_path), "--default-steps", "3", "--default-sampler", "euler"]) == 0
+    report = tmp_path / "bench.json"
+    assert main(["bench", "generate", "--autoencoder", str(ae_path), "--denoiser", str(dn_path), "--seconds", "1",
+                 "--backends", "onnx", "--threads", "1", "--work", str(tmp_path / "work"), "--json", str(report)]) == 0
+    (row,) = json.loads(report.read_text())["results"]
+    assert (row["steps"], row["sampler"]) == (3, "euler")
+    assert row["warm_generate_seconds"] > 0 and 0 < row["warm_one_take_seconds"] and row["torch_imported"] is False
