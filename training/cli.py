@@ -127,6 +127,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and crops (default 0)")
     p.add_argument("--time-limit-minutes", type=float, default=None, help="stop and write the model after this long")
     p.add_argument("--label-jobs", type=int, default=1, help="processes transcribing the targets (default 1)")
+    p.add_argument("--labels", type=Path, action="append", default=[],
+                   help="a `backline train labels` file of --data's basses (repeatable: e.g. train and validation), "
+                        "used instead of transcribing them")
     add_threads_argument(p, None, what="torch")
     p.set_defaults(func=_train_notes)
     p = train_models.add_parser("labels", help="transcribe a build's bass stems into note labels (the denoiser's note "
@@ -282,7 +285,8 @@ def _train_notes(args: argparse.Namespace) -> int:
                             note_dim=args.note_dim, note_blocks=args.note_blocks)
     summary = train_notes(args.init_from, args.data, args.latents, args.run, args.out, settings,
                           extra=tuple(tuple(pair) for pair in args.extra), time_limit_minutes=args.time_limit_minutes,
-                          resume=args.resume, progress=not args.quiet, label_jobs=args.label_jobs)
+                          resume=args.resume, progress=not args.quiet, label_jobs=args.label_jobs,
+                          label_files=tuple(args.labels))
     if summary["rank"] == 0:  # under torchrun, one summary
         print(json.dumps(summary, indent=2))
     return 0

@@ -149,12 +149,13 @@ def scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 def train_notes(init_from: Path, build_dir: Path, latents_dir: Path, run_dir: Path, out: Path,
                 settings: NoteSettings = NoteSettings(), *, extra: tuple[tuple[Path, Path], ...] = (),
                 time_limit_minutes: float | None = None, resume: bool = False, progress: bool = True,
-                label_jobs: int = 1) -> dict:
+                label_jobs: int = 1, label_files: tuple[Path, ...] = ()) -> dict:
     """Train (or, with ``resume``, continue) the note head of ``init_from``'s autoencoder (the rest frozen); write
     it to ``out``.
 
     ``extra``: more (build, latents) pairs whose train split is trained on too (their labels cached as
-    ``labels-extra<i>.npz``); validation is always ``build_dir``'s validation split, so runs compare."""
+    ``labels-extra<i>.npz``); validation is always ``build_dir``'s validation split, so runs compare.
+    ``label_files``: ``backline train labels`` files of ``build_dir``'s basses, used instead of transcribing them."""
     import torch
     from torch.nn import functional as F
 
@@ -196,7 +197,10 @@ def train_notes(init_from: Path, build_dir: Path, latents_dir: Path, run_dir: Pa
         cache_name = "labels.npz" if index == 0 else f"labels-extra{index}.npz"
         if not main:
             processes.barrier()  # rank 0 transcribes the stems and writes the cache first
-        labels = _load_labels(run_dir, build_path, latents_path, config, settings, cache_name, label_jobs)
+        if index == 0 and label_files:
+            labels = {v: e for path in label_files for v, e in read_label_cache(path)[1].items()}
+        else:
+            labels = _load_labels(run_dir, build_path, latents_path, config, settings, cache_name, label_jobs)
         if main:
             processes.barrier()
         for entry in labels.values():
@@ -298,7 +302,8 @@ def train_notes(init_from: Path, build_dir: Path, latents_dir: Path, run_dir: Pa
     save_checkpoint()
     version = f"{init_version}+notes{step}"
     summary = {"version": version, "init_from": str(init_from), "latents": str(latents_dir),
-               "extra": [[str(b), str(l)] for b, l in extra], "steps": step,
+               "extra": [[str(b), str(l)] for b, l in extra], "label_files": [str(f) for f in label_files],
+               "steps": step,
                "wall_seconds": round(elapsed_before + time.monotonic() - started, 1),
                "settings": dataclasses.asdict(settings), "processes": processes.world, "rank": processes.rank,
                "train_stems": len(train_set), "validation_stems": len(data["validation"]), "validation": validation}

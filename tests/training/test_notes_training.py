@@ -156,3 +156,22 @@ def test_train_labels_writes_the_note_losss_labels_in_parallel_as_in_one_process
         assert np.mean(entry["labels"] > 0) > 0.5  # the synthetic bass is transcribed into notes
     # the diffusion trainer reads them by latent file
     assert set(read_note_labels([tmp_path / "two.npz"])) == {entry["file"] for entry in one.values()}
+
+
+def test_the_note_head_trains_from_train_labels_files_without_transcribing(synthetic_build, tiny_latents, tmp_path,
+                                                                          monkeypatch):
+    from backline.cli import main
+    from backline.training import notes
+
+    ae_path, latents = tiny_latents
+    files = []
+    for split in ("train", "validation"):
+        files.append(tmp_path / f"{split}.npz")
+        assert main(["train", "labels", "--data", str(synthetic_build), "--latents", str(latents), "--autoencoder",
+                     str(ae_path), "--split", split, "--out", str(files[-1])]) == 0
+    monkeypatch.setattr(notes, "build_labels", lambda *a, **k: pytest.fail("transcribed although labels were given"))
+    settings = NoteSettings(steps=4, batch_size=2, crop_latent_frames=32, validate_every=4)
+    summary = train_notes(ae_path, synthetic_build, latents, tmp_path / "run", tmp_path / "ae.safetensors", settings,
+                          progress=False, label_files=tuple(files))
+    assert summary["train_stems"] == 3 and summary["validation_stems"] >= 1
+    assert summary["label_files"] == [str(f) for f in files]
