@@ -284,7 +284,8 @@ def _model_files(args, work: Path) -> tuple[Path, Path, str]:
     ae_path = args.autoencoder or (shipped_ae if shipped_ae.is_file() else None)
     dn_path = args.denoiser or (shipped_dn if shipped_dn.is_file() else None)
     if ae_path and dn_path:
-        return Path(ae_path), Path(dn_path), "shipped"
+        given = [name for name, value in (("autoencoder", args.autoencoder), ("denoiser", args.denoiser)) if value]
+        return Path(ae_path), Path(dn_path), f"the {given[0]} given, the shipped rest" if given else "shipped"
     debug_ae, debug_dn = write_debug_models(work, args.config, seed=0)
     if ae_path:
         from backline.models.contract import load_model
