@@ -62,10 +62,10 @@ SECTIONS: dict[str, tuple[str, list[Figure]]] = {
     "Speed and memory (2 CPU cores, onnxruntime, shipped models)": ("works: CPU; CUDA untested (no GPU lent)", [
         Figure("30 s bass, 4 takes: generate seconds", "export/benchmarks/cpu_shipped.json",
                lambda r: _result(r, "onnx", 30.0, "generate_seconds"),
-               command="backline bench generate --seconds 10 30 120 300 --json export/benchmarks/cpu_shipped.json"),
+               command="backline bench generate --seconds 10 30 300 --backends onnx --json export/benchmarks/cpu_shipped.json"),
         Figure("5-minute region: peak memory MiB", "export/benchmarks/cpu_shipped.json",
                lambda r: _result(r, "onnx", 300.0, "peak_rss_mib"), "{:.0f}",
-               command="backline bench generate --seconds 10 30 120 300 --json export/benchmarks/cpu_shipped.json"),
+               command="backline bench generate --seconds 10 30 300 --backends onnx --json export/benchmarks/cpu_shipped.json"),
     ]),
     "Bridge under faults (shipped models, real sockets)": ("works: protocol 2, content-addressed jobs", [
         Figure("malformed messages answered clearly", "plugin_bridge/benchmarks/reliability.json",
