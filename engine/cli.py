@@ -213,8 +213,8 @@ def _generate(args: argparse.Namespace) -> int:
         request = request_from_params(params, context, sample_rate, **audio)
         bundle = load_from_args(args)
         bar = _progress_bar(args, args.steps, args.instrument)
-        result = generate(bundle, request, progress=_advance(bar) if bar else None)
-        if bar:
+        result = generate(bundle, request, progress=_advance(bar) if bar is not None else None)
+        if bar is not None:  # a tqdm bar without a total (the model's steps, known later) has no truth value
             bar.close()
     except (AudioError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -91,3 +91,14 @@ def test_generate_also_writes_the_stem_as_midi_at_the_given_tempo(models, contex
     song_midi = mido.MidiFile(str(midi))
     tempos = [m.tempo for track in song_midi.tracks for m in track if m.type == "set_tempo"]
     assert tempos and abs(mido.tempo2bpm(tempos[0]) - 97) < 0.01
+
+
+def test_generate_with_a_progress_bar_and_the_models_own_steps(models, context, tmp_path, capsys):
+    """As a producer runs it: no --steps (the file's default, known only once the models load) and no --quiet, so
+    the progress bar starts without a total; the stem is written and the bar ends at the steps the model took."""
+    pytest.importorskip("tqdm")
+    own = [flag for flag in models if flag not in ("--steps", "3", "--quiet")]
+    out = tmp_path / "bass.wav"
+    assert main(["generate", "--context", str(context), "--out", str(out), *own]) == 0
+    assert sf.info(out).frames == sf.info(context).frames
+    assert "bass:" in capsys.readouterr().err  # the bar was drawn
