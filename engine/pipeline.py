@@ -30,8 +30,9 @@ from backline.engine import controls
 from backline.engine.audio import AudioError, resample, to_mono, validate_audio
 from backline.engine.harmony import context_chroma_weights, context_harmony, in_key_share
 from backline.engine.params import check_param, check_params, default
-from backline.engine.runtime import (ONNX_FILES, STYLE_ENCODER_FILE, Backend, ModelContract, OnnxBackend,
-                                     TorchBackend, default_onnx_dir, guidance_for, onnx_audio_style)
+from backline.engine.runtime import (DEFAULT_GUIDANCE, FRAME_GUIDANCE, ONNX_FILES, STYLE_ENCODER_FILE, Backend,
+                                     ModelContract, OnnxBackend, TorchBackend, default_onnx_dir, guidance_for,
+                                     onnx_audio_style)
 from backline.engine.sampling import GUIDANCE_RESCALE, get_sampler, get_sigmas_karras, guided
 from backline.engine.tempo import estimate_beats
 from backline.engine.style import (DEFAULT_PRIOR_PATH, PAD_SOUNDS, PromptEncoder, audio_style, interpolate,
@@ -594,7 +595,7 @@ def plan_sampling(bundle: Bundle, request: GenerateRequest, inputs: Inputs, styl
     schedule = get_sigmas_karras(request.steps, contract.sigma_min, contract.sigma_max)
     frame, info = frame_conditions(bundle, request, inputs)
     conditions = dict(use_context=not inputs.silent_context, frame=frame,
-                      frame_scales={"grid": request.cfg_tempo, "harmony": request.cfg_chords})
+                      frame_scales={name: getattr(request, key) for name, key in FRAME_GUIDANCE.items()})
     guidance = guidance_passes(contract, style, request.instrument, request.cfg_context, request.cfg_style,
                                **conditions)
     denoise = make_guided_denoiser(bundle, latents, style, request.instrument, request.cfg_context, request.cfg_style,
@@ -750,8 +751,8 @@ def generate(bundle: Bundle, request: GenerateRequest, *, progress: Progress | N
     timings["decode_seconds"] = time.perf_counter() - decode_started
     timings["total_seconds"] = time.perf_counter() - started
     info = {"seed": request.seed, "instrument": request.instrument, "steps": request.steps,
-            "sampler": request.sampler, "cfg_context": request.cfg_context, "cfg_style": request.cfg_style,
-            "cfg_tempo": request.cfg_tempo, "cfg_chords": request.cfg_chords, "style": _style_kind(request), "models": bundle.versions,
+            "sampler": request.sampler, **{key: getattr(request, key) for key in DEFAULT_GUIDANCE},
+            "style": _style_kind(request), "models": bundle.versions,
             "backend": bundle.backend.name, "runtime": bundle.runtime, "step_graph": sampling.step_sampler is not None,
             "controls": info_controls,
             "timings": {k: round(v, 3) for k, v in timings.items()}}

@@ -179,6 +179,7 @@ class ModelContract:
 
 # Diff-A-Riff's context and style scales, and the beat grid and harmony as trained, for files that name none
 DEFAULT_GUIDANCE = {"cfg_context": 1.25, "cfg_style": 1.25, "cfg_tempo": 1.0, "cfg_chords": 1.0}
+FRAME_GUIDANCE = {"grid": "cfg_tempo", "harmony": "cfg_chords"}  # each frame condition's scale, by its name above
 DEFAULT_SAMPLING = {"steps": 30, "sampler": "dpmpp_2m"}  # for files that name none (a distilled one names its own)
 
 

@@ -170,18 +170,13 @@ def guided(
     full = predictions["full"]
     context = predictions.get("context", full)
     none = predictions.get("none", context)
-    extra = None
-    for name, scale in (frame_scales or {}).items():
-        if scale != 1:
-            term = (scale - 1) * (full - predictions[f"without_{name}"])
-            extra = term if extra is None else extra + term
-    if cfg_context == 1 and cfg_style == 1 and extra is None:
+    without = [(scale, predictions[f"without_{name}"]) for name, scale in (frame_scales or {}).items() if scale != 1]
+    if cfg_context == 1 and cfg_style == 1 and not without:
         return full  # the formula's value, without its rounding
     if rescale > 0:
         return combine_guidance(none, context, full, cfg_context, cfg_style, rescale, spread=_spread, floor=np.maximum,
-                                extra=extra)
-    estimate = none + cfg_context * (context - none) + cfg_style * (full - context)
-    return estimate if extra is None else estimate + extra
+                                without=without)
+    return guidance_estimate(none, context, full, cfg_context, cfg_style, without)
 
 
 def _spread(v: np.ndarray) -> np.ndarray:
@@ -189,13 +184,19 @@ def _spread(v: np.ndarray) -> np.ndarray:
     return v.std(axis=tuple(range(1, v.ndim)), keepdims=True)
 
 
-def combine_guidance(none, context, full, cfg_context, cfg_style, rescale, *, spread, floor, extra=None):
-    """The guidance maths, written once for NumPy and for the exported step graph's torch tensors:
-    D_none + s_c (D_context - D_none) + s_s (D_full - D_context) (+ ``extra``, the frame conditions' terms),
-    its spread pulled ``rescale`` of the way to D_full's. ``spread(v)``: the per-item standard deviation;
-    ``floor(v, m)``: elementwise max with m."""
+def guidance_estimate(none, context, full, cfg_context, cfg_style, without=()):
+    """The guidance formula, written once for NumPy arrays and torch tensors (the engine, the exported step graph,
+    the distillation's teacher): D_none + s_c (D_context - D_none) + s_s (D_full - D_context), plus
+    (s_k - 1) (D_full - D_without_k) for each frame condition's ``(s_k, D_without_k)`` in ``without``."""
     estimate = none + cfg_context * (context - none) + cfg_style * (full - context)
-    if extra is not None:
-        estimate = estimate + extra
+    for scale, prediction in without:
+        estimate = estimate + (scale - 1) * (full - prediction)
+    return estimate
+
+
+def combine_guidance(none, context, full, cfg_context, cfg_style, rescale, *, spread, floor, without=()):
+    """``guidance_estimate`` with its spread pulled ``rescale`` of the way to D_full's. ``spread(v)``: the per-item
+    standard deviation; ``floor(v, m)``: elementwise max with m."""
+    estimate = guidance_estimate(none, context, full, cfg_context, cfg_style, without)
     ratio = spread(full) / floor(spread(estimate), 1e-8)
     return rescale * (estimate * ratio) + (1 - rescale) * estimate

@@ -167,12 +167,10 @@ def _step_graph():
             pick = lambda index: out.index_select(1, index).squeeze(1)
             pass_index, guidance = i["pass_index"], i["guidance"]
             none, conditional, full = (pick(pass_index[k:k + 1]) for k in range(3))
-            extra = None
-            for k in range(len(self.conditions)):  # (s_k - 1) (D_full - D_without_k), as sampling.guided
-                term = (i["frame_guidance"][k] - 1) * (full - pick(i["frame_pass_index"][k:k + 1]))
-                extra = term if extra is None else extra + term
+            without = [(i["frame_guidance"][k], pick(i["frame_pass_index"][k:k + 1]))  # a scale of 1 adds nothing
+                       for k in range(len(self.conditions))]
             estimate = combine_guidance(none, conditional, full, guidance[0], guidance[1], guidance[2], spread=spread,
-                                        floor=lambda v, m: torch.clamp(v, min=m), extra=extra)
+                                        floor=lambda v, m: torch.clamp(v, min=m), without=without)
             known, keep, loop_index, loop_counts, tie = (i[n] for n in ("known", "keep", "loop_index", "loop_counts",
                                                                          "tie"))
             index = loop_index.expand_as(estimate)

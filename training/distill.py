@@ -21,15 +21,12 @@ from dataclasses import dataclass
 
 import torch
 
-from backline.engine.runtime import guidance_for, guidance_of
+from backline.engine.runtime import FRAME_GUIDANCE, guidance_for, guidance_of
 from backline.engine.sampling import GUIDANCE_RESCALE, combine_guidance
 from backline.models.diffusion import INSTRUMENTS, EDMPrecond, load_denoiser
 
 TEACHER_SOLVERS = ("heun", "euler")
 HUBER_C = 0.03  # the pseudo-Huber distance's scale, per latent value (sigma_data 1)
-
-
-FRAME_SCALES = {"grid": "cfg_tempo", "harmony": "cfg_chords"}  # each frame condition's guidance scale
 
 
 @dataclass
@@ -57,7 +54,7 @@ class Teacher:
         context_mask, style_mask = conditions["context_mask"], conditions["style_mask"]
         frame = {k: v for k, v in conditions.items() if k.startswith(("grid", "harmony"))}
         per_row = lambda key: self.scales[key][instrument][:, None, None]
-        without = [name for name, key in FRAME_SCALES.items()
+        without = [name for name, key in FRAME_GUIDANCE.items()
                    if f"{name}_mask" in frame and bool((self.scales[key] != 1).any())]
         zeros = torch.zeros_like(context_mask)
         masks = {"context": [context_mask, context_mask, zeros] + [context_mask] * len(without),
@@ -74,12 +71,10 @@ class Teacher:
                              repeat(conditions["style"]), torch.cat(masks["style"]), repeat(instrument),
                              **{k: torch.cat(masks[k]) if k.endswith("_mask") else repeat(v) for k, v in frame.items()})
         full, context, none = stacked[:rows], stacked[rows:2 * rows], stacked[2 * rows:3 * rows]
-        extra = None
-        for index, name in enumerate(without):
-            term = (per_row(FRAME_SCALES[name]) - 1) * (full - stacked[(3 + index) * rows:(4 + index) * rows])
-            extra = term if extra is None else extra + term
-        return combine_guidance(none, context, full, per_row("cfg_context"), per_row("cfg_style"),
-                                GUIDANCE_RESCALE, spread=_spread, floor=torch.clamp_min, extra=extra)
+        return combine_guidance(none, context, full, per_row("cfg_context"), per_row("cfg_style"), GUIDANCE_RESCALE,
+                                spread=_spread, floor=torch.clamp_min,
+                                without=[(per_row(FRAME_GUIDANCE[name]), stacked[(3 + k) * rows:(4 + k) * rows])
+                                         for k, name in enumerate(without)])
 
     def step(self, x_hi, sigma_hi, sigma_lo, conditions: dict, solver: str = "heun") -> torch.Tensor:
         """One step of the probability-flow ODE from sigma_hi down to sigma_lo (per row)."""
