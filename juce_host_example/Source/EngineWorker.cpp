@@ -387,14 +387,10 @@ void EngineWorker::runJob (void* contextPointer)
         params->setProperty ("seed", processor.seed->get());
         if (processor.steps->get() > 0)   // 0: the model's default (a distilled one takes a few)
             params->setProperty ("steps", processor.steps->get());
-        if (processor.cfgContext->get() > 0.0f)   // 0: the model's own default
-            params->setProperty ("cfg_context", (double) processor.cfgContext->get());
-        if (processor.cfgStyle->get() > 0.0f)
-            params->setProperty ("cfg_style", (double) processor.cfgStyle->get());
-        if (processor.cfgTempo->get() > 0.0f)
-            params->setProperty ("cfg_tempo", (double) processor.cfgTempo->get());
-        if (processor.cfgChords->get() > 0.0f)
-            params->setProperty ("cfg_chords", (double) processor.cfgChords->get());
+        // The guidance scales, each sent under its parameter ID (the engine's name for it); 0: the model's own default
+        for (auto* scale : { processor.cfgContext, processor.cfgStyle, processor.cfgTempo, processor.cfgChords })
+            if (scale->get() > 0.0f)
+                params->setProperty (juce::Identifier (scale->getParameterID()), (double) scale->get());
         const auto prompt = processor.getPrompt().trim();
         if (processor.padOn->get())   // the point on the style pad stands for the words
             params->setProperty ("style_pad", juce::Array<juce::var> { (double) processor.padX->get(), (double) processor.padY->get() });
