@@ -233,6 +233,7 @@ def _eval_accompaniment(args: argparse.Namespace) -> int:
             print("error: --generate needs --generated DIR to write the stems into", file=sys.stderr)
             return 2
         from backline.engine.pipeline import load_bundle
+        from backline.engine.runtime import FRAME_GUIDANCE
 
         bundle = load_bundle(args.autoencoder, args.denoiser, onnx_dir=args.onnx_dir, precision=args.precision,
                              prompt_prior_path=args.style)
@@ -240,12 +241,13 @@ def _eval_accompaniment(args: argparse.Namespace) -> int:
                        offset_seconds=args.offset_seconds, instruments=instruments, steps=args.steps,
                        seed=args.seed, split=args.split, cfg_context=args.cfg_context, cfg_style=args.cfg_style,
                        candidates=args.candidates, given=tuple(args.given), log=_log,
-                       frame_guidance={k: v for k, v in (("cfg_tempo", args.cfg_tempo), ("cfg_chords", args.cfg_chords))
-                                       if v is not None})
+                       frame_guidance={key: getattr(args, key) for key in FRAME_GUIDANCE.values()
+                                       if getattr(args, key) is not None})
     round_trip = None
     if args.generate or args.round_trip:
         from backline.engine.audio import resample
         from backline.engine.pipeline import load_bundle
+        from backline.engine.runtime import FRAME_GUIDANCE
 
         engine = load_bundle(args.autoencoder, args.denoiser, onnx_dir=args.onnx_dir, prompt_prior_path=args.style)
 
