@@ -247,7 +247,6 @@ def _eval_accompaniment(args: argparse.Namespace) -> int:
     if args.generate or args.round_trip:
         from backline.engine.audio import resample
         from backline.engine.pipeline import load_bundle
-        from backline.engine.runtime import FRAME_GUIDANCE
 
         engine = load_bundle(args.autoencoder, args.denoiser, onnx_dir=args.onnx_dir, prompt_prior_path=args.style)
 
