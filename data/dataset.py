@@ -53,6 +53,19 @@ def read_manifest(build_dir: str | Path, *, split: str | None = None) -> list[di
     return records
 
 
+def stem_program(record: dict, instrument: str) -> int | None:
+    """The GM program the record's ``instrument`` stem sounds with (the drum kit's for drums), or None.
+
+    A bass arranged by MMA keeps its arrangement's program (``record["mma"]``), so the record's augmentation
+    programs leave it None; a bass split over channels with different programs has no single one."""
+    programs = record.get("programs", {})
+    if instrument == "drums" or programs.get("bass") is not None:
+        return programs.get("drum_kit" if instrument == "drums" else "bass")
+    arranged = record.get("mma", {})
+    bass = {arranged["programs"][c] for c, role in arranged.get("roles", {}).items() if role == "bass"}
+    return bass.pop() if len(bass) == 1 else None
+
+
 def iter_pairs(
     build_dir: str | Path, instrument: str, *, split: str | None = None
 ) -> Iterator[Pair]:

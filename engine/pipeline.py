@@ -477,26 +477,36 @@ def step_constants(guidance: GuidancePasses, context: np.ndarray, *, known: np.n
 
 
 def _level(stem: np.ndarray, context: np.ndarray, context_share: float = 1.0) -> np.ndarray:
-    """Bring the stem to a level that sits with the context (half its RMS), never above -1 dBFS peak.
+    """The stem at ``_level_gain``'s gain."""
+    return np.multiply(stem, _level_gain(stem, context, context_share), dtype=np.float32)
+
+
+def _level_gain(stem: np.ndarray, context: np.ndarray, context_share: float = 1.0) -> float:
+    """The gain that brings the stem to a level that sits with the context (half its RMS), never above -1 dBFS peak.
 
     ``context_share`` < 1 (a stem matched to a reference, ``style_match``) moves the gain only that share of the way
     in dB: 0 keeps the level the stem decoded to (the reference's, which matched latents carry). Either way the stem
     stays within ``MATCHED_LEVEL_WINDOW_DB`` of the context's level (a take that rests where the reference plays, or
     a reference far louder or quieter than the mix) and below the peak cap."""
-    rms = float(np.sqrt(np.mean(stem**2)))
+    rms = _rms(stem)
     if rms < 1e-6:
-        return stem
-    context_rms = float(np.sqrt(np.mean(context**2)))
+        return 1.0
+    context_rms = _rms(context)
     if context_rms > 1e-6:
         with_context = 0.5 * context_rms / rms
         window = 10 ** (MATCHED_LEVEL_WINDOW_DB / 20)
         gain = float(np.clip(with_context ** context_share, with_context / window, with_context * window))
     else:
         gain = 1.0
-    peak = float(np.abs(stem).max()) * gain
+    peak = max(float(stem.max()), -float(stem.min())) * gain
     if peak > 0.891:
         gain *= 0.891 / peak
-    return (stem * gain).astype(np.float32)
+    return gain
+
+
+def _rms(audio: np.ndarray) -> float:
+    """Root mean square of a 1-D signal, without a squared copy of a long region."""
+    return float(np.sqrt(np.dot(audio, audio) / audio.size)) if audio.size else 0.0
 
 
 def _match_level(decoded: np.ndarray, reference: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
@@ -545,7 +555,7 @@ def encode(bundle: Bundle, request: GenerateRequest) -> Inputs:
     context_latents = _encode(bundle, mono)
     if stem is not None:
         known = _encode(bundle, resample(to_mono(stem), request.sample_rate, bundle.sample_rate)[0])[None]
-    silent = float(np.sqrt(np.mean(mono.astype(np.float64) ** 2))) < SILENT_CONTEXT_RMS
+    silent = _rms(mono) < SILENT_CONTEXT_RMS
     return Inputs(context, mono, context_latents, stem, known, silent)
 
 
@@ -678,7 +688,7 @@ def decode(sampling: Sampling, to_host, latents: np.ndarray) -> tuple[np.ndarray
     raw = None if request.variation_strength == 0 else to_host(latents)
     retries = 0
     while (raw is not None and inputs.stem is None and not inputs.silent_context and retries < SILENT_STEM_RETRIES
-           and float(np.sqrt(np.mean(raw.astype(np.float64) ** 2))) < SILENT_STEM_RMS):
+           and _rms(raw) < SILENT_STEM_RMS):
         retries += 1
         x, sigmas = sampling.start(np.random.default_rng((request.seed, 100 + retries)))
         latents = sampling.sample(x, sigmas)
@@ -694,7 +704,10 @@ def level(bundle: Bundle, request: GenerateRequest, inputs: Inputs, raw: np.ndar
     if raw is None:
         return stem  # strength 0 is the input itself, not its trip through the autoencoder
     if stem is None:
-        return np.repeat(_level(raw, to_mono(inputs.context)[0], context_share=1.0 - match)[None], channels, axis=0)
+        out = np.empty((channels, frames), np.float32)  # written in place: a 5-minute stem is 50 MiB a channel
+        np.multiply(raw, _level_gain(raw, to_mono(inputs.context)[0], context_share=1.0 - match), out=out[0])
+        out[1:] = out[0]
+        return out
     if request.regenerate_seconds is None:  # a variation keeps the input's level, whatever the decoder gives back
         return np.repeat(_match_level(raw, to_mono(stem)[0])[None], stem.shape[0], axis=0)
     start_seconds, end_seconds = request.regenerate_seconds  # the input's own samples outside the range
@@ -712,7 +725,7 @@ def widen(sampling: Sampling, to_host, latents: np.ndarray, out: np.ndarray, raw
                                                      sampling.schedule, rng)
     right = to_host(sampling.sample(right_x[None], right_sigmas))
     reference = to_host(latents) if raw is None else raw  # the right channel gets the left's gain
-    gain = float(np.sqrt(np.mean(to_mono(out)[0] ** 2)) / max(float(np.sqrt(np.mean(reference ** 2))), 1e-8))
+    gain = _rms(to_mono(out)[0]) / max(_rms(reference), 1e-8)
     return controls.pseudo_stereo(to_mono(out)[0], right * gain, request.stereo_width)
 
 

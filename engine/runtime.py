@@ -236,13 +236,16 @@ def in_windows(run, frames: int, per_frame: int, chunk_frames: int = CHUNK_LATEN
                context_frames: int = CHUNK_CONTEXT_FRAMES) -> np.ndarray:
     """``run(start, stop)`` over latent-frame windows covering ``frames``, each reaching ``context_frames`` further
     either side; its outputs (``per_frame`` values a latent frame on the last axis) kept in the middle and joined."""
-    parts = []
+    joined = None  # allocated once the first window says the outputs' leading shape and dtype
     for keep_start in range(0, frames, chunk_frames):
         keep_stop = min(keep_start + chunk_frames, frames)
         start = max(0, keep_start - context_frames)
         out = run(start, min(frames, keep_stop + context_frames))
-        parts.append(out[..., (keep_start - start) * per_frame:(keep_stop - start) * per_frame])
-    return np.concatenate(parts, axis=-1)
+        if joined is None:
+            joined = np.empty(out.shape[:-1] + (frames * per_frame,), out.dtype)
+        joined[..., keep_start * per_frame:keep_stop * per_frame] = \
+            out[..., (keep_start - start) * per_frame:(keep_stop - start) * per_frame]
+    return joined
 
 
 def _pad_to_hop(audio: np.ndarray, hop_length: int) -> np.ndarray:
@@ -376,6 +379,7 @@ class OnnxBackend:
             # The autoencoder runs once per request on the whole region: an arena would keep its peak
             # (about 400 MiB more at 120 s); the denoiser runs every step at one shape and keeps it.
             options.enable_cpu_mem_arena = part in ("denoiser", "step")
+            options.enable_mem_pattern = part in ("denoiser", "step")
             self.sessions[part] = ort.InferenceSession(str(path), options, providers=self.providers)
         self.metadata = {part: dict(s.get_modelmeta().custom_metadata_map) for part, s in self.sessions.items()}
         self.contract = self._contract(paths)
@@ -426,13 +430,14 @@ class OnnxBackend:
 
     def encode(self, audio: np.ndarray) -> np.ndarray:
         c = self.contract
-        audio = _pad_to_hop(np.asarray(audio, np.float32), c.hop_length)
+        audio = np.asarray(audio, np.float32)
 
-        def run(start: int, stop: int) -> np.ndarray:
-            real, imag = stft(audio[..., start * c.hop_length:stop * c.hop_length], c.n_fft, c.stft_hop_length)
+        def run(start: int, stop: int) -> np.ndarray:  # the last window padded to whole latent frames
+            window = _pad_to_hop(audio[..., start * c.hop_length:stop * c.hop_length], c.hop_length)
+            real, imag = stft(window, c.n_fft, c.stft_hop_length)
             return self.sessions["encoder"].run(None, {"spec_real": real, "spec_imag": imag})[0]
 
-        return in_windows(run, audio.shape[-1] // c.hop_length, 1, self.chunk_frames)
+        return in_windows(run, -(-audio.shape[-1] // c.hop_length), 1, self.chunk_frames)
 
     def decode(self, latents: np.ndarray, instrument: str | None = None) -> np.ndarray:
         c = self.contract

@@ -108,7 +108,7 @@ def _pairs(build_dir: Path, instrument: str, split: str, seconds: float, count: 
     named family and neither segment silent (a stem may rest for a while); the segments are loaded."""
     chosen = []
     for record in read_manifest(build_dir, split=split):
-        named = family(instrument, record.get("programs", {}))
+        named = family(instrument, record)
         if instrument not in record["pairs"] or not named or record["duration_seconds"] < 2 * seconds + 1:
             continue
         context, rate = read_audio(build_dir / record["pairs"][instrument]["context"])

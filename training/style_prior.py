@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from backline.data.dataset import read_manifest
+from backline.data.dataset import read_manifest, stem_program
 from backline.engine.style import (PRIOR_KIND, TEXT_MODEL, PromptPrior, TextTower,
                                    hybrid_embedding, latent_statistics, prior_forward, tower_forward)
 from backline.models.style import AudioTower, Prior, tower_from_weights
@@ -70,9 +70,10 @@ DRUM_FAMILIES = {
 }
 
 
-def family(instrument: str, programs: dict) -> tuple[str, list[str]] | None:
-    table, program = (BASS_FAMILIES, programs.get("bass")) if instrument == "bass" else (DRUM_FAMILIES, programs.get("drum_kit"))
-    return table.get(program) if program is not None else None
+def family(instrument: str, record: dict) -> tuple[str, list[str]] | None:
+    """The GM family (name, prompts) of the record's ``instrument`` stem, or None when its program names none."""
+    program = stem_program(record, instrument)
+    return (BASS_FAMILIES if instrument == "bass" else DRUM_FAMILIES).get(program) if program is not None else None
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def load_stems(latent_dir: Path, data_dir: Path) -> list[Stem]:
     for line in (latent_dir / "index.jsonl").read_text().splitlines():
         entry = json.loads(line)
         record = manifest.get(entry["variant_id"])
-        named = family(entry["instrument"], record.get("programs", {})) if record else None
+        named = family(entry["instrument"], record) if record else None
         if named is None:
             continue
         name, texts = named

@@ -10,6 +10,7 @@ from backline.data import charts as chart_ops
 from backline.data import kits as kit_ops
 from backline.data import mma
 from backline.data.build import BuildConfig, HeldOut, Variant, render_variant
+from backline.data.dataset import stem_program
 from backline.data.sources import ReservedError
 from backline.engine.audio import read_audio
 
@@ -112,6 +113,8 @@ def test_every_kit_kind_renders_an_aligned_pair_with_provenance(tmp_path):
         assert record["mma"]["groove"] == "Rock1" and record["mma"]["style_file"] == "stdlib/basicrock.mma"
         assert record["mma"]["chords"][0] == [0.0, "Am7"] and record["licence"] == mma.MMA_LICENCE
         assert record["soundfont"] == "FluidR3_GM.sf2" and "MIT" in record["soundfont_licence"]
+        assert stem_program(record, "bass") in mma.BASS_PROGRAMS  # the arrangement's, for the style measures
+        assert record["programs"]["bass"] is None and stem_program(record, "drums") == record["programs"]["drum_kit"]
         assert set(record["pairs"]) == {"bass", "drums"} and set(record["mix_chains"]) == set(record["stems"])
         stems = {g: read_audio(tmp_path / rel)[0][0] for g, rel in record["stems"].items()}
         assert {len(s) for s in stems.values()} == {record["frames"]}

@@ -51,7 +51,7 @@ def test_style_eval_runs_over_a_build_and_writes_its_report(tmp_path):
     rate, seconds = 44_100, 1.0
     records = []
     for index, (instrument, programs) in enumerate([("bass", {"bass": 33, "drum_kit": None}), ("bass", {"bass": 38, "drum_kit": None}),
-                                                    ("bass", {"bass": 36, "drum_kit": None})]):
+                                                    ("bass", {"bass": None, "drum_kit": None})]):
         folder = tmp_path / "build" / f"v{index}"
         folder.mkdir(parents=True)
         sf.write(folder / "context.flac", song(rate, 3.0, 1, seed=index)[0], rate)
@@ -59,6 +59,8 @@ def test_style_eval_runs_over_a_build_and_writes_its_report(tmp_path):
         records.append({"variant_id": f"v{index}", "piece_id": f"piece{index}", "split": "test", "programs": programs,
                         "duration_seconds": 3.0, "pairs": {instrument: {"context": f"v{index}/context.flac",
                                                                         "target": f"v{index}/target.flac"}}})
+        if programs["bass"] is None:  # an MMA arrangement: its bass program is the arrangement's
+            records[-1]["mma"] = {"roles": {"9": "drums", "13": "bass"}, "programs": {"13": 36}}
     (tmp_path / "build" / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     dim = bundle.contract.style_dim
     prior_path = save_prior(tmp_path / "prior.safetensors", Prior(384, dim, hidden=8),
