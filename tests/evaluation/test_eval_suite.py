@@ -170,3 +170,46 @@ def test_the_spectrograms_beat_grid_is_the_songs_within_the_segment():
     np.testing.assert_allclose(beats, [0.25, 0.75, 1.25, 1.75, 2.25, 2.75])  # song beats 3..8, from 1.5 s
     np.testing.assert_allclose(bars, [0.75, 2.75])  # beats 4 and 8 start bars
     assert beat_grid_seconds({"source": "freedoom"}, 0.0, 3.0) is None  # no timing recorded: no grid
+
+
+def test_paired_difference_reads_two_reports_of_the_same_pairs():
+    rng = np.random.default_rng(0)
+
+    def report(offset, ids):
+        pairs = [{"variant_id": v,
+                  "real": {"harmonic_fit": 0.8, "onset_agreement": 0.6, "grid_agreement": 0.6, "rhythmic_fit": 0.6},
+                  "shuffled": {"harmonic_fit": 0.4, "onset_agreement": 0.2, "grid_agreement": 0.2, "rhythmic_fit": 0.2},
+                  "generated": {k: base + offset for k, base in zip(
+                      ("harmonic_fit", "onset_agreement", "grid_agreement", "rhythmic_fit"), rng.uniform(0.3, 0.9, 4))}}
+                 for v in ids]
+        return {"instruments": {"bass": {"per_pair": pairs, "realism": {"generated": {"frechet": 10.0 + offset}}}}}
+
+    ids = [f"v{i}" for i in range(8)]
+    rng = np.random.default_rng(0)
+    baseline = report(0.0, ids)
+    rng = np.random.default_rng(0)  # the same stems, each fit 0.04 higher: +0.1 of the 0.4 real-shuffled spread
+    candidate = report(0.04, ids)
+    out = es.paired_difference(candidate, baseline, "bass")
+    for key in ("harmonic_fit", "rhythmic_fit"):
+        assert abs(out[key]["difference"] - 0.1) < 1e-9 and out[key]["pairs"] == 8
+        assert out[key]["interval"][0] <= 0.1 + 1e-9 <= out[key]["interval"][1] + 2e-9
+    assert out["frechet"] == {"candidate": 10.04, "baseline": 10.0}
+    with pytest.raises(ValueError, match="different pairs"):
+        es.paired_difference(report(0.0, ids[::-1]), baseline, "bass")
+
+
+def test_eval_compare_prints_and_writes_the_paired_figures(tmp_path, capsys):
+    from backline.cli import main
+
+    pairs = [{"variant_id": f"v{i}", **{name: {k: value + 0.01 * i for k in ("harmonic_fit", "onset_agreement",
+                                                                             "grid_agreement", "rhythmic_fit")}
+                                        for name, value in (("real", 0.8), ("shuffled", 0.4), ("generated", 0.7))}}
+             for i in range(4)]
+    for name, shift in (("a", 0.0), ("b", 0.04)):
+        rows = [{**p, "generated": {k: v - shift for k, v in p["generated"].items()}} for p in pairs]
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps(
+            {"instruments": {"bass": {"per_pair": rows, "realism": {"generated": {"frechet": 5.0}}}}}))
+    assert main(["eval", "compare", str(tmp_path / "a"), str(tmp_path / "b"), "--json", str(tmp_path / "c.json")]) == 0
+    assert "harmonic_fit     +0.100" in capsys.readouterr().out
+    assert abs(json.loads((tmp_path / "c.json").read_text())["bass"]["rhythmic_fit"]["difference"] - 0.1) < 1e-9
