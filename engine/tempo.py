@@ -46,7 +46,11 @@ def onset_envelope(audio: np.ndarray, sample_rate: int) -> np.ndarray:
 def estimate_tempo(audio: np.ndarray, sample_rate: int) -> tuple[float, float]:
     """``(bpm, confidence)``: the most likely tempo from 60 to 200 BPM and how clearly it stands out
     (0 none: silence or no pulse, towards 1 clear). Falls back to 120 BPM with confidence 0."""
-    envelope = onset_envelope(audio, sample_rate)
+    return _tempo_of(onset_envelope(audio, sample_rate))
+
+
+def _tempo_of(envelope: np.ndarray) -> tuple[float, float]:
+    """``estimate_tempo`` from an ``onset_envelope``."""
     frames_per_second = TEMPO_SAMPLE_RATE / TEMPO_HOP
     if len(envelope) < 4 * frames_per_second or not envelope.any():
         return 120.0, 0.0
@@ -80,7 +84,7 @@ def estimate_beats(audio: np.ndarray, sample_rate: int, bpm: float | None = None
     envelope = onset_envelope(audio, sample_rate)
     frames_per_second = TEMPO_SAMPLE_RATE / TEMPO_HOP
     if bpm is None:
-        bpm, confidence = estimate_tempo(audio, sample_rate)
+        bpm, confidence = _tempo_of(envelope)
         if confidence == 0.0:
             return np.zeros(0)
     if not envelope.any():

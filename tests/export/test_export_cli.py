@@ -63,3 +63,4 @@ def test_bench_generate_measures_the_files_defaults_cold_warm_and_one_take(tmp_p
     (row,) = json.loads(report.read_text())["results"]
     assert (row["steps"], row["sampler"]) == (3, "euler")
     assert row["warm_generate_seconds"] > 0 and 0 < row["warm_one_take_seconds"] and row["torch_imported"] is False
+    assert row["command_seconds"] > 0 and (tmp_path / "work" / "stem.wav").is_file()  # backline generate, cold
