@@ -143,6 +143,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--every", type=int, default=1, help="label every N-th bass stem only (default 1: all)")
     p.add_argument("--jobs", type=int, default=1, help="transcribing processes (default 1)")
     p.set_defaults(func=_train_labels)
+    p = train_models.add_parser("synth-basses", help="the train basses again through random synthesizer voices, "
+                                "encoded and labelled, for the note head (train notes --labels)")
+    p.add_argument("--data", required=True, type=Path, help="data build directory (its MMA songs give the notes)")
+    p.add_argument("--latents", required=True, type=Path, help="latents of that build (linked into --out)")
+    p.add_argument("--autoencoder", type=Path, default=Path("models/autoencoder/default.safetensors"),
+                   help="the autoencoder that encodes them (the latents' latent space)")
+    p.add_argument("--out", required=True, type=Path, help="latent directory to write (links, the synthesized "
+                   "basses' latents and labels-synth.npz)")
+    p.add_argument("--voices", type=int, default=2, help="synthesized versions of each bass (default 2)")
+    p.add_argument("--every", type=int, default=1, help="every N-th train bass only (default 1: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=1, help="processes (default 1)")
+    p.set_defaults(func=_train_synth_basses)
     diffusion_cli.register_train(train_models, formatter)
     from backline.training import style_cli
 
@@ -272,6 +285,19 @@ def _train_labels(args: argparse.Namespace) -> int:
     key = json.dumps({"build": str(args.data.resolve()), "latents": str(args.latents.resolve()), "split": args.split,
                       "every": args.every})
     print(f"wrote {write_label_cache(args.out, key, labels)}: {len(labels)} bass stems")
+    return 0
+
+
+def _train_synth_basses(args: argparse.Namespace) -> int:
+    from backline.models.autoencoder import load_autoencoder
+    from backline.training.notes import NoteSettings
+    from backline.training.synth_bass import synth_basses
+
+    config = load_autoencoder(args.autoencoder)[0].config
+    labels = synth_basses(args.data, args.latents, args.autoencoder, args.out, voices=args.voices, every=args.every,
+                          seed=args.seed, jobs=args.jobs, lowest_midi=config.note_lowest_midi or NoteSettings.note_lowest_midi,
+                          count=config.note_count or NoteSettings.note_count)
+    print(f"wrote {labels}: train notes --latents {args.out} --labels {labels} (and the real basses' labels)")
     return 0
 
 
