@@ -9,6 +9,7 @@ Nothing here depends on the order pieces are processed in: every choice is seede
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -191,10 +192,8 @@ def plan_mma(config: BuildConfig, out_dir: Path | None = None) -> list[Variant]:
     for soundfont in config.held_out.soundfonts:
         check_not_reserved(soundfont)
     cache = out_dir / "mma_catalogue.json" if out_dir is not None else None
-    grooves = _spread(mma.catalogue(cache=cache), config.max_grooves)
-    charts = mma.real_charts(p for name in ("freedoom", "planetblupi") if name in SOURCES for p in SOURCES[name].pieces())
     variants = []
-    for song in mma.songs(grooves, charts_per_groove=config.charts_per_groove, seed=config.seed, real_charts=charts):
+    for song in _songs(config.max_grooves, config.charts_per_groove, config.seed, cache):
         split = mma_split(song, config.held_out)
         unseen = split == "unseen"
         soundfonts = config.held_out.soundfonts if unseen and config.held_out.soundfonts else config.soundfonts
@@ -206,6 +205,28 @@ def plan_mma(config: BuildConfig, out_dir: Path | None = None) -> list[Variant]:
             variant_id = f"mma_{_safe(song.chart.chart_id)}__v{index}"
             variants.append(Variant(variant_id, None, soundfont, index, config, song=song, drum_kit=kit, split=split))
     return variants
+
+
+def _songs(max_grooves: int | None, charts_per_groove: int, seed: int, cache: Path | None) -> list[mma.Song]:
+    """The MMA songs a build plans: its grooves over generated and real charts."""
+    grooves = _spread(mma.catalogue(cache=cache), max_grooves)
+    charts = mma.real_charts(p for name in ("freedoom", "planetblupi") if name in SOURCES for p in SOURCES[name].pieces())
+    return mma.songs(grooves, charts_per_groove=charts_per_groove, seed=seed, real_charts=charts)
+
+
+@functools.lru_cache(maxsize=2)
+def _built_songs(build_dir: str) -> dict[str, mma.Song]:
+    config = json.loads((Path(build_dir) / "report.json").read_text())["config"]
+    songs = _songs(config["max_grooves"], config["charts_per_groove"], config["seed"],
+                   Path(build_dir) / "mma_catalogue.json")
+    return {song.chart.chart_id: song for song in songs}
+
+
+def mma_midi(build_dir: str | Path, record: dict) -> bytes:
+    """The MIDI an MMA variant of ``build_dir`` was rendered from, made again (``mma`` is deterministic here:
+    the song's arrangement is seeded by its chart)."""
+    song = _built_songs(str(Path(build_dir).resolve()))[record["mma"]["chart_id"]]
+    return mma.song_piece(song, record["split"]).midi_bytes
 
 
 def _safe(text: str) -> str:

@@ -44,7 +44,6 @@ MAX_DURATION_SECONDS = 600.0
 MAX_CACHED_REFERENCES = 32
 # Bass takes per request where the autoencoder reads notes: the most in-key of 4 is kept (what it gains is
 # measured in models/diffusion/MODEL_CARD.md).
-DEFAULT_BASS_CANDIDATES = 4
 # A stem steered by a reference has its latents' per-channel mean and std matched to the reference's, and keeps the
 # level they decode to (the reference's) instead of being levelled to the context: it follows the reference more
 # in all three measures of `backline eval style` (training/reports/style).
@@ -92,7 +91,7 @@ class GenerateRequest:
     loop_strength: float = default("loop_strength")  # fraction of the steps the repeats are tied for; 1 = exact repeats
     stereo_width: float = default("stereo_width")  # 0 = the context's channel layout; > 0 = pseudo-stereo of this width
     # bass: sample this many takes and keep the one whose notes (the autoencoder's note head) sit most in the
-    # context's pitch classes (engine/harmony.py); None: DEFAULT_BASS_CANDIDATES where the autoencoder reads notes
+    # context's pitch classes (engine/harmony.py); None: the denoiser file's default where the autoencoder reads notes
     candidates: int | None = None
     # a fresh stem steered by references (a denoiser on latent statistics): its latents' per-channel mean and std moved
     # this far to the reference's (0 off, 1 exactly) before decoding, and its level as far from the context's towards
@@ -264,12 +263,12 @@ def _style_match(bundle: Bundle, request: GenerateRequest, style: np.ndarray | N
 
 
 def _takes(bundle: Bundle, request: GenerateRequest, silent_context: bool) -> int:
-    """How many takes to sample: ``request.candidates``, by default ``DEFAULT_BASS_CANDIDATES`` for a bass over
-    a sounding context when the autoencoder reads notes (one where nothing can be in key or out of it)."""
+    """How many takes to sample: ``request.candidates``, by default the denoiser file's (``sampling_of``) for a bass
+    over a sounding context when the autoencoder reads notes (one where nothing can be in key or out of it)."""
     if request.candidates is not None:
         return request.candidates
     can_choose = request.instrument == "bass" and bundle.contract.note_lowest_midi is not None
-    return DEFAULT_BASS_CANDIDATES if can_choose and not silent_context else 1
+    return bundle.contract.sampling["candidates"] if can_choose and not silent_context else 1
 
 
 def chord_chart(chords: str, tempo: controls.Tempo | None) -> list[tuple[float, str]]:
@@ -535,7 +534,8 @@ def validate(bundle: Bundle, request: GenerateRequest) -> GenerateRequest:
     """Check ``request`` against the schema and the models, and fill in the models' default guidance, steps and
     sampler."""
     _check(bundle, request)
-    defaults = guidance_for(bundle.contract.guidance, request.instrument) | bundle.contract.sampling
+    sampling = {k: v for k, v in bundle.contract.sampling.items() if k != "candidates"}  # takes: _takes decides
+    defaults = guidance_for(bundle.contract.guidance, request.instrument) | sampling
     return replace(request, **{k: v for k, v in defaults.items() if getattr(request, k) is None})
 
 

@@ -149,7 +149,7 @@ class ModelContract:
     stft_hop_length: int
     versions: dict = field(default_factory=dict)
     guidance: dict = field(default_factory=lambda: dict(DEFAULT_GUIDANCE))  # the denoiser's default scales
-    sampling: dict = field(default_factory=lambda: dict(DEFAULT_SAMPLING))  # its default steps and sampler
+    sampling: dict = field(default_factory=lambda: dict(DEFAULT_SAMPLING))  # its default steps, sampler, bass takes
     style_space: str = STATISTICS_SPACE  # what the denoiser's style embeddings are (engine/style.py)
     latent_space: str | None = None  # which autoencoder's latents (check_latent_space)
     note_lowest_midi: int | None = None  # the autoencoder's note head's lowest note; None: it has none
@@ -180,14 +180,18 @@ class ModelContract:
 # Diff-A-Riff's context and style scales, and the beat grid and harmony as trained, for files that name none
 DEFAULT_GUIDANCE = {"cfg_context": 1.25, "cfg_style": 1.25, "cfg_tempo": 1.0, "cfg_chords": 1.0}
 FRAME_GUIDANCE = {"grid": "cfg_tempo", "harmony": "cfg_chords"}  # each frame condition's scale, by its name above
-DEFAULT_SAMPLING = {"steps": 30, "sampler": "dpmpp_2m"}  # for files that name none (a distilled one names its own)
+# For files that name none (a distilled one names its own steps); candidates: the takes of a bass sampled by
+# default, the one most in key with the context kept (engine.pipeline._takes)
+DEFAULT_SAMPLING = {"steps": 30, "sampler": "dpmpp_2m", "candidates": 4}
 
 
 def sampling_of(denoiser_config: dict) -> dict:
-    """The default steps and sampler a denoiser file records (``config.provenance.sampling``), else DEFAULT_SAMPLING."""
+    """The default steps, sampler and bass takes a denoiser file records (``config.provenance.sampling``), else
+    DEFAULT_SAMPLING's."""
     recorded = (denoiser_config.get("provenance") or {}).get("sampling") or {}
     return {"steps": int(recorded.get("steps", DEFAULT_SAMPLING["steps"])),
-            "sampler": str(recorded.get("sampler", DEFAULT_SAMPLING["sampler"]))}
+            "sampler": str(recorded.get("sampler", DEFAULT_SAMPLING["sampler"])),
+            "candidates": int(recorded.get("candidates", DEFAULT_SAMPLING["candidates"]))}
 
 
 def guidance_of(denoiser_config: dict) -> dict:

@@ -99,6 +99,8 @@ def register_ship(ship_models: argparse._SubParsersAction) -> None:
                    "otherwise (a distilled student: a few)")
     p.add_argument("--default-sampler", choices=("euler", "heun", "dpmpp_2m"),
                    help="the sampler the engine uses with this model unless asked otherwise")
+    p.add_argument("--default-candidates", type=int,
+                   help="the takes of a bass the engine samples unless asked otherwise (the most in key kept)")
     p.set_defaults(func=_ship)
 
 
@@ -190,11 +192,14 @@ def _ship(args: argparse.Namespace) -> int:
     from backline.engine.runtime import DEFAULT_GUIDANCE
 
     guidance = parse_guidance({name: getattr(args, name) for name in DEFAULT_GUIDANCE}, args.instrument_cfg)
-    sampling = {k: v for k, v in (("steps", args.default_steps), ("sampler", args.default_sampler)) if v is not None}
+    if args.default_candidates is not None and args.default_candidates < 1:
+        raise SystemExit("--default-candidates: at least 1 take")
+    sampling = {k: v for k, v in (("steps", args.default_steps), ("sampler", args.default_sampler),
+                                  ("candidates", args.default_candidates)) if v is not None}
     if args.run is None:
         if not guidance and not sampling:
             raise SystemExit("without --run, give the defaults to record: --cfg-context, --cfg-style, --cfg-tempo, "
-                             "--cfg-chords, --instrument-cfg, --default-steps or --default-sampler")
+                             "--cfg-chords, --instrument-cfg, --default-steps, --default-sampler or --default-candidates")
         print(set_guidance(args.to, guidance, sampling))
         return 0
     if args.version is None:

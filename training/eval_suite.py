@@ -92,10 +92,15 @@ def _dedupe(onsets: list[float], within: float = 0.01) -> list[float]:
 
 # ---- ground truth from a build's record -----------------------------------------------------------
 
-def _piece_midi(record: dict) -> tuple[bytes, float | None]:
-    """The source MIDI bytes of a record and the source's duration cap."""
+def _piece_midi(record: dict, build_dir: Path | None = None) -> tuple[bytes, float | None]:
+    """The source MIDI bytes of a record and the source's duration cap (an MMA song's made again: its build's
+    ``build_dir`` says how it was planned)."""
     from backline.data.sources import SOURCES
 
+    if record.get("source") == "mma" and build_dir is not None:
+        from backline.data.build import mma_midi
+
+        return mma_midi(build_dir, record), None
     source = SOURCES.get(record["source"])
     if source is not None:
         for piece in source.pieces():
@@ -107,12 +112,14 @@ def _piece_midi(record: dict) -> tuple[bytes, float | None]:
     raise FileNotFoundError(f"{record['variant_id']}: source MIDI {record['origin']} not found")
 
 
-def reference_notes(record: dict, instrument: str, *, max_duration_seconds: float | None = None) -> list[Note]:
-    """The notes a record's ``instrument`` stem was rendered from, in seconds of the rendered audio."""
+def reference_notes(record: dict, instrument: str, *, max_duration_seconds: float | None = None,
+                    build_dir: Path | None = None) -> list[Note]:
+    """The notes a record's ``instrument`` stem was rendered from, in seconds of the rendered audio (an MMA
+    variant's need its ``build_dir``)."""
     from backline.data import midi as midi_ops
     from backline.engine.transcribe import midi_notes
 
-    midi_bytes, source_cap = _piece_midi(record)
+    midi_bytes, source_cap = _piece_midi(record, build_dir)
     midi = midi_ops.parse(midi_bytes)
     groups = midi_ops.channel_groups(midi)
     if record.get("channel_groups") and {k: list(v) for k, v in groups.items()} != record["channel_groups"]:
@@ -157,7 +164,8 @@ def evaluate_transcription(build_dir: str | Path, *, split: str = "test", max_se
             if max_seconds is not None:
                 audio = audio[:, : int(max_seconds * sample_rate)]
             seconds = audio.shape[1] / sample_rate
-            reference = [n for n in reference_notes(record, instrument) if n.start_seconds < seconds - 0.05]
+            reference = [n for n in reference_notes(record, instrument, build_dir=build_dir)
+                         if n.start_seconds < seconds - 0.05]
             started = time.perf_counter()
             estimate = [n for n in transcribe(audio, sample_rate, instrument) if n.start_seconds < seconds - 0.05]
             compute = time.perf_counter() - started

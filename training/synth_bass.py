@@ -133,11 +133,11 @@ def _synth_variant(job: tuple) -> list[tuple[str, dict, np.ndarray]]:
     from backline.training.latents import _autoencoder
     from backline.training.notes import frame_labels
 
-    autoencoder_path, record, frames, out_dir, voices, seed, lowest_midi, count, threads = job
+    autoencoder_path, build_dir, record, frames, out_dir, voices, seed, lowest_midi, count, threads = job
     torch.set_num_threads(threads)
     model = _autoencoder(autoencoder_path)
     config = model.config
-    notes = reference_notes(record, "bass")
+    notes = reference_notes(record, "bass", build_dir=Path(build_dir))
     rng = np.random.default_rng([seed, *record["variant_id"].encode()])
     results = []
     for k in range(voices):
@@ -178,7 +178,7 @@ def synth_basses(build_dir: str | Path, latents_dir: str | Path, autoencoder_pat
     entries = [e for e in entries if e["instrument"] == "bass" and e["split"] == "train"
                and e["variant_id"] in records][::every]
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    work = [(str(autoencoder_path), records[e["variant_id"]], e["frames"], str(out_dir), voices, seed, lowest_midi,
+    work = [(str(autoencoder_path), str(build_dir), records[e["variant_id"]], e["frames"], str(out_dir), voices, seed, lowest_midi,
              count, threads) for e in entries]
     labels = {}
     with tasks(jobs) as run:

@@ -116,3 +116,20 @@ def test_long_regions_sample_their_takes_in_smaller_batches(noted, monkeypatch):
     assert steps == [(i, 12) for i in range(1, 13)]  # four batches of three steps, one progress
     assert one_by_one.info["controls"]["candidates"]["chosen"] == whole.info["controls"]["candidates"]["chosen"]
     np.testing.assert_allclose(one_by_one.audio, whole.audio, atol=1e-5)
+
+
+def test_a_files_recorded_takes_are_a_basss_default(tmp_path):
+    from backline.cli import main
+    from backline.engine.pipeline import load_bundle
+    from backline.export.debug_models import write_debug_models
+
+    ae_path, dn_path = write_debug_models(tmp_path, "tiny", autoencoder_config="tiny-notes")
+    assert load_bundle(ae_path, dn_path, backend="torch").contract.sampling["candidates"] == 4  # naming none
+    with pytest.raises(SystemExit, match="at least 1"):
+        main(["ship", "diffusion", "--to", str(dn_path), "--default-candidates", "0"])
+    assert main(["ship", "diffusion", "--to", str(dn_path), "--default-candidates", "1"]) == 0
+    bundle = load_bundle(ae_path, dn_path, backend="torch")
+    one = generate(bundle, GenerateRequest(context=song(), sample_rate=48000, steps=2, seed=1))
+    assert "candidates" not in one.info["controls"]  # one take: nothing chosen
+    asked = generate(bundle, GenerateRequest(context=song(), sample_rate=48000, steps=2, seed=1, candidates=3))
+    assert asked.info["controls"]["candidates"]["takes"] == 3

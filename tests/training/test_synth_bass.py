@@ -35,7 +35,7 @@ def test_synth_basses_link_the_latents_and_label_each_frame_with_its_note(tiny_l
                                                                            monkeypatch):
     ae_path, latents = tiny_latents
     notes = [Note(start_seconds=0.5 * i, end_seconds=0.5 * i + 0.4, pitch=36 + i, velocity=100) for i in range(5)]
-    monkeypatch.setattr(eval_suite, "reference_notes", lambda record, instrument: notes)  # no MMA song in this build
+    monkeypatch.setattr(eval_suite, "reference_notes", lambda record, instrument, build_dir: notes)  # no MMA song in this build
     labels_path = synth_basses(synthetic_build, latents, ae_path, tmp_path / "aug", voices=2, lowest_midi=24, count=49)
     for source in latents.iterdir():  # the real basses' files and record, read unchanged through the links
         assert (tmp_path / "aug" / source.name).read_bytes() == source.read_bytes()
