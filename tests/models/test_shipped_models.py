@@ -83,7 +83,10 @@ def test_shipped_denoiser_generates_a_deterministic_sane_stem(example):
     meta = diffusion.load_denoiser()[1]
     assert meta["backline_kind"] == "denoiser" and meta["latent_channels"] == 32
     assert bundle.contract.guidance == {"cfg_context": 4.5, "cfg_style": 16.0, "cfg_tempo": 1.0,  # measured: its card
-                                        "cfg_chords": 1.0, "instruments": {"drums": {"cfg_context": 4.5}}}
+                                        "cfg_chords": 1.0, "instruments": {
+                                            "bass": {"cfg_context": 1.5, "cfg_tempo": 3.0, "cfg_chords": 2.0},
+                                            "drums": {"cfg_context": 4.5}}}
+    assert bundle.contract.sampling == {"steps": 30, "sampler": "dpmpp_2m", "candidates": 1}  # one bass take
     assert bundle.contract.frame_inputs == (("grid", 4), ("harmony", 12))  # told the beat and the chords
     request = GenerateRequest(context=context, sample_rate=sample_rate, instrument="bass", steps=6, seed=1)
     first = generate(bundle, request).audio
