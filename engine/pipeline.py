@@ -675,7 +675,7 @@ def decoder(bundle: Bundle, request: GenerateRequest, inputs: Inputs, style: np.
             latents = match_latent_statistics(latents, style, match)
         stem = _decode(bundle, latents, len(inputs.mono), request.instrument)
         stem = resample(stem[None], bundle.sample_rate, request.sample_rate)[0]
-        return np.pad(stem, (0, max(0, frames - len(stem))))[:frames]
+        return np.pad(stem, (0, frames - len(stem))) if len(stem) < frames else stem[:frames]
 
     return to_host
 
@@ -704,8 +704,9 @@ def level(bundle: Bundle, request: GenerateRequest, inputs: Inputs, raw: np.ndar
     if raw is None:
         return stem  # strength 0 is the input itself, not its trip through the autoencoder
     if stem is None:
+        gain = _level_gain(raw, to_mono(inputs.context)[0], context_share=1.0 - match)
         out = np.empty((channels, frames), np.float32)  # written in place: a 5-minute stem is 50 MiB a channel
-        np.multiply(raw, _level_gain(raw, to_mono(inputs.context)[0], context_share=1.0 - match), out=out[0])
+        np.multiply(raw, gain, out=out[0])
         out[1:] = out[0]
         return out
     if request.regenerate_seconds is None:  # a variation keeps the input's level, whatever the decoder gives back

@@ -383,7 +383,6 @@ class OnnxBackend:
             # The autoencoder runs once per request on the whole region: an arena would keep its peak
             # (about 400 MiB more at 120 s); the denoiser runs every step at one shape and keeps it.
             options.enable_cpu_mem_arena = part in ("denoiser", "step")
-            options.enable_mem_pattern = part in ("denoiser", "step")
             self.sessions[part] = ort.InferenceSession(str(path), options, providers=self.providers)
         self.metadata = {part: dict(s.get_modelmeta().custom_metadata_map) for part, s in self.sessions.items()}
         self.contract = self._contract(paths)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from backline.data.dataset import SPLITS
+
 N_FFT, HOP = 2048, 512  # the shipped autoencoder's STFT
 
 
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backline.training.pitch_diagnostic", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, type=Path, help="data build directory")
-    parser.add_argument("--split", default="validation", choices=("train", "validation", "test"))
+    parser.add_argument("--split", default="validation", choices=SPLITS)
     parser.add_argument("--count", type=int, default=8, help="bass pairs (default 8)")
     parser.add_argument("--autoencoder", type=Path, help="autoencoder model file (default: the shipped one)")
     parser.add_argument("--vocoder-below-hz", type=float,
