@@ -186,19 +186,70 @@ def latent_probe(build_dir: Path, *, train_files: int = 60, validation_files: in
                                "pitch_class_accuracy": float((y_val.argmax(axis=1) == constant.argmax()).mean())}}
 
 
+def note_head_scores(build_dir: Path, *, split: str = "unseen", count: int = 40, seconds: float = 20.0,
+                     autoencoder_path: Path | None = None) -> dict:
+    """How well the autoencoder's note head reads real basses of ``split`` (the first ``count`` MMA basses, their first
+    ``seconds``): ``training.notes.scores`` of its notes against the notes each song was written with (the MIDI made
+    again: ``eval_suite.reference_notes``) and against the bass's transcription (what ``train notes`` trains on);
+    octave errors are the pitch-class-right, note-wrong share of the frames with a note."""
+    import torch
+
+    from backline.data.dataset import read_manifest
+    from backline.engine.audio import read_audio, to_mono
+    from backline.engine.transcribe import transcribe_bass
+    from backline.models.autoencoder import DEFAULT_MODEL_PATH, encode_audio, load_autoencoder
+    from backline.training.eval_suite import reference_notes
+    from backline.training.notes import frame_labels, scores
+
+    model, metadata = load_autoencoder(autoencoder_path or DEFAULT_MODEL_PATH)
+    config = model.config
+    records = [r for r in read_manifest(build_dir, split=split) if "bass" in r["pairs"] and r.get("source") == "mma"]
+    logits, labels = [], {"the songs' notes": [], "the transcription": []}
+    for record in records[:count]:
+        audio, rate = read_audio(build_dir / record["pairs"]["bass"]["target"])
+        mono = to_mono(audio[:, : int(seconds * rate)])[0]
+        with torch.inference_mode():
+            latents = encode_audio(model, mono, rate)
+            logits.append(model.decode_notes(latents)[0].numpy())
+        frames = logits[-1].shape[-1]
+        notes = [n for n in reference_notes(record, "bass", build_dir=build_dir) if n.start_seconds < seconds]
+        for name, source in (("the songs' notes", notes), ("the transcription", transcribe_bass(mono, rate))):
+            labels[name].append(frame_labels(source, frames, sample_rate=rate, hop=config.stft_hop_length,
+                                             lowest_midi=config.note_lowest_midi, count=config.note_count))
+    out = {"split": split, "basses": len(logits), "seconds": seconds, "autoencoder": metadata.get("backline_version")}
+    for name, rows in labels.items():
+        result = scores(np.concatenate(logits, axis=1), np.concatenate(rows))
+        result["octave_errors"] = result["pitch_class_accuracy"] - result["note_accuracy"]
+        out[name] = result
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backline.training.pitch_diagnostic", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, type=Path, help="data build directory")
     parser.add_argument("--split", default="validation", choices=SPLITS)
-    parser.add_argument("--count", type=int, default=8, help="bass pairs (default 8)")
+    parser.add_argument("--count", type=int, help="bass pairs (default 8; 40 with --note-head)")
     parser.add_argument("--autoencoder", type=Path, help="autoencoder model file (default: the shipped one)")
     parser.add_argument("--vocoder-below-hz", type=float,
                         help="the phase-vocoder phase only below this frequency (default: the whole band)")
     parser.add_argument("--latent-probe", action="store_true",
                         help="also probe whether the latents still hold the bass's pitch class (see latent_probe)")
+    parser.add_argument("--note-head", action="store_true",
+                        help="only score the note head against the songs' notes and the transcriptions "
+                             "(note_head_scores)")
     args = parser.parse_args(argv)
-    report = run(args.data, split=args.split, count=args.count, autoencoder_path=args.autoencoder,
+    if args.note_head:
+        report = note_head_scores(args.data, split=args.split, count=args.count or 40,
+                                  autoencoder_path=args.autoencoder)
+        print(f"note head of {report['autoencoder']} on {report['basses']} basses of the {report['split']} split, "
+              f"first {report['seconds']:g} s (frames with a note):")
+        for name in ("the songs' notes", "the transcription"):
+            r = report[name]
+            print(f"  against {name:18} note accuracy {r['note_accuracy']:.3f}   pitch class {r['pitch_class_accuracy']:.3f}"
+                  f"   octave errors {r['octave_errors']:.3f}   voicing {r['voicing_accuracy']:.3f}")
+        return 0
+    report = run(args.data, split=args.split, count=args.count or 8, autoencoder_path=args.autoencoder,
                  vocoder_below_hz=args.vocoder_below_hz)
     print(f"{report['pairs']} bass pairs of the {report['split']} split, first {report['seconds']:g} s, "
           f"models {report['models']}"
