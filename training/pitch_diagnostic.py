@@ -188,8 +188,8 @@ def latent_probe(build_dir: Path, *, train_files: int = 60, validation_files: in
 
 def note_head_scores(build_dir: Path, *, split: str = "unseen", count: int = 40, seconds: float = 20.0,
                      autoencoder_path: Path | None = None) -> dict:
-    """How well the autoencoder's note head reads real basses of ``split`` (the first ``count`` MMA basses, their first
-    ``seconds``): ``training.notes.scores`` of its notes against the notes each song was written with (the MIDI made
+    """How well the autoencoder's note head reads real basses of ``split`` (``count`` MMA basses spread over its style
+    families as ``eval accompaniment`` picks them, their first ``seconds``): ``training.notes.scores`` of its notes against the notes each song was written with (the MIDI made
     again: ``eval_suite.reference_notes``) and against the bass's transcription (what ``train notes`` trains on);
     octave errors are the pitch-class-right, note-wrong share of the frames with a note."""
     import torch
@@ -198,14 +198,14 @@ def note_head_scores(build_dir: Path, *, split: str = "unseen", count: int = 40,
     from backline.engine.audio import read_audio, to_mono
     from backline.engine.transcribe import transcribe_bass
     from backline.models.autoencoder import DEFAULT_MODEL_PATH, encode_audio, load_autoencoder
-    from backline.training.eval_suite import reference_notes
+    from backline.training.eval_suite import reference_notes, spread
     from backline.training.notes import frame_labels, scores
 
     model, metadata = load_autoencoder(autoencoder_path or DEFAULT_MODEL_PATH)
     config = model.config
     records = [r for r in read_manifest(build_dir, split=split) if "bass" in r["pairs"] and r.get("source") == "mma"]
     logits, labels = [], {"the songs' notes": [], "the transcription": []}
-    for record in records[:count]:
+    for record in spread(records, count, seed=0):
         audio, rate = read_audio(build_dir / record["pairs"]["bass"]["target"])
         mono = to_mono(audio[:, : int(seconds * rate)])[0]
         with torch.inference_mode():

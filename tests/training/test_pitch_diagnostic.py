@@ -49,7 +49,7 @@ def test_note_head_scores_read_each_bass_against_its_songs_notes_and_its_transcr
                         lambda record, instrument, build_dir: asked.append(record["variant_id"]) or notes)
     ae_path, _ = write_debug_models(tmp_path, "tiny", autoencoder_config="tiny-notes")
     report = note_head_scores(build, split="unseen", count=3, seconds=2.0, autoencoder_path=ae_path)
-    assert report["basses"] == 3 and asked == [r["variant_id"] for r in records[:3]]
+    assert report["basses"] == 3 and len(set(asked)) == 3 and set(asked) <= {r["variant_id"] for r in records}
     for name in ("the songs' notes", "the transcription"):
         r = report[name]
         assert all(0.0 <= r[k] <= 1.0 for k in ("note_accuracy", "pitch_class_accuracy", "voicing_accuracy"))
