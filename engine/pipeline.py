@@ -42,8 +42,6 @@ from backline.models.style_space import STATISTICS_SPACE
 
 MAX_DURATION_SECONDS = 600.0
 MAX_CACHED_REFERENCES = 32
-# Bass takes per request where the autoencoder reads notes: the most in-key of 4 is kept (what it gains is
-# measured in models/diffusion/MODEL_CARD.md).
 # A stem steered by a reference has its latents' per-channel mean and std matched to the reference's, and keeps the
 # level they decode to (the reference's) instead of being levelled to the context: it follows the reference more
 # in all three measures of `backline eval style` (training/reports/style).
