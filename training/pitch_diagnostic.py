@@ -189,9 +189,10 @@ def latent_probe(build_dir: Path, *, train_files: int = 60, validation_files: in
 def note_head_scores(build_dir: Path, *, split: str = "unseen", count: int = 40, seconds: float = 20.0,
                      autoencoder_path: Path | None = None) -> dict:
     """How well the autoencoder's note head reads real basses of ``split`` (``count`` MMA basses spread over its style
-    families as ``eval accompaniment`` picks them, their first ``seconds``): ``training.notes.scores`` of its notes against the notes each song was written with (the MIDI made
-    again: ``eval_suite.reference_notes``) and against the bass's transcription (what ``train notes`` trains on);
-    octave errors are the pitch-class-right, note-wrong share of the frames with a note."""
+    families as ``eval accompaniment`` picks them, their first ``seconds``): ``training.notes.scores`` of its notes
+    against the notes each song was written with (the MIDI made again: ``eval_suite.reference_notes``) and against
+    the bass's transcription (what ``train notes`` trains on); octave errors are the pitch-class-right, note-wrong
+    share of the frames with a note."""
     import torch
 
     from backline.data.dataset import read_manifest

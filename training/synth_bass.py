@@ -118,7 +118,7 @@ def render_bass(notes, frames: int, sample_rate: int, voice: SynthVoice) -> np.n
         if start >= frames:
             continue
         rendered = render_note(voice, note.pitch, max(note.end_seconds - note.start_seconds, 0.02),
-                               getattr(note, "velocity", 100) / 127, sample_rate)[: frames - start]
+                               note.velocity / 127, sample_rate)[: frames - start]
         out[start:start + len(rendered)] += rendered
     peak = np.abs(out).max()
     return (0.5 * out / peak if peak > 0 else out).astype(np.float32)
@@ -162,12 +162,15 @@ def synth_basses(build_dir: str | Path, latents_dir: str | Path, autoencoder_pat
     (``SYNTH_LABELS``). Returns the labels file."""
     from backline.data.dataset import read_manifest
     from backline.data.scheduling import tasks
-    from backline.training.latents import latent_autoencoder, require_latent_space
+    from backline.engine.runtime import latent_space_of
+    from backline.models.autoencoder import load_autoencoder
+    from backline.training.latents import require_latent_space
     from backline.training.notes import write_label_cache
 
     build_dir, latents_dir, out_dir = Path(build_dir), Path(latents_dir), Path(out_dir)
-    recorded = latent_autoencoder(latents_dir) or {}
-    require_latent_space(latents_dir, recorded.get("latent_space", ""), autoencoder_path)
+    model, metadata = load_autoencoder(autoencoder_path)  # the real basses' latents must share its latent space
+    require_latent_space(latents_dir, latent_space_of(model.config.latent_space, metadata.get("backline_version")),
+                         autoencoder_path)
     out_dir.mkdir(parents=True, exist_ok=True)
     for source in latents_dir.iterdir():
         link = out_dir / source.name

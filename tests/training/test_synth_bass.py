@@ -3,8 +3,10 @@
 import json
 
 import numpy as np
+import pytest
 
 from backline.engine.transcribe import Note
+from backline.export.debug_models import write_debug_models
 from backline.training import eval_suite
 from backline.training.notes import read_label_cache
 from backline.training.synth_bass import WAVEFORMS, random_voice, render_bass, synth_basses
@@ -36,6 +38,9 @@ def test_synth_basses_link_the_latents_and_label_each_frame_with_its_note(tiny_l
     ae_path, latents = tiny_latents
     notes = [Note(start_seconds=0.5 * i, end_seconds=0.5 * i + 0.4, pitch=36 + i, velocity=100) for i in range(5)]
     monkeypatch.setattr(eval_suite, "reference_notes", lambda record, instrument, build_dir: notes)  # no MMA song in this build
+    other_space, _ = write_debug_models(tmp_path / "other", "tiny")  # an autoencoder of another latent space
+    with pytest.raises(ValueError, match="latent space"):
+        synth_basses(synthetic_build, latents, other_space, tmp_path / "refused", lowest_midi=24, count=49)
     labels_path = synth_basses(synthetic_build, latents, ae_path, tmp_path / "aug", voices=2, lowest_midi=24, count=49)
     for source in latents.iterdir():  # the real basses' files and record, read unchanged through the links
         assert (tmp_path / "aug" / source.name).read_bytes() == source.read_bytes()
