@@ -473,11 +473,6 @@ def step_constants(guidance: GuidancePasses, context: np.ndarray, *, known: np.n
     } | guidance.frame_inputs(frames) | guidance.frame_step_inputs()
 
 
-def _level(stem: np.ndarray, context: np.ndarray, context_share: float = 1.0) -> np.ndarray:
-    """The stem at ``_level_gain``'s gain."""
-    return np.multiply(stem, _level_gain(stem, context, context_share), dtype=np.float32)
-
-
 def _level_gain(stem: np.ndarray, context: np.ndarray, context_share: float = 1.0) -> float:
     """The gain that brings the stem to a level that sits with the context (half its RMS), never above -1 dBFS peak.
 

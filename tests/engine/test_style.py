@@ -220,10 +220,11 @@ def test_a_stem_steered_by_a_reference_takes_the_references_latent_statistics(bu
 
 
 def test_level_sits_with_the_context_or_keeps_a_matched_stems_own_level():
-    from backline.engine.pipeline import _level
+    from backline.engine.pipeline import _level_gain
 
     rms = lambda audio: float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
     context = song(RATE, 0.5, 1)[0]
+    _level = lambda stem, context, context_share=1.0: stem * _level_gain(stem, context, context_share)  # as level()
     stem = 0.25 * song(RATE, 0.5, 1, seed=2)[0]
     assert abs(rms(_level(stem, context)) / rms(context) - 0.5) < 1e-4
     gain = 0.5 * rms(context) / rms(stem)  # about 6 dB
