@@ -27,13 +27,13 @@ def onset_envelope(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     """Onset strength per frame (``TEMPO_HOP`` samples at ``TEMPO_SAMPLE_RATE``), mean removed, >= 0."""
     mono = resample(to_mono(validate_audio(audio, sample_rate, what="tempo")), sample_rate, TEMPO_SAMPLE_RATE)[0]
     padded = np.pad(mono, (TEMPO_FFT // 2, TEMPO_FFT // 2))
-    count = 1 + max(0, (len(padded) - TEMPO_FFT) // TEMPO_HOP)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, TEMPO_FFT)[::TEMPO_HOP]  # a view: nothing copied
+    count = len(frames)
     window = np.hanning(TEMPO_FFT + 1)[:-1].astype(np.float32)
     flux = np.zeros(count, np.float32)
     previous = None
-    for first in range(0, count, 2048):  # bounded memory for long regions
-        index = np.arange(TEMPO_FFT)[None, :] + TEMPO_HOP * np.arange(first, min(first + 2048, count))[:, None]
-        spectrum = np.log1p(100.0 * np.abs(np.fft.rfft(padded[index] * window, axis=1)))
+    for first in range(0, count, 256):  # bounded memory for long regions; small blocks stay in cache
+        spectrum = np.log1p(100.0 * np.abs(np.fft.rfft(frames[first:first + 256] * window, axis=1)))
         if previous is None:
             previous = spectrum[:1]
         stacked = np.concatenate([previous, spectrum])
@@ -95,16 +95,16 @@ def estimate_beats(audio: np.ndarray, sample_rate: int, bpm: float | None = None
     previous = np.full(len(envelope), -1, np.int64)
     gaps = np.arange(int(round(period / 2)), int(round(2 * period)) + 1)
     penalty = -BEAT_TIGHTNESS * np.log(gaps / period) ** 2
-    for t in range(int(gaps[0]), len(envelope)):
-        candidates = t - gaps
-        valid = candidates >= 0
-        if not valid.any():
-            continue
-        options = score[candidates[valid]] + penalty[valid]
-        best = int(np.argmax(options))
-        if options[best] > 0:
-            score[t] += options[best]
-            previous[t] = candidates[valid][best]
+    # a beat's predecessor lies at least gaps[0] frames back, so a block of gaps[0] frames is scored at once
+    for block in range(int(gaps[0]), len(envelope), int(gaps[0])):
+        frames = np.arange(block, min(block + int(gaps[0]), len(envelope)))
+        candidates = frames[:, None] - gaps[None, :]
+        options = np.where(candidates >= 0, score[np.maximum(candidates, 0)] + penalty, -np.inf)
+        best = np.argmax(options, axis=1)
+        gain = options[np.arange(len(frames)), best]
+        better = gain > 0
+        score[frames[better]] += gain[better]
+        previous[frames[better]] = candidates[better, best[better]]
     last_window = score[max(0, len(score) - int(round(period))):]
     t = len(score) - len(last_window) + int(np.argmax(last_window))
     beats = [t]

@@ -796,11 +796,12 @@ def accompaniment_markdown(summary: dict, command: str) -> str:
                          f"{_interval(m['harmonic_fit_normalised_interval'])} | "
                          f"{_fmt(m['onset_agreement'])} | {_fmt(m['grid_agreement'])} | {_fmt(m['rhythmic_fit'])} | "
                          f"{_fmt(m['rhythmic_fit_normalised'], 2)} | {_interval(m['rhythmic_fit_normalised_interval'])} |")
-        lines += ["", "| stems vs real stems | Fréchet distance | MMD² (poly) | density | coverage | segments |",
-                  "|---|---:|---:|---:|---:|---:|"]
+        lines += ["", "| stems vs real stems | Fréchet distance | MMD² (poly) | density | coverage | balance, dB "
+                  "(low / mid / high) | segments |", "|---|---:|---:|---:|---:|---:|---:|"]
         for name, r in block["realism"].items():
+            balance = " / ".join(f"{v:+.1f}" for v in r["balance_db"].values()) if "balance_db" in r else "-"
             lines.append(f"| {name} | {_fmt(r['frechet'], 1)} | {_fmt(r['mmd2'], 2)} | {_fmt(r['density'], 2)} | "
-                         f"{_fmt(r['coverage'], 2)} | {r['candidate_segments']} |")
+                         f"{_fmt(r['coverage'], 2)} | {balance} | {r['candidate_segments']} |")
         lines += ["", "| stems | non-finite | silent | clipped | wrong length | copy of context | any |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
         for name, s in block["sanity"].items():

@@ -238,6 +238,8 @@ def mel_filterbank(n_fft: int, sample_rate: int, n_mels: int = N_MELS, fmin: flo
 
 
 _MEL_BANK = mel_filterbank(2048, ANALYSIS_RATE, N_MELS, 30.0, 11_000.0)
+_MEL_CENTRES_HZ = np.fft.rfftfreq(2048, 1 / ANALYSIS_RATE)[np.argmax(_MEL_BANK, axis=1)]
+BALANCE_BANDS_HZ = {"low": (0.0, 250.0), "mid": (250.0, 2000.0), "high": (2000.0, np.inf)}
 
 
 def log_mel(audio: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -313,8 +315,8 @@ def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 5) -> tuple[fl
 
 
 def realism(reference: np.ndarray, candidate: np.ndarray) -> dict:
-    """Fréchet distance, MMD² and density/coverage of candidate embeddings against reference ones (NaN when
-    either set has fewer than two segments)."""
+    """Fréchet distance, MMD², density/coverage and spectral balance of candidate embeddings against reference
+    ones (NaN, and no balance, when either set has fewer than two segments)."""
     if len(reference) < 2 or len(candidate) < 2:
         return {"frechet": float("nan"), "mmd2": float("nan"), "density": float("nan"), "coverage": float("nan"),
                 "reference_segments": int(len(reference)), "candidate_segments": int(len(candidate))}
@@ -323,7 +325,18 @@ def realism(reference: np.ndarray, candidate: np.ndarray) -> dict:
     density, coverage = density_coverage(ref, cand)
     return {"frechet": frechet_distance(ref, cand) if len(cand) > 1 else float("nan"),
             "mmd2": mmd2_polynomial(ref, cand), "density": density, "coverage": coverage,
+            "balance_db": spectral_balance_db(reference, candidate),
             "reference_segments": int(len(ref)), "candidate_segments": int(len(cand))}
+
+
+def spectral_balance_db(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    """How the candidates' spectrum leans against the references', from ``embed``s' band means: per band of
+    ``BALANCE_BANDS_HZ`` the mean log-mel level difference (dB) less the difference over all bands (0 everywhere:
+    the same balance at any level; low -10: 10 dB less bass than the references have for their level)."""
+    difference = candidate[:, :N_MELS].mean(axis=0) - reference[:, :N_MELS].mean(axis=0)
+    overall = float(difference.mean())
+    return {name: float(difference[(_MEL_CENTRES_HZ >= lo) & (_MEL_CENTRES_HZ < hi)].mean()) - overall
+            for name, (lo, hi) in BALANCE_BANDS_HZ.items()}
 
 
 # ---- sanity ---------------------------------------------------------------------------------------

@@ -111,3 +111,17 @@ def test_mmd_density_and_coverage_tell_same_from_shifted_distributions():
 def test_embedding_is_128_numbers_per_5_second_segment_and_skips_silence():
     audio = np.concatenate([bass(0, 120, 10.0), np.zeros(5 * SAMPLE_RATE, np.float32)])
     assert fm.embed(audio, SAMPLE_RATE).shape == (2, 128)
+
+
+def test_spectral_balance_reads_a_lean_not_a_level():
+    """A quieter copy has the real stems' balance; the same stems with their bass band cut lean away from it."""
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(10 * SAMPLE_RATE).astype(np.float32)
+    reference = fm.embed(noise, SAMPLE_RATE)
+    assert all(abs(v) < 0.01 for v in fm.spectral_balance_db(reference, fm.embed(0.1 * noise, SAMPLE_RATE)).values())
+    spectrum = np.fft.rfft(noise)
+    spectrum[np.fft.rfftfreq(len(noise), 1 / SAMPLE_RATE) < 250.0] *= 0.1  # 20 dB less below 250 Hz
+    thin = fm.spectral_balance_db(reference, fm.embed(np.fft.irfft(spectrum, len(noise)).astype(np.float32),
+                                                      SAMPLE_RATE))
+    assert thin["low"] < -12.0 and thin["mid"] > 0.0 and thin["high"] > 0.0
+    assert fm.realism(reference, reference)["balance_db"] == pytest.approx({"low": 0.0, "mid": 0.0, "high": 0.0})
