@@ -49,8 +49,8 @@ class Param:
 PARAMS: dict[str, Param] = {
     "instrument": Param("choice", "the stem to generate", choices=("bass", "drums"), default="bass"),
     "seed": Param("int", "which take: the same seed gives the same stem", 0, MAX_SEED, default=0),
-    "candidates": Param("int", "bass takes to sample, keeping the one most in key with the context (default 4 where "
-                        "the autoencoder reads notes; 1 = the seed's own take, 4x faster)", 1, 8),
+    "candidates": Param("int", "bass takes to sample, keeping the one most in key with the context (default: the "
+                        "model's, where the autoencoder reads notes; 1 = the seed's own take)", 1, 8),
     "steps": Param("int", "diffusion steps (default: the model's, 30 for one that names none)", 1, 500),
     "sampler": Param("choice", "the diffusion solver (default: the model's, dpmpp_2m for one that names none)",
                      choices=("euler", "heun", "dpmpp_2m")),

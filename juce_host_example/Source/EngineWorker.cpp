@@ -387,6 +387,9 @@ void EngineWorker::runJob (void* contextPointer)
         params->setProperty ("seed", processor.seed->get());
         if (processor.steps->get() > 0)   // 0: the model's default (a distilled one takes a few)
             params->setProperty ("steps", processor.steps->get());
+        // Takes to choose among by key: a bass only (drums have no key); 0: the model's default
+        if (processor.bassTakes->get() > 0 && processor.instrument->getCurrentChoiceName() == "bass")
+            params->setProperty ("candidates", processor.bassTakes->get());
         // The guidance scales, each sent under its parameter ID (the engine's name for it); 0: the model's own default
         for (auto* scale : { processor.cfgContext, processor.cfgStyle, processor.cfgTempo, processor.cfgChords })
             if (scale->get() > 0.0f)

@@ -110,6 +110,7 @@ BacklineEditor::BacklineEditor (BacklineProcessor& p)
       actionAttachment (*p.action, actionBox),
       seedAttachment (*p.seed, seedSlider),
       stepsAttachment (*p.steps, stepsSlider),
+      bassTakesAttachment (*p.bassTakes, bassTakesSlider),
       takeAttachment (*p.take, takeSlider),
       variationAttachment (*p.variation, variationSlider),
       fromBarAttachment (*p.redoFromBar, fromBarSlider),
@@ -128,6 +129,8 @@ BacklineEditor::BacklineEditor (BacklineProcessor& p)
     instrumentLabel.setText ("Instrument", juce::dontSendNotification);
     seedLabel.setText ("Seed", juce::dontSendNotification);
     stepsLabel.setText ("Steps", juce::dontSendNotification);
+    bassTakesLabel.setText ("Bass takes", juce::dontSendNotification);
+    bassTakesSlider.setTooltip ("How many bass takes to make: the one most in key plays, the others are kept to audition");
     takeLabel.setText ("Take", juce::dontSendNotification);
     actionLabel.setText ("Make", juce::dontSendNotification);
     variationLabel.setText ("How different", juce::dontSendNotification);
@@ -140,6 +143,7 @@ BacklineEditor::BacklineEditor (BacklineProcessor& p)
     toBarSlider.setTextValueSuffix (" to");
     loopSlider.textFromValueFunction = [] (double bars) { return bars < 0.5 ? juce::String ("off") : juce::String ((int) bars); };
     stepsSlider.textFromValueFunction = [] (double n) { return n < 0.5 ? juce::String ("model's") : juce::String ((int) n); };
+    bassTakesSlider.textFromValueFunction = stepsSlider.textFromValueFunction;
     beatLockLabel.setText ("Beat lock", juce::dontSendNotification);
     chordLockLabel.setText ("Chord lock", juce::dontSendNotification);
     beatLockSlider.setTooltip ("How firmly the stem keeps to the beat (0: the model's own)");
@@ -159,11 +163,12 @@ BacklineEditor::BacklineEditor (BacklineProcessor& p)
     clearReferenceButton.onClick = [this] { processor.clearStyleReference(); };
     statusLabel.setJustificationType (juce::Justification::topLeft);
     statusLabel.setMinimumHorizontalScale (1.0f);
-    for (auto* slider : { &seedSlider, &stepsSlider, &takeSlider, &variationSlider, &fromBarSlider, &toBarSlider,
+    for (auto* slider : { &seedSlider, &stepsSlider, &bassTakesSlider, &takeSlider, &variationSlider, &fromBarSlider, &toBarSlider,
                           &blendSlider, &loopSlider, &widthSlider, &beatLockSlider, &chordLockSlider })
         slider->setTextBoxStyle (juce::Slider::TextBoxRight, false, 70, 22);
     loopSlider.updateText();
     stepsSlider.updateText();
+    bassTakesSlider.updateText();
     beatLockSlider.updateText();
     chordLockSlider.updateText();
     instrumentBox.addItemList (p.instrument->choices, 1);
@@ -176,7 +181,7 @@ BacklineEditor::BacklineEditor (BacklineProcessor& p)
     useWordsButton.setTooltip ("The style comes from the words (and the reference), not the pad");
     generateButton.onClick = [this] { processor.requestGenerate(); };
     cancelButton.onClick = [this] { processor.requestCancel(); };
-    for (auto* c : std::initializer_list<juce::Component*> { &title, &instrumentLabel, &seedLabel, &stepsLabel, &takeLabel, &takeSlider, &promptLabel, &promptEditor, &chordsLabel, &chordsEditor, &referenceLabel, &clearReferenceButton, &statusLabel,
+    for (auto* c : std::initializer_list<juce::Component*> { &title, &instrumentLabel, &seedLabel, &stepsLabel, &bassTakesLabel, &bassTakesSlider, &takeLabel, &takeSlider, &promptLabel, &promptEditor, &chordsLabel, &chordsEditor, &referenceLabel, &clearReferenceButton, &statusLabel,
                                                              &instrumentBox, &seedSlider, &stepsSlider, &recordButton, &passButton,
                                                              &generateButton, &cancelButton, &progressBar, &stemView,
                                                              &advancedButton, &actionLabel, &actionBox, &variationLabel,
@@ -229,12 +234,13 @@ void BacklineEditor::resized()
     }
     const bool advanced = advancedButton.getToggleState();
     for (auto* c : std::initializer_list<juce::Component*> { &seedLabel, &seedSlider, &stepsLabel, &stepsSlider,
-                                                             &beatLockLabel, &beatLockSlider, &chordLockLabel, &chordLockSlider })
+                                                             &bassTakesLabel, &bassTakesSlider, &beatLockLabel, &beatLockSlider, &chordLockLabel, &chordLockSlider })
         c->setVisible (advanced);
     if (advanced)
     {
         labelled (seedLabel, seedSlider);
         labelled (stepsLabel, stepsSlider);
+        labelled (bassTakesLabel, bassTakesSlider);
         labelled (beatLockLabel, beatLockSlider);
         labelled (chordLockLabel, chordLockSlider);
     }

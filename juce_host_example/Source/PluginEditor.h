@@ -75,17 +75,18 @@ private:
     void timerCallback() override;
 
     BacklineProcessor& processor;
-    juce::Label title, instrumentLabel, seedLabel, stepsLabel, promptLabel, chordsLabel, takeLabel, statusLabel;
+    juce::Label title, instrumentLabel, seedLabel, stepsLabel, bassTakesLabel, promptLabel, chordsLabel, takeLabel, statusLabel;
     juce::Label actionLabel, variationLabel, barsLabel, blendLabel, loopLabel, widthLabel, beatLockLabel, chordLockLabel;
     juce::TextEditor promptEditor, chordsEditor;
     juce::Label referenceLabel;
     juce::TextButton clearReferenceButton { "Clear" };
     juce::ComboBox instrumentBox, actionBox;
-    juce::Slider seedSlider, stepsSlider, takeSlider, variationSlider, fromBarSlider, toBarSlider, blendSlider,
+    juce::Slider seedSlider, stepsSlider, bassTakesSlider, takeSlider, variationSlider, fromBarSlider, toBarSlider, blendSlider,
                  loopSlider, widthSlider, beatLockSlider, chordLockSlider;
     juce::ToggleButton midiButton { "MIDI too" };
     juce::ToggleButton recordButton { "Record while playing" }, passButton { "Pass input through" };
-    // The main page holds what a producer decides; seed, steps and the beat and chord locks appear under Advanced.
+    // The main page holds what a producer decides; seed, steps, bass takes and the beat and chord locks appear under
+    // Advanced.
     juce::ToggleButton advancedButton { "Advanced" };
     juce::TextButton generateButton { "Generate" }, cancelButton { "Cancel" };
     double progressValue = 0.0;
@@ -95,7 +96,7 @@ private:
     StylePadView stylePad;
     juce::TextButton useWordsButton { "Use words" };
     juce::ComboBoxParameterAttachment instrumentAttachment, actionAttachment;
-    juce::SliderParameterAttachment seedAttachment, stepsAttachment, takeAttachment, variationAttachment,
+    juce::SliderParameterAttachment seedAttachment, stepsAttachment, bassTakesAttachment, takeAttachment, variationAttachment,
                                     fromBarAttachment, toBarAttachment, blendAttachment, loopAttachment, widthAttachment,
                                     beatLockAttachment, chordLockAttachment;
     juce::ButtonParameterAttachment recordAttachment, passAttachment, midiAttachment;

@@ -25,6 +25,8 @@ BacklineProcessor::BacklineProcessor()
     addParameter (instrument = new AudioParameterChoice ({ "instrument", 1 }, "Instrument", instrumentChoices, 0));
     addParameter (seed = new AudioParameterInt ({ "seed", 1 }, "Seed", 0, 99999, 0));
     addParameter (steps = new AudioParameterInt ({ "steps", 1 }, "Steps", 0, 200, 0));   // 0: the model's own
+    // A bass's takes, the most in key kept (the others listed to audition); 0: the model's own default.
+    addParameter (bassTakes = new AudioParameterInt ({ "bass_takes", 1 }, "Bass Takes", 0, 8, 0));
     // Guidance scales; 0 (the default) leaves them to the model, whose file records its measured best.
     addParameter (cfgContext = new AudioParameterFloat ({ "cfg_context", 1 }, "CFG Context",
                                                         NormalisableRange<float> (0.0f, 10.0f, 0.01f), 0.0f));

@@ -129,8 +129,8 @@ public:
     void publishStem (std::unique_ptr<Stem> stem, const juce::String& path, const juce::String& jobId);
     static std::unique_ptr<Stem> loadStemFile (const juce::File& file, juce::int64 startSample, double hostRate);
 
-    // Parameters (pedalboard names them generate, record, pass_input, cancel, instrument, seed, steps,
-    // cfg_context, cfg_style, cfg_tempo, cfg_chords, status, progress, free_run).
+    // Parameters (pedalboard names them generate, record, pass_input, cancel, instrument, seed, steps, bass_takes,
+    // cfg_context, cfg_style, beat_lock, chord_lock, status, progress, free_run).
     juce::AudioParameterBool* generate = nullptr;
     juce::AudioParameterBool* record = nullptr;
     juce::AudioParameterBool* passInput = nullptr;
@@ -139,6 +139,7 @@ public:
     juce::AudioParameterChoice* instrument = nullptr;
     juce::AudioParameterInt* seed = nullptr;
     juce::AudioParameterInt* steps = nullptr;
+    juce::AudioParameterInt* bassTakes = nullptr;   // 0: the model's default
     juce::AudioParameterFloat* cfgContext = nullptr;
     juce::AudioParameterFloat* cfgStyle = nullptr;
     juce::AudioParameterFloat* cfgTempo = nullptr;   // beat lock

@@ -470,6 +470,24 @@ def test_a_bass_take_says_how_much_of_it_is_in_key(free_running, note_model_engi
     assert f"({round(100 * share)}% of its notes in key)" in state["message"], state["message"]
 
 
+def test_bass_takes_set_under_advanced_are_asked_for_a_bass_and_never_for_drums(free_running, note_model_engine,
+                                                                                 tmp_path):
+    plugin = free_running
+    plugin.steps = 2
+    assert plugin.bass_takes == 0  # the model's own number of takes
+    plugin.bass_takes = 2
+    state = _generate_and_wait(plugin, make_signal(SAMPLE_RATE, SAMPLE_RATE, seed=12), "")
+    (meta,) = [json.loads(m.read_text()) for m in (tmp_path / "results").glob("*/meta.json")]
+    candidates = meta["info"]["controls"]["candidates"]  # this model's own default is four
+    assert candidates["takes"] == 2 and len(candidates["in_key_share"]) == 2
+    assert "% of its notes in key)" in state["message"], state["message"]
+    plugin.instrument = "drums"  # drums have no key: the engine refuses takes for them, so none are asked for
+    state = _generate_and_wait(plugin, make_signal(SAMPLE_RATE, SAMPLE_RATE, seed=13), state["job_id"])
+    infos = [json.loads(m.read_text())["info"] for m in (tmp_path / "results").glob("*/meta.json")]
+    (drums,) = [info for info in infos if info["instrument"] == "drums"]
+    assert "candidates" not in drums["controls"]
+
+
 def test_the_style_pad_shows_the_engines_sounds_and_its_point_stands_for_the_words(free_running, engine, tmp_path):
     plugin = free_running
     deadline = time.monotonic() + 15
