@@ -95,9 +95,9 @@ def estimate_beats(audio: np.ndarray, sample_rate: int, bpm: float | None = None
     previous = np.full(len(envelope), -1, np.int64)
     gaps = np.arange(int(round(period / 2)), int(round(2 * period)) + 1)
     penalty = -BEAT_TIGHTNESS * np.log(gaps / period) ** 2
-    # a beat's predecessor lies at least gaps[0] frames back, so a block of gaps[0] frames is scored at once
-    for block in range(int(gaps[0]), len(envelope), int(gaps[0])):
-        frames = np.arange(block, min(block + int(gaps[0]), len(envelope)))
+    shortest = int(gaps[0])  # a beat's predecessor lies at least this far back: a block this long is scored at once
+    for block in range(shortest, len(envelope), shortest):
+        frames = np.arange(block, min(block + shortest, len(envelope)))
         candidates = frames[:, None] - gaps[None, :]
         options = np.where(candidates >= 0, score[np.maximum(candidates, 0)] + penalty, -np.inf)
         best = np.argmax(options, axis=1)

@@ -109,11 +109,16 @@ def run(build_dir: Path, *, split: str = "validation", count: int = 8, seconds: 
     def rebuild(magnitude: np.ndarray, phase: np.ndarray) -> np.ndarray:
         return istft((magnitude * np.cos(phase))[None], (magnitude * np.sin(phase))[None], N_FFT, HOP)[0]
 
+    def lock(real: np.ndarray, imag: np.ndarray, f0_hz: np.ndarray, rate: int) -> np.ndarray:
+        """The spectrum (1, bins, frames) with the pitch-locked decode's phase (models/dsp.py) for ``f0_hz``."""
+        return istft(*pitch_locked(real, imag, f0_hz, sample_rate=rate, n_fft=N_FFT, hop=HOP), N_FFT, HOP)[0]
+
     scores: dict[str, list[float]] = {name: [] for name in (
         "real", "another piece's bass", "true magnitude, random phase", "true magnitude, phase-vocoder phase",
         "autoencoder round trip", "round-trip magnitude, phase-vocoder phase",
         "round-trip magnitude, phase from the true notes", "round-trip magnitude, phase from its own transcription",
-        "round-trip magnitude, phase from its own harmonic-sum pitch", "true magnitude, phase from its harmonic-sum pitch",
+        "round-trip magnitude, phase from its own harmonic-sum pitch",
+        "true magnitude, phase from its harmonic-sum pitch",
         "pitch-locked round trip (the note head's notes)")}
     similarity: dict[str, list[float]] = {"autoencoder round trip": [], "another piece's bass": []}
     for index, (context, target, rate) in enumerate(pairs):
@@ -133,20 +138,16 @@ def run(build_dir: Path, *, split: str = "validation", count: int = 8, seconds: 
             "autoencoder round trip": decoded,
             "round-trip magnitude, phase-vocoder phase": rebuild(decoded_magnitude, vocoded),
             # the pitch-locked decode (models/dsp.py) given the notes the real stem's transcription finds
-            "round-trip magnitude, phase from the true notes": istft(*pitch_locked(
-                real2, imag2, note_frequencies(true_notes(target, rate, real2.shape[2]), lowest),
-                sample_rate=rate, n_fft=N_FFT, hop=HOP), N_FFT, HOP)[0],
+            "round-trip magnitude, phase from the true notes": lock(
+                real2, imag2, note_frequencies(true_notes(target, rate, real2.shape[2]), lowest), rate),
             # the same, given the notes basic-pitch reads from the round trip itself (no real stem needed)
-            "round-trip magnitude, phase from its own transcription": istft(*pitch_locked(
-                real2, imag2, note_frequencies(true_notes(decoded, rate, real2.shape[2]), lowest),
-                sample_rate=rate, n_fft=N_FFT, hop=HOP), N_FFT, HOP)[0],
+            "round-trip magnitude, phase from its own transcription": lock(
+                real2, imag2, note_frequencies(true_notes(decoded, rate, real2.shape[2]), lowest), rate),
             # a pitch any estimator reads off the decoded magnitude, against the one it reads off the real magnitude
-            "round-trip magnitude, phase from its own harmonic-sum pitch": istft(*pitch_locked(
-                real2, imag2, harmonic_sum_f0(decoded_magnitude, rate)[None], sample_rate=rate, n_fft=N_FFT, hop=HOP),
-                N_FFT, HOP)[0],
-            "true magnitude, phase from its harmonic-sum pitch": istft(*pitch_locked(
-                real, imag, harmonic_sum_f0(magnitude, rate)[None], sample_rate=rate, n_fft=N_FFT, hop=HOP),
-                N_FFT, HOP)[0],
+            "round-trip magnitude, phase from its own harmonic-sum pitch": lock(
+                real2, imag2, harmonic_sum_f0(decoded_magnitude, rate)[None], rate),
+            "true magnitude, phase from its harmonic-sum pitch": lock(
+                real, imag, harmonic_sum_f0(magnitude, rate)[None], rate),
         }
         if model.config.note_count > 0:  # what the engine's bass decode gives
             locked = decode_pitch_locked(model, encode_audio(model, target, rate))[0, :len(target)]
