@@ -296,7 +296,8 @@ def _install(args: argparse.Namespace) -> int:
     path = install_ardour(args.scripts_dir or ardour_scripts_dir(), command)
     print(f"{path}: installed. In Ardour: Edit > Lua Scripts > Script Manager > Action Scripts, pick an empty slot "
           "and add 'Backline: generate accompaniment'; then select a region and run it from the toolbar or "
-          "Edit > Scripted Actions. Start the engine with `backline serve` (the action starts it if it is not running).")
+          "Edit > Scripted Actions (add it to a second slot with Ask set to no for a one-click new take with the last "
+          "settings). Start the engine with `backline serve` (the action starts it if it is not running).")
     return 0
 
 

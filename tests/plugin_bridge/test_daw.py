@@ -1,6 +1,7 @@
 """`backline daw`: "generate accompaniment" on a DAW region, through real sockets to the real engine pipeline on
-tiny models; and Ardour's Lua action's helpers run inside Ardour's own Lua interpreter (`ardour7-lua`) on a
-session it built, at 96 BPM in 4/4 with the region at bar 3."""
+tiny models; Ardour's Lua action's helpers run inside Ardour's own Lua interpreter (`ardour7-lua`) on a
+session it built, at 96 BPM in 4/4 with the region at bar 3; and the action itself runs in Ardour's editor (the
+GUI on a virtual display, Xvfb), driven by an editor hook standing in for the producer's clicks."""
 
 import argparse
 import os
@@ -189,13 +190,15 @@ def test_install_and_uninstall_the_ardour_action(tmp_path, capsys):
 ARDOUR_LUA = shutil.which("ardour7-lua")
 
 LUA_TEST = """
-function ardour (descriptor) end  -- the action's descriptor, read by Ardour's script manager
-dofile ("{action}")
+-- as Ardour adds an action to a slot: the file runs apart, and only its factory's bytecode is kept
+local file_env = setmetatable ({{ ardour = function (descriptor) end }}, {{ __index = _G }})
+loadfile ("{action}", "t", file_env) ()
+local factory = load (string.dump (file_env.factory, true))
 local s = create_session ("{session}", "daw", {rate})
 local tm = Temporal.TempoMap.fetch_writable ()
 tm:set_tempo (Temporal.Tempo ({tempo}, {tempo}, 4), Temporal.timepos_t (0))
 Temporal.TempoMap.update (tm)
-local H = backline_helpers ()
+local H = factory {{ helpers = true }}
 local position = Temporal.timepos_t ({position})
 local tempo, beats_per_bar, beats = H.timing (position)
 print (string.format ("TIMING %.3f %d %.3f", tempo, beats_per_bar, beats))
@@ -246,4 +249,166 @@ def test_the_ardour_actions_helpers_run_in_ardour_on_a_96_bpm_session(tmp_path, 
     assert rate == sample_rate and stem.shape[0] == length
     expected, _, _ = engine(request, audio[:, sample_rate:sample_rate + length], sample_rate, lambda *a: None,
                             lambda: False)
+    np.testing.assert_allclose(stem.T, expected[:, :length], atol=1e-6)
+
+
+ARDOUR_GUI, XVFB_RUN = shutil.which("ardour"), shutil.which("xvfb-run")
+
+# Builds the session the producer has: 96 BPM 4/4, saved (Ardour's editor then opens it).
+LUA_SESSION = """
+local s = create_session ("{session}", "daw", {rate})
+local tm = Temporal.TempoMap.fetch_writable ()
+tm:set_tempo (Temporal.Tempo ({tempo}, {tempo}, 4), Temporal.timepos_t (0))
+Temporal.TempoMap.update (tm)
+s:save_state ("", false, false, false, false, false)
+close_session ()
+"""
+
+# The producer's hands, as an editor hook in Ardour's GUI: import the recording as a track with its region at
+# bar 3, select that region, run the installed action as Ardour runs an action script (its factory's bytecode
+# alone), then write every track's regions down and save. One step per timer tick, so Ardour's editor catches up.
+LUA_HANDS = """
+ardour {{ ["type"] = "EditorHook", name = "Backline test hands", description = "a producer's clicks" }}
+function signals () local s = LuaSignal.Set () s:add ({{ [LuaSignal.LuaTimerDS] = true }}) return s end
+function factory (params) local step, settled, waited = 0, 0, 0 return function (...)
+	step = step + 1
+	local function named (name)
+		for route in Session:get_routes ():iter () do
+			if route:name () == name then return true end
+		end
+	end
+	local function source_region ()
+		for route in Session:get_routes ():iter () do
+			local track = route:to_track ()
+			if not track:isnil () and track:name () == "{name}" then
+				for region in track:playlist ():region_list ():iter () do return region end
+			end
+		end
+	end
+	if step == 1 then
+		local files = C.StringVector ()
+		files:push_back ("{recording}")
+		Editor:do_import (files, Editing.ImportDistinctFiles, Editing.ImportAsTrack, ARDOUR.SrcQuality.SrcBest,
+		                  ARDOUR.MidiTrackNameSource.SMFTrackName, ARDOUR.MidiTempoMapDisposition.SMFTempoIgnore,
+		                  Temporal.timepos_t ({position}), ARDOUR.PluginInfo (), ARDOUR.Track (), false)
+	elseif step == 2 then
+		if not named ("{name}") then step = 1 return end  -- the import is still running
+		settled = settled + 1
+		if settled < 30 then step = 1 return end  -- its track is being filled: touch it three seconds later
+		local region = source_region ()
+		local selection = ArdourUI.SelectionList ()
+		selection:push_back (Editor:regionview_from_region (region))
+		Editor:set_selection (selection, ArdourUI.SelectionOp.Set)
+		local file_env = setmetatable ({{ ardour = function (descriptor) end }}, {{ __index = _G }})
+		loadfile ("{action}", "t", file_env) ()
+		load (string.dump (file_env.factory, true)) {{ ask = "no" }} ()
+	elseif step == 3 then
+		waited = waited + 1
+		if waited < 300 and not named ("{name} bass") then step = 2 return end  -- the stem's import is running
+		settled = settled + 1
+		if waited < 300 and settled < 60 then step = 2 return end
+		local out = io.open ("{report}.part", "w")
+		for route in Session:get_routes ():iter () do
+			local track = route:to_track ()
+			if not track:isnil () then
+				for region in track:playlist ():region_list ():iter () do
+					local audio, files = region:to_audioregion (), {{}}
+					for c = 0, audio:n_channels () - 1 do files[#files + 1] = audio:source (c):to_filesource ():path () end
+					out:write (string.format ("%s\\t%d\\t%d\\t%s\\n", track:name (), region:position ():samples (),
+					                          region:length ():samples (), table.concat (files, "|")))
+				end
+			end
+		end
+		out:close ()
+		Session:save_state ("", false, false, false, false, false)
+		os.rename ("{report}.part", "{report}")
+	end
+end end
+"""
+
+LUA_HOOK_STATE = """
+local source = io.open ("{hands}"):read ("a")
+local file_env = setmetatable ({{ ardour = function (descriptor) end }}, {{ __index = _G }})
+load (source, "hands", "t", file_env) ()
+local out = io.open ("{state}", "wb")
+out:write ("s = {{}} s['n'] = 'Backline test hands' s['s'] = ", string.format ("%q", source),
+           " s['f'] = ", string.format ("%q", string.dump (file_env.factory, true)), " s['a'] = {{}}")
+out:close ()
+"""
+
+
+def ardour_config(folder, sample_rate, hook_state):
+    """Ardour 7's user configuration for a headless run: no first-run wizard, the "None (Dummy)" audio backend
+    started at ``sample_rate``, and one editor hook (the saved state ``hook_state``) on every signal."""
+    import base64
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ".a7").touch()
+    (folder / "instant.xml").write_text("<instant><no-memory-warning/></instant>")
+    (folder / "config").write_text(f"""<?xml version="1.0" encoding="UTF-8"?>
+<Ardour><Config><Option name="try-autostart-engine" value="1"/><Option name="hide-dummy-backend" value="0"/></Config>
+<Extra><AudioMIDISetup><EngineStates><State backend="None (Dummy)" driver="Normal Speed" device="Silence"
+ input-device="" output-device="" sample-rate="{sample_rate}" buffer-size="1024" n-periods="0" input-latency="0"
+ output-latency="0" active="1" use-buffered-io="0" midi-option="No MIDI I/O" lru="1"/></EngineStates>
+</AudioMIDISetup></Extra></Ardour>""")
+    (folder / "ui_scripts").write_text(f"""<?xml version="1.0" encoding="UTF-8"?>
+<UIScripts><ActionScript/><ActionHooks><LuaCallback lua="Lua 5.3" id="1" name="Backline test hands"
+ signals="{'1' * 64}">{base64.b64encode(hook_state).decode()}</LuaCallback></ActionHooks></UIScripts>""")
+
+
+@pytest.mark.skipif(None in (ARDOUR_LUA, ARDOUR_GUI, XVFB_RUN),
+                    reason="Ardour 7 and Xvfb (Debian's ardour and xvfb) are not installed")
+@pytest.mark.parametrize("sample_rate", [44_100, 48_000])
+def test_in_ardours_editor_the_action_puts_the_stem_on_a_new_track_at_the_regions_position(
+        tmp_path, start_server, engine, sample_rate):
+    requests = []
+    server = start_server(recording(engine, requests))
+    recording_path = tmp_path / "Verse.wav"
+    _, audio = ardour_sources(tmp_path, sample_rate)
+    sf.write(str(recording_path), audio.T, sample_rate, subtype="FLOAT")
+    config = tmp_path / "config"
+    action = daw.install_ardour(config / "ardour7" / "scripts", shlex.join([sys.executable, "-m", "backline"]))
+    daw.settings_file().parent.mkdir(parents=True)
+    daw.settings_file().write_text('{"instrument": "bass", "prompt": "warm, round", "style": "", "midi": false}')
+    position = int(BAR_3_BEATS * 60.0 / TEMPO_BPM * sample_rate)
+    env = {**os.environ, "BACKLINE_RUNTIME_DIR": str(server.connection_file.parent), "XDG_CONFIG_HOME": str(config)}
+    session = tmp_path / "session"
+    (tmp_path / "session.lua").write_text(LUA_SESSION.format(session=session, rate=sample_rate, tempo=TEMPO_BPM))
+    (tmp_path / "hands.lua").write_text(LUA_HANDS.format(name="Verse", recording=recording_path, position=position,
+                                                         action=action, report=tmp_path / "report.tsv"))
+    (tmp_path / "state.lua").write_text(LUA_HOOK_STATE.format(hands=tmp_path / "hands.lua",
+                                                              state=tmp_path / "hook_state"))
+    for script in ("session.lua", "state.lua"):
+        done = subprocess.run([ARDOUR_LUA, str(tmp_path / script)], capture_output=True, text=True, timeout=120,
+                              env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+    ardour_config(config / "ardour7", sample_rate, (tmp_path / "hook_state").read_bytes())
+
+    log = (tmp_path / "ardour.log").open("w")
+    gui = subprocess.Popen([XVFB_RUN, "-a", "-s", "-screen 0 1280x900x24", ARDOUR_GUI, "--no-splash",
+                            "--no-announcements", str(session / "daw.ardour")], stdout=log, stderr=subprocess.STDOUT,
+                           env=env, cwd=tmp_path, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (tmp_path / "report.tsv").exists() and gui.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        os.killpg(gui.pid, 15)
+        gui.wait(timeout=60)
+    assert (tmp_path / "report.tsv").exists(), (tmp_path / "ardour.log").read_text()[-3000:]
+
+    rows = [line.split("\t") for line in (tmp_path / "report.tsv").read_text().splitlines()]
+    tracks = {name: (int(start), int(length), path) for name, start, length, path in rows}
+    assert set(tracks) == {"Verse", "Verse bass"}, rows
+    start, length, _ = tracks["Verse"]
+    assert start == position
+    stem_start, stem_length, stem_path = tracks["Verse bass"]
+    assert (stem_start, stem_length) == (start, length)  # the region's exact position and length
+    (request,) = requests
+    assert (request["tempo_bpm"], request["beats_per_bar"], request["region_start_beats"]) == (96.0, 4, 8.0)
+    assert request["style_prompt"] == "warm, round"
+    channels = [sf.read(path, dtype="float32", always_2d=True) for path in stem_path.split("|")]  # one file each
+    assert [rate for _, rate in channels] == [sample_rate] * 2
+    stem = np.concatenate([channel for channel, _ in channels], axis=1)[:length]
+    expected, _, _ = engine(request, audio[:, :length], sample_rate, lambda *a: None, lambda: False)
     np.testing.assert_allclose(stem.T, expected[:, :length], atol=1e-6)
