@@ -6,7 +6,6 @@ GUI on a virtual display, Xvfb), driven by an editor hook standing in for the pr
 import argparse
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import soundfile as sf
 
 from backline.engine.pipeline import make_generator
 from backline.plugin_bridge import daw
+import ardour_helpers as ardour
 from tiny_bundle import make_bundle
 
 TEMPO_BPM = 96.0
@@ -187,7 +187,7 @@ def test_install_and_uninstall_the_ardour_action(tmp_path, capsys):
     assert not (tmp_path / daw.ACTION_FILE).exists()
 
 
-ARDOUR_LUA = shutil.which("ardour7-lua")
+ARDOUR_LUA = ardour.ARDOUR_LUA
 
 LUA_TEST = """
 -- as Ardour adds an action to a slot: the file runs apart, and only its factory's bytecode is kept
@@ -252,31 +252,16 @@ def test_the_ardour_actions_helpers_run_in_ardour_on_a_96_bpm_session(tmp_path, 
     np.testing.assert_allclose(stem.T, expected[:, :length], atol=1e-6)
 
 
-ARDOUR_GUI, XVFB_RUN = shutil.which("ardour"), shutil.which("xvfb-run")
-
-# Builds the session the producer has: 96 BPM 4/4, saved (Ardour's editor then opens it).
-LUA_SESSION = """
-local s = create_session ("{session}", "daw", {rate})
-local tm = Temporal.TempoMap.fetch_writable ()
-tm:set_tempo (Temporal.Tempo ({tempo}, {tempo}, 4), Temporal.timepos_t (0))
-Temporal.TempoMap.update (tm)
-s:save_state ("", false, false, false, false, false)
-close_session ()
-"""
-
 # The producer's hands, as an editor hook in Ardour's GUI: import the recording as a track with its region at
 # bar 3, select that region, run the installed action as Ardour runs an action script (its factory's bytecode
 # alone), then write every track's regions down and save. One step per timer tick, so Ardour's editor catches up.
 LUA_HANDS = """
 ardour {{ ["type"] = "EditorHook", name = "Backline test hands", description = "a producer's clicks" }}
 function signals () local s = LuaSignal.Set () s:add ({{ [LuaSignal.LuaTimerDS] = true }}) return s end
-function factory (params) local step, settled, waited = 0, 0, 0 return function (...)
+function factory (params) local step, settled, waited = 0, 0, 0
+{helpers}
+return function (...)
 	step = step + 1
-	local function named (name)
-		for route in Session:get_routes ():iter () do
-			if route:name () == name then return true end
-		end
-	end
 	local function source_region ()
 		for route in Session:get_routes ():iter () do
 			local track = route:to_track ()
@@ -286,13 +271,9 @@ function factory (params) local step, settled, waited = 0, 0, 0 return function 
 		end
 	end
 	if step == 1 then
-		local files = C.StringVector ()
-		files:push_back ("{recording}")
-		Editor:do_import (files, Editing.ImportDistinctFiles, Editing.ImportAsTrack, ARDOUR.SrcQuality.SrcBest,
-		                  ARDOUR.MidiTrackNameSource.SMFTrackName, ARDOUR.MidiTempoMapDisposition.SMFTempoIgnore,
-		                  Temporal.timepos_t ({position}), ARDOUR.PluginInfo (), ARDOUR.Track (), false)
+		import_as_track ("{recording}", {position})
 	elseif step == 2 then
-		if not named ("{name}") then step = 1 return end  -- the import is still running
+		if not route_named ("{name}") then step = 1 return end  -- the import is still running
 		settled = settled + 1
 		if settled < 30 then step = 1 return end  -- its track is being filled: touch it three seconds later
 		local region = source_region ()
@@ -304,7 +285,7 @@ function factory (params) local step, settled, waited = 0, 0, 0 return function 
 		load (string.dump (file_env.factory, true)) {{ ask = "no" }} ()
 	elseif step == 3 then
 		waited = waited + 1
-		if waited < 300 and not named ("{name} bass") then step = 2 return end  -- the stem's import is running
+		if waited < 300 and not route_named ("{name} bass") then step = 2 return end  -- the stem's import is running
 		settled = settled + 1
 		if waited < 300 and settled < 60 then step = 2 return end
 		local out = io.open ("{report}.part", "w")
@@ -326,38 +307,8 @@ function factory (params) local step, settled, waited = 0, 0, 0 return function 
 end end
 """
 
-LUA_HOOK_STATE = """
-local source = io.open ("{hands}"):read ("a")
-local file_env = setmetatable ({{ ardour = function (descriptor) end }}, {{ __index = _G }})
-load (source, "hands", "t", file_env) ()
-local out = io.open ("{state}", "wb")
-out:write ("s = {{}} s['n'] = 'Backline test hands' s['s'] = ", string.format ("%q", source),
-           " s['f'] = ", string.format ("%q", string.dump (file_env.factory, true)), " s['a'] = {{}}")
-out:close ()
-"""
 
-
-def ardour_config(folder, sample_rate, hook_state):
-    """Ardour 7's user configuration for a headless run: no first-run wizard, the "None (Dummy)" audio backend
-    started at ``sample_rate``, and one editor hook (the saved state ``hook_state``) on every signal."""
-    import base64
-
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / ".a7").touch()
-    (folder / "instant.xml").write_text("<instant><no-memory-warning/></instant>")
-    (folder / "config").write_text(f"""<?xml version="1.0" encoding="UTF-8"?>
-<Ardour><Config><Option name="try-autostart-engine" value="1"/><Option name="hide-dummy-backend" value="0"/></Config>
-<Extra><AudioMIDISetup><EngineStates><State backend="None (Dummy)" driver="Normal Speed" device="Silence"
- input-device="" output-device="" sample-rate="{sample_rate}" buffer-size="1024" n-periods="0" input-latency="0"
- output-latency="0" active="1" use-buffered-io="0" midi-option="No MIDI I/O" lru="1"/></EngineStates>
-</AudioMIDISetup></Extra></Ardour>""")
-    (folder / "ui_scripts").write_text(f"""<?xml version="1.0" encoding="UTF-8"?>
-<UIScripts><ActionScript/><ActionHooks><LuaCallback lua="Lua 5.3" id="1" name="Backline test hands"
- signals="{'1' * 64}">{base64.b64encode(hook_state).decode()}</LuaCallback></ActionHooks></UIScripts>""")
-
-
-@pytest.mark.skipif(None in (ARDOUR_LUA, ARDOUR_GUI, XVFB_RUN),
-                    reason="Ardour 7 and Xvfb (Debian's ardour and xvfb) are not installed")
+@pytest.mark.skipif(ardour.EDITOR_MISSING, reason=ardour.EDITOR_MISSING_REASON)
 @pytest.mark.parametrize("sample_rate", [44_100, 48_000])
 def test_in_ardours_editor_the_action_puts_the_stem_on_a_new_track_at_the_regions_position(
         tmp_path, start_server, engine, sample_rate):
@@ -372,30 +323,11 @@ def test_in_ardours_editor_the_action_puts_the_stem_on_a_new_track_at_the_region
     daw.settings_file().write_text('{"instrument": "bass", "prompt": "warm, round", "style": "", "midi": false}')
     position = int(BAR_3_BEATS * 60.0 / TEMPO_BPM * sample_rate)
     env = {**os.environ, "BACKLINE_RUNTIME_DIR": str(server.connection_file.parent), "XDG_CONFIG_HOME": str(config)}
-    session = tmp_path / "session"
-    (tmp_path / "session.lua").write_text(LUA_SESSION.format(session=session, rate=sample_rate, tempo=TEMPO_BPM))
-    (tmp_path / "hands.lua").write_text(LUA_HANDS.format(name="Verse", recording=recording_path, position=position,
-                                                         action=action, report=tmp_path / "report.tsv"))
-    (tmp_path / "state.lua").write_text(LUA_HOOK_STATE.format(hands=tmp_path / "hands.lua",
-                                                              state=tmp_path / "hook_state"))
-    for script in ("session.lua", "state.lua"):
-        done = subprocess.run([ARDOUR_LUA, str(tmp_path / script)], capture_output=True, text=True, timeout=120,
-                              env=env, cwd=tmp_path)
-        assert done.returncode == 0, done.stdout + done.stderr
-    ardour_config(config / "ardour7", sample_rate, (tmp_path / "hook_state").read_bytes())
-
-    log = (tmp_path / "ardour.log").open("w")
-    gui = subprocess.Popen([XVFB_RUN, "-a", "-s", "-screen 0 1280x900x24", ARDOUR_GUI, "--no-splash",
-                            "--no-announcements", str(session / "daw.ardour")], stdout=log, stderr=subprocess.STDOUT,
-                           env=env, cwd=tmp_path, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        while not (tmp_path / "report.tsv").exists() and gui.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.5)
-    finally:
-        os.killpg(gui.pid, 15)
-        gui.wait(timeout=60)
-    assert (tmp_path / "report.tsv").exists(), (tmp_path / "ardour.log").read_text()[-3000:]
+    session = ardour.make_session(tmp_path / "session", "daw", sample_rate, TEMPO_BPM, env)
+    ardour.configure(config, sample_rate, LUA_HANDS.format(
+        helpers=ardour.LUA_HOOK_HELPERS, name="Verse", recording=recording_path, position=position, action=action,
+        report=tmp_path / "report.tsv"), env)
+    ardour.run_editor(session, env, tmp_path / "report.tsv", tmp_path / "ardour.log")
 
     rows = [line.split("\t") for line in (tmp_path / "report.tsv").read_text().splitlines()]
     tracks = {name: (int(start), int(length), path) for name, start, length, path in rows}
