@@ -1,0 +1,208 @@
+"""The built Backline VST3 in Ardour 7's editor (headless: Xvfb, the "None (Dummy)" backend), against the engine
+server with the demo generator: a region at bar 3 of a 96 BPM session is recorded while Ardour's transport rolls,
+generated, and exported (Ardour's freewheeling export of the session's mix); the mix must hold the stem the plugin
+saved, and the session, saved and reopened with the engine gone, must export the same mix again.
+An editor hook (tests/ardour_helpers.py) stands in for the producer's clicks."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import ardour_helpers as ardour
+from backline_plugin_helpers import make_signal, parse_state
+
+TEMPO_BPM, BAR_3_BEATS, STEPS = 96.0, 8.0, 4
+MARGIN_S = 0.25  # exported before and after the region: silence there
+
+# Lua for inside a hook's factory: the Backline insert on the "Verse" track, its parameters set by name, and an
+# export of [start, end) of the session's mix as one float WAV.
+LUA_PLUGIN = """
+local function backline ()
+	local route = route_named ("Verse")
+	for i = 0, 16 do
+		local processor = route:nth_plugin (i)
+		if processor:isnil () then break end
+		if processor:display_name () == "Backline" then return processor:to_insert () end
+	end
+end
+local function set (label, value)
+	local insert = backline ()
+	local plugin = insert:plugin (0)
+	for i = 0, plugin:parameter_count () - 1 do
+		if plugin:parameter_label (i) == label then
+			ARDOUR.LuaAPI.set_plugin_insert_param (insert, i, value)
+			return
+		end
+	end
+	error ("Backline has no parameter " .. label)
+end
+local function export_mix (folder, start, finish)
+	local export = Session:simple_export ()
+	export:set_folder (folder)
+	export:set_range (start, finish)
+	assert (export:set_preset ("{preset}"), "no export preset")
+	assert (export:run_export (), "the export failed")
+end
+local function finish (done, text)
+	Session:save_state ("", false, false, false, false, false)
+	local out = io.open (done .. ".part", "w")
+	out:write (text)
+	out:close ()
+	os.rename (done .. ".part", done)
+end
+"""
+
+# Pass 1: import the song at bar 3, put Backline on its track, record the region while the transport rolls,
+# press Generate, wait for the stem, export the mix and save.
+LUA_RECORD_AND_GENERATE = """
+ardour {{ ["type"] = "EditorHook", name = "Backline test hands", description = "a producer's clicks" }}
+function signals () local s = LuaSignal.Set () s:add ({{ [LuaSignal.LuaTimerDS] = true }}) return s end
+function factory (params) local step, settled, pressed = 0, 0, 0
+{helpers}
+{plugin}
+return function (...)
+	step = step + 1
+	if step == 1 then
+		import_as_track ("{recording}", {position})
+	elseif step == 2 then
+		if not route_named ("Verse") then step = 1 return end  -- the import is still running
+		settled = settled + 1
+		if settled < 30 then step = 1 return end
+		local plugin = ARDOUR.LuaAPI.new_plugin (Session, "Backline", ARDOUR.PluginType.VST3, "")
+		assert (not plugin:isnil (), "Ardour did not find the Backline VST3")
+		route_named ("Verse"):add_processor_by_index (plugin, 0, nil, true)
+		set ("Steps", {steps}) set ("Generate", 0) set ("Pass Input", 1) set ("Record", 1)
+		Session:request_locate ({position}, false, ARDOUR.LocateTransportDisposition.MustRoll,
+		                        ARDOUR.TransportRequestSource.TRS_UI)
+	elseif step == 3 then
+		if not Session:transport_rolling () or Session:transport_sample () < {position} + {frames} then step = 2 return end
+		set ("Record", 0)
+		Session:request_stop (false, false, ARDOUR.TransportRequestSource.TRS_UI)
+	elseif step == 4 then
+		if Session:transport_rolling () then step = 3 return end
+		set ("Pass Input", 0) set ("Generate", 1)
+		pressed = os.time ()
+	elseif step == 5 then
+		if os.time () - pressed < 8 then step = 4 return end  -- the engine's answer arrives in the background
+		export_mix ("{export_dir}/first", {export_start}, {export_end})
+		finish ("{done}", "exported")
+	end
+end end
+"""
+
+# Pass 2: the saved session reopened (no engine any more): export the mix again.
+LUA_REOPEN = """
+ardour {{ ["type"] = "EditorHook", name = "Backline test hands", description = "a producer's clicks" }}
+function signals () local s = LuaSignal.Set () s:add ({{ [LuaSignal.LuaTimerDS] = true }}) return s end
+function factory (params) local step = 0
+{helpers}
+{plugin}
+return function (...)
+	step = step + 1
+	if step == 30 then
+		export_mix ("{export_dir}/reopened", {export_start}, {export_end})
+		finish ("{done}", "exported")
+	end
+end end
+"""
+
+
+def export_preset(config_home: Path) -> str:
+    """A user export preset: the session's mix as 32-bit float WAV at the session's rate, no dither, no
+    normalising (Ardour's own "BWAV 32float Export" format). Returns its id."""
+    preset_id = str(uuid.uuid4())
+    folder = config_home / "ardour7" / "export"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "backline-test.preset").write_text(f"""<?xml version="1.0" encoding="UTF-8"?>
+<ExportPreset id="{preset_id}" name="Backline test"><ExportFormat id="20b4ab09-6452-4cb3-bd66-b921cdbd2942"/>
+<ExportFilename><Folder relative="0" path="/tmp"/></ExportFilename></ExportPreset>""")
+    return preset_id
+
+
+def plugin_state(session_file: Path) -> dict:
+    """The Backline instance's saved state inside an Ardour session file (a base64 VST3 chunk)."""
+    text = session_file.read_text()
+    processor = re.search(r'<Processor[^>]*name="Backline"[^>]*type="vst3".*?<chunk>([^<]*)</chunk>', text, re.S)
+    assert processor, "no Backline VST3 in the saved session"
+    return parse_state(base64.b64decode(processor.group(1)))
+
+
+def exported(folder: Path) -> np.ndarray:
+    """The one WAV Ardour exported into ``folder``, as (channels, frames)."""
+    (path,) = folder.glob("*.wav")
+    audio, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    return audio.T
+
+
+def stem_lag(mix: np.ndarray, offset: int, stem: np.ndarray) -> int:
+    """Where after ``offset`` the (channels, frames) mix holds ``stem`` on every channel (exactly, to float
+    rounding), within 4096 samples; silence before ``offset``."""
+    lag = min(range(4097), key=lambda k: np.abs(mix[0, offset + k:offset + k + 4800] - stem[:4800]).max())
+    for channel in mix:
+        np.testing.assert_allclose(channel[offset + lag:offset + lag + len(stem)], stem, atol=1e-5, rtol=0)
+        assert not channel[:offset].any()
+    return lag
+
+
+@pytest.mark.skipif(ardour.EDITOR_MISSING, reason=ardour.EDITOR_MISSING_REASON)
+@pytest.mark.parametrize("sample_rate", [44_100, 48_000])
+def test_in_ardour_the_plugin_records_generates_and_plays_the_stem_from_the_regions_sample(
+        plugin_path, engine, plugin_env, tmp_path, sample_rate):
+    runtime, stems = plugin_env
+    position = int(BAR_3_BEATS * 60.0 / TEMPO_BPM * sample_rate)
+    frames = 2 * sample_rate
+    audio = make_signal(4 * sample_rate, sample_rate)
+    recording = tmp_path / "Verse.wav"
+    sf.write(str(recording), audio.T, sample_rate, subtype="FLOAT")
+    config, export_dir = tmp_path / "config", tmp_path / "export"
+    (export_dir / "first").mkdir(parents=True)
+    (export_dir / "reopened").mkdir()
+    env = {**os.environ, "XDG_CONFIG_HOME": str(config)}
+    session = ardour.make_session(tmp_path / "session", "plugin", sample_rate, TEMPO_BPM, env)
+    margin = int(MARGIN_S * sample_rate)
+    export_start, export_end = position - margin, position + 3 * sample_rate
+    plugin_lua = LUA_PLUGIN.format(preset=export_preset(config))
+    common = dict(helpers=ardour.LUA_HOOK_HELPERS, plugin=plugin_lua, export_dir=export_dir,
+                  export_start=export_start, export_end=export_end)
+    ardour.configure(config, sample_rate, LUA_RECORD_AND_GENERATE.format(
+        **common, recording=recording, position=position, frames=frames, steps=STEPS / 200,
+        done=tmp_path / "first.done"), env, vst3_dir=Path(plugin_path).parent)
+    ardour.run_editor(session, env, tmp_path / "first.done", tmp_path / "first.log")
+
+    state = plugin_state(session)
+    assert state["status"] == "ready", state
+    start, length = int(state["region_start_sample"]), int(state["region_frames"])
+    # Ardour starts rolling a little before the located sample; the plugin's region starts where it did
+    assert position - 4096 <= start <= position and frames <= length <= frames + sample_rate, state
+    assert float(state["region_bpm"]) == pytest.approx(TEMPO_BPM) and state["region_beats_per_bar"] == "4", state
+    assert float(state["region_start_ppq"]) == pytest.approx(start / sample_rate * TEMPO_BPM / 60.0,
+                                                              abs=1 / 1920), state  # Ardour's beat: 1920 ticks
+    assert int(state["stem_start_sample"]) == start
+    (meta,) = (tmp_path / "results").glob("*/meta.json")
+    sent = json.loads(meta.read_text())["info"]["params"]
+    assert sent["tempo_bpm"] == pytest.approx(TEMPO_BPM)
+    assert sent["region_start_beats"] == pytest.approx(float(state["region_start_ppq"]))
+
+    # the mix holds the stem the plugin saved, sample for sample; where Ardour's export places it against
+    # stem_start_sample is printed, not asserted (open in issue 26: about one buffer late at first, on time reopened)
+    stem, rate = sf.read(state["stem_path"], dtype="float32", always_2d=True)
+    assert rate == sample_rate and stem.shape[0] == length
+    offset = start - export_start
+    print("stem lag in the export, samples:", stem_lag(exported(export_dir / "first"), offset, stem[:, 0]))
+
+    # the project saved and reopened, the engine gone: the stem plays again without generating
+    engine.terminate()
+    engine.wait(timeout=10)
+    ardour.configure(config, sample_rate, LUA_REOPEN.format(**common, done=tmp_path / "reopened.done"), env,
+                     vst3_dir=Path(plugin_path).parent)
+    ardour.run_editor(session, env, tmp_path / "reopened.done", tmp_path / "reopened.log")
+    print("reopened:", stem_lag(exported(export_dir / "reopened"), offset, stem[:, 0]))
