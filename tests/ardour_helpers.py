@@ -38,8 +38,17 @@ out:close ()
 """
 
 # Lua the hooks share, for inside their factory (Ardour keeps nothing else): find a route by name; import an
-# audio file as a new track at a sample position.
+# audio file as a new track at a sample position; ``once (step)`` runs a step function unless one is running
+# (Ardour runs the GUI's events, and so the hook again, inside an export or an import).
 LUA_HOOK_HELPERS = """
+local running = false
+local function once (step, ...)
+	if running then return end
+	running = true
+	local ok, message = pcall (step, ...)
+	running = false
+	if not ok then error (message) end
+end
 local function route_named (name)
 	for route in Session:get_routes ():iter () do
 		if route:name () == name then return route end

@@ -1,7 +1,8 @@
 """The built Backline VST3 in Ardour 7's editor (headless: Xvfb, the "None (Dummy)" backend), against the engine
-server with the demo generator: a region at bar 3 of a 96 BPM session is recorded while Ardour's transport rolls,
-generated, and exported (Ardour's freewheeling export of the session's mix); the mix must hold the stem the plugin
-saved, and the session, saved and reopened with the engine gone, must export the same mix again.
+server with the demo generator, at 44.1 and 48 kHz: Ardour discovers the plugin and puts it on the track of a song
+at bar 3 of a 96 BPM session; the region is recorded while Ardour's transport rolls (tempo, meter and beat position
+go with the job), generated, and Ardour's offline render of the track through Backline (a bounce) holds the stem
+from exactly the region's first sample; the session, saved and reopened with the engine gone, renders it again.
 An editor hook (tests/ardour_helpers.py) stands in for the producer's clicks."""
 
 from __future__ import annotations
@@ -18,13 +19,12 @@ import pytest
 import soundfile as sf
 
 import ardour_helpers as ardour
-from backline_plugin_helpers import make_signal, parse_state
+from backline_plugin_helpers import demo_stem, make_signal, parse_state
 
 TEMPO_BPM, BAR_3_BEATS, STEPS = 96.0, 8.0, 4
-MARGIN_S = 0.25  # exported before and after the region: silence there
 
-# Lua for inside a hook's factory: the Backline insert on the "Verse" track, its parameters set by name, and an
-# export of [start, end) of the session's mix as one float WAV.
+# Lua for inside a hook's factory: the Backline insert on the "Verse" track, its parameters set by name, a bounce
+# of [start, end) of that track through it (Ardour's offline render of a track's processing), and the end.
 LUA_PLUGIN = """
 local function backline ()
 	local route = route_named ("Verse")
@@ -45,12 +45,12 @@ local function set (label, value)
 	end
 	error ("Backline has no parameter " .. label)
 end
-local function export_mix (folder, start, finish)
-	local export = Session:simple_export ()
-	export:set_folder (folder)
-	export:set_range (start, finish)
-	assert (export:set_preset ("{preset}"), "no export preset")
-	assert (export:run_export (), "the export failed")
+local function bounce (start, finish)  -- the track's output through Backline, rendered offline: its files
+	local track = route_named ("Verse"):to_track ()
+	local region = track:bounce_range (start, finish, ARDOUR.InterThreadInfo (), track:main_outs (), false, "mix")
+	local audio, files = region:to_audioregion (), {}
+	for c = 0, audio:n_channels () - 1 do files[#files + 1] = audio:source (c):to_filesource ():path () end
+	return table.concat (files, "|")
 end
 local function finish (done, text)
 	Session:save_state ("", false, false, false, false, false)
@@ -61,15 +61,15 @@ local function finish (done, text)
 end
 """
 
-# Pass 1: import the song at bar 3, put Backline on its track, record the region while the transport rolls,
-# press Generate, wait for the stem, export the mix and save.
+# Pass 1: import the song at bar 3, put Backline on its track, record the region while the transport rolls (from a
+# second before), press Generate, wait for the stem, render the track and save.
 LUA_RECORD_AND_GENERATE = """
 ardour {{ ["type"] = "EditorHook", name = "Backline test hands", description = "a producer's clicks" }}
 function signals () local s = LuaSignal.Set () s:add ({{ [LuaSignal.LuaTimerDS] = true }}) return s end
 function factory (params) local step, settled, pressed = 0, 0, 0
 {helpers}
 {plugin}
-return function (...)
+return function (...) once (function ()
 	step = step + 1
 	if step == 1 then
 		import_as_track ("{recording}", {position})
@@ -77,11 +77,14 @@ return function (...)
 		if not route_named ("Verse") then step = 1 return end  -- the import is still running
 		settled = settled + 1
 		if settled < 30 then step = 1 return end
+		for region in route_named ("Verse"):to_track ():playlist ():region_list ():iter () do
+			region:to_audioregion ():set_fade_in_active (false)  -- the song as it is, no 64-sample fade-in
+		end
 		local plugin = ARDOUR.LuaAPI.new_plugin (Session, "Backline", ARDOUR.PluginType.VST3, "")
 		assert (not plugin:isnil (), "Ardour did not find the Backline VST3")
 		route_named ("Verse"):add_processor_by_index (plugin, 0, nil, true)
 		set ("Steps", {steps}) set ("Generate", 0) set ("Pass Input", 1) set ("Record", 1)
-		Session:request_locate ({position}, false, ARDOUR.LocateTransportDisposition.MustRoll,
+		Session:request_locate ({roll_from}, false, ARDOUR.LocateTransportDisposition.MustRoll,
 		                        ARDOUR.TransportRequestSource.TRS_UI)
 	elseif step == 3 then
 		if not Session:transport_rolling () or Session:transport_sample () < {position} + {frames} then step = 2 return end
@@ -93,39 +96,25 @@ return function (...)
 		pressed = os.time ()
 	elseif step == 5 then
 		if os.time () - pressed < 8 then step = 4 return end  -- the engine's answer arrives in the background
-		export_mix ("{export_dir}/first", {export_start}, {export_end})
-		finish ("{done}", "exported")
+		finish ("{done}", bounce ({bounce_start}, {bounce_end}))
 	end
-end end
+end) end end
 """
 
-# Pass 2: the saved session reopened (no engine any more): export the mix again.
+# Pass 2: the saved session reopened (no engine any more): render the track again.
 LUA_REOPEN = """
 ardour {{ ["type"] = "EditorHook", name = "Backline test hands", description = "a producer's clicks" }}
 function signals () local s = LuaSignal.Set () s:add ({{ [LuaSignal.LuaTimerDS] = true }}) return s end
 function factory (params) local step = 0
 {helpers}
 {plugin}
-return function (...)
+return function (...) once (function ()
 	step = step + 1
 	if step == 30 then
-		export_mix ("{export_dir}/reopened", {export_start}, {export_end})
-		finish ("{done}", "exported")
+		finish ("{done}", bounce ({bounce_start}, {bounce_end}))
 	end
-end end
+end) end end
 """
-
-
-def export_preset(config_home: Path) -> str:
-    """A user export preset: the session's mix as 32-bit float WAV at the session's rate, no dither, no
-    normalising (Ardour's own "BWAV 32float Export" format). Returns its id."""
-    preset_id = str(uuid.uuid4())
-    folder = config_home / "ardour7" / "export"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "backline-test.preset").write_text(f"""<?xml version="1.0" encoding="UTF-8"?>
-<ExportPreset id="{preset_id}" name="Backline test"><ExportFormat id="20b4ab09-6452-4cb3-bd66-b921cdbd2942"/>
-<ExportFilename><Folder relative="0" path="/tmp"/></ExportFilename></ExportPreset>""")
-    return preset_id
 
 
 def plugin_state(session_file: Path) -> dict:
@@ -136,11 +125,9 @@ def plugin_state(session_file: Path) -> dict:
     return parse_state(base64.b64decode(processor.group(1)))
 
 
-def exported(folder: Path) -> np.ndarray:
-    """The one WAV Ardour exported into ``folder``, as (channels, frames)."""
-    (path,) = folder.glob("*.wav")
-    audio, _ = sf.read(str(path), dtype="float32", always_2d=True)
-    return audio.T
+def bounced(done: Path) -> np.ndarray:
+    """The track's bounce whose files the hook wrote into ``done``, as (channels, frames)."""
+    return np.stack([sf.read(path, dtype="float32")[0] for path in done.read_text().split("|")])
 
 
 def stem_lag(mix: np.ndarray, offset: int, stem: np.ndarray) -> int:
@@ -163,26 +150,23 @@ def test_in_ardour_the_plugin_records_generates_and_plays_the_stem_from_the_regi
     audio = make_signal(4 * sample_rate, sample_rate)
     recording = tmp_path / "Verse.wav"
     sf.write(str(recording), audio.T, sample_rate, subtype="FLOAT")
-    config, export_dir = tmp_path / "config", tmp_path / "export"
-    (export_dir / "first").mkdir(parents=True)
-    (export_dir / "reopened").mkdir()
+    config = tmp_path / "config"
     env = {**os.environ, "XDG_CONFIG_HOME": str(config)}
     session = ardour.make_session(tmp_path / "session", "plugin", sample_rate, TEMPO_BPM, env)
-    margin = int(MARGIN_S * sample_rate)
-    export_start, export_end = position - margin, position + 3 * sample_rate
-    plugin_lua = LUA_PLUGIN.format(preset=export_preset(config))
-    common = dict(helpers=ardour.LUA_HOOK_HELPERS, plugin=plugin_lua, export_dir=export_dir,
-                  export_start=export_start, export_end=export_end)
+    roll_from = position - sample_rate  # a second of silence first: Ardour fades a roll in
+    bounce_start, bounce_end = roll_from - sample_rate, position + 5 * sample_rate
+    common = dict(helpers=ardour.LUA_HOOK_HELPERS, plugin=LUA_PLUGIN, bounce_start=bounce_start,
+                  bounce_end=bounce_end)
     ardour.configure(config, sample_rate, LUA_RECORD_AND_GENERATE.format(
-        **common, recording=recording, position=position, frames=frames, steps=STEPS / 200,
+        **common, recording=recording, position=position, roll_from=roll_from, frames=frames, steps=STEPS / 200,
         done=tmp_path / "first.done"), env, vst3_dir=Path(plugin_path).parent)
     ardour.run_editor(session, env, tmp_path / "first.done", tmp_path / "first.log")
 
     state = plugin_state(session)
     assert state["status"] == "ready", state
     start, length = int(state["region_start_sample"]), int(state["region_frames"])
-    # Ardour starts rolling a little before the located sample; the plugin's region starts where it did
-    assert position - 4096 <= start <= position and frames <= length <= frames + sample_rate, state
+    # the region starts where Ardour began to roll, a little before the located sample
+    assert roll_from - 4096 <= start <= roll_from and length >= position + frames - start, state
     assert float(state["region_bpm"]) == pytest.approx(TEMPO_BPM) and state["region_beats_per_bar"] == "4", state
     assert float(state["region_start_ppq"]) == pytest.approx(start / sample_rate * TEMPO_BPM / 60.0,
                                                               abs=1 / 1920), state  # Ardour's beat: 1920 ticks
@@ -192,12 +176,14 @@ def test_in_ardour_the_plugin_records_generates_and_plays_the_stem_from_the_regi
     assert sent["tempo_bpm"] == pytest.approx(TEMPO_BPM)
     assert sent["region_start_beats"] == pytest.approx(float(state["region_start_ppq"]))
 
-    # the mix holds the stem the plugin saved, sample for sample; where Ardour's export places it against
-    # stem_start_sample is printed, not asserted (open in issue 26: about one buffer late at first, on time reopened)
+    # the stem is the engine's answer to what the track played from `start` on: silence, then the song at bar 3
+    heard = np.concatenate([np.zeros((2, position - start), np.float32), audio], axis=1)[:, :length]
+    heard = np.pad(heard, ((0, 0), (0, length - heard.shape[1])))
     stem, rate = sf.read(state["stem_path"], dtype="float32", always_2d=True)
-    assert rate == sample_rate and stem.shape[0] == length
-    offset = start - export_start
-    print("stem lag in the export, samples:", stem_lag(exported(export_dir / "first"), offset, stem[:, 0]))
+    assert rate == sample_rate
+    np.testing.assert_allclose(stem[:, 0], demo_stem(heard, sample_rate, STEPS), atol=1e-6, rtol=0)
+    # and Ardour's render of the track through Backline holds it from exactly the region's first sample
+    assert stem_lag(bounced(tmp_path / "first.done"), start - bounce_start, stem[:, 0]) == 0
 
     # the project saved and reopened, the engine gone: the stem plays again without generating
     engine.terminate()
@@ -205,4 +191,4 @@ def test_in_ardour_the_plugin_records_generates_and_plays_the_stem_from_the_regi
     ardour.configure(config, sample_rate, LUA_REOPEN.format(**common, done=tmp_path / "reopened.done"), env,
                      vst3_dir=Path(plugin_path).parent)
     ardour.run_editor(session, env, tmp_path / "reopened.done", tmp_path / "reopened.log")
-    print("reopened:", stem_lag(exported(export_dir / "reopened"), offset, stem[:, 0]))
+    assert stem_lag(bounced(tmp_path / "reopened.done"), start - bounce_start, stem[:, 0]) == 0

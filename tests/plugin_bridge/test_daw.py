@@ -260,7 +260,7 @@ ardour {{ ["type"] = "EditorHook", name = "Backline test hands", description = "
 function signals () local s = LuaSignal.Set () s:add ({{ [LuaSignal.LuaTimerDS] = true }}) return s end
 function factory (params) local step, settled, waited = 0, 0, 0
 {helpers}
-return function (...)
+return function (...) once (function ()
 	step = step + 1
 	local function source_region ()
 		for route in Session:get_routes ():iter () do
@@ -304,7 +304,7 @@ return function (...)
 		Session:save_state ("", false, false, false, false, false)
 		os.rename ("{report}.part", "{report}")
 	end
-end end
+end) end end
 """
 
 
