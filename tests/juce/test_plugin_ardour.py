@@ -78,7 +78,8 @@ return function (...) once (function ()
 		settled = settled + 1
 		if settled < 30 then step = 1 return end
 		for region in route_named ("Verse"):to_track ():playlist ():region_list ():iter () do
-			region:to_audioregion ():set_fade_in_active (false)  -- the song as it is, no 64-sample fade-in
+			region:to_audioregion ():set_fade_in_active (false)  -- the song as it is, no 64-sample fades
+			region:to_audioregion ():set_fade_out_active (false)
 		end
 		local plugin = ARDOUR.LuaAPI.new_plugin (Session, "Backline", ARDOUR.PluginType.VST3, "")
 		assert (not plugin:isnil (), "Ardour did not find the Backline VST3")
@@ -92,7 +93,7 @@ return function (...) once (function ()
 		Session:request_stop (false, false, ARDOUR.TransportRequestSource.TRS_UI)
 	elseif step == 4 then
 		if Session:transport_rolling () then step = 3 return end
-		set ("Pass Input", 0) set ("Generate", 1)
+		set ("Pass Input", {pass_input}) set ("Generate", 1)
 		pressed = os.time ()
 	elseif step == 5 then
 		if os.time () - pressed < 8 then step = 4 return end  -- the engine's answer arrives in the background
@@ -140,29 +141,43 @@ def stem_lag(mix: np.ndarray, offset: int, stem: np.ndarray) -> int:
     return lag
 
 
+class Song:
+    """Pass 1 in a fresh session at ``sample_rate``: a song at bar 3, Backline on its track, the region recorded from
+    a second before bar 3 and Generate pressed (Pass Input set to ``pass_input`` first); then the track rendered."""
+
+    def __init__(self, tmp_path: Path, plugin_path: str, sample_rate: int, pass_input: int):
+        self.tmp_path, self.plugin_path, self.sample_rate = tmp_path, plugin_path, sample_rate
+        self.position = int(BAR_3_BEATS * 60.0 / TEMPO_BPM * sample_rate)
+        self.frames = 2 * sample_rate
+        self.audio = make_signal(4 * sample_rate, sample_rate)
+        recording = tmp_path / "Verse.wav"
+        sf.write(str(recording), self.audio.T, sample_rate, subtype="FLOAT")
+        self.config = tmp_path / "config"
+        self.env = {**os.environ, "XDG_CONFIG_HOME": str(self.config)}
+        self.session = ardour.make_session(tmp_path / "session", "plugin", sample_rate, TEMPO_BPM, self.env)
+        self.roll_from = self.position - sample_rate  # a second of silence first: Ardour fades a roll in
+        self.bounce_start = self.roll_from - sample_rate
+        self.common = dict(helpers=ardour.LUA_HOOK_HELPERS, plugin=LUA_PLUGIN, bounce_start=self.bounce_start,
+                           bounce_end=self.position + 5 * sample_rate)
+        self.rendered = self.edit("first", LUA_RECORD_AND_GENERATE.format(
+            **self.common, recording=recording, position=self.position, roll_from=self.roll_from,
+            frames=self.frames, steps=STEPS / 200, pass_input=pass_input, done=self.tmp_path / "first.done"))
+        self.state = plugin_state(self.session)
+
+    def edit(self, name: str, hook: str) -> np.ndarray:
+        """The session opened in Ardour's editor with ``hook``; returns the hook's render of the track."""
+        ardour.configure(self.config, self.sample_rate, hook, self.env, vst3_dir=Path(self.plugin_path).parent)
+        ardour.run_editor(self.session, self.env, self.tmp_path / f"{name}.done", self.tmp_path / f"{name}.log")
+        return bounced(self.tmp_path / f"{name}.done")
+
+
 @pytest.mark.skipif(ardour.EDITOR_MISSING, reason=ardour.EDITOR_MISSING_REASON)
+@pytest.mark.skipif(ardour.SANITIZER_PRELOADED, reason="Ardour 7.3 does not start under AddressSanitizer's preload")
 @pytest.mark.parametrize("sample_rate", [44_100, 48_000])
 def test_in_ardour_the_plugin_records_generates_and_plays_the_stem_from_the_regions_sample(
         plugin_path, engine, plugin_env, tmp_path, sample_rate):
-    runtime, stems = plugin_env
-    position = int(BAR_3_BEATS * 60.0 / TEMPO_BPM * sample_rate)
-    frames = 2 * sample_rate
-    audio = make_signal(4 * sample_rate, sample_rate)
-    recording = tmp_path / "Verse.wav"
-    sf.write(str(recording), audio.T, sample_rate, subtype="FLOAT")
-    config = tmp_path / "config"
-    env = {**os.environ, "XDG_CONFIG_HOME": str(config)}
-    session = ardour.make_session(tmp_path / "session", "plugin", sample_rate, TEMPO_BPM, env)
-    roll_from = position - sample_rate  # a second of silence first: Ardour fades a roll in
-    bounce_start, bounce_end = roll_from - sample_rate, position + 5 * sample_rate
-    common = dict(helpers=ardour.LUA_HOOK_HELPERS, plugin=LUA_PLUGIN, bounce_start=bounce_start,
-                  bounce_end=bounce_end)
-    ardour.configure(config, sample_rate, LUA_RECORD_AND_GENERATE.format(
-        **common, recording=recording, position=position, roll_from=roll_from, frames=frames, steps=STEPS / 200,
-        done=tmp_path / "first.done"), env, vst3_dir=Path(plugin_path).parent)
-    ardour.run_editor(session, env, tmp_path / "first.done", tmp_path / "first.log")
-
-    state = plugin_state(session)
+    song = Song(tmp_path, plugin_path, sample_rate, pass_input=0)
+    state, position, frames, roll_from, audio = song.state, song.position, song.frames, song.roll_from, song.audio
     assert state["status"] == "ready", state
     start, length = int(state["region_start_sample"]), int(state["region_frames"])
     # the region starts where Ardour began to roll, a little before the located sample
@@ -183,12 +198,21 @@ def test_in_ardour_the_plugin_records_generates_and_plays_the_stem_from_the_regi
     assert rate == sample_rate
     np.testing.assert_allclose(stem[:, 0], demo_stem(heard, sample_rate, STEPS), atol=1e-6, rtol=0)
     # and Ardour's render of the track through Backline holds it from exactly the region's first sample
-    assert stem_lag(bounced(tmp_path / "first.done"), start - bounce_start, stem[:, 0]) == 0
+    assert stem_lag(song.rendered, start - song.bounce_start, stem[:, 0]) == 0
 
     # the project saved and reopened, the engine gone: the stem plays again without generating
     engine.terminate()
     engine.wait(timeout=10)
-    ardour.configure(config, sample_rate, LUA_REOPEN.format(**common, done=tmp_path / "reopened.done"), env,
-                     vst3_dir=Path(plugin_path).parent)
-    ardour.run_editor(session, env, tmp_path / "reopened.done", tmp_path / "reopened.log")
-    assert stem_lag(bounced(tmp_path / "reopened.done"), start - bounce_start, stem[:, 0]) == 0
+    again = song.edit("reopened", LUA_REOPEN.format(**song.common, done=tmp_path / "reopened.done"))
+    assert stem_lag(again, start - song.bounce_start, stem[:, 0]) == 0
+
+
+@pytest.mark.skipif(ardour.EDITOR_MISSING, reason=ardour.EDITOR_MISSING_REASON)
+@pytest.mark.skipif(ardour.SANITIZER_PRELOADED, reason="Ardour 7.3 does not start under AddressSanitizer's preload")
+def test_in_ardour_without_the_engine_the_plugin_says_so_and_the_song_plays_on(plugin_path, plugin_env, tmp_path):
+    song = Song(tmp_path, plugin_path, 48_000, pass_input=1)
+    assert song.state["status"] == "engine not running", song.state
+    assert "backline serve" in song.state["message"], song.state["message"]
+    offset = song.position - song.bounce_start
+    heard = np.concatenate([np.zeros((2, offset), np.float32), song.audio], axis=1)
+    np.testing.assert_array_equal(song.rendered[:, :heard.shape[1]], heard)  # the song, untouched, where it was
