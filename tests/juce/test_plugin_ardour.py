@@ -96,7 +96,7 @@ return function (...) once (function ()
 		set ("Pass Input", {pass_input}) set ("Generate", 1)
 		pressed = os.time ()
 	elseif step == 5 then
-		if os.time () - pressed < 8 then step = 4 return end  -- the engine's answer arrives in the background
+		if os.time () - pressed < 12 then step = 4 return end  -- the engine's answer arrives in the background
 		finish ("{done}", bounce ({bounce_start}, {bounce_end}))
 	end
 end) end end
