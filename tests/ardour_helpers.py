@@ -39,9 +39,9 @@ out:write ("s = {{}} s['n'] = 'Backline test hands' s['s'] = ", string.format ("
 out:close ()
 """
 
-# Lua the hooks share, for inside their factory (Ardour keeps nothing else): find a route by name; import an
-# audio file as a new track at a sample position; ``once (step)`` runs a step function unless one is running
-# (Ardour runs the GUI's events, and so the hook again, inside an export or an import).
+# Lua the hooks share, for inside their factory (Ardour keeps nothing else): ``once (step)`` runs a step function
+# unless one is running (Ardour runs the GUI's events, and so the hook again, inside an import or an export);
+# ``for_seconds`` waits by the clock; find a route by name; import an audio file as a new track at a sample position.
 LUA_HOOK_HELPERS = """
 local running = false
 local function once (step, ...)
@@ -50,6 +50,11 @@ local function once (step, ...)
 	local ok, message = pcall (step, ...)
 	running = false
 	if not ok then error (message) end
+end
+local since = {}
+local function for_seconds (key, seconds)  -- whether ``key`` was first asked about ``seconds`` ago
+	since[key] = since[key] or os.time ()
+	return os.time () - since[key] >= seconds
 end
 local function route_named (name)
 	for route in Session:get_routes ():iter () do

@@ -66,7 +66,7 @@ end
 LUA_RECORD_AND_GENERATE = """
 ardour {{ ["type"] = "EditorHook", name = "Backline test hands", description = "a producer's clicks" }}
 function signals () local s = LuaSignal.Set () s:add ({{ [LuaSignal.LuaTimerDS] = true }}) return s end
-function factory (params) local step, settled, pressed = 0, 0, 0
+function factory (params) local step = 0
 {helpers}
 {plugin}
 return function (...) once (function ()
@@ -75,8 +75,7 @@ return function (...) once (function ()
 		import_as_track ("{recording}", {position})
 	elseif step == 2 then
 		if not route_named ("Verse") then step = 1 return end  -- the import is still running
-		settled = settled + 1
-		if settled < 30 then step = 1 return end
+		if not for_seconds ("song", 3) then step = 1 return end  -- its track is being filled: touch it later
 		for region in route_named ("Verse"):to_track ():playlist ():region_list ():iter () do
 			region:to_audioregion ():set_fade_in_active (false)  -- the song as it is, no 64-sample fades
 			region:to_audioregion ():set_fade_out_active (false)
@@ -94,9 +93,8 @@ return function (...) once (function ()
 	elseif step == 4 then
 		if Session:transport_rolling () then step = 3 return end
 		set ("Pass Input", {pass_input}) set ("Generate", 1)
-		pressed = os.time ()
 	elseif step == 5 then
-		if os.time () - pressed < 12 then step = 4 return end  -- the engine's answer arrives in the background
+		if not for_seconds ("generate", 12) then step = 4 return end  -- the engine answers in the background
 		finish ("{done}", bounce ({bounce_start}, {bounce_end}))
 	end
 end) end end

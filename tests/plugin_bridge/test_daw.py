@@ -258,7 +258,7 @@ def test_the_ardour_actions_helpers_run_in_ardour_on_a_96_bpm_session(tmp_path, 
 LUA_HANDS = """
 ardour {{ ["type"] = "EditorHook", name = "Backline test hands", description = "a producer's clicks" }}
 function signals () local s = LuaSignal.Set () s:add ({{ [LuaSignal.LuaTimerDS] = true }}) return s end
-function factory (params) local step, settled, waited = 0, 0, 0
+function factory (params) local step = 0
 {helpers}
 return function (...) once (function ()
 	step = step + 1
@@ -274,8 +274,7 @@ return function (...) once (function ()
 		import_as_track ("{recording}", {position})
 	elseif step == 2 then
 		if not route_named ("{name}") then step = 1 return end  -- the import is still running
-		settled = settled + 1
-		if settled < 30 then step = 1 return end  -- its track is being filled: touch it three seconds later
+		if not for_seconds ("source", 3) then step = 1 return end  -- its track is being filled: touch it later
 		local region = source_region ()
 		local selection = ArdourUI.SelectionList ()
 		selection:push_back (Editor:regionview_from_region (region))
@@ -284,10 +283,9 @@ return function (...) once (function ()
 		loadfile ("{action}", "t", file_env) ()
 		load (string.dump (file_env.factory, true)) {{ ask = "no" }} ()
 	elseif step == 3 then
-		waited = waited + 1
-		if waited < 300 and not route_named ("{name} bass") then step = 2 return end  -- the stem's import is running
-		settled = settled + 1
-		if waited < 300 and settled < 60 then step = 2 return end
+		local stem = route_named ("{name} bass")
+		if not stem and not for_seconds ("action", 60) then step = 2 return end  -- the stem's import is running
+		if stem and not for_seconds ("stem", 3) then step = 2 return end
 		local out = io.open ("{report}.part", "w")
 		for route in Session:get_routes ():iter () do
 			local track = route:to_track ()
