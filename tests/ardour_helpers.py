@@ -71,6 +71,26 @@ end
 """
 
 
+# An editor hook: ``@STEPS@`` (Lua, run once at a time, ``step`` counting the hook's calls) in a factory that holds
+# the helpers above and ``@PRELUDE@``. Ardour calls it on every signal, its deci-second timer among them.
+LUA_HOOK = """
+ardour { ["type"] = "EditorHook", name = "Backline test hands", description = "a producer's clicks" }
+function signals () local s = LuaSignal.Set () s:add ({ [LuaSignal.LuaTimerDS] = true }) return s end
+function factory (params) local step = 0
+@HELPERS@
+@PRELUDE@
+return function (...) once (function ()
+	step = step + 1
+@STEPS@
+end) end end
+"""
+
+
+def hook(steps: str, prelude: str = "") -> str:
+    """The source of an editor hook running ``steps`` (see LUA_HOOK), with ``prelude`` inside its factory."""
+    return LUA_HOOK.replace("@HELPERS@", LUA_HOOK_HELPERS).replace("@PRELUDE@", prelude).replace("@STEPS@", steps)
+
+
 def lua(script: Path, env: dict, cwd: Path) -> None:
     done = subprocess.run([ARDOUR_LUA, str(script)], capture_output=True, text=True, timeout=120, env=env, cwd=cwd)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -64,13 +64,6 @@ end
 # Pass 1: import the song at bar 3, put Backline on its track, record the region while the transport rolls (from a
 # second before), press Generate, wait for the stem, render the track and save.
 LUA_RECORD_AND_GENERATE = """
-ardour {{ ["type"] = "EditorHook", name = "Backline test hands", description = "a producer's clicks" }}
-function signals () local s = LuaSignal.Set () s:add ({{ [LuaSignal.LuaTimerDS] = true }}) return s end
-function factory (params) local step = 0
-{helpers}
-{plugin}
-return function (...) once (function ()
-	step = step + 1
 	if step == 1 then
 		import_as_track ("{recording}", {position})
 	elseif step == 2 then
@@ -83,7 +76,7 @@ return function (...) once (function ()
 		local plugin = ARDOUR.LuaAPI.new_plugin (Session, "Backline", ARDOUR.PluginType.VST3, "")
 		assert (not plugin:isnil (), "Ardour did not find the Backline VST3")
 		route_named ("Verse"):add_processor_by_index (plugin, 0, nil, true)
-		set ("Steps", {steps}) set ("Generate", 0) set ("Pass Input", 1) set ("Record", 1)
+		set ("Steps", {sampler_steps}) set ("Generate", 0) set ("Pass Input", 1) set ("Record", 1)
 		Session:request_locate ({roll_from}, false, ARDOUR.LocateTransportDisposition.MustRoll,
 		                        ARDOUR.TransportRequestSource.TRS_UI)
 	elseif step == 3 then
@@ -97,22 +90,14 @@ return function (...) once (function ()
 		if not for_seconds ("generate", 12) then step = 4 return end  -- the engine answers in the background
 		finish ("{done}", bounce ({bounce_start}, {bounce_end}))
 	end
-end) end end
 """
 
 # Pass 2: the saved session reopened (no engine any more): render the track again.
 LUA_REOPEN = """
-ardour {{ ["type"] = "EditorHook", name = "Backline test hands", description = "a producer's clicks" }}
-function signals () local s = LuaSignal.Set () s:add ({{ [LuaSignal.LuaTimerDS] = true }}) return s end
-function factory (params) local step = 0
-{helpers}
-{plugin}
-return function (...) once (function ()
-	step = step + 1
-	if step == 30 then
+	if step == 1 then
+		if not for_seconds ("open", 3) then step = 0 return end
 		finish ("{done}", bounce ({bounce_start}, {bounce_end}))
 	end
-end) end end
 """
 
 
@@ -155,16 +140,18 @@ class Song:
         self.session = ardour.make_session(tmp_path / "session", "plugin", sample_rate, TEMPO_BPM, self.env)
         self.roll_from = self.position - sample_rate  # a second of silence first: Ardour fades a roll in
         self.bounce_start = self.roll_from - sample_rate
-        self.common = dict(helpers=ardour.LUA_HOOK_HELPERS, plugin=LUA_PLUGIN, bounce_start=self.bounce_start,
-                           bounce_end=self.position + 5 * sample_rate)
-        self.rendered = self.edit("first", LUA_RECORD_AND_GENERATE.format(
-            **self.common, recording=recording, position=self.position, roll_from=self.roll_from,
-            frames=self.frames, steps=STEPS / 200, pass_input=pass_input, done=self.tmp_path / "first.done"))
+        self.rendered = self.edit("first", LUA_RECORD_AND_GENERATE, recording=recording, position=self.position,
+                                  roll_from=self.roll_from, frames=self.frames, sampler_steps=STEPS / 200,
+                                  pass_input=pass_input)
         self.state = plugin_state(self.session)
 
-    def edit(self, name: str, hook: str) -> np.ndarray:
-        """The session opened in Ardour's editor with ``hook``; returns the hook's render of the track."""
-        ardour.configure(self.config, self.sample_rate, hook, self.env, vst3_dir=Path(self.plugin_path).parent)
+    def edit(self, name: str, steps: str, **fields) -> np.ndarray:
+        """The session opened in Ardour's editor with a hook running ``steps`` (filled in with ``fields``, where to
+        render from and to, and the file it writes when done); returns the hook's render of the track."""
+        steps = steps.format(bounce_start=self.bounce_start, bounce_end=self.position + 5 * self.sample_rate,
+                             done=self.tmp_path / f"{name}.done", **fields)
+        ardour.configure(self.config, self.sample_rate, ardour.hook(steps, prelude=LUA_PLUGIN), self.env,
+                         vst3_dir=Path(self.plugin_path).parent)
         ardour.run_editor(self.session, self.env, self.tmp_path / f"{name}.done", self.tmp_path / f"{name}.log")
         return bounced(self.tmp_path / f"{name}.done")
 
@@ -201,7 +188,7 @@ def test_in_ardour_the_plugin_records_generates_and_plays_the_stem_from_the_regi
     # the project saved and reopened, the engine gone: the stem plays again without generating
     engine.terminate()
     engine.wait(timeout=10)
-    again = song.edit("reopened", LUA_REOPEN.format(**song.common, done=tmp_path / "reopened.done"))
+    again = song.edit("reopened", LUA_REOPEN)
     assert stem_lag(again, start - song.bounce_start, stem[:, 0]) == 0
 
 

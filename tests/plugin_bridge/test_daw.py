@@ -256,12 +256,6 @@ def test_the_ardour_actions_helpers_run_in_ardour_on_a_96_bpm_session(tmp_path, 
 # bar 3, select that region, run the installed action as Ardour runs an action script (its factory's bytecode
 # alone), then write every track's regions down and save. One step per timer tick, so Ardour's editor catches up.
 LUA_HANDS = """
-ardour {{ ["type"] = "EditorHook", name = "Backline test hands", description = "a producer's clicks" }}
-function signals () local s = LuaSignal.Set () s:add ({{ [LuaSignal.LuaTimerDS] = true }}) return s end
-function factory (params) local step = 0
-{helpers}
-return function (...) once (function ()
-	step = step + 1
 	local function source_region ()
 		for route in Session:get_routes ():iter () do
 			local track = route:to_track ()
@@ -302,7 +296,6 @@ return function (...) once (function ()
 		Session:save_state ("", false, false, false, false, false)
 		os.rename ("{report}.part", "{report}")
 	end
-end) end end
 """
 
 
@@ -322,9 +315,9 @@ def test_in_ardours_editor_the_action_puts_the_stem_on_a_new_track_at_the_region
     position = int(BAR_3_BEATS * 60.0 / TEMPO_BPM * sample_rate)
     env = {**os.environ, "BACKLINE_RUNTIME_DIR": str(server.connection_file.parent), "XDG_CONFIG_HOME": str(config)}
     session = ardour.make_session(tmp_path / "session", "daw", sample_rate, TEMPO_BPM, env)
-    ardour.configure(config, sample_rate, LUA_HANDS.format(
-        helpers=ardour.LUA_HOOK_HELPERS, name="Verse", recording=recording_path, position=position, action=action,
-        report=tmp_path / "report.tsv"), env)
+    ardour.configure(config, sample_rate, ardour.hook(LUA_HANDS.format(
+        name="Verse", recording=recording_path, position=position, action=action,
+        report=tmp_path / "report.tsv")), env)
     ardour.run_editor(session, env, tmp_path / "report.tsv", tmp_path / "ardour.log")
 
     rows = [line.split("\t") for line in (tmp_path / "report.tsv").read_text().splitlines()]
