@@ -129,7 +129,9 @@ def configure(config_home: Path, sample_rate: int, hook_source: str, env: dict, 
 
 
 def run_editor(session_file: Path, env: dict, done: Path, log: Path, timeout_s: float = 240.0) -> None:
-    """Open the session in Ardour's editor until the hook writes ``done`` (or the editor exits, or the timeout)."""
+    """Open the session in Ardour's editor until the hook writes ``done`` (or the editor exits, or the timeout).
+    Its caches (the VST3 scan's among them) go beside the configuration, as on a machine that never ran it."""
+    env = {**env, "XDG_CACHE_HOME": str(Path(env["XDG_CONFIG_HOME"]) / "cache")}
     with log.open("w") as out:
         gui = subprocess.Popen([XVFB_RUN, "-a", "-s", "-screen 0 1280x900x24", ARDOUR_GUI, "--no-splash",
                                 "--no-announcements", str(session_file)], stdout=out, stderr=subprocess.STDOUT,
