@@ -152,7 +152,8 @@ function factory (params)
 			os.remove (cancel_file)
 			if answer.cancelled then return end
 			if answer.error then
-				LuaDialog.Message ("Backline", answer.error, LuaDialog.MessageType.Error, LuaDialog.ButtonType.Close):run ()
+				LuaDialog.Message ("Backline could not accompany " .. ar:name (), answer.error,
+				                   LuaDialog.MessageType.Error, LuaDialog.ButtonType.Close):run ()
 				return
 			end
 			local imports = {}

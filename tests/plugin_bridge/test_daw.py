@@ -6,6 +6,7 @@ GUI on a virtual display, Xvfb), driven by an editor hook standing in for the pr
 import argparse
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -278,7 +279,7 @@ LUA_HANDS = """
 		load (string.dump (file_env.factory, true)) {{ ask = "no" }} ()
 	elseif step == 3 then
 		local stem = route_named ("{name} bass")
-		if not stem and not for_seconds ("action", 60) then step = 2 return end  -- the stem's import is running
+		if not stem and not for_seconds ("action", {stem_wait_s}) then step = 2 return end  -- its import is running
 		if stem and not for_seconds ("stem", 3) then step = 2 return end
 		local out = io.open ("{report}.part", "w")
 		for route in Session:get_routes ():iter () do
@@ -316,7 +317,7 @@ def test_in_ardours_editor_the_action_puts_the_stem_on_a_new_track_at_the_region
     env = {**os.environ, "BACKLINE_RUNTIME_DIR": str(server.connection_file.parent), "XDG_CONFIG_HOME": str(config)}
     session = ardour.make_session(tmp_path / "session", "daw", sample_rate, TEMPO_BPM, env)
     ardour.configure(config, sample_rate, ardour.hook(LUA_HANDS.format(
-        name="Verse", recording=recording_path, position=position, action=action,
+        name="Verse", recording=recording_path, position=position, action=action, stem_wait_s=60,
         report=tmp_path / "report.tsv")), env)
     ardour.run_editor(session, env, tmp_path / "report.tsv", tmp_path / "ardour.log")
 
@@ -335,3 +336,35 @@ def test_in_ardours_editor_the_action_puts_the_stem_on_a_new_track_at_the_region
     stem = np.concatenate([channel for channel, _ in channels], axis=1)[:length]
     expected, _, _ = engine(request, audio[:, :length], sample_rate, lambda *a: None, lambda: False)
     np.testing.assert_allclose(stem.T, expected[:, :length], atol=1e-6)
+
+
+@pytest.mark.skipif(ardour.EDITOR_MISSING or shutil.which("xdotool") is None,
+                    reason=ardour.EDITOR_MISSING_REASON + " (or xdotool)")
+@pytest.mark.parametrize("case", ["silent", "shorter than a beat", "no engine, and none can start"])
+def test_in_ardours_editor_a_region_backline_cannot_accompany_is_refused_in_a_dialog_and_nothing_is_imported(
+        tmp_path, start_server, engine, case):
+    requests = []
+    runtime = start_server(recording(engine, requests)).connection_file.parent
+    if case.startswith("no engine"):
+        (tmp_path / "a file").write_text("")
+        runtime = tmp_path / "a file" / "run"  # where `backline serve` cannot write its connection file
+    sample_rate = 48_000
+    frames = sample_rate // 4 if case == "shorter than a beat" else 4 * sample_rate  # a beat at 96 BPM: 0.625 s
+    _, audio = ardour_sources(tmp_path, sample_rate, seconds=frames / sample_rate)
+    audio = audio if case != "silent" else np.zeros_like(audio)
+    recording_path = tmp_path / "Verse.wav"
+    sf.write(str(recording_path), audio.T, sample_rate, subtype="FLOAT")
+    config = tmp_path / "config"
+    action = daw.install_ardour(config / "ardour7" / "scripts", shlex.join([sys.executable, "-m", "backline"]))
+    env = {**os.environ, "BACKLINE_RUNTIME_DIR": str(runtime), "XDG_CONFIG_HOME": str(config)}
+    session = ardour.make_session(tmp_path / "session", "daw", sample_rate, TEMPO_BPM, env)
+    ardour.configure(config, sample_rate, ardour.hook(LUA_HANDS.format(
+        name="Verse", recording=recording_path, position=sample_rate, action=action, stem_wait_s=3,
+        report=tmp_path / "report.tsv")), env)
+    refusal = "Backline could not accompany Verse"
+    ardour.run_editor(session, env, tmp_path / "report.tsv", tmp_path / "ardour.log", dismiss=refusal)
+
+    tracks = [line.split("\t")[0] for line in (tmp_path / "report.tsv").read_text().splitlines()]
+    assert tracks == ["Verse"]  # nothing imported
+    assert (tmp_path / "ardour.log.dismissed").read_text().splitlines() == [refusal]  # the action said so, once
+    assert requests == []  # refused before the engine was asked
