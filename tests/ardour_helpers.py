@@ -130,18 +130,18 @@ def configure(config_home: Path, sample_rate: int, hook_source: str, env: dict, 
 
 
 def run_editor(session_file: Path, env: dict, done: Path, log: Path, timeout_s: float = 240.0,
-               dismiss: str | None = None) -> None:
+               dismiss: str | None = None, key: str = "Escape") -> None:
     """Open the session in Ardour's editor until the hook writes ``done`` (or the editor exits, or the timeout).
     Its caches (the VST3 scan's among them) go beside the configuration, as on a machine that never ran it.
-    ``dismiss``: a window title; each dialog with it is closed (Escape, by xdotool) as it appears, and its title
-    written to ``<log>.dismissed``."""
+    ``dismiss``: a window title; ``key`` is pressed (by xdotool) in each window with it as it appears, and its
+    title written to ``<log>.dismissed``."""
     env = {**env, "XDG_CACHE_HOME": str(Path(env["XDG_CONFIG_HOME"]) / "cache")}
     command = shlex.join([ARDOUR_GUI, "--no-splash", "--no-announcements", str(session_file)])
     if dismiss:
         title, dismissed = shlex.quote(f"^{dismiss}$"), shlex.quote(f"{log}.dismissed")
         command += (f" & editor=$!; while kill -0 $editor 2>/dev/null; do for w in $(xdotool search --name {title});"
-                    f" do xdotool getwindowname $w >> {dismissed} && xdotool key --window $w Escape; done; sleep 0.5;"
-                    " done")
+                    f" do xdotool getwindowname $w >> {dismissed} && xdotool key --window $w {shlex.quote(key)}; done;"
+                    " sleep 0.5; done")
     with log.open("w") as out:
         gui = subprocess.Popen([XVFB_RUN, "-a", "-s", "-screen 0 1280x900x24", "sh", "-c", command], stdout=out,
                                stderr=subprocess.STDOUT, env=env, cwd=session_file.parent.parent,

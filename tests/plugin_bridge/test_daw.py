@@ -300,28 +300,35 @@ LUA_HANDS = """
 """
 
 
+def action_in_editor(tmp_path, runtime, audio, sample_rate, position, stem_wait_s, **dismiss) -> list[list[str]]:
+    """The producer's hands in Ardour's editor: ``audio`` imported at ``position`` as the track "Verse", its region
+    selected and the installed action run (the engine's connection in ``runtime``); waits up to ``stem_wait_s``
+    for the stem's track; ``dismiss``: run_editor's. Returns each track's region: name, position, length, files."""
+    recording_path = tmp_path / "Verse.wav"
+    sf.write(str(recording_path), audio.T, sample_rate, subtype="FLOAT")
+    config = tmp_path / "config"
+    action = daw.install_ardour(config / "ardour7" / "scripts", shlex.join([sys.executable, "-m", "backline"]))
+    env = {**os.environ, "BACKLINE_RUNTIME_DIR": str(runtime), "XDG_CONFIG_HOME": str(config)}
+    session = ardour.make_session(tmp_path / "session", "daw", sample_rate, TEMPO_BPM, env)
+    ardour.configure(config, sample_rate, ardour.hook(LUA_HANDS.format(
+        name="Verse", recording=recording_path, position=position, action=action, stem_wait_s=stem_wait_s,
+        report=tmp_path / "report.tsv")), env)
+    ardour.run_editor(session, env, tmp_path / "report.tsv", tmp_path / "ardour.log", **dismiss)
+    return [line.split("\t") for line in (tmp_path / "report.tsv").read_text().splitlines()]
+
+
 @pytest.mark.skipif(ardour.EDITOR_MISSING, reason=ardour.EDITOR_MISSING_REASON)
 @pytest.mark.parametrize("sample_rate", [44_100, 48_000])
 def test_in_ardours_editor_the_action_puts_the_stem_on_a_new_track_at_the_regions_position(
         tmp_path, start_server, engine, sample_rate):
     requests = []
     server = start_server(recording(engine, requests))
-    recording_path = tmp_path / "Verse.wav"
     _, audio = ardour_sources(tmp_path, sample_rate)
-    sf.write(str(recording_path), audio.T, sample_rate, subtype="FLOAT")
-    config = tmp_path / "config"
-    action = daw.install_ardour(config / "ardour7" / "scripts", shlex.join([sys.executable, "-m", "backline"]))
     daw.settings_file().parent.mkdir(parents=True)
     daw.settings_file().write_text('{"instrument": "bass", "prompt": "warm, round", "style": "", "midi": false}')
     position = int(BAR_3_BEATS * 60.0 / TEMPO_BPM * sample_rate)
-    env = {**os.environ, "BACKLINE_RUNTIME_DIR": str(server.connection_file.parent), "XDG_CONFIG_HOME": str(config)}
-    session = ardour.make_session(tmp_path / "session", "daw", sample_rate, TEMPO_BPM, env)
-    ardour.configure(config, sample_rate, ardour.hook(LUA_HANDS.format(
-        name="Verse", recording=recording_path, position=position, action=action, stem_wait_s=60,
-        report=tmp_path / "report.tsv")), env)
-    ardour.run_editor(session, env, tmp_path / "report.tsv", tmp_path / "ardour.log")
+    rows = action_in_editor(tmp_path, server.connection_file.parent, audio, sample_rate, position, stem_wait_s=60)
 
-    rows = [line.split("\t") for line in (tmp_path / "report.tsv").read_text().splitlines()]
     tracks = {name: (int(start), int(length), path) for name, start, length, path in rows}
     assert set(tracks) == {"Verse", "Verse bass"}, rows
     start, length, _ = tracks["Verse"]
@@ -352,19 +359,27 @@ def test_in_ardours_editor_a_region_backline_cannot_accompany_is_refused_in_a_di
     frames = sample_rate // 4 if case == "shorter than a beat" else 4 * sample_rate  # a beat at 96 BPM: 0.625 s
     _, audio = ardour_sources(tmp_path, sample_rate, seconds=frames / sample_rate)
     audio = audio if case != "silent" else np.zeros_like(audio)
-    recording_path = tmp_path / "Verse.wav"
-    sf.write(str(recording_path), audio.T, sample_rate, subtype="FLOAT")
-    config = tmp_path / "config"
-    action = daw.install_ardour(config / "ardour7" / "scripts", shlex.join([sys.executable, "-m", "backline"]))
-    env = {**os.environ, "BACKLINE_RUNTIME_DIR": str(runtime), "XDG_CONFIG_HOME": str(config)}
-    session = ardour.make_session(tmp_path / "session", "daw", sample_rate, TEMPO_BPM, env)
-    ardour.configure(config, sample_rate, ardour.hook(LUA_HANDS.format(
-        name="Verse", recording=recording_path, position=sample_rate, action=action, stem_wait_s=3,
-        report=tmp_path / "report.tsv")), env)
     refusal = "Backline could not accompany Verse"
-    ardour.run_editor(session, env, tmp_path / "report.tsv", tmp_path / "ardour.log", dismiss=refusal)
+    rows = action_in_editor(tmp_path, runtime, audio, sample_rate, sample_rate, stem_wait_s=3, dismiss=refusal)
 
-    tracks = [line.split("\t")[0] for line in (tmp_path / "report.tsv").read_text().splitlines()]
+    tracks = [row[0] for row in rows]
     assert tracks == ["Verse"]  # nothing imported
     assert (tmp_path / "ardour.log.dismissed").read_text().splitlines() == [refusal]  # the action said so, once
     assert requests == []  # refused before the engine was asked
+
+
+@pytest.mark.skipif(ardour.EDITOR_MISSING or shutil.which("xdotool") is None,
+                    reason=ardour.EDITOR_MISSING_REASON + " (or xdotool)")
+def test_in_ardours_editor_cancel_in_the_progress_window_stops_the_job_and_nothing_is_imported(
+        tmp_path, start_server, engine):
+    requests = []
+    server = start_server(recording(engine, requests, step_seconds=0.5))  # slow enough to be cancelled
+    sample_rate = 48_000
+    _, audio = ardour_sources(tmp_path, sample_rate, seconds=4.0)
+    rows = action_in_editor(tmp_path, server.connection_file.parent, audio, sample_rate, sample_rate, stem_wait_s=3,
+                            dismiss="Backline: Verse", key="Return")  # the Cancel button
+
+    tracks = [row[0] for row in rows]
+    assert tracks == ["Verse"]  # nothing imported
+    assert "Backline: Verse" in (tmp_path / "ardour.log.dismissed").read_text().splitlines()  # the progress window
+    assert len(requests) == 1 and not list((tmp_path / "session" / "backline").glob("*.wav"))
