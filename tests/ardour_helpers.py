@@ -29,21 +29,30 @@ s:save_state ("", false, false, false, false, false)
 close_session ()
 """
 
+# Lua: ``factory_of (path)``, a script's factory as Ardour keeps it when the script is added to a slot: the file
+# runs apart, and only its factory's bytecode is loaded back (nothing else the file defines is there).
+LUA_FACTORY_OF = """
+local function factory_of (path)
+	local file_env = setmetatable ({ ardour = function (descriptor) end }, { __index = _G })
+	loadfile (path, "t", file_env) ()
+	return load (string.dump (file_env.factory, true))
+end
+"""
+
 # Saves a hook's factory as Ardour's LuaCallback state ("s" holds name, source, factory bytecode, arguments).
 LUA_HOOK_STATE = """
-local source = io.open ("{hook}"):read ("a")
-local file_env = setmetatable ({{ ardour = function (descriptor) end }}, {{ __index = _G }})
-load (source, "hook", "t", file_env) ()
+{factory_of}
 local out = io.open ("{state}", "wb")
-out:write ("s = {{}} s['n'] = 'Backline test hands' s['s'] = ", string.format ("%q", source),
-           " s['f'] = ", string.format ("%q", string.dump (file_env.factory, true)), " s['a'] = {{}}")
+out:write ("s = {{}} s['n'] = 'Backline test hands' s['s'] = ", string.format ("%q", io.open ("{hook}"):read ("a")),
+           " s['f'] = ", string.format ("%q", string.dump (factory_of ("{hook}"), true)), " s['a'] = {{}}")
 out:close ()
 """
 
 # Lua the hooks share, for inside their factory (Ardour keeps nothing else): ``once (step)`` runs a step function
 # unless one is running (Ardour runs the GUI's events, and so the hook again, inside an import or an export);
-# ``for_seconds`` waits by the clock; find a route by name; import an audio file as a new track at a sample position.
-LUA_HOOK_HELPERS = """
+# ``for_seconds`` waits by the clock; a route by name, whether an imported track is ready, the first region of a
+# track by name; import an audio file as a new track at a sample position; ``factory_of`` as above.
+LUA_HOOK_HELPERS = LUA_FACTORY_OF + """
 local running = false
 local function once (step, ...)
 	if running then return end
@@ -61,6 +70,12 @@ local function route_named (name)
 	for route in Session:get_routes ():iter () do
 		if route:name () == name then return route end
 	end
+end
+local function imported (name)  -- whether the import's track is there and filled (three seconds after it came)
+	return route_named (name) ~= nil and for_seconds ("imported " .. name, 3)
+end
+local function first_region (name)
+	for region in route_named (name):to_track ():playlist ():region_list ():iter () do return region end
 end
 local function import_as_track (path, position)
 	local files = C.StringVector ()
@@ -112,7 +127,7 @@ def configure(config_home: Path, sample_rate: int, hook_source: str, env: dict, 
     folder.mkdir(parents=True, exist_ok=True)
     hook, state = config_home / "hook.lua", config_home / "hook.state"
     hook.write_text(hook_source)
-    (config_home / "hook-state.lua").write_text(LUA_HOOK_STATE.format(hook=hook, state=state))
+    (config_home / "hook-state.lua").write_text(LUA_HOOK_STATE.format(factory_of=LUA_FACTORY_OF, hook=hook, state=state))
     lua(config_home / "hook-state.lua", env, config_home)
     (folder / ".a7").touch()
     (folder / "instant.xml").write_text("<instant><no-memory-warning/></instant>")

@@ -191,10 +191,8 @@ def test_install_and_uninstall_the_ardour_action(tmp_path, capsys):
 ARDOUR_LUA = ardour.ARDOUR_LUA
 
 LUA_TEST = """
--- as Ardour adds an action to a slot: the file runs apart, and only its factory's bytecode is kept
-local file_env = setmetatable ({{ ardour = function (descriptor) end }}, {{ __index = _G }})
-loadfile ("{action}", "t", file_env) ()
-local factory = load (string.dump (file_env.factory, true))
+{factory_of}
+local factory = factory_of ("{action}")  -- as Ardour keeps the action when it is added to a slot
 local s = create_session ("{session}", "daw", {rate})
 local tm = Temporal.TempoMap.fetch_writable ()
 tm:set_tempo (Temporal.Tempo ({tempo}, {tempo}, 4), Temporal.timepos_t (0))
@@ -230,7 +228,7 @@ def test_the_ardour_actions_helpers_run_in_ardour_on_a_96_bpm_session(tmp_path, 
     length = int(4 * 60.0 / TEMPO_BPM * sample_rate)  # one bar
     script = tmp_path / "test.lua"
     script.write_text(LUA_TEST.format(
-        action=action, session=tmp_path / "session", rate=sample_rate, tempo=TEMPO_BPM, position=position,
+        factory_of=ardour.LUA_FACTORY_OF, action=action, session=tmp_path / "session", rate=sample_rate, tempo=TEMPO_BPM, position=position,
         name="Verse", start=sample_rate, silent_start=audio.shape[1], sources=", ".join(f'"{p}"' for p in sources), length=length,
         out_dir=tmp_path / "stems", cancel=tmp_path / "cancel"))
     env = {**os.environ, "BACKLINE_RUNTIME_DIR": str(server.connection_file.parent),
@@ -257,26 +255,14 @@ def test_the_ardour_actions_helpers_run_in_ardour_on_a_96_bpm_session(tmp_path, 
 # bar 3, select that region, run the installed action as Ardour runs an action script (its factory's bytecode
 # alone), then write every track's regions down and save. One step per timer tick, so Ardour's editor catches up.
 LUA_HANDS = """
-	local function source_region ()
-		for route in Session:get_routes ():iter () do
-			local track = route:to_track ()
-			if not track:isnil () and track:name () == "{name}" then
-				for region in track:playlist ():region_list ():iter () do return region end
-			end
-		end
-	end
 	if step == 1 then
 		import_as_track ("{recording}", {position})
 	elseif step == 2 then
-		if not route_named ("{name}") then step = 1 return end  -- the import is still running
-		if not for_seconds ("source", 3) then step = 1 return end  -- its track is being filled: touch it later
-		local region = source_region ()
+		if not imported ("{name}") then step = 1 return end  -- the import is still running
 		local selection = ArdourUI.SelectionList ()
-		selection:push_back (Editor:regionview_from_region (region))
+		selection:push_back (Editor:regionview_from_region (first_region ("{name}")))
 		Editor:set_selection (selection, ArdourUI.SelectionOp.Set)
-		local file_env = setmetatable ({{ ardour = function (descriptor) end }}, {{ __index = _G }})
-		loadfile ("{action}", "t", file_env) ()
-		load (string.dump (file_env.factory, true)) {{ ask = "no" }} ()
+		factory_of ("{action}") {{ ask = "no" }} ()
 	elseif step == 3 then
 		local stem = route_named ("{name} bass")
 		if not stem and not for_seconds ("action", {stem_wait_s}) then step = 2 return end  -- its import is running
