@@ -383,11 +383,16 @@ class OnnxBackend:
             # The autoencoder runs once per request on the whole region: an arena would keep its peak
             # (about 400 MiB more at 120 s); the denoiser runs every step at one shape and keeps it.
             options.enable_cpu_mem_arena = part in ("denoiser", "step")
+            if part not in ("denoiser", "step"):  # numpy's STFT and pitch lock follow these graphs: no idle spinning
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self.sessions[part] = ort.InferenceSession(str(path), options, providers=self.providers)
         self.metadata = {part: dict(s.get_modelmeta().custom_metadata_map) for part, s in self.sessions.items()}
         self.contract = self._contract(paths)
         self.step_graph = bool(step_graph)
         self.chunk_frames = int(chunk_frames)  # latent frames the autoencoder's graphs see at once (module top)
+        # the STFT pair around the autoencoder's graphs runs on the graphs' threads while they wait
+        self.fft_workers = int(intra_op_threads) if intra_op_threads else (
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
         self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
 
     def _contract(self, paths: dict[str, Path]) -> ModelContract:
@@ -437,7 +442,7 @@ class OnnxBackend:
 
         def run(start: int, stop: int) -> np.ndarray:  # the last window padded to whole latent frames
             window = _pad_to_hop(audio[..., start * c.hop_length:stop * c.hop_length], c.hop_length)
-            real, imag = stft(window, c.n_fft, c.stft_hop_length)
+            real, imag = stft(window, c.n_fft, c.stft_hop_length, workers=self.fft_workers)
             return self.sessions["encoder"].run(None, {"spec_real": real, "spec_imag": imag})[0]
 
         return in_windows(run, -(-audio.shape[-1] // c.hop_length), 1, self.chunk_frames)
@@ -457,7 +462,7 @@ class OnnxBackend:
                 frames = slice(start * per_latent, stop * per_latent)
                 real, imag = pitch_locked(real, imag, f0_hz[:, frames], sample_rate=c.sample_rate, n_fft=c.n_fft,
                                           hop=c.stft_hop_length, phase=phase[:, frames])
-            return istft(real, imag, c.n_fft, c.stft_hop_length)
+            return istft(real, imag, c.n_fft, c.stft_hop_length, workers=self.fft_workers)
 
         return in_windows(run, latents.shape[-1], c.hop_length, self.chunk_frames)
 

@@ -85,3 +85,16 @@ def test_the_phase_restarts_with_each_note_so_repeated_notes_decode_alike():
     real_l, imag_l = pitch_locked(real, imag, notes, sample_rate=RATE, n_fft=N_FFT, hop=HOP)
     np.testing.assert_array_equal(real_l[..., :6], real_l[..., 6:12])
     np.testing.assert_array_equal(imag_l[..., 6:12], imag_l[..., 12:])
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_the_stft_pair_on_threads_gives_the_same_arrays_as_on_one(workers):
+    """Several chunks (the last one short) on a pool of threads: each chunk writes its own frames, and the
+    inverse's overlapping chunks are summed in order, so the result is bit-identical to one thread's."""
+    audio = np.random.default_rng(3).standard_normal((2, HOP * 75)).astype(np.float32)
+    one = stft(audio, N_FFT, HOP, chunk_frames=16)
+    threaded = stft(audio, N_FFT, HOP, chunk_frames=16, workers=workers)
+    assert all(np.array_equal(a, b) for a, b in zip(one, threaded))
+    back = istft(*one, N_FFT, HOP, chunk_frames=16)
+    assert np.array_equal(back, istft(*one, N_FFT, HOP, chunk_frames=16, workers=workers))
+    np.testing.assert_allclose(back, audio, atol=1e-5)
