@@ -106,6 +106,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """Which models and runtime: the same for ``generate``, ``arrange`` and ``serve``."""
     p.add_argument("--autoencoder", type=Path, help="autoencoder file (default: the shipped one)")
     p.add_argument("--denoiser", type=Path, help="denoiser file (default: the shipped one)")
+    p.add_argument("--few-step", type=Path, help="torch: a denoiser distilled from --denoiser's, for --sampler few_step "
+                   "(default: the shipped one beside the shipped denoiser)")
     p.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
                    help="onnxruntime on exported graphs or torch on safetensors (default: onnx when shipped)")
     p.add_argument("--onnx-dir", type=Path, help="folder of exported .onnx files (implies --backend onnx)")
@@ -132,7 +134,7 @@ def load_from_args(args: argparse.Namespace):
     backend = "onnx" if args.onnx_dir else args.backend
     return load_bundle(args.autoencoder, args.denoiser, backend=backend, onnx_dir=args.onnx_dir,
                        intra_op_threads=args.threads, providers=[PROVIDERS[args.provider]] if args.provider else None,
-                       step_graph=not args.no_step_graph, precision=args.precision)
+                       step_graph=not args.no_step_graph, precision=args.precision, few_step_path=args.few_step)
 
 
 def _add_sampling(p: argparse.ArgumentParser) -> None:

@@ -52,8 +52,10 @@ PARAMS: dict[str, Param] = {
     "candidates": Param("int", "bass takes to sample, keeping the one most in key with the context (default: the "
                         "model's, where the autoencoder reads notes; 1 = the seed's own take)", 1, 8),
     "steps": Param("int", "diffusion steps (default: the model's, 30 for one that names none)", 1, 500),
-    "sampler": Param("choice", "the diffusion solver (default: the model's, dpmpp_2m for one that names none)",
-                     choices=("euler", "heun", "dpmpp_2m")),
+    "sampler": Param("choice", "the diffusion solver: few_step, the distilled model (its guidance built in), or the "
+                     "full model's euler, heun, dpmpp_2m (default: few_step where it is the model's default for the "
+                     "instrument and no steps or guidance are set, else the model's, dpmpp_2m for one that names none)",
+                     choices=("few_step", "euler", "heun", "dpmpp_2m")),
     "cfg_context": Param("number", "guidance scale of the context (default: the model's, see its card)", 0, 20),
     "cfg_style": Param("number", "guidance scale of the style (default: the model's)", 0, 20),
     "style_ratio": Param("number", "blend of the reference with the second reference or the prompt: 0 the "

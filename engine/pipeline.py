@@ -30,9 +30,9 @@ from backline.engine import controls
 from backline.engine.audio import AudioError, resample, to_mono, validate_audio
 from backline.engine.harmony import context_chroma_weights, context_harmony, in_key_share
 from backline.engine.params import check_param, check_params, default
-from backline.engine.runtime import (DEFAULT_GUIDANCE, FRAME_GUIDANCE, ONNX_FILES, STYLE_ENCODER_FILE, Backend,
-                                     ModelContract, OnnxBackend, TorchBackend, default_onnx_dir, guidance_for,
-                                     onnx_audio_style)
+from backline.engine.runtime import (DEFAULT_GUIDANCE, FEW_STEP, FRAME_GUIDANCE, ONNX_FILES, STYLE_ENCODER_FILE,
+                                     Backend, FewStep, ModelContract, OnnxBackend, TorchBackend, default_onnx_dir,
+                                     guidance_for, onnx_audio_style)
 from backline.engine.sampling import GUIDANCE_RESCALE, get_sampler, get_sigmas_karras, guided
 from backline.engine.tempo import estimate_beats
 from backline.engine.style import (DEFAULT_PRIOR_PATH, PAD_SOUNDS, PromptEncoder, audio_style, interpolate,
@@ -157,22 +157,32 @@ def default_model_paths() -> tuple[Path, Path]:
     return autoencoder.DEFAULT_MODEL_PATH, diffusion.DEFAULT_MODEL_PATH
 
 
+def default_few_step_path() -> Path | None:
+    """The shipped distilled denoiser, when there is one."""
+    from backline.models import diffusion
+
+    return diffusion.FEW_STEP_MODEL_PATH if diffusion.FEW_STEP_MODEL_PATH.is_file() else None
+
+
 BACKENDS = ("auto", "onnx", "torch")
 
 
 def load_bundle(autoencoder_path: str | Path | None = None, denoiser_path: str | Path | None = None, *,
                 backend: str = "auto", onnx_dir: str | Path | None = None, providers: list[str] | None = None,
                 intra_op_threads: int | None = None, step_graph: bool = True, precision: str = "fp32",
-                prompt_prior_path: str | Path | None = None, prompt_cache_dir: Path | None = None) -> Bundle:
+                prompt_prior_path: str | Path | None = None, prompt_cache_dir: Path | None = None,
+                few_step_path: str | Path | None = None) -> Bundle:
     """Load the autoencoder and the denoiser once, behind a runtime backend.
 
     ``backend="onnx"`` runs the graphs in ``onnx_dir`` (default ``runtime.default_onnx_dir()``) with
     onnxruntime, on ``providers`` (default CUDA when available, else CPU) and ``intra_op_threads``;
     it needs no torch; ``step_graph`` (default) samples one ``guided_step.onnx`` run per evaluation,
     False one ``denoiser.onnx`` call with the guidance and the update in numpy; ``precision="int8"`` runs the
-    denoiser's int8 graphs (``backline export --int8``; CPU only). ``backend="torch"`` loads the safetensors files (the shipped defaults unless
-    paths are given). ``"auto"`` takes onnx when ``onnx_dir`` is given, or when no safetensors path
-    is given and the default ONNX files exist; torch otherwise.
+    denoiser's int8 graphs (``backline export --int8``; CPU only), and its few-step graphs when they are there.
+    ``backend="torch"`` loads the safetensors files (the shipped defaults unless paths are given), and
+    ``few_step_path``, a denoiser distilled from it (the shipped one beside the shipped denoiser). ``"auto"`` takes
+    onnx when ``onnx_dir`` is given, or when no safetensors path is given and the default ONNX files exist; torch
+    otherwise.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -184,11 +194,16 @@ def load_bundle(autoencoder_path: str | Path | None = None, denoiser_path: str |
         raise ValueError(f"precision {precision} runs exported graphs: it needs the onnx backend (with --onnx-dir "
                          "where model files are given), not torch")
     if backend == "onnx":
+        if few_step_path is not None:
+            raise ValueError("the onnx backend reads its few-step graphs from its folder (backline export --few-step); "
+                             "a few-step file goes with the torch backend")
         runtime = OnnxBackend(onnx_dir, providers=providers, intra_op_threads=intra_op_threads, step_graph=step_graph,
                               precision=precision)
     else:
         default_ae, default_dn = default_model_paths()
-        runtime = TorchBackend.from_files(autoencoder_path or default_ae, denoiser_path or default_dn)
+        if few_step_path is None and denoiser_path is None:
+            few_step_path = default_few_step_path()
+        runtime = TorchBackend.from_files(autoencoder_path or default_ae, denoiser_path or default_dn, few_step_path)
     style_path = prompt_prior_path or DEFAULT_PRIOR_PATH
     space = runtime.contract.style_space
     style_graph = runtime.onnx_dir / STYLE_ENCODER_FILE if backend == "onnx" else None
@@ -289,7 +304,15 @@ def _check(bundle: Bundle, request: GenerateRequest) -> None:
     instruments = bundle.contract.instruments
     if request.instrument not in instruments:
         raise ValueError(f"instrument must be one of {', '.join(instruments)}, got {request.instrument!r}")
-    if request.sampler is not None:
+    if request.sampler == FEW_STEP:
+        if bundle.contract.few_step is None:
+            raise ValueError("these models have no few-step sampler (a denoiser distilled from this one, shipped "
+                             "beside it); choose euler, heun or dpmpp_2m")
+        given = [key for key in DEFAULT_GUIDANCE if getattr(request, key) is not None]
+        if given:
+            raise ValueError(f"the few-step sampler has the model's guidance built in; leave {', '.join(given)} out, "
+                             "or choose the full sampler (dpmpp_2m) to set guidance")
+    elif request.sampler is not None:
         get_sampler(request.sampler)
     if (request.regenerate_seconds is not None or request.variation_strength is not None) and request.stem is None:
         raise ValueError("regenerating a range or making a variation needs the stem to work on")
@@ -384,10 +407,11 @@ def guidance_passes(contract: ModelContract, style: np.ndarray | None, instrumen
 
 def make_guided_denoiser(bundle: Bundle, context: np.ndarray, style: np.ndarray | None, instrument: str,
                          cfg_context: float, cfg_style: float, *, use_context: bool = True, frame: dict | None = None,
-                         frame_scales: dict | None = None):
+                         frame_scales: dict | None = None, few_step: bool = False):
     """``denoise(x, sigma)`` for one request: the guidance passes of every take in ``x`` (takes, C, n) run as one
     batch through the backend (``guidance_passes`` says which; ``use_context=False`` drops the context;
-    ``frame``: a conditioned denoiser's grid and harmony with their ``frame_scales``)."""
+    ``frame``: a conditioned denoiser's grid and harmony with their ``frame_scales``; ``few_step``: through the
+    distilled denoiser)."""
     guidance = guidance_passes(bundle.contract, style, instrument, cfg_context, cfg_style, use_context=use_context,
                                frame=frame, frame_scales=frame_scales)
     passes, cfg_context, cfg_style = list(guidance.passes), guidance.cfg_context, guidance.cfg_style
@@ -412,7 +436,7 @@ def make_guided_denoiser(bundle: Bundle, context: np.ndarray, style: np.ndarray 
         contexts, context_mask, styles, style_mask, instruments, flat = cached[takes]
         xs = np.repeat(x.astype(np.float32), per_take, axis=0)
         out = bundle.backend.denoise(xs, np.full(len(xs), sigma, np.float32), contexts, context_mask, styles,
-                                     style_mask, instruments, **flat)
+                                     style_mask, instruments, few_step=few_step, **flat)
         out = out.reshape(takes, per_take, *out.shape[1:])
         predictions = {name: out[:, index] for index, name in enumerate(passes)}
         if passes == ["full"]:
@@ -525,11 +549,25 @@ class Inputs:
 
 def validate(bundle: Bundle, request: GenerateRequest) -> GenerateRequest:
     """Check ``request`` against the schema and the models, and fill in the models' default guidance, steps and
-    sampler."""
+    sampler: the few-step sampler (guidance 1: the distilled denoiser has it built in) for a request that sets no
+    sampler, steps or guidance, where a distilled denoiser is loaded and is the default for the instrument."""
     _check(bundle, request)
-    sampling = {k: v for k, v in bundle.contract.sampling.items() if k != "candidates"}  # takes: _takes decides
-    defaults = guidance_for(bundle.contract.guidance, request.instrument) | sampling
+    contract = bundle.contract
+    if request.sampler is None and uses_few_step(contract.few_step, request):
+        request = replace(request, sampler=FEW_STEP)
+    if request.sampler == FEW_STEP:
+        defaults = {key: 1.0 for key in DEFAULT_GUIDANCE} | {"steps": contract.few_step.steps}
+    else:
+        sampling = {k: v for k, v in contract.sampling.items() if k != "candidates"}  # takes: _takes decides
+        defaults = guidance_for(contract.guidance, request.instrument) | sampling
     return replace(request, **{k: v for k, v in defaults.items() if getattr(request, k) is None})
+
+
+def uses_few_step(few_step: FewStep | None, request: GenerateRequest) -> bool:
+    """Whether a request that names no sampler gets the few-step one: a distilled denoiser is loaded, it is the
+    default for the instrument, and the request sets no steps or guidance (those ask for the full sampler)."""
+    return (few_step is not None and request.instrument in few_step.default_for and request.steps is None
+            and all(getattr(request, key) is None for key in DEFAULT_GUIDANCE))
 
 
 def encode(bundle: Bundle, request: GenerateRequest) -> Inputs:
@@ -566,6 +604,7 @@ class Sampling:
     keep: np.ndarray | None  # 1 where the producer's stem is kept (regenerating a range)
     step_sampler: Callable | None  # the backend's compiled step graph, if it has one
     controls: dict  # what the controls did, for the result's info
+    solver: str  # the solver's update (engine/sampling.py): the request's sampler, or the few-step one's
 
     def start(self, take_rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """One take's start, drawn from ``take_rng``: the noisy latents and the sigmas to run."""
@@ -587,8 +626,8 @@ class Sampling:
         if len(sigmas) < 2:
             return x
         if self.step_sampler is not None:
-            return self.step_sampler(x, sigmas, self.request.sampler, release_sigma=self.release, callback=callback)
-        return get_sampler(self.request.sampler)(self.denoise, x, sigmas, callback=callback)
+            return self.step_sampler(x, sigmas, self.solver, release_sigma=self.release, callback=callback)
+        return get_sampler(self.solver)(self.denoise, x, sigmas, callback=callback)
 
 
 def plan_sampling(bundle: Bundle, request: GenerateRequest, inputs: Inputs, style: np.ndarray | None) -> Sampling:
@@ -601,8 +640,9 @@ def plan_sampling(bundle: Bundle, request: GenerateRequest, inputs: Inputs, styl
                       frame_scales={name: getattr(request, key) for name, key in FRAME_GUIDANCE.items()})
     guidance = guidance_passes(contract, style, request.instrument, request.cfg_context, request.cfg_style,
                                **conditions)
+    few_step = request.sampler == FEW_STEP
     denoise = make_guided_denoiser(bundle, latents, style, request.instrument, request.cfg_context, request.cfg_style,
-                                   **conditions)
+                                   few_step=few_step, **conditions)
     if inputs.silent_context:
         info["context"] = "none (silent region)"
     period, release, keep = None, float("inf"), None
@@ -621,8 +661,10 @@ def plan_sampling(bundle: Bundle, request: GenerateRequest, inputs: Inputs, styl
     elif request.variation_strength is not None:
         info["variation_strength"] = request.variation_strength
     step_sampler = bundle.backend.step_sampler(step_constants(
-        guidance, latents, known=inputs.known if keep is not None else None, keep=keep, loop_period=period))
-    return Sampling(request, inputs, schedule, guidance, denoise, period, release, keep, step_sampler, info)
+        guidance, latents, known=inputs.known if keep is not None else None, keep=keep, loop_period=period),
+        few_step=few_step)
+    solver = contract.few_step.solver if few_step else request.sampler
+    return Sampling(request, inputs, schedule, guidance, denoise, period, release, keep, step_sampler, info, solver)
 
 
 def sample_takes(bundle: Bundle, sampling: Sampling, rng: np.random.Generator, progress: Progress | None

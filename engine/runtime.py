@@ -8,7 +8,8 @@ A backend turns numpy in into numpy out and knows its models' contract:
         with instrument "bass" and an autoencoder that has a note head, the low band's phase follows the
         notes the head reads (models/dsp.py)
     denoise(x, sigma, context, context_mask, style, style_mask, instrument) -> x0 estimate, shaped like x
-        every input has the batch on axis 0, so the guidance passes run in one call
+        every input has the batch on axis 0, so the guidance passes run in one call; ``few_step=True``: the
+        estimate of a denoiser distilled from it, when one is loaded beside it (``ModelContract.few_step``)
 
 The onnxruntime backend imports numpy and onnxruntime only (never torch), so ``pip install backline``
 without extras can generate with exported models. Its graphs and the spectral transforms:
@@ -21,7 +22,9 @@ without extras can generate with exported models. Its graphs and the spectral tr
 * ``guided_step.onnx``: one sampler evaluation whole: the guidance passes batched through the same
   denoiser, their combination (with the rescale that guards against over-saturation), the controls'
   per-step work (inpainting's known region, loop tying) and the solver's update, so a step is one
-  ``run`` whose state (x, the previous estimate) can stay on the device (``StepGraphSampler``).
+  ``run`` whose state (x, the previous estimate) can stay on the device (``StepGraphSampler``);
+* ``few_step_denoiser.onnx``, ``few_step_guided_step.onnx``, when a distilled denoiser ships beside the
+  denoiser (``backline export --few-step``): the same two graphs of the student, for the "few_step" sampler.
 
 The STFT and the inverse STFT (Hann window, "same" padding, overlap-add normalised by the summed
 squared window, as ``models.autoencoder`` computes them) run here in numpy rather than inside the
@@ -48,12 +51,16 @@ from backline.models.style_space import STATISTICS_SPACE
 ONNX_FILES = {"encoder": "autoencoder_encoder.onnx", "decoder": "autoencoder_decoder.onnx",
               "denoiser": "denoiser.onnx", "step": "guided_step.onnx"}
 GRAPH_NAMES = {"encoder": "encoder", "decoder": "decoder", "denoiser": "denoiser", "step": "guided_step",
-               "notes": "notes"}
+               "notes": "notes", "few_step_denoiser": "denoiser", "few_step_step": "guided_step"}
 NOTES_FILE = "autoencoder_notes.onnx"  # the note head's graph, written by `backline export` when there is one
 # Reduced precision, CPU only: the denoiser and the step graph with int8 weights and dynamically quantised
 # activations (``backline export --int8`` writes them beside the float graphs; the autoencoder stays float).
 PRECISIONS = ("fp32", "int8")
 INT8_FILES = {"denoiser": "denoiser.int8.onnx", "step": "guided_step.int8.onnx"}
+# A distilled denoiser beside the full one (``backline export --few-step``): its own two graphs, run by the
+# "few_step" sampler (FewStep)
+FEW_STEP_FILES = {"few_step_denoiser": "few_step_denoiser.onnx", "few_step_step": "few_step_guided_step.onnx"}
+DENOISING_PARTS = ("denoiser", "step", "few_step_denoiser", "few_step_step")  # run every step, at one shape
 ONNX_CONTRACT_VERSION = "1"
 DENOISER_INPUTS = ("x", "sigma", "context", "context_mask", "style", "style_mask", "instrument")
 # guided_step.onnx, for T takes of P guidance passes over n latent frames (x and the states batch T):
@@ -154,11 +161,12 @@ class ModelContract:
     latent_space: str | None = None  # which autoencoder's latents (check_latent_space)
     note_lowest_midi: int | None = None  # the autoencoder's note head's lowest note; None: it has none
     frame_inputs: tuple[tuple[str, int], ...] = ()  # (name, channels): the beat grid and harmony it is told, if any
+    few_step: "FewStep | None" = None  # a distilled denoiser loaded beside the denoiser, if any
 
 
     @classmethod
     def from_configs(cls, ae: dict, dn: dict, *, instruments, versions: dict, guidance: dict,
-                     sampling: dict | None = None) -> "ModelContract":
+                     sampling: dict | None = None, few_step: "FewStep | None" = None) -> "ModelContract":
         """The one way a contract is made: from the autoencoder's and the denoiser's configs, as their
         safetensors and ONNX files record them (both backends call this)."""
         if dn["latent_channels"] != ae["latent_channels"]:
@@ -169,12 +177,47 @@ class ModelContract:
             latent_channels=int(ae["latent_channels"]), latent_rate_hz=float(ae["latent_rate_hz"]),
             latent_scale=float(ae["latent_scale"]), style_dim=int(dn["style_dim"]), sigma_min=float(dn["sigma_min"]),
             sigma_max=float(dn["sigma_max"]), sigma_data=float(dn["sigma_data"]), instruments=tuple(instruments),
-            n_fft=int(ae["n_fft"]), stft_hop_length=int(ae["stft_hop_length"]), versions=dict(versions),
+            n_fft=int(ae["n_fft"]), stft_hop_length=int(ae["stft_hop_length"]),
+            versions=dict(versions) | ({"few_step": few_step.version} if few_step else {}),
             guidance=dict(guidance), sampling=dict(sampling or DEFAULT_SAMPLING),
             style_space=str(dn.get("style_space", STATISTICS_SPACE)),
             latent_space=latent_space_of(ae.get("latent_space"), versions.get("autoencoder")),
-            note_lowest_midi=_note_lowest_midi(ae), frame_inputs=frame_inputs(dn),
+            note_lowest_midi=_note_lowest_midi(ae), frame_inputs=frame_inputs(dn), few_step=few_step,
         )
+
+
+FEW_STEP = "few_step"  # the sampler that runs the distilled denoiser (a request's ``sampler``)
+
+
+@dataclass(frozen=True)
+class FewStep:
+    """A denoiser distilled from the full one (``training/distill.py``), loaded beside it: it runs ``steps`` steps
+    of ``solver`` with the teacher's guidance built in (one pass a step), and is the default sampler for the
+    instruments in ``default_for`` (where it measured as good as its teacher: its card)."""
+
+    version: str | None
+    steps: int
+    solver: str
+    default_for: tuple[str, ...] = ()
+
+
+def few_step_of(teacher_config: dict, teacher_version: str | None, student_config: dict,
+                student_version: str | None, what: str) -> FewStep:
+    """The ``FewStep`` a distilled denoiser file records (``config.provenance``: ``distilled_from``, the teacher's
+    version; ``sampling``: its steps, solver and ``few_step_for``); refused unless it has the teacher's config and
+    was distilled from this teacher."""
+    if {k: v for k, v in student_config.items() if k != "provenance"} != {
+            k: v for k, v in teacher_config.items() if k != "provenance"}:
+        raise RuntimeModelError(f"{what} is not a distillation of the denoiser beside it (their configs differ); "
+                                "ship them together")
+    provenance = student_config.get("provenance") or {}
+    teacher = provenance.get("distilled_from")
+    if teacher != teacher_version:
+        raise RuntimeModelError(f"{what} was distilled from denoiser {teacher}, but the denoiser beside it is "
+                                f"{teacher_version}; ship them together")
+    sampling = sampling_of(student_config)
+    return FewStep(student_version, sampling["steps"], sampling["sampler"],
+                   tuple((provenance.get("sampling") or {}).get("few_step_for", ())))
 
 
 # Diff-A-Riff's context and style scales, and the beat grid and harmony as trained, for files that name none
@@ -223,10 +266,13 @@ class Backend(Protocol):
 
     def notes(self, latents: np.ndarray) -> np.ndarray: ...
 
-    def denoise(self, x, sigma, context, context_mask, style, style_mask, instrument, **frame) -> np.ndarray:
-        """``frame``: a conditioned denoiser's ``grid``, ``grid_mask``, ``harmony``, ``harmony_mask``."""
+    def denoise(self, x, sigma, context, context_mask, style, style_mask, instrument, *, few_step: bool = False,
+                **frame) -> np.ndarray:
+        """``frame``: a conditioned denoiser's ``grid``, ``grid_mask``, ``harmony``, ``harmony_mask``;
+        ``few_step``: the distilled denoiser's estimate (``contract.few_step``)."""
 
-    def step_sampler(self, constants: dict[str, np.ndarray]) -> "StepGraphSampler | None": ...
+    def step_sampler(self, constants: dict[str, np.ndarray], *,
+                     few_step: bool = False) -> "StepGraphSampler | None": ...
 
 
 # The ONNX autoencoder runs on windows of a long region: its spectra and activations stay this size whatever
@@ -369,6 +415,13 @@ class OnnxBackend:
                                     f"export{' --int8' if precision == 'int8' else ''}`)")
         if (self.onnx_dir / NOTES_FILE).is_file():
             paths["notes"] = self.onnx_dir / NOTES_FILE
+        few_step = {part: self.onnx_dir / name for part, name in FEW_STEP_FILES.items()}
+        present = [path.is_file() for path in few_step.values()]
+        if any(present) and not all(present):
+            raise RuntimeModelError(f"{self.onnx_dir}: the few-step graphs come as a pair ({', '.join(FEW_STEP_FILES.values())}): "
+                                    "export them again")
+        if all(present):
+            paths |= few_step
         if precision == "int8":  # its integer convolutions are CPU kernels: on CUDA they would run on the host
             if providers and "CUDAExecutionProvider" in providers:
                 raise RuntimeModelError("int8 graphs run on the CPU provider only; use fp32 on CUDA")
@@ -382,8 +435,8 @@ class OnnxBackend:
                 options.intra_op_num_threads = int(intra_op_threads)
             # The autoencoder runs once per request on the whole region: an arena would keep its peak
             # (about 400 MiB more at 120 s); the denoiser runs every step at one shape and keeps it.
-            options.enable_cpu_mem_arena = part in ("denoiser", "step")
-            if part not in ("denoiser", "step"):  # numpy's STFT and pitch lock follow these graphs: no idle spinning
+            options.enable_cpu_mem_arena = part in DENOISING_PARTS
+            if part not in DENOISING_PARTS:  # numpy's STFT and pitch lock follow these graphs: no idle spinning
                 options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self.sessions[part] = ort.InferenceSession(str(path), options, providers=self.providers)
         self.metadata = {part: dict(s.get_modelmeta().custom_metadata_map) for part, s in self.sessions.items()}
@@ -413,10 +466,19 @@ class OnnxBackend:
             raise RuntimeModelError(f"{paths['step']} and {paths['denoiser']} come from different denoisers")
         ae = json.loads(encoder["config"])
         dn = json.loads(denoiser["config"])
+        few_step = None
+        if "few_step_denoiser" in paths:
+            student, student_step = self.metadata["few_step_denoiser"], self.metadata["few_step_step"]
+            if (student_step.get("config"), student_step.get("backline_version")) != (
+                    student.get("config"), student.get("backline_version")):
+                raise RuntimeModelError(f"{paths['few_step_step']} and {paths['few_step_denoiser']} come from different "
+                                        "denoisers")
+            few_step = few_step_of(dn, denoiser.get("backline_version"), json.loads(student["config"]),
+                                   student.get("backline_version"), str(paths["few_step_denoiser"]))
         contract = ModelContract.from_configs(
             ae, dn, instruments=_number(denoiser, "instruments", paths["denoiser"]),
             versions={"autoencoder": encoder.get("backline_version"), "denoiser": denoiser.get("backline_version")},
-            guidance=guidance_of(dn), sampling=sampling_of(dn))
+            guidance=guidance_of(dn), sampling=sampling_of(dn), few_step=few_step)
         expected = list(denoiser_input_names(contract.frame_inputs))
         if json.loads(denoiser.get("inputs") or json.dumps(expected)) != expected:
             raise RuntimeModelError(f"{paths['denoiser']}: its inputs {denoiser.get('inputs')} are not those its config "
@@ -475,17 +537,25 @@ class OnnxBackend:
         return in_windows(run, latents.shape[-1], self.contract.hop_length // self.contract.stft_hop_length,
                           self.chunk_frames)
 
-    def denoise(self, x, sigma, context, context_mask, style, style_mask, instrument, **frame) -> np.ndarray:
+    def denoise(self, x, sigma, context, context_mask, style, style_mask, instrument, *, few_step: bool = False,
+                **frame) -> np.ndarray:
         values = (x, sigma, context, context_mask, style, style_mask)
         feeds = {name: np.ascontiguousarray(v, np.float32) for name, v in zip(DENOISER_INPUTS, values)}
         feeds |= {name: np.ascontiguousarray(frame[name], np.float32) for name in
                   frame_input_names(self.contract.frame_inputs)}
         feeds["instrument"] = np.ascontiguousarray(instrument, np.int64)
-        return self.sessions["denoiser"].run(None, feeds)[0]
+        return self.sessions[_part("denoiser", few_step)].run(None, feeds)[0]
 
-    def step_sampler(self, constants: dict[str, np.ndarray]) -> StepGraphSampler | None:
-        """A ``StepGraphSampler`` over this request's ``constants``, or None when ``step_graph`` is off."""
-        return StepGraphSampler(self.sessions["step"], constants, self.device) if self.step_graph else None
+    def step_sampler(self, constants: dict[str, np.ndarray], *, few_step: bool = False) -> StepGraphSampler | None:
+        """A ``StepGraphSampler`` over this request's ``constants`` (the distilled denoiser's graph with
+        ``few_step``), or None when ``step_graph`` is off."""
+        if not self.step_graph:
+            return None
+        return StepGraphSampler(self.sessions[_part("step", few_step)], constants, self.device)
+
+
+def _part(name: str, few_step: bool) -> str:
+    return f"few_step_{name}" if few_step else name
 
 
 STYLE_ENCODER_FILE = "style_encoder.onnx"  # written by `backline export` for a denoiser on a style tower
@@ -521,24 +591,35 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, autoencoder, denoiser, versions: dict | None = None, guidance: dict | None = None,
-                 sampling: dict | None = None):
+                 sampling: dict | None = None, few_step_denoiser=None, few_step: FewStep | None = None):
         from backline.models.diffusion import INSTRUMENTS
 
         self.autoencoder, self.denoiser = autoencoder.eval(), denoiser.eval()
+        self.few_step_denoiser = few_step_denoiser.eval() if few_step_denoiser is not None else None
         self.contract = ModelContract.from_configs(autoencoder.config.to_dict(), denoiser.config.to_dict(),
                                                    instruments=INSTRUMENTS, versions=dict(versions or {}),
-                                                   guidance=dict(guidance or DEFAULT_GUIDANCE), sampling=sampling)
+                                                   guidance=dict(guidance or DEFAULT_GUIDANCE), sampling=sampling,
+                                                   few_step=few_step)
 
     @classmethod
-    def from_files(cls, autoencoder_path: str | Path, denoiser_path: str | Path) -> "TorchBackend":
+    def from_files(cls, autoencoder_path: str | Path, denoiser_path: str | Path,
+                   few_step_path: str | Path | None = None) -> "TorchBackend":
+        """The models of these files; ``few_step_path``: a denoiser distilled from ``denoiser_path``'s, for the
+        "few_step" sampler."""
         from backline.models.autoencoder import load_autoencoder
         from backline.models.diffusion import load_denoiser
 
         autoencoder, ae_meta = load_autoencoder(autoencoder_path)
         denoiser, dn_meta = load_denoiser(denoiser_path)
+        student = few_step = None
+        if few_step_path is not None:
+            student, student_meta = load_denoiser(few_step_path)
+            few_step = few_step_of(dn_meta["config"], dn_meta.get("backline_version"), student_meta["config"],
+                                   student_meta.get("backline_version"), str(few_step_path))
         backend = cls(autoencoder, denoiser, {"autoencoder": ae_meta.get("backline_version"),
                                               "denoiser": dn_meta.get("backline_version")},
-                      guidance=guidance_of(dn_meta.get("config", {})), sampling=sampling_of(dn_meta.get("config", {})))
+                      guidance=guidance_of(dn_meta.get("config", {})), sampling=sampling_of(dn_meta.get("config", {})),
+                      few_step_denoiser=student, few_step=few_step)
         check_latent_space(str(denoiser_path), (dn_meta["config"].get("provenance") or {}).get("autoencoder"),
                            backend.contract.latent_space)
         return backend
@@ -569,14 +650,16 @@ class TorchBackend:
             x = torch.from_numpy(np.ascontiguousarray(latents, np.float32)) / self.contract.latent_scale
             return self.autoencoder.decode_notes(x).numpy()
 
-    def step_sampler(self, constants: dict[str, np.ndarray]) -> None:
+    def step_sampler(self, constants: dict[str, np.ndarray], *, few_step: bool = False) -> None:
         return None  # torch runs the numpy samplers over ``denoise``
 
-    def denoise(self, x, sigma, context, context_mask, style, style_mask, instrument, **frame) -> np.ndarray:
+    def denoise(self, x, sigma, context, context_mask, style, style_mask, instrument, *, few_step: bool = False,
+                **frame) -> np.ndarray:
         import torch
 
         f = lambda v: torch.from_numpy(np.ascontiguousarray(v, np.float32))
+        denoiser = self.few_step_denoiser if few_step else self.denoiser
         with torch.inference_mode():
-            return self.denoiser(f(x), f(sigma), f(context), f(context_mask), f(style), f(style_mask),
+            return denoiser(f(x), f(sigma), f(context), f(context_mask), f(style), f(style_mask),
                                  torch.from_numpy(np.ascontiguousarray(instrument, np.int64)),
                                  **{name: f(value) for name, value in frame.items()}).numpy()

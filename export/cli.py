@@ -74,6 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "guided_step.int8.onnx) for `--precision int8` on a CPU, checked against the float graphs")
     p.add_argument("--style", type=Path, default=None, help="style file whose tower the denoiser was trained on "
                    "(default: the shipped one; only for a denoiser on a style tower)")
+    p.add_argument("--few-step", type=Path, default=None, help="a denoiser distilled from --denoiser's (`backline train "
+                   "diffusion --distill-from`): its graphs too, for the engine's few_step sampler")
     p.set_defaults(func=_export)
 
 
@@ -94,7 +96,7 @@ def _export(args: argparse.Namespace) -> int:
     try:
         report = export_models(args.autoencoder, args.denoiser, args.out, opset=args.opset,
                                tolerance=args.tolerance, seed=args.seed, threads=args.threads, style_path=args.style,
-                               int8=args.int8)
+                               int8=args.int8, few_step_path=args.few_step)
         data = report.to_dict()
         status = 0
     except ExportError as error:

@@ -13,6 +13,9 @@
     guided_step.onnx           one sampler evaluation: the same denoiser over the guidance passes, their
                                combination, inpainting and loop tying, and the solver's linear update
                                (inputs ``runtime.STEP_INPUTS``) -> x_next, denoised; passes and frames dynamic
+    few_step_denoiser.onnx, few_step_guided_step.onnx
+                               the same two graphs of a denoiser distilled from this one (``few_step_path``),
+                               for the engine's "few_step" sampler
 
 The STFT and inverse STFT stay outside the graphs, in numpy (see ``engine/runtime.py`` for why).
 Each file carries the safetensors metadata of the model it came from, unchanged (``backline_kind``,
@@ -50,8 +53,8 @@ from pathlib import Path
 
 import numpy as np
 
-from backline.engine.runtime import (GRAPH_NAMES, INT8_FILES, NOTES_FILE, ONNX_CONTRACT_VERSION, ONNX_FILES, STEP_OUTPUTS,
-                                     denoiser_input_names, istft, step_input_names, stft)
+from backline.engine.runtime import (FEW_STEP_FILES, GRAPH_NAMES, INT8_FILES, NOTES_FILE, ONNX_CONTRACT_VERSION,
+                                     ONNX_FILES, STEP_OUTPUTS, denoiser_input_names, istft, step_input_names, stft)
 from backline.engine.sampling import GUIDANCE_RESCALE, combine_guidance, linear_update
 
 OPSET = 17
@@ -546,6 +549,31 @@ def check_int8(config, float_paths: dict[str, Path], int8_paths: dict[str, Path]
     return checks
 
 
+def _export_denoiser(denoiser, denoiser_path: Path, path: Path, step_path: Path, opset: int) -> None:
+    """The denoiser's graph and its step graph (``guided_step.onnx``), each with its metadata."""
+    import torch
+
+    d = denoiser.config
+    GuidedStepGraph, NamedInputs = _step_graph()
+    names, conditions = denoiser_input_names(d.frame_inputs), [name for name, _ in d.frame_inputs]
+    example = denoiser_inputs(d, 3, 2 * d.downsampling + 1, np.random.default_rng(0))
+    dynamic = {name: {0: "batch"} for name in names} | {
+        name: {0: "batch", 2: "latent_frames"} for name in ("x", "context", "denoised", *conditions)}
+    _torch_export(NamedInputs(denoiser), tuple(torch.from_numpy(example[n]) for n in names), path,
+                  list(names), ["denoised"], dynamic, opset)
+    _write_metadata(path, denoiser_metadata(raw_metadata(denoiser_path), d))
+    step = step_inputs(d, 3, 2 * d.downsampling + 1, np.random.default_rng(0), takes=2)
+    step_names = step_input_names(d.frame_inputs)
+    step_dynamic = {name: {2: "latent_frames"} for name in ("context", "known", *conditions)} | {
+        name: {0: "takes", 2: "latent_frames"} for name in ("x", "previous_x0", "step_start", "x_next", "denoised")} | {
+        "context_mask": {0: "passes"}, "style_mask": {0: "passes"}, "keep": {0: "latent_frames"},
+        "loop_index": {0: "latent_frames"}, "loop_counts": {0: "loop_period"}} | {
+        f"{name}_mask": {0: "passes"} for name in conditions}
+    _torch_export(GuidedStepGraph(denoiser).eval(), tuple(torch.from_numpy(step[n]) for n in step_names),
+                  step_path, list(step_names), list(STEP_OUTPUTS), step_dynamic, opset)
+    _write_metadata(step_path, step_metadata(raw_metadata(denoiser_path), d))
+
+
 def step_metadata(safetensors_metadata: dict[str, str], config) -> dict[str, str]:
     """The denoiser's metadata, plus what the step graph computes and takes."""
     solver = {"update": "x_next = a * x + b * denoised + c * previous_x0 + e * step_start",
@@ -668,18 +696,27 @@ def _export_style(style_path: Path, temporary: dict[str, Path], latent_channels:
 
 def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_dir: str | Path, *,
                   opset: int = OPSET, tolerance: float = TOLERANCE, seed: int | None = None,
-                  threads: int | None = None, style_path: str | Path | None = None, int8: bool = False) -> ExportReport:
+                  threads: int | None = None, style_path: str | Path | None = None, int8: bool = False,
+                  few_step_path: str | Path | None = None) -> ExportReport:
     """Export, check and (only if every graph passes) write the four graphs to ``out_dir`` (five with an autoencoder's note head), and the two
     style graphs when the denoiser was trained on a style tower (from ``style_path``, default the
     shipped style file); with ``int8``, also the denoiser's and the step graph's int8 versions
-    (``quantize_int8``, checked against the float graphs by ``check_int8``)."""
+    (``quantize_int8``, checked against the float graphs by ``check_int8``); with ``few_step_path``, a denoiser
+    distilled from this one (``engine.runtime.few_step_of`` must accept the pair), its two graphs as
+    ``FEW_STEP_FILES``."""
     import torch
 
+    from backline.engine.runtime import few_step_of
     from backline.models.autoencoder import load_autoencoder
     from backline.models.diffusion import load_denoiser
 
     autoencoder, _ = load_autoencoder(autoencoder_path)
-    denoiser, _ = load_denoiser(denoiser_path)
+    denoiser, denoiser_meta = load_denoiser(denoiser_path)
+    student = None
+    if few_step_path is not None:
+        student, student_meta = load_denoiser(few_step_path)
+        few_step_of(denoiser_meta["config"], denoiser_meta.get("backline_version"), student_meta["config"],
+                    student_meta.get("backline_version"), str(few_step_path))
     if denoiser.config.latent_channels != autoencoder.config.latent_channels:
         raise ValueError(f"the denoiser expects {denoiser.config.latent_channels} latent channels, "
                          f"the autoencoder makes {autoencoder.config.latent_channels}")
@@ -699,6 +736,8 @@ def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_d
         files["notes"] = NOTES_FILE
     if int8:
         files |= {f"{part}_int8": name for part, name in INT8_FILES.items()}
+    if student is not None:
+        files |= FEW_STEP_FILES
     temporary = {part: out_dir / f".{name}.partial" for part, name in files.items()}
     try:
         c = autoencoder.config
@@ -723,24 +762,9 @@ def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_d
             _write_metadata(temporary["notes"], autoencoder_metadata(ae_meta, c, "notes"))
 
         d = denoiser.config
-        GuidedStepGraph, NamedInputs = _step_graph()
-        names, conditions = denoiser_input_names(d.frame_inputs), [name for name, _ in d.frame_inputs]
-        example = denoiser_inputs(d, 3, 2 * d.downsampling + 1, np.random.default_rng(0))
-        dynamic = {name: {0: "batch"} for name in names} | {
-            name: {0: "batch", 2: "latent_frames"} for name in ("x", "context", "denoised", *conditions)}
-        _torch_export(NamedInputs(denoiser), tuple(torch.from_numpy(example[n]) for n in names), temporary["denoiser"],
-                      list(names), ["denoised"], dynamic, opset)
-        _write_metadata(temporary["denoiser"], denoiser_metadata(raw_metadata(denoiser_path), d))
-        step = step_inputs(d, 3, 2 * d.downsampling + 1, np.random.default_rng(0), takes=2)
-        step_names = step_input_names(d.frame_inputs)
-        step_dynamic = {name: {2: "latent_frames"} for name in ("context", "known", *conditions)} | {
-            name: {0: "takes", 2: "latent_frames"} for name in ("x", "previous_x0", "step_start", "x_next", "denoised")} | {
-            "context_mask": {0: "passes"}, "style_mask": {0: "passes"}, "keep": {0: "latent_frames"},
-            "loop_index": {0: "latent_frames"}, "loop_counts": {0: "loop_period"}} | {
-            f"{name}_mask": {0: "passes"} for name in conditions}
-        _torch_export(GuidedStepGraph(denoiser).eval(), tuple(torch.from_numpy(step[n]) for n in step_names),
-                      temporary["step"], list(step_names), list(STEP_OUTPUTS), step_dynamic, opset)
-        _write_metadata(temporary["step"], step_metadata(raw_metadata(denoiser_path), d))
+        _export_denoiser(denoiser, denoiser_path, temporary["denoiser"], temporary["step"], opset)
+        if student is not None:
+            _export_denoiser(student, few_step_path, temporary["few_step_denoiser"], temporary["few_step_step"], opset)
         if with_style:
             style = _export_style(Path(style_path or DEFAULT_PRIOR_PATH), temporary, c.latent_channels,
                                   d.style_space, opset)
@@ -752,6 +776,11 @@ def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_d
         report.checks["denoiser"] = check_denoiser(denoiser, temporary["denoiser"], rng=rng, tolerance=tolerance,
                                                    threads=threads)
         report.checks["step"] = check_step(denoiser, temporary["step"], rng=rng, tolerance=tolerance, threads=threads)
+        if student is not None:
+            report.checks["few_step_denoiser"] = check_denoiser(student, temporary["few_step_denoiser"], rng=rng,
+                                                                tolerance=tolerance, threads=threads)
+            report.checks["few_step_step"] = check_step(student, temporary["few_step_step"], rng=rng,
+                                                        tolerance=tolerance, threads=threads)
         if with_style:
             report.checks.update(check_style(style, temporary["style_encoder"], temporary["prompt_prior"], rng=rng,
                                              tolerance=tolerance, threads=threads))
@@ -775,6 +804,9 @@ def export_models(autoencoder_path: str | Path, denoiser_path: str | Path, out_d
             (out_dir / NOTES_FILE).unlink(missing_ok=True)
         if not int8:  # nor int8 graphs quantised from an earlier denoiser
             for name in INT8_FILES.values():
+                (out_dir / name).unlink(missing_ok=True)
+        if student is None:  # nor a student of an earlier denoiser
+            for name in FEW_STEP_FILES.values():
                 (out_dir / name).unlink(missing_ok=True)
         return report
     finally:

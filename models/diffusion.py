@@ -36,6 +36,8 @@ from backline.models.contract import load_model, save_model
 KIND = "denoiser"
 INSTRUMENTS = ("bass", "drums")
 DEFAULT_MODEL_PATH = Path(__file__).parent / "diffusion" / "default.safetensors"
+# the shipped denoiser distilled from the default one, for the engine's few-step sampler (absent: none ships)
+FEW_STEP_MODEL_PATH = Path(__file__).parent / "diffusion" / "few_step.safetensors"
 
 
 @dataclass(frozen=True)

@@ -452,6 +452,10 @@ def ship(run_dir: str | Path, to: str | Path, *, version: str, latent_dir: str |
     model = EDMPrecond(config)
     model.load_state_dict(state["ema"])
     extra = {"steps": int(state["step"])}
+    teacher = json.loads((run_dir / "training.json").read_text())["settings"].get("distill_from") if (
+        run_dir / "training.json").is_file() else None
+    if teacher:  # the engine pairs a student only with the denoiser it was distilled from
+        extra["distilled_from"] = load_denoiser(teacher)[1].get("backline_version")
     if guidance:
         extra["guidance"] = _guidance_record(guidance)
     if sampling:

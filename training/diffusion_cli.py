@@ -101,6 +101,9 @@ def register_ship(ship_models: argparse._SubParsersAction) -> None:
                    help="the sampler the engine uses with this model unless asked otherwise")
     p.add_argument("--default-candidates", type=int,
                    help="the takes of a bass the engine samples unless asked otherwise (the most in key kept)")
+    p.add_argument("--few-step-for", action="append", choices=("bass", "drums", "none"), metavar="INSTRUMENT",
+                   help="a distilled student: the instruments whose default sampler it is (as good as its teacher: "
+                        "measure with `backline eval compare`; repeatable; --few-step-for none: no instrument)")
     p.set_defaults(func=_ship)
 
 
@@ -196,10 +199,13 @@ def _ship(args: argparse.Namespace) -> int:
         raise SystemExit("--default-candidates: at least 1 take")
     sampling = {k: v for k, v in (("steps", args.default_steps), ("sampler", args.default_sampler),
                                   ("candidates", args.default_candidates)) if v is not None}
+    if args.few_step_for is not None:
+        sampling["few_step_for"] = sorted(set(args.few_step_for) - {"none"})
     if args.run is None:
         if not guidance and not sampling:
             raise SystemExit("without --run, give the defaults to record: --cfg-context, --cfg-style, --cfg-tempo, "
-                             "--cfg-chords, --instrument-cfg, --default-steps, --default-sampler or --default-candidates")
+                             "--cfg-chords, --instrument-cfg, --default-steps, --default-sampler, --default-candidates "
+                             "or --few-step-for")
         print(set_guidance(args.to, guidance, sampling))
         return 0
     if args.version is None:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from backline.data.dataset import SPLITS
+from backline.engine.params import PARAMS
 
 TRANSCRIPTION_HELP = """\
 Measure `backline transcribe` on a data build's held-out stems, whose MIDI is known.
@@ -122,6 +123,11 @@ def register_eval(eval_models: argparse._SubParsersAction, formatter=argparse.Ra
                         "MMA songs; a denoiser told the beat and the chords)")
     p.add_argument("--autoencoder", type=Path, default=None, help="--generate: autoencoder file (default: shipped)")
     p.add_argument("--denoiser", type=Path, default=None, help="--generate: denoiser file (default: shipped)")
+    p.add_argument("--few-step", type=Path, default=None,
+                   help="--generate: a denoiser distilled from --denoiser's, for the few_step sampler (default: the "
+                        "shipped one beside the shipped denoiser)")
+    p.add_argument("--sampler", default=None, choices=PARAMS["sampler"].choices,
+                   help="--generate: the sampler (default: the engine's for each instrument)")
     p.add_argument("--style", type=Path, default=None, help="style file the denoiser was trained with (default: the shipped one)")
     p.add_argument("--onnx-dir", type=Path, default=None, help="--generate: folder of exported graphs (default: shipped)")
     p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
@@ -279,9 +285,10 @@ def _eval_accompaniment(args: argparse.Namespace) -> int:
         from backline.engine.runtime import FRAME_GUIDANCE
 
         bundle = load_bundle(args.autoencoder, args.denoiser, onnx_dir=args.onnx_dir, precision=args.precision,
-                             prompt_prior_path=args.style)
+                             prompt_prior_path=args.style, few_step_path=args.few_step)
         generate_stems(args.data, args.generated, bundle, count=args.count, seconds=args.seconds,
                        offset_seconds=args.offset_seconds, instruments=instruments, steps=args.steps,
+                       sampler=args.sampler,
                        seed=args.seed, split=args.split, cfg_context=args.cfg_context, cfg_style=args.cfg_style,
                        candidates=args.candidates, given=tuple(args.given), log=_log,
                        frame_guidance={key: getattr(args, key) for key in FRAME_GUIDANCE.values()

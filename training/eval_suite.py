@@ -710,7 +710,8 @@ def generate_stems(build_dir: str | Path, out_dir: str | Path, bundle, *, count:
                    offset_seconds: float = 30.0, instruments: tuple[str, ...] = ("bass", "drums"), steps: int | None = None,
                    seed: int = 0, split: str = "test", cfg_context: float | None = None, cfg_style: float | None = None,
                    candidates: int | None = None, given: tuple[str, ...] = (),
-                   log: Callable[[str], None] = lambda m: None, frame_guidance: dict | None = None) -> Path:
+                   log: Callable[[str], None] = lambda m: None, frame_guidance: dict | None = None,
+                   sampler: str | None = None) -> Path:
     """Generate ``<variant_id>__<instrument>.wav`` for ``count`` ``split`` pairs per instrument, spread over the
     split's style families (``spread``).
 
@@ -736,7 +737,7 @@ def generate_stems(build_dir: str | Path, out_dir: str | Path, bundle, *, count:
             segment = context[:, first:first + int(seconds * sample_rate)]  # (channels, frames)
             started = time.perf_counter()
             result = generate(bundle, GenerateRequest(context=segment, sample_rate=sample_rate, instrument=instrument,
-                                                      steps=steps, seed=seed, cfg_context=cfg_context,
+                                                      steps=steps, sampler=sampler, seed=seed, cfg_context=cfg_context,
                                                       cfg_style=cfg_style,
                                                       candidates=candidates if instrument == "bass" else None,
                                                       **(frame_guidance or {}), **song_timing(record, offset, given)))
@@ -746,6 +747,7 @@ def generate_stems(build_dir: str | Path, out_dir: str | Path, bundle, *, count:
                            "compute_seconds": round(time.perf_counter() - started, 2), "info": result.info}
             log(f"generated {name} ({items[name]['compute_seconds']} s)")
     (out_dir / GENERATED_INDEX).write_text(json.dumps({"build": str(build_dir), "split": split, "steps": steps,
+                                                       "sampler": sampler,
                                                        "seed": seed, "cfg_context": cfg_context, "cfg_style": cfg_style,
                                                        "candidates": candidates, "given": list(given),
                                                        "frame_guidance": frame_guidance or {},

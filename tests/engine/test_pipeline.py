@@ -70,7 +70,7 @@ def test_cancel_between_steps(bundle):
         ({"instrument": "kazoo"}, ValueError, "instrument must be one of bass, drums"),
         ({"steps": 0}, ValueError, "steps must be a whole number from 1 to 500"),
         ({"cfg_style": float("nan")}, ValueError, "cfg style must be a number from 0 to 20"),
-        ({"sampler": "ddim"}, ValueError, "sampler must be one of euler, heun, dpmpp_2m, got 'ddim'"),
+        ({"sampler": "ddim"}, ValueError, "sampler must be one of few_step, euler, heun, dpmpp_2m, got 'ddim'"),
         ({"style_audio": np.full(100, np.inf, np.float32)}, AudioError, "style reference: contains NaN"),
     ],
 )

@@ -117,6 +117,18 @@ def test_distillation_lowers_its_loss_and_the_student_generates_in_two_unguided_
                                                                                  steps=None)).info
     assert (teacher_info["steps"], teacher_info["sampler"]) == (30, "dpmpp_2m")  # a file that names none
 
+    # shipped as the bass's few-step sampler beside its teacher: the file names its teacher, and the engine pairs them
+    assert main(["ship", "diffusion", "--to", str(student), "--few-step-for", "bass"]) == 0
+    recorded = load_denoiser(student)[1]["config"]["provenance"]
+    assert recorded["distilled_from"] == load_denoiser(teacher_path)[1]["backline_version"]
+    export_models(ae_path, teacher_path, folder / "paired", seed=0, few_step_path=student)
+    for bundle in (load_bundle(ae_path, teacher_path, few_step_path=student),
+                   load_bundle(backend="onnx", onnx_dir=folder / "paired")):
+        bass, drums = (generate(bundle, GenerateRequest(context=context, sample_rate=44_100, instrument=name)).info
+                       for name in ("bass", "drums"))
+        assert (bass["sampler"], bass["steps"], bass["models"]["few_step"]) == ("few_step", 2, "student")
+        assert (drums["sampler"], drums["steps"]) == ("dpmpp_2m", 30)
+
 
 def test_a_student_must_have_its_teachers_config(tiny):
     _, latents, teacher_path, folder = tiny
