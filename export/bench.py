@@ -103,7 +103,7 @@ def _child(spec: dict) -> dict:
         bundle = load_bundle(backend="onnx", onnx_dir=spec["onnx_dir"], intra_op_threads=spec.get("threads"),
                              **ONNX_BACKENDS[spec["backend"]])
     else:
-        bundle = load_bundle(spec["autoencoder"], spec["denoiser"], backend="torch")
+        bundle = load_bundle(spec["autoencoder"], spec["denoiser"], backend="torch", few_step_path=spec["few_step"])
     load_seconds = time.perf_counter() - started
     rate = bundle.sample_rate
     style = None if spec["no_style"] else _song(rate, 5.0, 1, seed=1)
@@ -334,22 +334,24 @@ def _command_seconds(work: Path, seconds: float, args: argparse.Namespace) -> fl
 
 def run(args: argparse.Namespace) -> dict:
     """Export (and check) the graphs, measure each backend and length in a fresh process; returns the report."""
+    from backline.engine.pipeline import default_few_step_path, default_model_paths
     from backline.engine.runtime import DEFAULT_SAMPLING
     from backline.export.onnx import export_models
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="backline-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     ae_path, dn_path, source = _model_files(args, work)
+    few_step = args.few_step or (default_few_step_path() if dn_path == default_model_paths()[1] else None)
     export_started = time.perf_counter()
     export = export_models(ae_path, dn_path, work / "onnx", threads=args.threads, seed=0,  # the shipped check's inputs
-                           int8="onnx-int8" in args.backends)
+                           int8="onnx-int8" in args.backends, few_step_path=few_step)
     export_seconds = time.perf_counter() - export_started
     results = []
     for seconds in args.seconds:
         for backend in args.backends:
             spec = {"backend": backend, "seconds": seconds, "steps": args.steps, "threads": args.threads,
                     "no_style": args.no_style, "autoencoder": str(ae_path), "denoiser": str(dn_path),
-                    "onnx_dir": str(work / "onnx")}
+                    "few_step": str(few_step) if few_step else None, "onnx_dir": str(work / "onnx")}
             launched = time.perf_counter()
             done = subprocess.run([sys.executable, "-m", "backline.export.bench", "--child", json.dumps(spec)],
                                   capture_output=True, text=True)
@@ -377,7 +379,8 @@ def run(args: argparse.Namespace) -> dict:
         "interleaved_precision": precision,
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2)},
-        "models": {"autoencoder": str(ae_path), "denoiser": str(dn_path), "source": source},
+        "models": {"autoencoder": str(ae_path), "denoiser": str(dn_path), "few_step": str(few_step) if few_step else None,
+                   "source": source},
         "export": {"seconds": round(export_seconds, 2),
                    "max_rel_error": {k: v["max_rel_error"] for k, v in export.checks.items()}},
         "results": results,
@@ -430,6 +433,8 @@ def table(report: dict) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--autoencoder", type=Path, help="autoencoder file (default: the shipped one, else random weights)")
     p.add_argument("--denoiser", type=Path, help="denoiser file (default: the shipped one, else random weights)")
+    p.add_argument("--few-step", type=Path, help="a denoiser distilled from --denoiser's, for the few_step sampler "
+                   "(default: the shipped one beside the shipped denoiser)")
     p.add_argument("--config", default="default", choices=("tiny", "default"),
                    help="config of the random-weight models used when files are missing (default: default)")
     p.add_argument("--seconds", type=float, nargs="+", default=[60.0], help="region lengths (default: 60)")

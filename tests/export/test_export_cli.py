@@ -64,3 +64,26 @@ def test_bench_generate_measures_the_files_defaults_cold_warm_and_one_take(tmp_p
     assert (row["steps"], row["sampler"]) == (3, "euler")
     assert row["warm_generate_seconds"] > 0 and 0 < row["warm_one_take_seconds"] and row["torch_imported"] is False
     assert row["command_seconds"] > 0 and (tmp_path / "work" / "stem.wav").is_file()  # backline generate, cold
+
+
+def test_bench_generate_times_the_few_step_sampler_beside_the_full_one(tmp_path):
+    """With a distilled file beside the denoiser, the default bass is the few-step sampler's, on both backends."""
+    import torch
+
+    from backline.cli import main
+    from backline.models.diffusion import load_denoiser, save_denoiser
+
+    ae_path, dn_path = write_debug_models(tmp_path, "tiny", seed=1)
+    model, metadata = load_denoiser(dn_path)
+    provenance = metadata["config"]["provenance"] | {"distilled_from": metadata["backline_version"], "sampling": {
+        "steps": 2, "sampler": "euler", "few_step_for": ["bass"]}}
+    student = save_denoiser(tmp_path / "student.safetensors", model, version="student", extra=provenance,
+                            dtype=torch.float32)
+    report = tmp_path / "bench.json"
+    assert main(["bench", "generate", "--autoencoder", str(ae_path), "--denoiser", str(dn_path), "--few-step",
+                 str(student), "--seconds", "1", "--backends", "torch", "onnx", "--threads", "1", "--work",
+                 str(tmp_path / "work"), "--json", str(report)]) == 0
+    written = json.loads(report.read_text())
+    assert written["models"]["few_step"] == str(student)
+    assert [(row["backend"], row["steps"], row["sampler"]) for row in written["results"]] == [
+        ("torch", 2, "few_step"), ("onnx", 2, "few_step")]
