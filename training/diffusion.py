@@ -416,13 +416,15 @@ def _guidance_record(guidance: dict) -> dict:
     return record | ({"instruments": instruments} if instruments else {})
 
 
-def set_guidance(path: str | Path, guidance: dict, sampling: dict | None = None) -> Path:
+def set_guidance(path: str | Path, guidance: dict, sampling: dict | None = None,
+                 distilled_from: str | None = None) -> Path:
     """Record new default guidance scales (and steps and sampler) in an existing denoiser file (same weights, same
     version).
 
     The defaults are measured after training (see the model card), so they can change without
     retraining; ``guidance`` is merged into what the file records, per instrument too; ``sampling``
-    (``{"steps": n, "sampler": name}``, either) into its sampling record.
+    (``{"steps": n, "sampler": name, "candidates": k, "few_step_for": [...]}``, any) into its sampling record;
+    ``distilled_from``: the version of the denoiser it was distilled from.
     """
     from backline.models.contract import load_model, save_model
     from backline.models.diffusion import KIND
@@ -438,14 +440,17 @@ def set_guidance(path: str | Path, guidance: dict, sampling: dict | None = None)
     provenance["guidance"] = _guidance_record(recorded | {"instruments": instruments})
     if sampling:
         provenance["sampling"] = dict(provenance.get("sampling") or {}) | sampling
+    if distilled_from is not None:
+        provenance["distilled_from"] = distilled_from
     config["provenance"] = provenance
     return save_model(path, state_dict, config, kind=KIND, version=metadata["backline_version"], dtype=None)
 
 
 def ship(run_dir: str | Path, to: str | Path, *, version: str, latent_dir: str | Path | None = None,
-         guidance: dict | None = None, sampling: dict | None = None) -> Path:
-    """Write the run's EMA weights as an fp16 model file, recording the autoencoder it was trained on and
-    the guidance scales, steps and sampler the engine uses by default with it (measured, see the model card)."""
+         guidance: dict | None = None, sampling: dict | None = None, distilled_from: str | None = None) -> Path:
+    """Write the run's EMA weights as an fp16 model file, recording the autoencoder it was trained on, the
+    guidance scales, steps and sampler the engine uses by default with it (measured, see the model card), and for
+    a distillation run the version of its teacher (``distilled_from``, else the run's own ``--distill-from``)."""
     run_dir = Path(run_dir)
     config = DenoiserConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
@@ -454,8 +459,10 @@ def ship(run_dir: str | Path, to: str | Path, *, version: str, latent_dir: str |
     extra = {"steps": int(state["step"])}
     teacher = json.loads((run_dir / "training.json").read_text())["settings"].get("distill_from") if (
         run_dir / "training.json").is_file() else None
-    if teacher:  # the engine pairs a student only with the denoiser it was distilled from
-        extra["distilled_from"] = load_denoiser(teacher)[1].get("backline_version")
+    if distilled_from is None and teacher:  # the engine pairs a student only with the denoiser it was distilled from
+        distilled_from = load_denoiser(teacher)[1].get("backline_version")
+    if distilled_from is not None:
+        extra["distilled_from"] = distilled_from
     if guidance:
         extra["guidance"] = _guidance_record(guidance)
     if sampling:

@@ -101,6 +101,9 @@ def register_ship(ship_models: argparse._SubParsersAction) -> None:
                    help="the sampler the engine uses with this model unless asked otherwise")
     p.add_argument("--default-candidates", type=int,
                    help="the takes of a bass the engine samples unless asked otherwise (the most in key kept)")
+    p.add_argument("--distilled-from", type=Path, metavar="TEACHER",
+                   help="record that this file was distilled from TEACHER's denoiser (a run made with "
+                        "--distill-from records it by itself); the engine pairs a few-step file only with its teacher")
     p.add_argument("--few-step-for", action="append", choices=("bass", "drums", "none"), metavar="INSTRUMENT",
                    help="a distilled student: the instruments whose default sampler it is (as good as its teacher: "
                         "measure with `backline eval compare`; repeatable; --few-step-for none: no instrument)")
@@ -201,15 +204,20 @@ def _ship(args: argparse.Namespace) -> int:
                                   ("candidates", args.default_candidates)) if v is not None}
     if args.few_step_for is not None:
         sampling["few_step_for"] = sorted(set(args.few_step_for) - {"none"})
+    teacher = None
+    if args.distilled_from is not None:
+        from backline.models.diffusion import load_denoiser
+
+        teacher = load_denoiser(args.distilled_from)[1].get("backline_version")
     if args.run is None:
-        if not guidance and not sampling:
+        if not guidance and not sampling and teacher is None:
             raise SystemExit("without --run, give the defaults to record: --cfg-context, --cfg-style, --cfg-tempo, "
                              "--cfg-chords, --instrument-cfg, --default-steps, --default-sampler, --default-candidates "
-                             "or --few-step-for")
-        print(set_guidance(args.to, guidance, sampling))
+                             "--few-step-for or --distilled-from")
+        print(set_guidance(args.to, guidance, sampling, distilled_from=teacher))
         return 0
     if args.version is None:
         raise SystemExit("--version is required with --run")
     print(ship(args.run, args.to, version=args.version, latent_dir=args.latents, guidance=guidance or None,
-               sampling=sampling or None))
+               sampling=sampling or None, distilled_from=teacher))
     return 0

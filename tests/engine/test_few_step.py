@@ -106,3 +106,20 @@ def test_a_folder_with_half_the_student_is_refused(files, tmp_path):
             (half / path.name).write_bytes(path.read_bytes())
     with pytest.raises(RuntimeModelError, match="come as a pair"):
         load_bundle(onnx_dir=half)
+
+
+def test_ship_records_a_files_teacher_and_the_instruments_it_is_the_default_for(files, tmp_path):
+    """A student shipped before its file named its teacher gets it recorded (``ship diffusion --distilled-from``)."""
+    from backline.cli import main
+
+    ae_path, dn_path, _, _ = files
+    unnamed = tmp_path / "unnamed.safetensors"
+    unnamed.write_bytes(dn_path.read_bytes())  # the teacher's config and weights, naming no teacher
+    with pytest.raises(RuntimeModelError, match="distilled from denoiser None"):
+        load_bundle(ae_path, dn_path, few_step_path=unnamed)
+    assert main(["ship", "diffusion", "--to", str(unnamed), "--distilled-from", str(dn_path), "--few-step-for", "drums",
+                 "--default-steps", "3", "--default-sampler", "euler"]) == 0
+    few_step = load_bundle(ae_path, dn_path, few_step_path=unnamed).contract.few_step
+    assert (few_step.steps, few_step.solver, few_step.default_for) == (3, "euler", ("drums",))
+    assert main(["ship", "diffusion", "--to", str(unnamed), "--few-step-for", "none"]) == 0
+    assert load_bundle(ae_path, dn_path, few_step_path=unnamed).contract.few_step.default_for == ()
