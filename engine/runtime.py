@@ -404,8 +404,6 @@ class OnnxBackend:
     def __init__(self, onnx_dir: str | Path | None = None, *, providers: list[str] | None = None,
                  intra_op_threads: int | None = None, step_graph: bool = True, precision: str = "fp32",
                  chunk_frames: int = CHUNK_LATENT_FRAMES):
-        import onnxruntime as ort
-
         self.onnx_dir = Path(onnx_dir) if onnx_dir is not None else default_onnx_dir()
         self.precision = precision
         paths = {part: self.onnx_dir / filename for part, filename in onnx_files(precision).items()}
@@ -427,19 +425,12 @@ class OnnxBackend:
                 raise RuntimeModelError("int8 graphs run on the CPU provider only; use fp32 on CUDA")
             providers = providers or ["CPUExecutionProvider"]
         self.providers = choose_providers(providers)
-        self.sessions = {}
-        for part, path in paths.items():
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            if intra_op_threads:
-                options.intra_op_num_threads = int(intra_op_threads)
-            # The autoencoder runs once per request on the whole region: an arena would keep its peak
-            # (about 400 MiB more at 120 s); the denoiser runs every step at one shape and keeps it.
-            options.enable_cpu_mem_arena = part in DENOISING_PARTS
-            if part not in DENOISING_PARTS:  # numpy's STFT and pitch lock follow these graphs: no idle spinning
-                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self.sessions[part] = ort.InferenceSession(str(path), options, providers=self.providers)
+        self.intra_op_threads = intra_op_threads
+        self.paths = paths
+        # the distilled denoiser's graphs load when a request first asks for them: most never do
+        self.sessions = {part: self._load(part) for part in paths if part not in FEW_STEP_FILES}
         self.metadata = {part: dict(s.get_modelmeta().custom_metadata_map) for part, s in self.sessions.items()}
+        self.metadata |= {part: read_metadata(paths[part]) for part in FEW_STEP_FILES if part in paths}
         self.contract = self._contract(paths)
         self.step_graph = bool(step_graph)
         self.chunk_frames = int(chunk_frames)  # latent frames the autoencoder's graphs see at once (module top)
@@ -447,6 +438,25 @@ class OnnxBackend:
         self.fft_workers = int(intra_op_threads) if intra_op_threads else (
             len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
         self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
+
+    def _load(self, part: str):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.intra_op_threads:
+            options.intra_op_num_threads = int(self.intra_op_threads)
+        # The autoencoder runs once per request on the whole region: an arena would keep its peak
+        # (about 400 MiB more at 120 s); the denoiser runs every step at one shape and keeps it.
+        options.enable_cpu_mem_arena = part in DENOISING_PARTS
+        if part not in DENOISING_PARTS:  # numpy's STFT and pitch lock follow these graphs: no idle spinning
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(str(self.paths[part]), options, providers=self.providers)
+
+    def _session(self, part: str):
+        if part not in self.sessions:
+            self.sessions[part] = self._load(part)
+        return self.sessions[part]
 
     def _contract(self, paths: dict[str, Path]) -> ModelContract:
         for part, meta in self.metadata.items():
@@ -544,14 +554,14 @@ class OnnxBackend:
         feeds |= {name: np.ascontiguousarray(frame[name], np.float32) for name in
                   frame_input_names(self.contract.frame_inputs)}
         feeds["instrument"] = np.ascontiguousarray(instrument, np.int64)
-        return self.sessions[_part("denoiser", few_step)].run(None, feeds)[0]
+        return self._session(_part("denoiser", few_step)).run(None, feeds)[0]
 
     def step_sampler(self, constants: dict[str, np.ndarray], *, few_step: bool = False) -> StepGraphSampler | None:
         """A ``StepGraphSampler`` over this request's ``constants`` (the distilled denoiser's graph with
         ``few_step``), or None when ``step_graph`` is off."""
         if not self.step_graph:
             return None
-        return StepGraphSampler(self.sessions[_part("step", few_step)], constants, self.device)
+        return StepGraphSampler(self._session(_part("step", few_step)), constants, self.device)
 
 
 def _part(name: str, few_step: bool) -> str:
