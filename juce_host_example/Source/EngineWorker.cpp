@@ -390,10 +390,14 @@ void EngineWorker::runJob (void* contextPointer)
         // Takes to choose among by key: a bass only (drums have no key); 0: the model's default
         if (processor.bassTakes->get() > 0 && processor.instrument->getCurrentChoiceName() == "bass")
             params->setProperty ("candidates", processor.bassTakes->get());
-        // The guidance scales, each sent under its parameter ID (the engine's name for it); 0: the model's own default
-        for (auto* scale : { processor.cfgContext, processor.cfgStyle, processor.cfgTempo, processor.cfgChords })
-            if (scale->get() > 0.0f)
-                params->setProperty (juce::Identifier (scale->getParameterID()), (double) scale->get());
+        // A fast draft is the engine's few-step sampler, its guidance built in; else the guidance scales, each sent
+        // under its parameter ID (the engine's name for it); 0: the model's own default
+        if (processor.fastDraft->get())
+            params->setProperty ("sampler", "few_step");
+        else
+            for (auto* scale : { processor.cfgContext, processor.cfgStyle, processor.cfgTempo, processor.cfgChords })
+                if (scale->get() > 0.0f)
+                    params->setProperty (juce::Identifier (scale->getParameterID()), (double) scale->get());
         const auto prompt = processor.getPrompt().trim();
         if (processor.padOn->get())   // the point on the style pad stands for the words
             params->setProperty ("style_pad", juce::Array<juce::var> { (double) processor.padX->get(), (double) processor.padY->get() });

@@ -122,7 +122,8 @@ BacklineEditor::BacklineEditor (BacklineProcessor& p)
       chordLockAttachment (*p.cfgChords, chordLockSlider),
       recordAttachment (*p.record, recordButton),
       passAttachment (*p.passInput, passButton),
-      midiAttachment (*p.midi, midiButton)
+      midiAttachment (*p.midi, midiButton),
+      fastDraftAttachment (*p.fastDraft, fastDraftButton)
 {
     title.setText ("Backline", juce::dontSendNotification);
     title.setFont (juce::Font (22.0f, juce::Font::bold));
@@ -148,6 +149,8 @@ BacklineEditor::BacklineEditor (BacklineProcessor& p)
     chordLockLabel.setText ("Chord lock", juce::dontSendNotification);
     beatLockSlider.setTooltip ("How firmly the stem keeps to the beat (0: the model's own)");
     chordLockSlider.setTooltip ("How firmly the stem follows the chords (0: the model's own)");
+    fastDraftButton.setTooltip ("A take in a fraction of the time, from a model distilled for speed (a little less "
+                                "tight than the full one; the beat and chord locks do not apply)");
     for (auto* slider : { &beatLockSlider, &chordLockSlider })
         slider->textFromValueFunction = [] (double v) { return v <= 0.0 ? juce::String ("model's") : juce::String (v, 2); };
     promptLabel.setText ("Style", juce::dontSendNotification);
@@ -188,7 +191,8 @@ BacklineEditor::BacklineEditor (BacklineProcessor& p)
                                                              &variationSlider, &barsLabel, &fromBarSlider, &toBarSlider,
                                                              &blendLabel, &blendSlider, &loopLabel, &loopSlider, &widthLabel,
                                                              &widthSlider, &midiButton, &midiDrag, &stylePad, &useWordsButton,
-                                                             &beatLockLabel, &beatLockSlider, &chordLockLabel, &chordLockSlider })
+                                                             &beatLockLabel, &beatLockSlider, &chordLockLabel, &chordLockSlider,
+                                                             &fastDraftButton })
         addAndMakeVisible (c);
     setResizable (true, true);
     setResizeLimits (460, 640, 1600, 1400);
@@ -234,7 +238,8 @@ void BacklineEditor::resized()
     }
     const bool advanced = advancedButton.getToggleState();
     for (auto* c : std::initializer_list<juce::Component*> { &seedLabel, &seedSlider, &stepsLabel, &stepsSlider,
-                                                             &bassTakesLabel, &bassTakesSlider, &beatLockLabel, &beatLockSlider, &chordLockLabel, &chordLockSlider })
+                                                             &bassTakesLabel, &bassTakesSlider, &beatLockLabel, &beatLockSlider, &chordLockLabel, &chordLockSlider,
+                                                             &fastDraftButton })
         c->setVisible (advanced);
     if (advanced)
     {
@@ -243,6 +248,9 @@ void BacklineEditor::resized()
         labelled (bassTakesLabel, bassTakesSlider);
         labelled (beatLockLabel, beatLockSlider);
         labelled (chordLockLabel, chordLockSlider);
+        auto draft = row();
+        draft.removeFromLeft (90);
+        fastDraftButton.setBounds (draft);
     }
     labelled (takeLabel, takeSlider);
     labelled (promptLabel, promptEditor);

@@ -83,10 +83,10 @@ private:
     juce::ComboBox instrumentBox, actionBox;
     juce::Slider seedSlider, stepsSlider, bassTakesSlider, takeSlider, variationSlider, fromBarSlider, toBarSlider, blendSlider,
                  loopSlider, widthSlider, beatLockSlider, chordLockSlider;
-    juce::ToggleButton midiButton { "MIDI too" };
+    juce::ToggleButton midiButton { "MIDI too" }, fastDraftButton { "Fast draft" };
     juce::ToggleButton recordButton { "Record while playing" }, passButton { "Pass input through" };
-    // The main page holds what a producer decides; seed, steps, bass takes and the beat and chord locks appear under
-    // Advanced.
+    // The main page holds what a producer decides; seed, steps, bass takes, the beat and chord locks and a fast draft
+    // appear under Advanced.
     juce::ToggleButton advancedButton { "Advanced" };
     juce::TextButton generateButton { "Generate" }, cancelButton { "Cancel" };
     double progressValue = 0.0;
@@ -99,7 +99,7 @@ private:
     juce::SliderParameterAttachment seedAttachment, stepsAttachment, bassTakesAttachment, takeAttachment, variationAttachment,
                                     fromBarAttachment, toBarAttachment, blendAttachment, loopAttachment, widthAttachment,
                                     beatLockAttachment, chordLockAttachment;
-    juce::ButtonParameterAttachment recordAttachment, passAttachment, midiAttachment;
+    juce::ButtonParameterAttachment recordAttachment, passAttachment, midiAttachment, fastDraftAttachment;
 
     JUCE_DECLARE_NON_COPYABLE_WITH_LEAK_DETECTOR (BacklineEditor)
 };

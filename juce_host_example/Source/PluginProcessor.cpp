@@ -59,6 +59,8 @@ BacklineProcessor::BacklineProcessor()
     addParameter (padOn = new AudioParameterBool ({ "style_pad_on", 1 }, "Style Pad On", false));
     addParameter (padX = new AudioParameterFloat ({ "style_pad_x", 1 }, "Style Pad X", NormalisableRange<float> (-1.0f, 1.0f), 0.0f));
     addParameter (padY = new AudioParameterFloat ({ "style_pad_y", 1 }, "Style Pad Y", NormalisableRange<float> (-1.0f, 1.0f), 0.0f));
+    // A fast draft: the engine's few-step sampler (a model distilled for speed, its guidance built in), when it has one.
+    addParameter (fastDraft = new AudioParameterBool ({ "fast_draft", 1 }, "Fast Draft", false));
     worker = std::make_unique<EngineWorker> (*this);
     worker->startThread();
 }

@@ -130,7 +130,7 @@ public:
     static std::unique_ptr<Stem> loadStemFile (const juce::File& file, juce::int64 startSample, double hostRate);
 
     // Parameters (pedalboard names them generate, record, pass_input, cancel, instrument, seed, steps, bass_takes,
-    // cfg_context, cfg_style, beat_lock, chord_lock, status, progress, free_run).
+    // cfg_context, cfg_style, beat_lock, chord_lock, status, progress, free_run, fast_draft).
     juce::AudioParameterBool* generate = nullptr;
     juce::AudioParameterBool* record = nullptr;
     juce::AudioParameterBool* passInput = nullptr;
@@ -140,6 +140,7 @@ public:
     juce::AudioParameterInt* seed = nullptr;
     juce::AudioParameterInt* steps = nullptr;
     juce::AudioParameterInt* bassTakes = nullptr;   // 0: the model's default
+    juce::AudioParameterBool* fastDraft = nullptr;  // the few-step sampler; the guidance scales are then not sent
     juce::AudioParameterFloat* cfgContext = nullptr;
     juce::AudioParameterFloat* cfgStyle = nullptr;
     juce::AudioParameterFloat* cfgTempo = nullptr;   // beat lock

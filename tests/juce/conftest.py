@@ -113,6 +113,29 @@ def note_model_engine(tmp_path, plugin_env):
                                              "--denoiser", str(tmp_path / "dn.safetensors")])
 
 
+@pytest.fixture
+def few_step_engine(tmp_path, plugin_env):
+    """`serve` with the real engine on tiny models and a "distilled" denoiser beside them (the denoiser's config with
+    other weights, recorded as distilled from it) for the few-step sampler."""
+    import torch
+
+    from backline.models.autoencoder import save_autoencoder
+    from backline.models.diffusion import save_denoiser
+    from tiny_bundle import make_bundle
+
+    backend = make_bundle().backend
+    save_autoencoder(tmp_path / "ae.safetensors", backend.autoencoder, version="tiny")
+    save_denoiser(tmp_path / "dn.safetensors", backend.denoiser, version="tiny", dtype=torch.float32)
+    with torch.no_grad():
+        for parameter in backend.denoiser.parameters():
+            parameter.mul_(1.1)
+    save_denoiser(tmp_path / "student.safetensors", backend.denoiser, version="student", dtype=torch.float32,
+                  extra={"distilled_from": "tiny", "sampling": {"steps": 2, "sampler": "euler"}})
+    yield from _serve(tmp_path, plugin_env, ["--autoencoder", str(tmp_path / "ae.safetensors"),
+                                             "--denoiser", str(tmp_path / "dn.safetensors"),
+                                             "--few-step", str(tmp_path / "student.safetensors")])
+
+
 def _serve(tmp_path, plugin_env, extra: list[str]):
     runtime, _ = plugin_env
     process = subprocess.Popen(

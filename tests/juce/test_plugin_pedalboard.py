@@ -488,6 +488,35 @@ def test_bass_takes_set_under_advanced_are_asked_for_a_bass_and_never_for_drums(
     assert "candidates" not in drums["controls"]
 
 
+def test_a_fast_draft_under_advanced_asks_for_the_few_step_sampler_without_guidance(free_running, few_step_engine,
+                                                                                    tmp_path):
+    plugin = free_running
+    assert not plugin.fast_draft
+    plugin.cfg_context = 2.0  # a guidance scale set under Advanced: a fast draft has its own built in
+    plugin.fast_draft = True
+    state = _generate_and_wait(plugin, make_signal(SAMPLE_RATE, SAMPLE_RATE, seed=14), "")
+    assert state["status"] == "ready", state["message"]
+    (draft,) = [json.loads(m.read_text())["info"] for m in (tmp_path / "results").glob("*/meta.json")]
+    assert (draft["sampler"], draft["steps"], draft["cfg_context"]) == ("few_step", 2, 1.0)
+    plugin.fast_draft = False
+    state = _generate_and_wait(plugin, make_signal(SAMPLE_RATE, SAMPLE_RATE, seed=15), state["job_id"])
+    infos = [json.loads(m.read_text())["info"] for m in (tmp_path / "results").glob("*/meta.json")]
+    (full,) = [info for info in infos if info["sampler"] != "few_step"]
+    assert full["cfg_context"] == 2.0
+
+
+def test_a_fast_draft_from_an_engine_without_one_says_so(free_running, model_engine):
+    plugin = free_running
+    plugin.fast_draft = True
+    plugin.record = True
+    plugin.process(make_signal(SAMPLE_RATE, SAMPLE_RATE, seed=16), SAMPLE_RATE, buffer_size=512)
+    plugin.record = False
+    plugin.generate = True
+    plugin.process(np.zeros((2, 256), np.float32), SAMPLE_RATE)
+    state = wait_for_status(plugin, {"ready", "error", "engine not running"}, timeout_seconds=60)
+    assert state["status"] == "error" and "no few-step sampler" in state["message"], state
+
+
 def test_the_style_pad_shows_the_engines_sounds_and_its_point_stands_for_the_words(free_running, engine, tmp_path):
     plugin = free_running
     deadline = time.monotonic() + 15
