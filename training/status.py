@@ -73,6 +73,11 @@ SECTIONS: dict[str, tuple[str, list[Figure]]] = {
         Figure("5-minute region: peak memory MiB", "export/benchmarks/cpu_shipped.json",
                lambda r: _result(r, "onnx", 300.0, "peak_rss_mib"), "{:.0f}",
                command="backline bench generate --seconds 10 30 300 --backends onnx --json export/benchmarks/cpu_shipped.json"),
+        Figure("few-step sampler (on request: a fast draft), one 30 s bass take warm: seconds",
+               "training/reports/few-step/bench-student.json",
+               lambda r: _result(r, "onnx", 30.0, "warm_one_take_seconds"),
+               command="backline bench generate --denoiser models/diffusion/few_step.safetensors --seconds 10 30 300 "
+                       "--backends onnx --json training/reports/few-step/bench-student.json"),
     ]),
     "Bridge under faults (shipped models, real sockets)": ("works: protocol 2, content-addressed jobs", [
         Figure("malformed messages answered clearly", "plugin_bridge/benchmarks/reliability.json",
