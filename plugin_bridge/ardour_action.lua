@@ -49,6 +49,7 @@ function factory (params)
 			if o.prompt and o.prompt ~= "" then parts[#parts + 1] = "--prompt " .. H.quote (o.prompt) end
 			if o.style and o.style ~= "" then parts[#parts + 1] = "--style " .. H.quote (o.style) end
 			if o.midi then parts[#parts + 1] = "--midi" end
+			if o.fast_draft then parts[#parts + 1] = "--fast-draft" end
 			parts[#parts + 1] = "--cancel-file " .. H.quote (o.cancel_file)
 			return table.concat (parts, " ") .. " 2>&1"
 		end
@@ -86,7 +87,7 @@ function factory (params)
 
 		-- the last use's settings: instrument, prompt, style, midi
 		function H.settings ()
-			local settings = { instrument = "bass", prompt = "", style = "", midi = "false" }
+			local settings = { instrument = "bass", prompt = "", style = "", midi = "false", fast_draft = "false" }
 			local pipe = io.popen (H.command .. " daw settings 2>/dev/null", "r")
 			for line in pipe:lines () do
 				local key, value = line:match ("^([%w_]+)=(.*)$")
@@ -118,7 +119,8 @@ function factory (params)
 		end
 
 		local last = H.settings ()
-		local rv = { instrument = last.instrument, prompt = last.prompt, style = last.style, midi = last.midi == "true" }
+		local rv = { instrument = last.instrument, prompt = last.prompt, style = last.style, midi = last.midi == "true",
+		             fast_draft = last.fast_draft == "true" }
 		if (params and params.ask or "yes") ~= "no" then
 			rv = LuaDialog.Dialog ("Backline: generate accompaniment", {
 				{ type = "dropdown", key = "instrument", title = "Instrument", values = H.instruments,
@@ -126,6 +128,8 @@ function factory (params)
 				{ type = "entry", key = "prompt", title = "Style in words (optional)", default = last.prompt },
 				{ type = "file", key = "style", title = "Style reference (optional)", path = last.style },
 				{ type = "checkbox", key = "midi", title = "Also a MIDI track", default = last.midi == "true" },
+				{ type = "checkbox", key = "fast_draft", title = "Fast draft (a quick take)",
+				  default = last.fast_draft == "true" },
 			}):run ()
 			if not rv then return end
 		end
@@ -143,7 +147,8 @@ function factory (params)
 			local command = H.region_command {
 				sources = sources, start = ar:start ():samples (), length = ar:length ():samples (), name = ar:name (),
 				out_dir = out_dir, instrument = rv["instrument"], tempo = tempo, beats_per_bar = beats_per_bar,
-				beats = beats, prompt = rv["prompt"], style = rv["style"], midi = rv["midi"], cancel_file = cancel_file }
+				beats = beats, prompt = rv["prompt"], style = rv["style"], midi = rv["midi"], fast_draft = rv["fast_draft"],
+				cancel_file = cancel_file }
 			local progress = LuaDialog.ProgressWindow ("Backline: " .. ar:name (), true)
 			local answer = H.run (command, cancel_file, function (fraction, text)
 				return progress:progress (fraction or 0, "Generating " .. (text or ""))

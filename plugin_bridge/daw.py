@@ -159,6 +159,8 @@ def generate_for_region(args: argparse.Namespace, say) -> list[tuple[str, Path]]
         params["style_prompt"] = args.prompt
     if args.midi:
         params["midi"] = True
+    if args.fast_draft:
+        params["sampler"] = "few_step"
     try:
         style = read_audio(args.style) if args.style else None
     except AudioError as error:
@@ -208,12 +210,13 @@ def remember(args: argparse.Namespace) -> None:
     path = settings_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"instrument": args.instrument, "prompt": args.prompt or "",
-                                "style": str(args.style or ""), "midi": bool(args.midi)}))
+                                "style": str(args.style or ""), "midi": bool(args.midi),
+                                "fast_draft": bool(args.fast_draft)}))
 
 
 def remembered() -> dict:
     """The last use's settings (defaults where there was none)."""
-    settings = {"instrument": "bass", "prompt": "", "style": "", "midi": False}
+    settings = {"instrument": "bass", "prompt": "", "style": "", "midi": False, "fast_draft": False}
     try:
         settings.update(json.loads(settings_file().read_text()))
     except (OSError, ValueError):
@@ -250,6 +253,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--prompt", help='words for the sound, e.g. "slap bass, funky"')
     r.add_argument("--style", type=Path, help="a reference recording of the sound you want")
     r.add_argument("--midi", action="store_true", help="also write each stem's transcription as MIDI")
+    r.add_argument("--fast-draft", action="store_true",
+                   help="a quick take from the engine's few-step sampler (a model distilled for speed)")
     r.add_argument("--cancel-file", type=Path, help="cancel the job once this file exists")
     r.add_argument("--connection-file", type=Path, help="the engine's connection file (default: `backline serve`'s)")
     r.add_argument("--engine-command", default=shlex.join([sys.executable, "-m", "backline", "serve"]),

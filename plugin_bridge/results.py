@@ -55,8 +55,9 @@ class ResultStore:
         return self.root / hashlib.sha256(job_id.encode()).hexdigest()[:32]
 
     def save(self, job_id: str, digest: str, audio: np.ndarray, sample_rate: int, info: dict,
-             *, after_block: Callable[[], None] | None = None) -> dict:
-        """Write a result atomically (temporary folder, then rename) and return its metadata.
+             *, models: list[str] | None = None, after_block: Callable[[], None] | None = None) -> dict:
+        """Write a result atomically (temporary folder, then rename) and return its metadata (with ``models``, the
+        models that made it).
 
         ``audio`` is (channels, frames) of any float type; it is interleaved and written ``SAVE_BLOCK_FRAMES``
         frames at a time, so only one block is ever copied. Raises ``AudioError`` (and keeps nothing) if a sample
@@ -85,7 +86,8 @@ class ResultStore:
         meta = {
             "job_id": job_id, "digest": digest, "sample_rate": int(sample_rate),
             "channels": int(channels), "frames": int(frames),
-            "info": json.loads(json.dumps(info, default=str)), "finished_at": time.time(),
+            "info": json.loads(json.dumps(info, default=str)), "models": list(models or []),
+            "finished_at": time.time(),
         }
         with _private_file(partial / "meta.json") as file:
             file.write(json.dumps(meta).encode())

@@ -232,6 +232,9 @@ class BridgeServer:
             stale.unlink(missing_ok=True)
         self.store.prune()
         for meta in self.store.load_all():
+            if meta.get("models") != self.models:  # made by other models: the same request must run again on these
+                shutil.rmtree(self.store.folder(meta["job_id"]), ignore_errors=True)
+                continue
             job = Job(meta["job_id"], meta["digest"], {}, meta["sample_rate"], meta["channels"], meta["frames"],
                       state=P.DONE, result=meta)
             self.jobs[job.job_id] = job
@@ -748,7 +751,7 @@ class BridgeServer:
                 # Streamed to disk a block at a time. An echoed region is read through the mapping, so its pages
                 # are dropped from this process after each block: the page cache keeps them, not the server.
                 meta = self.store.save(job.job_id, job.digest, audio, int(sample_rate), dict(info or {}),
-                                       after_block=lambda: _drop_pages(mapping))
+                                       models=self.models, after_block=lambda: _drop_pages(mapping))
             except AudioError as error:
                 raise RuntimeError(f"the engine produced unusable audio: {error}") from error
             outcome.update(state=P.DONE, result=meta)

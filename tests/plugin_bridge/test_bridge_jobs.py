@@ -8,6 +8,7 @@ import pytest
 
 from backline.plugin_bridge import protocol as P
 from backline.plugin_bridge.client import BridgeClient, BridgeError
+from backline.plugin_bridge.demo_generator import demo_generate
 
 
 def test_full_round_trip_matches_the_generator_exactly(start_server, connect, region, demo_reference):
@@ -166,6 +167,35 @@ def test_a_reconnecting_client_fetches_a_finished_result_even_after_a_restart(st
     assert client.status("survives")["state"] == P.DONE
     assert np.array_equal(client.fetch("survives")[0], expected)
     assert client.submit("survives", {"steps": 2}, region, 44_100)["state"] == P.DONE
+
+
+def test_results_made_by_other_models_are_not_served_after_a_restart(start_server, connect, region):
+    """An engine restarted with other models (an upgrade, another --denoiser) runs a request again instead of
+    answering with the stem the old models made."""
+    def generator(models, gain):
+        def generate(params, context, sample_rate, progress, cancelled):
+            audio, rate, info = demo_generate(params, context, sample_rate, progress, cancelled)
+            return audio * gain, rate, info
+
+        generate.models = models
+        return generate
+
+    server = start_server(generator(["denoiser 1"], 0.5))
+    first = connect(server)
+    first.submit("region", {"steps": 2}, region, 44_100)
+    assert first.wait("region", timeout_seconds=5)["state"] == P.DONE
+    old = first.fetch("region")[0]
+    server.stop()
+    same = start_server(generator(["denoiser 1"], 0.5))  # the same models: the result is still there
+    assert connect(same).status("region")["state"] == P.DONE
+    same.stop()
+    upgraded = start_server(generator(["denoiser 2"], 0.25))
+    client = connect(upgraded)
+    with pytest.raises(BridgeError, match="no job 'region'"):  # not known to the new models
+        client.status("region")
+    client.submit("region", {"steps": 2}, region, 44_100)
+    assert client.wait("region", timeout_seconds=5)["state"] == P.DONE
+    np.testing.assert_allclose(client.fetch("region")[0], old / 2, atol=1e-6)
 
 
 def test_heartbeat_reports_the_running_job_and_step(start_server, connect, region):

@@ -66,7 +66,8 @@ def ardour_sources(folder, sample_rate, seconds=12.0):
 def region_args(tmp_path, sources, connection_file, **overrides):
     values = dict(source=sources, start_samples=0, length_samples=0, name="Verse", out_dir=tmp_path / "stems",
                   instrument="bass", tempo=TEMPO_BPM, beats_per_bar=4, region_start_beats=BAR_3_BEATS, prompt=None,
-                  style=None, midi=False, cancel_file=tmp_path / "cancel", connection_file=connection_file,
+                  style=None, midi=False, fast_draft=False, cancel_file=tmp_path / "cancel",
+                  connection_file=connection_file,
                   engine_command="", no_start_engine=True, timeout=60.0)
     return argparse.Namespace(**{**values, **overrides})
 
@@ -103,6 +104,38 @@ def test_a_region_at_bar_3_comes_back_as_a_stem_of_its_exact_length_with_the_ses
                                 lambda: False)
         np.testing.assert_allclose(stem.T, expected[:, :length], atol=1e-6)
     assert daw.remembered()["instrument"] == "both"
+
+
+def test_a_fast_draft_asks_the_engine_for_its_few_step_sampler(tmp_path, start_server, engine):
+    """`daw region --fast-draft` (the action's Fast draft): the stem is the engine's few-step sampler's; an engine
+    without one says so and nothing is written."""
+    import torch
+
+    from backline.engine.runtime import FewStep, TorchBackend
+
+    backend = make_bundle().backend
+    student = type(backend.denoiser)(backend.denoiser.config)
+    student.load_state_dict({k: 1.1 * v for k, v in backend.denoiser.state_dict().items()})
+    with_student = make_generator(make_bundle().__class__(TorchBackend(
+        backend.autoencoder, backend.denoiser, few_step_denoiser=student, few_step=FewStep("student", 2, "euler"))))
+    requests = []
+    server = start_server(recording(with_student, requests))
+    sources, audio = ardour_sources(tmp_path, 44_100)
+    args = region_args(tmp_path, sources, server.connection_file, length_samples=2 * 44_100, fast_draft=True)
+    ((_, path),) = daw.generate_for_region(args, lambda line: None)
+    (request,) = requests
+    assert request["sampler"] == "few_step"
+    stem = sf.read(str(path), dtype="float32", always_2d=True)[0].T
+    expected, _, info = with_student(request, audio[:, :2 * 44_100], 44_100, lambda *a: None, lambda: False)
+    assert (info["sampler"], info["steps"]) == ("few_step", 2)
+    np.testing.assert_allclose(stem, expected, atol=1e-6)
+    assert daw.remembered()["fast_draft"] is True
+    without = start_server(engine)
+    args = region_args(tmp_path / "other", sources, without.connection_file, length_samples=2 * 44_100,
+                       fast_draft=True)
+    with pytest.raises(Exception, match="no few-step sampler"):
+        daw.generate_for_region(args, lambda line: None)
+    assert not (tmp_path / "other" / "stems").exists() or not any((tmp_path / "other" / "stems").iterdir())
 
 
 def test_the_engine_not_running_is_said_and_nothing_is_written(tmp_path, capsys):
@@ -210,6 +243,10 @@ for _, case in ipairs ({{ {{ "{name}", {start} }}, {{ "silence", {silent_start} 
   if answer.error then print ("ERROR " .. answer.error) end
 end
 print ("SETTINGS " .. H.settings ().instrument .. " " .. H.settings ().prompt)
+local draft = H.region_command {{ sources = {{ {sources} }}, start = 0, length = {length}, name = "Verse",
+  out_dir = "{out_dir}", instrument = "bass", tempo = 96, beats_per_bar = 4, beats = 8, fast_draft = true,
+  cancel_file = "{cancel}" }}
+print ("DRAFT " .. tostring (draft:find ("--fast-draft", 1, true) ~= nil))
 close_session ()
 """
 
@@ -236,11 +273,12 @@ def test_the_ardour_actions_helpers_run_in_ardour_on_a_96_bpm_session(tmp_path, 
     done = subprocess.run([ARDOUR_LUA, str(script)], capture_output=True, text=True, timeout=300, env=env,
                           cwd=tmp_path)
     lines = [line for line in done.stdout.splitlines() if line.split(" ")[0] in ("TIMING", "STEM", "ERROR",
-                                                                                  "SETTINGS")]
+                                                                                  "SETTINGS", "DRAFT")]
     assert lines[0] == "TIMING 96.000 4 8.000", done.stdout + done.stderr
     assert lines[1] == f"STEM bass {tmp_path / 'stems' / 'Verse bass.wav'}", done.stdout + done.stderr
     assert lines[2].startswith("ERROR the region is silent")
     assert lines[3] == "SETTINGS bass warm, round"
+    assert lines[4] == "DRAFT true"  # the dialog's Fast draft becomes `daw region --fast-draft`
     (request,) = requests
     assert (request["tempo_bpm"], request["beats_per_bar"], request["region_start_beats"]) == (96.0, 4, 8.0)
     assert request["style_prompt"] == "warm, round"
