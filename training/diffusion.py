@@ -176,6 +176,7 @@ class TrainOptions(RunSettings):
     note_labels: tuple[str, ...] = ()  # labels*.npz caches of `backline train notes` runs on these latents
     note_sigma_max: float = 1.0
     distill_from: str | None = None  # a teacher denoiser file: consistency distillation (training/distill.py)
+    distill_target: str = "student"  # whose estimate the student is pulled towards: "student" (itself) or "ema"
     grid_points: int = 40  # distillation: noise levels of the teacher's steps
     teacher_solver: str = "heun"  # distillation: the teacher's step, heun or euler
 
@@ -319,8 +320,10 @@ def train(config: DenoiserConfig, latent_dir: str | Path, run_dir: str | Path, o
     if teacher is None:
         objective = lambda m, batch, draws, details: m.loss(**batch, draws=draws, details=details)
     else:
+        target_network = ema if options.distill_target == "ema" else None
         objective = lambda m, batch, draws, details: consistency_loss(
-            m, teacher, batch, draws, grid_points=options.grid_points, solver=options.teacher_solver)
+            m, teacher, batch, draws, grid_points=options.grid_points, solver=options.teacher_solver,
+            target_network=target_network)
     loss_module = processes.wrap(distributed.LossModule(model, objective))
     ema.to(processes.device)
     if processes.main:

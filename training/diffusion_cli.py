@@ -72,6 +72,9 @@ def register_train(train_models: argparse._SubParsersAction, formatter) -> None:
     p.add_argument("--grid-points", type=int, default=40, help="distillation: noise levels of the teacher's steps")
     p.add_argument("--teacher-solver", choices=("heun", "euler"), default="heun",
                    help="distillation: the teacher's ODE step (heun: two guided evaluations, euler: one)")
+    p.add_argument("--distill-target", choices=("student", "ema"), default="student",
+                   help="distillation: whose estimate at the lower noise level the student is pulled towards: itself "
+                        "(default) or its EMA (Song et al. 2023's target network)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--validate-every", type=int, default=250)
@@ -154,6 +157,7 @@ def _diffusion(args: argparse.Namespace) -> int:
                            note_labels=tuple(str(p) for p in args.note_labels),
                            distill_from=str(args.distill_from) if args.distill_from else None,
                            grid_points=args.grid_points, teacher_solver=args.teacher_solver,
+                           distill_target=args.distill_target,
                            **_style_frames(args.style_seconds, config.latent_rate_hz))
     summary = train(config, args.latents, args.run, options, resume=args.resume,
                     progress=not args.quiet)

@@ -1,13 +1,15 @@
 """Few-step generation by consistency distillation of a guided teacher (Song et al. 2023, "Consistency
 Models", CD in the EDM parameterisation, with the improvements of Song & Dhariwal 2023, "Improved techniques
-for training consistency models": no EMA target, a pseudo-Huber distance, weights 1 / (sigma_hi - sigma_lo)).
+for training consistency models": a pseudo-Huber distance, weights 1 / (sigma_hi - sigma_lo), and by default no EMA
+target network).
 
 A training step takes the crop of a latent pair, two adjacent noise levels sigma_hi > sigma_lo of a Karras grid of
 ``grid_points`` levels, noises the crop to sigma_hi and runs one step of the *guided* teacher down to sigma_lo
 (Heun, or Euler): the teacher's estimates use the engine's guidance formula at the scales its file records
 (``engine.sampling.combine_guidance``, with the beat grid's and harmony's own scales for a conditioned
 denoiser), with the training's condition dropout. The student's estimate at
-(x_hi, sigma_hi) is pulled towards its own estimate at (x_lo, sigma_lo), the latter without gradient. So the
+(x_hi, sigma_hi) is pulled towards its own estimate at (x_lo, sigma_lo) (or its EMA's: ``--distill-target ema``),
+the latter without gradient. So the
 student learns, per noise level, where the guided teacher's ODE ends, and needs no guidance passes: it runs
 at guidance 1 (one network evaluation per step) with a few Euler steps.
 
@@ -98,9 +100,11 @@ def karras_grid(points: int, sigma_min: float, sigma_max: float, rho: float = 7.
 
 
 def consistency_loss(student: EDMPrecond, teacher: Teacher, batch: dict, draws: dict, *, grid_points: int = 40,
-                     solver: str = "heun") -> torch.Tensor:
+                     solver: str = "heun", target_network: EDMPrecond | None = None) -> torch.Tensor:
     """The distillation loss of one batch. ``draws``: ``EDMPrecond.loss_draws``'s (its normal sigma draw picks the
-    grid step, its noise noises the crop, its uniforms drop conditions at the student's config's rates)."""
+    grid step, its noise noises the crop, its uniforms drop conditions at the student's config's rates).
+    ``target_network``: the network whose estimate at (x_lo, sigma_lo) the student is pulled towards (Song et al. 2023's
+    EMA target network); None: the student itself (the improved techniques' choice)."""
     config = student.config
     grid = karras_grid(grid_points, config.sigma_min, config.sigma_max).to(batch["target"].device)
     step = (torch.special.ndtr(draws["sigma_normal"]) * (grid_points - 1)).long().clamp_(0, grid_points - 2)
@@ -116,7 +120,7 @@ def consistency_loss(student: EDMPrecond, teacher: Teacher, batch: dict, draws: 
     frame = {k: v for k, v in conditions.items() if k.startswith(("grid", "harmony"))}
     estimate = student(x_hi, sigma_hi, *student_conditions, **frame)
     with torch.no_grad():
-        aim = student(x_lo, sigma_lo, *student_conditions, **frame)
+        aim = (student if target_network is None else target_network)(x_lo, sigma_lo, *student_conditions, **frame)
     distance = ((estimate - aim) ** 2).mean(dim=tuple(range(1, estimate.ndim)))
     huber = (distance + HUBER_C ** 2).sqrt() - HUBER_C
     return (huber / (sigma_hi - sigma_lo)).mean()

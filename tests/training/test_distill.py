@@ -1,6 +1,8 @@
 """Consistency distillation (training/distill.py) on tiny models: the teacher's guidance is the engine's, its steps
 are the ODE's, distillation lowers its loss, and the student ships and generates in a few unguided steps."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -128,6 +130,28 @@ def test_distillation_lowers_its_loss_and_the_student_generates_in_two_unguided_
                        for name in ("bass", "drums"))
         assert (bass["sampler"], bass["steps"], bass["models"]["few_step"]) == ("few_step", 2, "student")
         assert (drums["sampler"], drums["steps"]) == ("dpmpp_2m", 30)
+
+
+def test_the_target_network_is_the_student_itself_unless_another_is_given(tiny):
+    """``target_network``: whose estimate at the lower noise level the student is pulled towards (its EMA, as Song et
+    al. 2023's target network); the student itself by default."""
+    _, latents, teacher_path, _ = tiny
+    student = load_denoiser(teacher_path)[0]
+    teacher = Teacher.load(teacher_path)
+    batch, draws = batch_and_draws(latents, student, seed=3)
+    with torch.no_grad():
+        itself = consistency_loss(student, teacher, batch, draws, grid_points=18)
+        same = consistency_loss(student, teacher, batch, draws, grid_points=18, target_network=student)
+        other_network = load_denoiser(teacher_path)[0]
+        for parameter in other_network.parameters():
+            parameter.mul_(0.5)
+        other = consistency_loss(student, teacher, batch, draws, grid_points=18, target_network=other_network)
+    assert torch.equal(itself, same) and not torch.isclose(itself, other)
+    run = tiny[3] / "ema-target"
+    summary = train(student.config, latents, run, TrainOptions(steps=3, batch_size=4, distill_from=str(teacher_path),
+                                                               distill_target="ema", grid_points=18), progress=False)
+    assert summary["step"] == 3
+    assert json.loads((run / "training.json").read_text())["settings"]["distill_target"] == "ema"
 
 
 def test_a_student_must_have_its_teachers_config(tiny):
