@@ -308,7 +308,7 @@ def _check(bundle: Bundle, request: GenerateRequest) -> None:
         if bundle.contract.few_step is None:
             raise ValueError("these models have no few-step sampler (a denoiser distilled from this one, shipped "
                              "beside it); choose euler, heun or dpmpp_2m")
-        given = [key for key in DEFAULT_GUIDANCE if getattr(request, key) is not None]
+        given = guidance_asked(request)
         if given:
             raise ValueError(f"the few-step sampler has the model's guidance built in; leave {', '.join(given)} out, "
                              "or choose the full sampler (dpmpp_2m) to set guidance")
@@ -567,7 +567,12 @@ def uses_few_step(few_step: FewStep | None, request: GenerateRequest) -> bool:
     """Whether a request that names no sampler gets the few-step one: a distilled denoiser is loaded, it is the
     default for the instrument, and the request sets no steps or guidance (those ask for the full sampler)."""
     return (few_step is not None and request.instrument in few_step.default_for and request.steps is None
-            and all(getattr(request, key) is None for key in DEFAULT_GUIDANCE))
+            and not guidance_asked(request))
+
+
+def guidance_asked(request: GenerateRequest) -> list[str]:
+    """The guidance scales the request sets itself (DEFAULT_GUIDANCE's names); the rest are the model's."""
+    return [key for key in DEFAULT_GUIDANCE if getattr(request, key) is not None]
 
 
 def encode(bundle: Bundle, request: GenerateRequest) -> Inputs:

@@ -458,6 +458,12 @@ class OnnxBackend:
             self.sessions[part] = self._load(part)
         return self.sessions[part]
 
+    def _check_pair(self, step: str, denoiser: str, paths: dict[str, Path]) -> None:
+        """A step graph must come from the very denoiser file its denoiser graph came from (config and version)."""
+        key = lambda meta: (meta.get("config"), meta.get("backline_version"))
+        if key(self.metadata[step]) != key(self.metadata[denoiser]):
+            raise RuntimeModelError(f"{paths[step]} and {paths[denoiser]} come from different denoisers")
+
     def _contract(self, paths: dict[str, Path]) -> ModelContract:
         for part, meta in self.metadata.items():
             graph = GRAPH_NAMES[part]
@@ -471,18 +477,13 @@ class OnnxBackend:
         encoder, decoder, denoiser = (self.metadata[p] for p in ("encoder", "decoder", "denoiser"))
         if encoder.get("config") != decoder.get("config"):
             raise RuntimeModelError(f"{paths['encoder']} and {paths['decoder']} come from different autoencoders")
-        if (self.metadata["step"].get("config"), self.metadata["step"].get("backline_version")) != (
-                denoiser.get("config"), denoiser.get("backline_version")):
-            raise RuntimeModelError(f"{paths['step']} and {paths['denoiser']} come from different denoisers")
+        self._check_pair("step", "denoiser", paths)
         ae = json.loads(encoder["config"])
         dn = json.loads(denoiser["config"])
         few_step = None
         if "few_step_denoiser" in paths:
-            student, student_step = self.metadata["few_step_denoiser"], self.metadata["few_step_step"]
-            if (student_step.get("config"), student_step.get("backline_version")) != (
-                    student.get("config"), student.get("backline_version")):
-                raise RuntimeModelError(f"{paths['few_step_step']} and {paths['few_step_denoiser']} come from different "
-                                        "denoisers")
+            self._check_pair("few_step_step", "few_step_denoiser", paths)
+            student = self.metadata["few_step_denoiser"]
             few_step = few_step_of(dn, denoiser.get("backline_version"), json.loads(student["config"]),
                                    student.get("backline_version"), str(paths["few_step_denoiser"]))
         contract = ModelContract.from_configs(
